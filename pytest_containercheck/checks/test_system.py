@@ -1,0 +1,86 @@
+"""Built-in rows about the image itself: Python, OS, GPU visibility, writable caches."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_containercheck import Container
+
+#: Oldest glibc that PyPI's manylinux2014 wheels (torch, vtk, xgboost) load on.
+MIN_GLIBC = (2, 17)
+
+
+@pytest.mark.containercheck_row("system.python")
+def test_python(container: Container) -> None:
+    facts = container.facts("system")
+    py = facts["python"]
+    container.note(f"{py['implementation']} {py['version']} ({py['executable']})")
+
+
+@pytest.mark.containercheck_row("system.os")
+def test_os_and_glibc(container: Container) -> None:
+    facts = container.facts("system")
+    release = facts["os_release"].get("PRETTY_NAME") or "unknown OS (no /etc/os-release)"
+    glibc = facts["glibc"]
+    container.note(f"{release}, {glibc.get('name') or 'libc'} {glibc.get('version') or '?'}, {facts['machine']}")
+    if glibc.get("name") != "glibc" or not glibc.get("version"):
+        container.fail(f"{release}: not a glibc system ({glibc}); manylinux wheels (torch, vtk) will not load",
+                       fix="use a glibc-based base image (Debian, Ubuntu, RHEL), not Alpine/musl", fault="image")
+    version = tuple(int(p) for p in glibc["version"].split(".")[:2])
+    if version < MIN_GLIBC:
+        container.fail(f"glibc {glibc['version']} is older than 2.17; manylinux2014 wheels will not load",
+                       fix="rebuild on a newer base image", fault="image")
+
+
+@pytest.mark.containercheck_row("system.gpu_devices")
+def test_gpu_devices(container: Container) -> None:
+    container.gpu_expected()
+    facts = container.facts("system")
+    nodes = facts["devices"]["nvidia"]
+    if not any(n.rstrip("0123456789") == "/dev/nvidia" and n[-1].isdigit() for n in nodes):
+        container.fail(f"the host has {container.host['gpu_summary']} but no /dev/nvidiaN inside the image "
+                       f"(found: {nodes or 'nothing'})", fault="host",
+                       fix="start the image with GPU access (Docker --gpus all with the NVIDIA Container Toolkit, "
+                           "Apptainer --nv); under Slurm request a GPU (--gres=gpu:1)")
+    container.note(", ".join(nodes))
+
+
+@pytest.mark.containercheck_row("system.nvidia_smi")
+def test_nvidia_smi(container: Container) -> None:
+    container.gpu_expected()
+    smi = container.facts("system")["nvidia_smi"]
+    if not smi.get("found"):
+        container.fail("nvidia-smi is not on PATH inside the image", fault="host",
+                       fix="Docker: set NVIDIA_DRIVER_CAPABILITIES to include 'utility'; Apptainer: use --nv")
+    if smi.get("returncode") != 0 or not smi.get("gpus"):
+        container.fail(f"nvidia-smi failed inside the image: {smi.get('stderr') or smi.get('stdout') or smi}",
+                       fault="host", fix="check that the host driver works ('nvidia-smi' on the host)")
+    container.note("; ".join(f"{g['name']} (driver {g['driver_version']}, sm {g['compute_cap']})" for g in smi["gpus"]))
+
+
+@pytest.mark.containercheck_row("system.libcuda")
+def test_libcuda(container: Container) -> None:
+    container.gpu_expected()
+    cuda = container.facts("system")["libcuda"]
+    if not cuda.get("loaded"):
+        container.fail(f"libcuda.so.1 does not load in the image: {cuda.get('error')}", fault="host",
+                       fix="Docker: NVIDIA_DRIVER_CAPABILITIES must include 'compute'; Apptainer: use --nv; "
+                           "do not ship a libcuda stub in the image's library path")
+    if cuda.get("cuInit") != 0:
+        container.fail(f"cuInit failed with CUDA error {cuda.get('cuInit')} ({cuda.get('path')})", fault="pair",
+                       fix="error 35/803 mean the image's libcuda does not match the host driver: remove "
+                           "libcuda from the image (the runtime must inject the host's)")
+    container.note(f"CUDA driver API {cuda.get('driver_cuda_version')} from {cuda.get('path')}, "
+                   f"{cuda.get('device_count')} device(s)")
+
+
+@pytest.mark.containercheck_row("system.writable_cache")
+def test_writable_home_and_cache(container: Container) -> None:
+    writable = container.facts("system")["writable"]
+    bad = [f"{k} ({v['path']}: {v.get('error')})" for k, v in writable.items() if not v["writable"]]
+    if bad:
+        container.fail("not writable: " + ", ".join(bad), fault="image",
+                       fix="point HOME/XDG_CACHE_HOME/HF_HOME/TORCH_HOME at a writable directory "
+                           "(e.g. --container-env XDG_CACHE_HOME=/tmp/cache; Apptainer: --writable-tmpfs "
+                           "or bind a scratch directory)")
+    container.note(", ".join(f"{k} {v['path']}" for k, v in writable.items()) + " writable")

@@ -1,0 +1,320 @@
+"""The ``container`` fixture: one image, seen from a test.
+
+Sessions (running containers) are pooled per process: the first test that needs an image
+starts it, every probe for that image runs in it, and the pool stops them all at the end
+of the run (also on Ctrl-C).  Probe results are cached per image and parameters, so the
+checks that read the same facts run the probe once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from . import probing
+from .probing import ProbeError, ProbeResult, PythonInfo
+from .runtimes import LaunchOptions, RuntimeFault, Session, get_runtime
+from .runtimes.base import text
+from .state import CheckOptions, RunState
+from .targets import Target
+
+CELL_KEY = "containercheck"
+"""Key of the ``user_properties`` entry that carries a test's matrix cell."""
+FAULTS = ("image", "host", "pair")
+
+
+class ImageSession:
+    """One image in this process: its runtime session, interpreter and probe cache."""
+
+    def __init__(self, target: Target, launch: LaunchOptions, checks: CheckOptions) -> None:
+        self.target = target
+        self.launch = launch
+        self.checks = checks
+        self.session: Session | None = None
+        self.start_error: RuntimeFault | None = None
+        self.python_info: PythonInfo | None = None
+        self.python_error: ProbeError | None = None
+        self.probes: dict[str, ProbeResult] = {}
+        self.started_in: float | None = None
+
+    def ensure_started(self) -> Session:
+        """Start the image once; re-raise the same fault for every later test."""
+        if self.start_error is not None:
+            raise self.start_error
+        if self.session is None:
+            t0 = time.monotonic()
+            try:
+                self.session = get_runtime(self.target.runtime).start(self.target, self.launch)
+            except RuntimeFault as exc:
+                self.start_error = exc
+                raise
+            self.started_in = time.monotonic() - t0
+            self.session.facts["started_in_s"] = round(self.started_in, 3)
+        return self.session
+
+    def ensure_python(self) -> PythonInfo:
+        """Find the image's interpreter once; re-raise the same error later."""
+        session = self.ensure_started()
+        if self.python_error is not None:
+            raise self.python_error
+        if self.python_info is None:
+            try:
+                self.python_info = probing.find_python(
+                    session, session.python_candidates(self.checks.container_python))
+            except ProbeError as exc:
+                self.python_error = exc
+                raise
+            session.facts["python"] = {"command": self.python_info.command,
+                                       "version": ".".join(map(str, self.python_info.version)),
+                                       "executable": self.python_info.executable}
+        return self.python_info
+
+    def probe(self, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ProbeResult:
+        """Run probe *name* once per parameter set; later calls get the cached result."""
+        key = name + json.dumps(dict(params), sort_keys=True, default=str)
+        if key not in self.probes:
+            python = self.ensure_python()
+            assert self.session is not None
+            result = probing.run_probe(self.session, python, name, params,
+                                       timeout=self.checks.probe_timeout, env=env)
+            if not result.ok and result.status != "error" and not self.session.alive():
+                result.error = "the container stopped while the probe ran (killed from outside, or out of memory)"
+            self.probes[key] = result
+        return self.probes[key]
+
+    def stop(self) -> None:
+        if self.session is not None:
+            self.session.stop()
+
+
+class SessionPool:
+    """Every image session of this process, stopped together at the end."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+        self.sessions: dict[str, ImageSession] = {}
+
+    def get(self, target: Target) -> ImageSession:
+        if target.id not in self.sessions:
+            self.sessions[target.id] = ImageSession(target, self.state.launch, self.state.checks)
+        return self.sessions[target.id]
+
+    def stop_all(self) -> None:
+        for s in self.sessions.values():
+            try:
+                s.stop()
+            except Exception:  # one broken session must not keep the others alive
+                pass
+
+
+@dataclasses.dataclass
+class CommandResult:
+    """The outcome of :meth:`Container.run` / :meth:`Container.python`."""
+
+    argv: list[str]
+    returncode: int | None
+    stdout: str
+    stderr: str
+    duration: float
+    timed_out: bool
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0."""
+        return self.returncode == 0
+
+
+class Container:
+    """What a test gets as ``container``: one image on this host, plus its matrix cell."""
+
+    def __init__(self, image: ImageSession, state: RunState, cell: dict[str, Any]) -> None:
+        self._image = image
+        self._state = state
+        self._cell = cell
+
+    # -- about the image and the host -------------------------------------------------
+
+    @property
+    def target(self) -> Target:
+        """The image under test."""
+        return self._image.target
+
+    @property
+    def id(self) -> str:
+        """The image's column id, e.g. ``docker://img:tag``."""
+        return self._image.target.id
+
+    @property
+    def host(self) -> dict[str, Any]:
+        """Host facts (see :mod:`pytest_containercheck.hostinfo`)."""
+        return self._state.host
+
+    @property
+    def options(self) -> CheckOptions:
+        """Policy options (``--require-gpu`` and friends)."""
+        return self._state.checks
+
+    @property
+    def session_facts(self) -> dict[str, Any]:
+        """How the image was launched: runtime, GPU passthrough outcome, container id."""
+        return self._image.ensure_started().facts
+
+    # -- running things ------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], *, input: bytes | str | None = None,
+            env: Mapping[str, str] | None = None, timeout: float | None = None) -> CommandResult:
+        """Run *argv* (a list, never a shell string) inside the image."""
+        if isinstance(argv, str):
+            raise TypeError("container.run() takes an argv list, e.g. ['nvidia-smi', '-L']")
+        session = self._started()
+        data = input.encode() if isinstance(input, str) else input
+        res = session.exec(list(argv), stdin=data, env=env,
+                           timeout=timeout if timeout is not None else self.options.probe_timeout)
+        return CommandResult(res.argv, res.returncode, text(res.stdout), text(res.stderr),
+                             res.duration, res.timed_out)
+
+    def python(self, code: str, *, env: Mapping[str, str] | None = None,
+               timeout: float | None = None) -> CommandResult:
+        """Run Python *code* with the image's interpreter (sent on stdin)."""
+        python = self._python()
+        return self.run([python.command, "-"], input=code, env=env, timeout=timeout)
+
+    def probe(self, name: str, **params: Any) -> ProbeResult:
+        """Run built-in probe *name* (cached per image and parameters)."""
+        self._python()
+        problem: ProbeError | None = None
+        try:
+            result = self._image.probe(name, params)
+        except ProbeError as exc:
+            problem = exc
+        if problem is not None:
+            self.error(str(problem), fix=problem.fix, evidence=problem.evidence)
+        self._cell["probes"][name] = {"status": result.status, "duration": round(result.duration, 3),
+                                      "timings": result.timings}
+        return result
+
+    def facts(self, name: str, **params: Any) -> dict[str, Any]:
+        """The facts of probe *name*; a probe that did not finish makes this cell an error."""
+        result = self.probe(name, **params)
+        if not result.ok:
+            evidence = result.traceback or result.stderr[-3000:] or result.stdout[-3000:]
+            fix = None
+            if result.status == "timeout":
+                fix = "raise --probe-timeout if the image is just slow, or look at the evidence for a hang"
+            self.error(result.error if result.status == "error" and result.error and not result.traceback
+                       else result.summary(), fix=fix, evidence=evidence)
+        return result.facts
+
+    # -- the cell --------------------------------------------------------------------------
+
+    def note(self, text_: str) -> None:
+        """Set the one-line detail shown in this test's matrix cell."""
+        self._cell["detail"] = " ".join(str(text_).split())[:300]
+
+    def evidence(self, key: str, value: Any) -> None:
+        """Attach small evidence (builtins only) to the cell, for JSON and HTML reports."""
+        self._cell["evidence"][key] = _builtins(value)
+
+    def artifact(self, name: str, data: bytes, suffix: str = ".png") -> Path:
+        """Write *data* under ``--artifacts-dir`` and reference it from the cell."""
+        base = Path(self.options.artifacts_dir)
+        sub = base / _slug(self.id) / _slug(self._cell["row"])
+        sub.mkdir(parents=True, exist_ok=True)
+        path = sub / f"{_slug(name)}{suffix}"
+        path.write_bytes(data)
+        os.chmod(path, 0o644)
+        self._cell["artifacts"][name] = str(path)
+        return path
+
+    def fail(self, reason: str, *, fix: str | None = None, fault: str | None = None) -> NoReturn:
+        """Fail this check: *reason* is the cell's detail, *fix* what to do, *fault* whose."""
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"fault must be one of {FAULTS}")
+        self._cell.update(detail=" ".join(reason.split())[:300], fix=fix, fault=fault)
+        msg = f"[{fault} fault] {reason}" if fault else reason
+        if fix:
+            msg += f"\nFix: {fix}"
+        pytest.fail(msg, pytrace=False)
+
+    def error(self, reason: str, *, fix: str | None = None, evidence: str = "") -> NoReturn:
+        """The check could not be carried out (image would not start, probe crashed)."""
+        self._cell.update(status="error", detail=" ".join(reason.split())[:300], fix=fix)
+        if evidence:
+            self._cell["evidence"]["output"] = evidence[-4000:]
+        msg = reason + (f"\nFix: {fix}" if fix else "") + (f"\n--- evidence ---\n{evidence[-4000:]}" if evidence else "")
+        pytest.fail(msg, pytrace=False)
+
+    def skip(self, reason: str) -> NoReturn:
+        """Skip this check with *reason* (shown in the cell)."""
+        self._cell["detail"] = " ".join(reason.split())[:300]
+        pytest.skip(reason)
+
+    def gpu_expected(self) -> bool:
+        """Gate a GPU row: return True only when a GPU is attached to the image.
+
+        No GPU on the host skips (fails under ``--require-gpu``); a host GPU that the image
+        cannot see fails, naming the fix.
+        """
+        gpu = self.session_facts.get("gpu") or {}
+        if not self.host.get("has_gpu"):
+            reason = self.host.get("gpu_summary") or "host has no NVIDIA GPU"
+            if self.options.require_gpu:
+                self.fail(f"--require-gpu: {reason}", fault="host",
+                          fix="run on a GPU node (Slurm: --gres=gpu:1 or --gpus=1)")
+            self.skip(reason)
+        if not gpu.get("attached"):
+            self.fail(f"host has {self.host.get('gpu_summary')}, but the image was started without GPU access: "
+                      f"{gpu.get('error') or 'GPU flags disabled (--gpus none)'}",
+                      fix=gpu.get("fix") or "drop '--gpus none'", fault="host")
+        return True
+
+    # -- internals -------------------------------------------------------------------------
+
+    # The error() calls sit outside the except blocks so reports show one clean message,
+    # not "during handling of the above exception, another exception occurred".
+
+    def _started(self) -> Session:
+        fault: RuntimeFault | None = None
+        try:
+            return self._image.ensure_started()
+        except RuntimeFault as exc:
+            fault = exc
+        self.error(str(fault), fix=fault.fix, evidence=fault.evidence)
+
+    def _python(self) -> PythonInfo:
+        self._started()
+        problem: ProbeError | None = None
+        try:
+            return self._image.ensure_python()
+        except ProbeError as exc:
+            problem = exc
+        self.error(str(problem), fix=problem.fix, evidence=problem.evidence)
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "x"
+
+
+def _builtins(value: Any) -> Any:
+    """Coerce *value* to builtins so it crosses the xdist boundary unchanged."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _builtins(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_builtins(v) for v in value]
+    return str(value)
+
+
+def new_cell(row: str, column: str) -> dict[str, Any]:
+    """A blank cell as it travels on ``user_properties``."""
+    return {"row": row, "column": column, "status": None, "detail": None, "fix": None, "fault": None,
+            "evidence": {}, "artifacts": {}, "probes": {}}

@@ -1,0 +1,226 @@
+"""Host side of the probe protocol: ship a probe into a Session, run it, read its result.
+
+A probe is ``probes/<name>.py`` defining ``run(params, ctx) -> dict``.  It is sent on the
+interpreter's stdin together with ``probes/_envelope.py`` (``python3 -``), so nothing is
+mounted or copied into the image, and it works the same under every runtime.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .runtimes.base import ExecResult, Session, last_line, text
+
+RESULT_MARKER = "@@containercheck-result"
+PID_MARKER = "@@containercheck-pid"
+MIN_PYTHON = (3, 7)
+
+#: Printed by any Python from 2.6 on, so an old interpreter is reported, not misread.
+_DISCOVER = "import sys; sys.stdout.write('%d.%d.%d|%s' % (tuple(sys.version_info[:3]) + (sys.executable,)))"
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ProbeError(Exception):
+    """The probe could not be run at all (no Python, unknown probe, runtime fault)."""
+
+    def __init__(self, message: str, fix: str | None = None, evidence: str = "") -> None:
+        super().__init__(message)
+        self.fix = fix
+        self.evidence = evidence
+
+
+def probe_dirs() -> list[Path]:
+    """Where probe sources live: inside the installed package, or the source checkout."""
+    here = Path(__file__).resolve().parent
+    return [p for p in (here / "probes", here.parent / "probes") if (p / "_envelope.py").is_file()]
+
+
+@lru_cache(maxsize=None)
+def probe_source(name: str) -> str:
+    """The source of probe *name*; raises :class:`ProbeError` for an unknown name."""
+    if not _NAME.match(name):
+        raise ProbeError(f"invalid probe name {name!r}")
+    for d in probe_dirs():
+        f = d / f"{name}.py"
+        if f.is_file():
+            return f.read_text(encoding="utf-8")
+    raise ProbeError(f"unknown probe {name!r}; available: {', '.join(available_probes())}")
+
+
+def available_probes() -> list[str]:
+    """Names of every built-in probe."""
+    names: set[str] = set()
+    for d in probe_dirs():
+        names.update(p.stem for p in d.glob("*.py") if not p.stem.startswith("_"))
+    return sorted(names)
+
+
+def compose(name: str, params: Mapping[str, Any], nonce: str, timeout: float | None) -> bytes:
+    """The complete program sent on stdin for one probe run."""
+    if name.startswith("_"):
+        raise ProbeError(f"invalid probe name {name!r}")
+    envelope = probe_source("_envelope")
+    body = probe_source(name)
+    call = "\nmain(run, json.loads(%r), %r, %r)\n" % (json.dumps(dict(params)), nonce, timeout)
+    return (envelope + "\n\n" + body + "\n" + call).encode("utf-8")
+
+
+@dataclasses.dataclass
+class PythonInfo:
+    """The interpreter found in an image."""
+
+    command: str
+    version: tuple[int, int, int]
+    executable: str
+
+
+def find_python(session: Session, candidates: Sequence[str], timeout: float = 120) -> PythonInfo:
+    """Find a usable interpreter in the image, trying *candidates* in order.
+
+    Raises :class:`ProbeError` when none runs, or the one found is older than 3.7.
+    """
+    tried: list[str] = []
+    evidence: list[str] = []
+    for cand in candidates:
+        res = session.exec([cand, "-c", _DISCOVER], timeout=timeout)
+        tried.append(cand)
+        out = text(res.stdout).strip()
+        m = re.match(r"^(\d+)\.(\d+)\.(\d+)\|(.*)$", out)
+        if res.returncode == 0 and m:
+            version = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+            info = PythonInfo(cand, version, m.group(4))
+            if version[:2] < MIN_PYTHON:
+                raise ProbeError(
+                    f"unsupported Python {'.'.join(map(str, version))} at {info.executable} "
+                    f"(probes need {MIN_PYTHON[0]}.{MIN_PYTHON[1]}+)",
+                    fix="install python3 (3.7 or newer) in the image, or name it with --container-python",
+                )
+            return info
+        evidence.append(f"$ {cand} -c ...: exit {res.returncode}: {last_line(res.stderr) or last_line(res.stdout)}")
+        if res.timed_out:
+            break
+    raise ProbeError(
+        f"no Python interpreter found in image; tried {', '.join(tried)}",
+        fix="install python3 in the image, or name its interpreter with --container-python",
+        evidence="\n".join(evidence),
+    )
+
+
+@dataclasses.dataclass
+class ProbeResult:
+    """What one probe run produced: its facts, or why there are none.
+
+    ``status`` is ``ok``; ``error`` (the probe raised: ``error`` says what); ``timeout``;
+    ``crashed`` (the interpreter died: ``returncode`` says how); or ``no-result`` (it
+    exited without a result line).
+    """
+
+    name: str
+    status: str
+    facts: dict[str, Any]
+    error: str | None = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    warnings: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    artifacts_b64: dict[str, str] = dataclasses.field(default_factory=dict)
+    returncode: int | None = None
+    duration: float = 0.0
+    stdout: str = ""
+    """Everything the probe printed besides its result line: evidence, never parsed."""
+    stderr: str = ""
+    traceback: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the probe ran to the end and reported facts."""
+        return self.status == "ok"
+
+    def artifact(self, name: str) -> bytes:
+        """A binary artifact (e.g. ``"png"``) the probe attached; KeyError if absent."""
+        return base64.b64decode(self.artifacts_b64[name])
+
+    def summary(self) -> str:
+        """One line saying why there are no facts (empty when ok)."""
+        if self.status == "ok":
+            return ""
+        if self.status == "error":
+            return f"probe {self.name} raised {self.error}"
+        if self.status == "timeout":
+            return f"probe {self.name} timed out after {self.duration:.0f} s (killed)"
+        if self.status == "crashed":
+            return f"probe {self.name} crashed ({describe_exit(self.returncode)})"
+        return f"probe {self.name} exited {self.returncode} without a result: {last_line(self.stderr)}"
+
+
+def describe_exit(code: int | None) -> str:
+    """``-11`` -> ``killed by signal 11 (SIGSEGV)``; ``137`` -> the same for SIGKILL."""
+    import signal
+
+    if code is None:
+        return "no exit status"
+    sig = -code if code < 0 else code - 128 if 128 < code < 160 else 0
+    if sig:
+        try:
+            return f"killed by signal {sig} ({signal.Signals(sig).name})"
+        except ValueError:
+            return f"killed by signal {sig}"
+    return f"exit status {code}"
+
+
+def parse_result(name: str, res: ExecResult, nonce: str) -> ProbeResult:
+    """Find this run's result line (by nonce) and build a :class:`ProbeResult`."""
+    out = text(res.stdout)
+    err = text(res.stderr)
+    prefix = f"{RESULT_MARKER} {nonce} "
+    envelope: dict[str, Any] | None = None
+    kept: list[str] = []
+    for line in out.splitlines():
+        if line.startswith(prefix) and envelope is None:
+            try:
+                envelope = json.loads(line[len(prefix):])
+                continue
+            except ValueError:
+                pass
+        kept.append(line)
+    pid_prefix = f"{PID_MARKER} {nonce} "
+    err = "\n".join(ln for ln in err.splitlines() if not ln.startswith(pid_prefix))
+    base = {"name": name, "returncode": res.returncode, "duration": res.duration,
+            "stdout": "\n".join(kept).strip(), "stderr": err.strip()}
+    if res.timed_out:
+        return ProbeResult(status="timeout", facts={}, **base)
+    if envelope is None:
+        if res.returncode in (-14, 128 + 14):  # our own in-image SIGALRM watchdog fired
+            return ProbeResult(status="timeout", facts={}, **base)
+        crashed = res.returncode is not None and (res.returncode < 0 or 128 < res.returncode < 160)
+        return ProbeResult(status="crashed" if crashed else "no-result", facts={}, **base)
+    return ProbeResult(
+        status="ok" if envelope.get("status") == "ok" else "error",
+        facts=envelope.get("facts") or {},
+        error=envelope.get("error"),
+        timings=envelope.get("timings") or {},
+        warnings=envelope.get("warnings") or [],
+        artifacts_b64=envelope.get("artifacts") or {},
+        traceback=envelope.get("traceback") or "",
+        **base,
+    )
+
+
+def run_probe(session: Session, python: PythonInfo, name: str, params: Mapping[str, Any],
+              *, timeout: float, env: Mapping[str, str] | None = None) -> ProbeResult:
+    """Run probe *name* in *session* and return its result; never raises for probe faults."""
+    nonce = secrets.token_hex(8)
+    program = compose(name, params, nonce, timeout)
+    res = session.exec([python.command, "-"], stdin=program, env=env, timeout=timeout + 5)
+    if res.timed_out:
+        m = re.search(rf"^{PID_MARKER} {nonce} (\d+)$", text(res.stderr), re.MULTILINE)
+        if m:
+            session.kill_inside(int(m.group(1)), python.command)
+    return parse_result(name, res, nonce)

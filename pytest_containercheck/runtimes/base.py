@@ -1,0 +1,264 @@
+"""The one small interface every runtime family implements.
+
+``Runtime.preflight(target)`` checks (once, on the xdist controller) that the runtime is
+installed, reachable and has the image, raising :class:`pytest.UsageError` with a one-line
+fix otherwise. ``Runtime.start(target, options)`` returns a :class:`Session`;
+``Session.exec(argv, ...)`` runs one process inside the image; ``Session.stop()`` removes
+everything the session started.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+from ..targets import Target
+
+#: Bytes of a stream kept from its start, and from its end, when output is huge.  The
+#: result line is the last line, so the tail must be able to hold a PNG or two.
+HEAD_LIMIT = 64 * 1024
+TAIL_LIMIT = 16 * 1024 * 1024
+
+
+class RuntimeFault(Exception):
+    """The runtime itself failed (could not start a container, daemon gone, ...).
+
+    The message is one line meant for a matrix cell; ``fix`` says what to do about it.
+    """
+
+    def __init__(self, message: str, fix: str | None = None, evidence: str = "") -> None:
+        super().__init__(message)
+        self.fix = fix
+        self.evidence = evidence
+
+
+@dataclasses.dataclass
+class LaunchOptions:
+    """Everything about *how* to launch that comes from options, not from the image."""
+
+    run_id: str
+    gpus: str = "all"
+    """Docker ``--gpus`` value; ``none`` disables GPU flags for every runtime."""
+    apptainer_gpu: str = "nv"
+    """``nv``, ``nvccli``, ``rocm`` or ``none``: which Apptainer GPU flag to pass."""
+    network: str = "none"
+    runtime_args: tuple[str, ...] = ()
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Variables set in every process started in the image."""
+    host_python: str | None = None
+    lifetime: int = 24 * 3600
+    """Seconds a long-lived container may live at most, even if pytest is SIGKILLed."""
+
+
+@dataclasses.dataclass
+class ExecResult:
+    """The outcome of one process run inside an image."""
+
+    argv: list[str]
+    returncode: int | None
+    """Exit status; negative for a signal (host runtime); ``None`` if it timed out."""
+    stdout: bytes
+    stderr: bytes
+    duration: float
+    timed_out: bool = False
+    dropped: int = 0
+    """Bytes of output dropped from the middle to keep memory bounded."""
+
+
+class _BoundedSink:
+    """Keeps the first HEAD_LIMIT and the last TAIL_LIMIT bytes of a stream."""
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def feed(self, chunk: bytes) -> None:
+        room = HEAD_LIMIT - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            excess = len(self.tail) - TAIL_LIMIT
+            if excess > 0:
+                del self.tail[:excess]
+                self.dropped += excess
+
+    def value(self) -> bytes:
+        if self.dropped:
+            note = b"\n[... %d bytes dropped by containercheck ...]\n" % self.dropped
+            return bytes(self.head) + note + bytes(self.tail)
+        return bytes(self.head + self.tail)
+
+
+def _pump(stream: IO[bytes], sink: _BoundedSink) -> None:
+    while True:
+        chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+        if not chunk:
+            break
+        sink.feed(chunk)
+    stream.close()
+
+
+def run_bounded(
+    argv: Sequence[str],
+    *,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    new_session: bool = True,
+) -> ExecResult:
+    """Run *argv* (never through a shell) with bounded output and a hard timeout.
+
+    On timeout the whole process group is killed; the caller is responsible for anything
+    the process left *inside* a container (see :meth:`Session.kill_inside`).
+    """
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            start_new_session=new_session,
+        )
+    except FileNotFoundError:
+        return ExecResult(list(argv), 127, b"", f"{argv[0]}: not found\n".encode(), 0.0)
+    except PermissionError as exc:
+        return ExecResult(list(argv), 126, b"", f"{argv[0]}: {exc}\n".encode(), 0.0)
+    sinks = (_BoundedSink(), _BoundedSink())
+    assert proc.stdout is not None and proc.stderr is not None
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, sinks[0]), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, sinks[1]), daemon=True),
+    ]
+    for p in pumps:
+        p.start()
+    if stdin is not None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(stdin)
+        except (BrokenPipeError, OSError):
+            pass  # the process exited early; its exit status tells the story
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_tree(proc, new_session)
+        proc.wait()
+    except BaseException:  # Ctrl-C while waiting: take the process down with us
+        _kill_tree(proc, new_session)
+        proc.wait()
+        raise
+    for p in pumps:
+        p.join(timeout=5)
+    return ExecResult(
+        argv=list(argv),
+        returncode=None if timed_out else proc.returncode,
+        stdout=sinks[0].value(),
+        stderr=sinks[1].value(),
+        duration=time.monotonic() - t0,
+        timed_out=timed_out,
+        dropped=sinks[0].dropped + sinks[1].dropped,
+    )
+
+
+def _kill_tree(proc: subprocess.Popen[bytes], new_session: bool) -> None:
+    try:
+        if new_session:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except ProcessLookupError:
+        pass
+
+
+def text(data: bytes) -> str:
+    """Decode process output for humans: never fails on invalid UTF-8."""
+    return data.decode("utf-8", errors="replace")
+
+
+def last_line(data: bytes | str) -> str:
+    """The last non-empty line of some output, for one-line error messages."""
+    s = text(data) if isinstance(data, bytes) else data
+    lines = [ln.strip() for ln in s.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+class Session(abc.ABC):
+    """One launched image: processes run in it until :meth:`stop`."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.facts: dict[str, Any] = {"runtime": target.runtime, "ref": target.ref}
+        """Launch facts (GPU passthrough outcome, container id, command line), builtins only."""
+
+    @abc.abstractmethod
+    def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run *argv* inside the image; *argv[0]* is looked up on the image's PATH."""
+
+    def python_candidates(self, preferred: Sequence[str]) -> list[str]:
+        """Interpreters to try, in order, when looking for Python in the image."""
+        return list(preferred)
+
+    def kill_inside(self, pid: int, python: str) -> None:
+        """Kill process group *pid* inside the image (after a timed-out exec).
+
+        Killing the runtime's client (``docker exec``) does not stop the process in the
+        container, so runtimes with a long-lived container override this.
+        """
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop and remove whatever the session started; safe to call twice."""
+
+    def alive(self) -> bool:
+        """Whether the session can still run processes (a container may be killed)."""
+        return True
+
+
+class Runtime(abc.ABC):
+    """A family of container runtimes (docker+podman, apptainer+singularity, host)."""
+
+    name: str
+    """The runtime's name as used in ``--runtime`` and in target ids."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abc.abstractmethod
+    def preflight(self, target: Target) -> dict[str, Any]:
+        """Check the runtime and the image are usable; return runtime facts.
+
+        Raises :class:`pytest.UsageError` with a one-line message naming the fix.
+        """
+
+    @abc.abstractmethod
+    def start(self, target: Target, options: LaunchOptions) -> Session:
+        """Launch *target*; raises :class:`RuntimeFault` if it cannot be started."""
+
+    def command_line(self, target: Target, options: LaunchOptions, argv: Sequence[str]) -> list[str]:
+        """The exact command that runs *argv* in *target* (for docs, tests and evidence)."""
+        raise NotImplementedError

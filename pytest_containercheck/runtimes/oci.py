@@ -1,0 +1,251 @@
+"""Docker and Podman: one class, two executables.
+
+A session is one long-lived container (``sleep`` as the entrypoint, bounded lifetime,
+labelled with the run id); every probe is a ``docker exec -i`` into it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from ..targets import Target
+from .base import ExecResult, LaunchOptions, Runtime, RuntimeFault, Session, last_line, run_bounded, text
+
+LABEL_RUN = "org.containercheck.run"
+"""Every container we start carries this label with the run id (for cleanup and audits)."""
+LABEL_OWNER = "org.containercheck.owner"
+"""``<hostname>/<pid>`` of the pytest process that owns the container."""
+
+#: Messages meaning "the host cannot give this container a GPU" (no NVIDIA Container
+#: Toolkit, no CDI spec, driver not loaded).  The container is then started without GPUs
+#: and the GPU checks explain why.
+_GPU_UNAVAILABLE = re.compile(
+    r'could not select device driver ".*" with capabilities|unresolvable CDI devices|'
+    r"nvidia-container-cli|nvidia-container-runtime|failed to inject CDI devices",
+    re.IGNORECASE,
+)
+_DAEMON_DOWN = re.compile(r"cannot connect to the docker daemon|is the docker daemon running|"
+                          r"connection refused|no such file or directory.*\.sock", re.IGNORECASE)
+_PERMISSION = re.compile(r"permission denied.*(socket|daemon)|dial unix .*: connect: permission denied",
+                         re.IGNORECASE)
+
+TOOLKIT_FIX = (
+    "install the NVIDIA Container Toolkit on the host and run "
+    "'nvidia-ctk runtime configure --runtime=docker' then restart dockerd "
+    "(Podman: 'nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml')"
+)
+
+
+class OCIRuntime(Runtime):
+    """Docker or Podman, selected by *name* (the executable)."""
+
+    def __init__(self, name: str, executable: str | None = None) -> None:
+        super().__init__(name)
+        self.executable = executable or name
+
+    # -- command lines -------------------------------------------------------------
+
+    def gpu_flags(self, gpus: str) -> list[str]:
+        """Flags that request GPUs; Docker uses ``--gpus``, Podman CDI device names."""
+        if gpus == "none":
+            return []
+        if self.name == "podman":
+            if gpus == "all":
+                return ["--device", "nvidia.com/gpu=all"]
+            ids = gpus.removeprefix("device=").split(",")
+            return [f for i in ids for f in ("--device", f"nvidia.com/gpu={i.strip()}")]
+        return ["--gpus", gpus]
+
+    def run_command(self, target: Target, options: LaunchOptions, name: str, gpus: str) -> list[str]:
+        """The ``docker run`` line that starts the session's long-lived container."""
+        argv = [
+            self.executable, "run", "--detach", "--rm", "--pull", "never",
+            "--name", name,
+            "--label", f"{LABEL_RUN}={options.run_id}",
+            "--label", f"{LABEL_OWNER}={socket.gethostname()}/{os.getpid()}",
+            "--network", options.network,
+            "--entrypoint", "sleep",
+        ]
+        argv += self.gpu_flags(gpus)
+        env = dict(options.env)
+        if gpus != "none":
+            # Without "graphics", the NVIDIA hook mounts no EGL/GL libraries and EGL falls
+            # back to Mesa's llvmpipe without an error.
+            env.setdefault("NVIDIA_DRIVER_CAPABILITIES", "compute,utility,graphics")
+        for key, value in env.items():
+            argv += ["--env", f"{key}={value}"]
+        argv += list(options.runtime_args)
+        argv += [target.ref, str(options.lifetime)]
+        return argv
+
+    def exec_command(self, container: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+        """The ``docker exec`` line that runs *argv* in a running container."""
+        cmd = [self.executable, "exec", "--interactive"]
+        for key, value in (env or {}).items():
+            cmd += ["--env", f"{key}={value}"]
+        return cmd + [container, *argv]
+
+    def command_line(self, target: Target, options: LaunchOptions, argv: Sequence[str]) -> list[str]:
+        return self.exec_command("<container>", argv)
+
+    # -- preflight -----------------------------------------------------------------
+
+    def preflight(self, target: Target) -> dict[str, Any]:
+        exe = shutil.which(self.executable)
+        if exe is None:
+            pkg = "docker.io (Debian/Ubuntu) or docker-ce" if self.name == "docker" else "podman"
+            raise pytest.UsageError(
+                f"--image {target.spec}: {self.executable!r} is not installed; install {pkg}, "
+                "or pick another runtime with --runtime"
+            )
+        fmt = "{{.Server.Version}}" if self.name == "docker" else "{{.Client.Version}}"
+        res = run_bounded([self.executable, "version", "--format", fmt], timeout=30)
+        if res.returncode != 0 or res.timed_out:
+            raise pytest.UsageError(self._daemon_problem(target, res))
+        version = text(res.stdout).strip()
+        inspect = run_bounded([self.executable, "image", "inspect", target.ref], timeout=60)
+        if inspect.returncode != 0:
+            msg = last_line(inspect.stderr)
+            if _DAEMON_DOWN.search(msg) or _PERMISSION.search(msg):
+                raise pytest.UsageError(self._daemon_problem(target, inspect))
+            raise pytest.UsageError(
+                f"--image {target.spec}: image {target.ref!r} not found by {self.name} "
+                f"({msg or 'no such image'}); pull or build it first "
+                f"('{self.executable} pull {target.ref}'), or check the name with '{self.executable} images'"
+            )
+        facts: dict[str, Any] = {"runtime": self.name, "runtime_version": version}
+        try:
+            info = json.loads(inspect.stdout)[0]
+            cfg = info.get("Config") or {}
+            facts["image"] = {
+                "id": info.get("Id"),
+                "digests": info.get("RepoDigests") or [],
+                "architecture": info.get("Architecture"),
+                "os": info.get("Os"),
+                "entrypoint": cfg.get("Entrypoint"),
+                "cmd": cfg.get("Cmd"),
+                "user": cfg.get("User") or "",
+                "size": info.get("Size"),
+            }
+        except (ValueError, IndexError, AttributeError):
+            pass
+        return facts
+
+    def _daemon_problem(self, target: Target, res: ExecResult) -> str:
+        msg = last_line(res.stderr) or last_line(res.stdout) or "no answer"
+        if res.timed_out:
+            return f"--image {target.spec}: '{self.executable} version' did not answer in 30 s; check the daemon"
+        if _PERMISSION.search(msg):
+            return (
+                f"--image {target.spec}: permission denied on the {self.name} socket; add your user "
+                f"to the 'docker' group (then log in again) or run as root ({msg})"
+            )
+        if self.name == "docker":
+            return (
+                f"--image {target.spec}: the Docker daemon is not answering ({msg}); start it "
+                "('sudo systemctl start docker' or 'sudo dockerd &'), or use --runtime podman"
+            )
+        return f"--image {target.spec}: {self.executable} does not work here ({msg})"
+
+    # -- sessions ------------------------------------------------------------------
+
+    def start(self, target: Target, options: LaunchOptions) -> Session:
+        name = _container_name(options.run_id)
+        argv = self.run_command(target, options, name, options.gpus)
+        res = run_bounded(argv, timeout=120)
+        gpu: dict[str, Any] = {"requested": options.gpus, "attached": options.gpus != "none", "error": None}
+        gpu_error = _GPU_UNAVAILABLE.search(text(res.stderr)) if res.returncode != 0 else None
+        if gpu_error and options.gpus != "none":
+            line = next(ln for ln in text(res.stderr).splitlines() if _GPU_UNAVAILABLE.search(ln))
+            gpu.update(attached=False, error=line.strip().removeprefix("docker: "), fix=TOOLKIT_FIX,
+                       tried=argv)
+            argv = self.run_command(target, options, name, "none")
+            res = run_bounded(argv, timeout=120)
+        if res.returncode != 0:
+            err = last_line(res.stderr) or "no output"
+            fix = None
+            if "executable file not found" in err and "sleep" in err:
+                fix = "the image has no 'sleep' binary; add coreutils or busybox to it"
+            raise RuntimeFault(f"{self.name} could not start the image: {err}", fix=fix,
+                               evidence=text(res.stderr)[-4000:])
+        return OCISession(self, target, name, text(res.stdout).strip(), argv, gpu)
+
+
+_serial = itertools.count(1)
+
+
+def _container_name(run_id: str) -> str:
+    # Unique across xdist workers (pid) and across images in one worker (serial).
+    return f"containercheck-{run_id}-{os.getpid()}-{next(_serial)}"
+
+
+class OCISession(Session):
+    """A running container that probes ``exec`` into."""
+
+    def __init__(self, runtime: OCIRuntime, target: Target, name: str, container_id: str,
+                 run_argv: list[str], gpu: dict[str, Any]) -> None:
+        super().__init__(target)
+        self.runtime = runtime
+        self.name = name
+        self.facts.update(container=name, container_id=container_id[:12], run_command=run_argv, gpu=gpu)
+        self._stopped = False
+
+    def exec(self, argv: Sequence[str], *, stdin: bytes | None = None,
+             env: Mapping[str, str] | None = None, timeout: float | None = None) -> ExecResult:
+        return run_bounded(self.runtime.exec_command(self.name, argv, env), stdin=stdin, timeout=timeout)
+
+    def kill_inside(self, pid: int, python: str) -> None:
+        code = "import os,sys\ntry:\n os.killpg(int(sys.argv[1]), 9)\nexcept OSError:\n pass"
+        run_bounded(self.runtime.exec_command(self.name, [python, "-c", code, str(pid)]), timeout=30)
+
+    def alive(self) -> bool:
+        res = run_bounded([self.runtime.executable, "inspect", "--format", "{{.State.Running}}", self.name],
+                          timeout=30)
+        return res.returncode == 0 and text(res.stdout).strip() == "true"
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        run_bounded([self.runtime.executable, "rm", "--force", self.name], timeout=60)
+
+
+def reap_stale(executable: str) -> list[str]:
+    """Remove containers left by earlier runs on this host whose pytest process is gone.
+
+    A SIGKILLed pytest cannot clean up; its containers carry our owner label, so the next
+    run removes them.  Returns the names removed.
+    """
+    res = run_bounded([executable, "ps", "--all", "--filter", f"label={LABEL_RUN}",
+                       "--format", '{{.Names}}\t{{.Label "' + LABEL_OWNER + '"}}'], timeout=30)
+    if res.returncode != 0:
+        return []
+    me = socket.gethostname()
+    stale = []
+    for line in text(res.stdout).splitlines():
+        name, _, owner = line.partition("\t")
+        host, _, pid = owner.rpartition("/")
+        if host == me and pid.isdigit() and not _pid_alive(int(pid)):
+            stale.append(name.strip())
+    if stale:
+        run_bounded([executable, "rm", "--force", *stale], timeout=60)
+    return stale
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

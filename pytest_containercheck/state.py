@@ -1,0 +1,44 @@
+"""Plugin state kept in ``config.stash`` (never on ``config`` itself)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from .runtimes.base import LaunchOptions
+from .targets import Target
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckOptions:
+    """Policy options the checks read (``container.options``)."""
+
+    require_gpu: bool = False
+    require_hw_render: bool = False
+    probe_timeout: float = 300.0
+    artifacts_dir: str = "containercheck-artifacts"
+    baseline_dir: str | None = None
+    update_baselines: str | None = None
+    """``missing``, ``failed``, ``all`` or None."""
+    hf_model: str | None = None
+    container_python: tuple[str, ...] = ("python3", "python")
+    required_rows: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class RunState:
+    """Everything one pytest process knows about the run."""
+
+    targets: list[Target]
+    launch: LaunchOptions
+    checks: CheckOptions
+    host: dict[str, Any]
+    runtime_facts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    """Per target id: what preflight learned (runtime version, image id), controller only."""
+    pool: Any = None
+    """The :class:`~pytest_containercheck.fixtures.SessionPool` of this process."""
+
+
+STATE = pytest.StashKey[RunState]()

@@ -1,0 +1,132 @@
+"""Turn ``--image`` strings into :class:`Target` objects.
+
+Forms accepted (see README "Choosing images"):
+
+* ``host`` — the interpreter running pytest (or ``--host-python``), no container;
+* a path ending in ``.sif`` (or any existing regular file) — Apptainer/Singularity;
+* an OCI reference (``name``, ``name:tag``, ``registry:5000/team/name@sha256:...``) — Docker
+  (or Podman when only Podman is installed);
+* an explicit ``docker://``, ``podman://``, ``apptainer://``, ``singularity://`` or
+  ``host://`` prefix, which wins over auto-detection; ``--runtime`` wins over both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Final
+
+import pytest
+
+RUNTIME_NAMES: Final = ("docker", "podman", "apptainer", "singularity", "host")
+"""Every value ``--runtime`` accepts (besides ``auto``)."""
+
+OCI_RUNTIMES: Final = ("docker", "podman")
+SIF_RUNTIMES: Final = ("apptainer", "singularity")
+
+# The grammar of docker/distribution's reference package, simplified only where it does
+# not change what is accepted: [registry[:port]/]path[:tag][@algo:hex].
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?"
+_OCI_REF = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One image to check: which runtime launches it, and what it is called."""
+
+    runtime: str
+    """One of :data:`RUNTIME_NAMES`."""
+    ref: str
+    """What the runtime is given: an image reference, a ``.sif`` path, or ``host``."""
+    spec: str
+    """The ``--image`` value exactly as the user wrote it."""
+
+    @property
+    def id(self) -> str:
+        """The column name in the matrix and the test-id suffix, e.g. ``docker://img:tag``."""
+        if self.runtime == "host":
+            return "host" if self.ref == "host" else f"host://{self.ref}"
+        if self.runtime in SIF_RUNTIMES:
+            return f"{self.runtime}://{os.path.basename(self.ref)}"
+        return f"{self.runtime}://{self.ref}"
+
+
+def is_oci_reference(ref: str) -> bool:
+    """True when *ref* is a syntactically valid Docker/OCI image reference."""
+    return len(ref) <= 255 and _OCI_REF.match(ref) is not None
+
+
+def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") -> Target:
+    """Parse one ``--image`` value.
+
+    *runtime* is ``--runtime`` (``auto`` to detect), *oci_default* the OCI runtime to use
+    for plain references when auto-detecting (docker, or podman when only podman exists).
+    Raises :class:`pytest.UsageError` with a one-line fix on bad input.
+    """
+    text = spec.strip()
+    if not text:
+        raise pytest.UsageError("--image: empty value; give an image reference, a .sif path or 'host'")
+    prefix, sep, rest = text.partition("://")
+    if sep:
+        if prefix not in RUNTIME_NAMES:
+            raise pytest.UsageError(
+                f"--image {spec!r}: unknown prefix {prefix + '://'!r}; "
+                f"use one of {', '.join(n + '://' for n in RUNTIME_NAMES)}"
+            )
+        chosen, ref = prefix, rest
+        if runtime != "auto" and runtime != chosen and not _compatible(runtime, chosen):
+            raise pytest.UsageError(
+                f"--image {spec!r} names runtime {chosen!r} but --runtime={runtime}; drop one of them"
+            )
+        if runtime != "auto":
+            chosen = runtime
+    elif runtime != "auto":
+        chosen, ref = runtime, text
+    elif text == "host":
+        chosen, ref = "host", "host"
+    elif text.endswith(".sif") or os.path.isfile(text):
+        chosen, ref = "apptainer", text
+    elif os.path.isdir(text):
+        raise pytest.UsageError(
+            f"--image {spec!r} is a directory; give a .sif file, an image reference or 'host'"
+        )
+    else:
+        chosen, ref = oci_default, text
+
+    if chosen == "host":
+        ref = ref or "host"
+    elif chosen in OCI_RUNTIMES:
+        if not is_oci_reference(ref):
+            raise pytest.UsageError(
+                f"--image {spec!r}: not a valid image reference (expected name[:tag][@sha256:...], "
+                "lower-case); for a .sif file give its path"
+            )
+    elif chosen in SIF_RUNTIMES:
+        if not ref:
+            raise pytest.UsageError(f"--image {spec!r}: missing .sif path after the prefix")
+    return Target(runtime=chosen, ref=ref, spec=spec)
+
+
+def _compatible(runtime: str, prefix: str) -> bool:
+    # apptainer:// vs --runtime=singularity (and docker vs podman) name the same kind of
+    # image, so --runtime only picks the binary.
+    same = (set(OCI_RUNTIMES), set(SIF_RUNTIMES))
+    return any(runtime in group and prefix in group for group in same)
+
+
+def parse_targets(specs: list[str], runtime: str = "auto", oci_default: str = "docker") -> list[Target]:
+    """Parse every ``--image`` value; duplicates (same column id) are given once."""
+    targets: list[Target] = []
+    seen: set[str] = set()
+    for spec in specs:
+        target = parse_target(spec, runtime, oci_default)
+        if target.id not in seen:
+            seen.add(target.id)
+            targets.append(target)
+    return targets
