@@ -83,8 +83,8 @@ class ImageSession:
         if key not in self.probes:
             python = self.ensure_python()
             assert self.session is not None
-            result = probing.run_probe(self.session, python, name, params,
-                                       timeout=self.checks.probe_timeout, env=env)
+            result = probing.run_probe(self.session, python, name, params, timeout=self.checks.probe_timeout,
+                                       env=env, extra_dirs=self.checks.probe_dirs)
             if not result.ok and result.status != "error" and not self.session.alive():
                 result.error = "the container stopped while the probe ran (killed from outside, or out of memory)"
             self.probes[key] = result
@@ -249,7 +249,9 @@ class Container:
         self._cell.update(status="error", detail=" ".join(reason.split())[:300], fix=fix)
         if evidence:
             self._cell["evidence"]["output"] = evidence[-4000:]
-        msg = reason + (f"\nFix: {fix}" if fix else "") + (f"\n--- evidence ---\n{evidence[-4000:]}" if evidence else "")
+        msg = reason + (f"\nFix: {fix}" if fix else "")
+        if evidence:
+            msg += f"\n--- evidence ---\n{evidence[-4000:]}"
         pytest.fail(msg, pytrace=False)
 
     def skip(self, reason: str) -> NoReturn:

@@ -30,7 +30,7 @@ def parse_nvidia_smi_csv(output: str) -> list[dict[str, str]]:
     for line in output.splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == len(keys):
-            gpus.append(dict(zip(keys, parts)))
+            gpus.append(dict(zip(keys, parts, strict=False)))
     return gpus
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -108,7 +108,7 @@ class Matrix:
         props = [v for k, v in report.user_properties if k == CELL_KEY]
         if not props:
             return
-        raw: dict[str, Any] = props[-1]
+        raw = cast(dict[str, Any], props[-1])
         key = (raw["row"], raw["column"], host)
         cell = self.cells.get(key)
         if cell is None:

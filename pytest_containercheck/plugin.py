@@ -10,13 +10,14 @@ import secrets
 import shutil
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable
+from typing import Any, cast
 
 import pytest
 
-from . import hostinfo, hooks
+from . import hooks, hostinfo
 from .fixtures import CELL_KEY, Container, SessionPool, new_cell
 from .matrix import Cell, Column, Matrix
 from .report import render_json, render_terminal
@@ -111,6 +112,9 @@ _OPTIONS: list[tuple[str, str, str, str | None, Any, dict[str, Any], str]] = [
      "write render baselines for this renderer: missing, failed or all"),
     ("--hf-model", "cc_hf_model", "containercheck_hf_model", None, None, {"metavar": "PATH"},
      "a transformers model directory inside the image to run instead of the tiny built-in model"),
+    ("--probe-dir", "cc_probe_dirs", "containercheck_probe_dirs", "paths", [],
+     {"action": "append", "metavar": "DIR"},
+     "directory of your own probes (NAME.py defining run(params, ctx)), for container.probe(NAME)"),
     ("--no-builtin-checks", "cc_no_builtin", "containercheck_no_builtin_checks", "bool", False,
      {"action": "store_true"}, "do not collect the built-in checks; run only your own container tests"),
 ]
@@ -124,13 +128,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("containercheck", "container image checks (pytest-containercheck)")
     for flag, dest, ini, ini_type, default, kwargs, help_ in _OPTIONS:
         group.addoption(flag, dest=dest, default=None, help=help_, **kwargs)
-        ini_default = default if not isinstance(default, bool) else default
-        parser.addini(ini, help=f"default for {flag}", type=ini_type, default=ini_default)  # type: ignore[arg-type]
+        parser.addini(ini, help=f"default for {flag}", type=ini_type, default=default)  # type: ignore[arg-type]
 
 
 def _get(config: pytest.Config, dest: str) -> Any:
     """Command line first, ini second; ini strings go through the option's own parser."""
-    for flag, d, ini, ini_type, _default, kwargs, _h in _OPTIONS:
+    for _flag, d, ini, ini_type, _default, kwargs, _h in _OPTIONS:
         if d != dest:
             continue
         value = config.getoption(dest)
@@ -173,6 +176,7 @@ def pytest_configure(config: pytest.Config) -> None:
         update_baselines=_get(config, "cc_update_baselines"),
         hf_model=_get(config, "cc_hf_model"),
         container_python=(cpy,) if cpy else ("python3", "python"),
+        probe_dirs=tuple(str(Path(d).resolve()) for d in (_get(config, "cc_probe_dirs") or [])),
         required_rows=tuple(r for v in (_get(config, "cc_require") or []) for r in v.replace(",", " ").split()),
     )
     workerinput = getattr(config, "workerinput", None)
@@ -304,8 +308,8 @@ def container(request: pytest.FixtureRequest) -> Container:
     request.node.user_properties.append((CELL_KEY, cell))
     image = state.pool.get(target)
     c = Container(image, state, cell)
-    c.session_facts  # start the image now, so a launch failure is an error in setup
-    cell["column_facts"] = dict(image.session.facts) if image.session is not None else {}
+    # Start the image now, so a launch failure is an error in setup, not a failed check.
+    cell["column_facts"] = dict(c.session_facts)
     return c
 
 
@@ -354,7 +358,8 @@ class MatrixReporter:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.matrix.update_from_report(report, self.host)
-        for key, raw in report.user_properties:
+        for key, value in report.user_properties:
+            raw = cast(dict[str, Any], value)
             if key == CELL_KEY and raw.get("column_facts"):
                 col = self.matrix.columns.get((raw["column"], self.host))
                 if col is not None and "launch" not in col.facts:
@@ -390,4 +395,4 @@ class MatrixReporter:
             tr.write_line(f"matrix JSON: {path}")
 
 
-__all__ = ["container", "RuntimeFault"]
+__all__ = ["RuntimeFault", "container"]

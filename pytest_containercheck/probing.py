@@ -13,7 +13,7 @@ import json
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ MIN_PYTHON = (3, 7)
 
 #: Printed by any Python from 2.6 on, so an old interpreter is reported, not misread.
 _DISCOVER = "import sys; sys.stdout.write('%d.%d.%d|%s' % (tuple(sys.version_info[:3]) + (sys.executable,)))"
+
+#: Exit statuses of a process ended by SIGALRM: the in-image watchdog of _envelope.main.
+_ALARM_EXITS = (-14, 128 + 14)
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -44,33 +47,37 @@ def probe_dirs() -> list[Path]:
     return [p for p in (here / "probes", here.parent / "probes") if (p / "_envelope.py").is_file()]
 
 
-@lru_cache(maxsize=None)
-def probe_source(name: str) -> str:
-    """The source of probe *name*; raises :class:`ProbeError` for an unknown name."""
+@cache
+def probe_source(name: str, extra_dirs: tuple[str, ...] = ()) -> str:
+    """The source of probe *name*, looked up in *extra_dirs* (``--probe-dir``) first.
+
+    Raises :class:`ProbeError` for an unknown name.
+    """
     if not _NAME.match(name):
         raise ProbeError(f"invalid probe name {name!r}")
-    for d in probe_dirs():
+    for d in [*map(Path, extra_dirs), *probe_dirs()]:
         f = d / f"{name}.py"
         if f.is_file():
             return f.read_text(encoding="utf-8")
-    raise ProbeError(f"unknown probe {name!r}; available: {', '.join(available_probes())}")
+    raise ProbeError(f"unknown probe {name!r}; available: {', '.join(available_probes(extra_dirs))}")
 
 
-def available_probes() -> list[str]:
-    """Names of every built-in probe."""
+def available_probes(extra_dirs: tuple[str, ...] = ()) -> list[str]:
+    """Names of every probe (built-in and in *extra_dirs*)."""
     names: set[str] = set()
-    for d in probe_dirs():
+    for d in [*map(Path, extra_dirs), *probe_dirs()]:
         names.update(p.stem for p in d.glob("*.py") if not p.stem.startswith("_"))
     return sorted(names)
 
 
-def compose(name: str, params: Mapping[str, Any], nonce: str, timeout: float | None) -> bytes:
+def compose(name: str, params: Mapping[str, Any], nonce: str, timeout: float | None,
+            extra_dirs: tuple[str, ...] = ()) -> bytes:
     """The complete program sent on stdin for one probe run."""
     if name.startswith("_"):
         raise ProbeError(f"invalid probe name {name!r}")
     envelope = probe_source("_envelope")
-    body = probe_source(name)
-    call = "\nmain(run, json.loads(%r), %r, %r)\n" % (json.dumps(dict(params)), nonce, timeout)
+    body = probe_source(name, extra_dirs)
+    call = f"\nmain(run, json.loads({json.dumps(dict(params))!r}), {nonce!r}, {timeout!r})\n"
     return (envelope + "\n\n" + body + "\n" + call).encode("utf-8")
 
 
@@ -192,12 +199,12 @@ def parse_result(name: str, res: ExecResult, nonce: str) -> ProbeResult:
         kept.append(line)
     pid_prefix = f"{PID_MARKER} {nonce} "
     err = "\n".join(ln for ln in err.splitlines() if not ln.startswith(pid_prefix))
-    base = {"name": name, "returncode": res.returncode, "duration": res.duration,
+    base: dict[str, Any] = {"name": name, "returncode": res.returncode, "duration": res.duration,
             "stdout": "\n".join(kept).strip(), "stderr": err.strip()}
     if res.timed_out:
         return ProbeResult(status="timeout", facts={}, **base)
     if envelope is None:
-        if res.returncode in (-14, 128 + 14):  # our own in-image SIGALRM watchdog fired
+        if res.returncode in _ALARM_EXITS:  # our own in-image SIGALRM watchdog fired
             return ProbeResult(status="timeout", facts={}, **base)
         crashed = res.returncode is not None and (res.returncode < 0 or 128 < res.returncode < 160)
         return ProbeResult(status="crashed" if crashed else "no-result", facts={}, **base)
@@ -214,12 +221,15 @@ def parse_result(name: str, res: ExecResult, nonce: str) -> ProbeResult:
 
 
 def run_probe(session: Session, python: PythonInfo, name: str, params: Mapping[str, Any],
-              *, timeout: float, env: Mapping[str, str] | None = None) -> ProbeResult:
+              *, timeout: float, env: Mapping[str, str] | None = None,
+              extra_dirs: tuple[str, ...] = ()) -> ProbeResult:
     """Run probe *name* in *session* and return its result; never raises for probe faults."""
     nonce = secrets.token_hex(8)
-    program = compose(name, params, nonce, timeout)
+    program = compose(name, params, nonce, timeout, extra_dirs)
     res = session.exec([python.command, "-"], stdin=program, env=env, timeout=timeout + 5)
-    if res.timed_out:
+    if res.timed_out or res.returncode in _ALARM_EXITS:
+        # Either side's timeout killed only the interpreter; its children (same process
+        # group, see _envelope.main) may still run inside the image.
         m = re.search(rf"^{PID_MARKER} {nonce} (\d+)$", text(res.stderr), re.MULTILINE)
         if m:
             session.kill_inside(int(m.group(1)), python.command)

@@ -25,6 +25,8 @@ class CheckOptions:
     hf_model: str | None = None
     container_python: tuple[str, ...] = ("python3", "python")
     required_rows: tuple[str, ...] = ()
+    probe_dirs: tuple[str, ...] = ()
+    """``--probe-dir``: directories of users' own probes, searched before the built-in ones."""
 
 
 @dataclasses.dataclass

@@ -123,10 +123,18 @@ def _compatible(runtime: str, prefix: str) -> bool:
 def parse_targets(specs: list[str], runtime: str = "auto", oci_default: str = "docker") -> list[Target]:
     """Parse every ``--image`` value; duplicates (same column id) are given once."""
     targets: list[Target] = []
-    seen: set[str] = set()
+    seen: dict[str, Target] = {}
     for spec in specs:
         target = parse_target(spec, runtime, oci_default)
-        if target.id not in seen:
-            seen.add(target.id)
+        first = seen.get(target.id)
+        if first is None:
+            seen[target.id] = target
             targets.append(target)
+        elif os.path.realpath(first.ref) != os.path.realpath(target.ref):
+            # Only SIF ids (the basename) can collide: old/app.sif and new/app.sif would share a
+            # column and one image would silently go unchecked.
+            raise pytest.UsageError(
+                f"--image {first.spec!r} and --image {spec!r} are different images with the same column id "
+                f"{target.id!r}; rename one of the files"
+            )
     return targets

@@ -40,7 +40,7 @@ def render_terminal(matrix: Matrix, *, width: int = 100, verbosity: int = 0) -> 
             cells = [LABEL[c.status] if (c := matrix.get(row, k)) else "-" for k in keys]
             lines.append("  ".join([row.ljust(roww), *(c.ljust(colw) for c in cells)]).rstrip())
         lines.append("")
-        lines += [f"{h} {t}" for h, t in zip(heads, titles)]
+        lines += [f"{h} {t}" for h, t in zip(heads, titles, strict=False)]
     lines.append("")
     lines.append(", ".join(f"{n} {s}" for s, n in matrix.counts().items() if n)
                  + ("" if matrix.complete else "  (INCOMPLETE: the run was interrupted)"))
@@ -54,14 +54,14 @@ def render_terminal(matrix: Matrix, *, width: int = 100, verbosity: int = 0) -> 
             groups.setdefault((c.status, c.row, c.detail, c.fix, c.fault), []).append(c)
     if groups:
         lines.append("")
-    for (status, row, detail, fix, fault), cells in groups.items():
-        where = ", ".join(titles[keys.index((c.column, c.host))] for c in cells)
+    for (status, row, detail, fix, fault), members in groups.items():
+        where = ", ".join(titles[keys.index((c.column, c.host))] for c in members)
         tag = f" [{fault} fault]" if fault else ""
         lines.append(f"{LABEL[status]:5} {row} on {where}:{tag} {detail}")
         if fix and status in ("fail", "error"):
             lines.append(f"      fix: {fix}")
-        for c in cells:
-            for name, path in c.artifacts.items():
+        for member in members:
+            for name, path in member.artifacts.items():
                 lines.append(f"      {name}: {path}")
     for c in matrix.conflicts:
         lines.append(f"CONFLICT {c.row} on {c.column} @ {c.host}: another result said {c.status}: {c.detail}")

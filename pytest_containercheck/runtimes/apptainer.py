@@ -51,7 +51,8 @@ def check_sif(path: str, spec: str) -> dict[str, Any]:
         with open(path, "rb") as fh:
             header = fh.read(SIF_HEADER_LEN)
     except OSError as exc:
-        raise pytest.UsageError(f"--image {spec}: cannot read {path!r} ({exc.strerror}); check its permissions")
+        raise pytest.UsageError(
+            f"--image {spec}: cannot read {path!r} ({exc.strerror}); check its permissions") from None
     if size == 0:
         raise pytest.UsageError(f"--image {spec}: {path!r} is empty; copy the .sif again")
     magic = header[SIF_LAUNCH_LEN:SIF_LAUNCH_LEN + len(SIF_MAGIC)]
@@ -109,7 +110,7 @@ class ApptainerRuntime(Runtime):
         for key, value in merged.items():
             cmd += ["--env", f"{key}={value}"]
         cmd += list(options.runtime_args)
-        return cmd + [target.ref, *argv]
+        return [*cmd, target.ref, *argv]
 
     def command_line(self, target: Target, options: LaunchOptions, argv: Sequence[str]) -> list[str]:
         return self.exec_command(target, options, argv)

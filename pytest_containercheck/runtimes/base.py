@@ -165,8 +165,15 @@ def run_bounded(
         _kill_tree(proc, new_session)
         proc.wait()
         raise
+    deadline = time.monotonic() + 5
     for p in pumps:
-        p.join(timeout=5)
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    if new_session and any(p.is_alive() for p in pumps):
+        # The process is gone but something it started still holds our pipes (e.g. a probe's
+        # child after the in-image SIGALRM watchdog fired): take the rest of its group down.
+        _kill_tree(proc, new_session)
+        for p in pumps:
+            p.join(timeout=5)
     return ExecResult(
         argv=list(argv),
         returncode=None if timed_out else proc.returncode,
@@ -227,8 +234,10 @@ class Session(abc.ABC):
         """Kill process group *pid* inside the image (after a timed-out exec).
 
         Killing the runtime's client (``docker exec``) does not stop the process in the
-        container, so runtimes with a long-lived container override this.
+        container, so runtimes with a long-lived container override this.  The default
+        does nothing: each exec is its own process tree on the host (Apptainer).
         """
+        return None
 
     @abc.abstractmethod
     def stop(self) -> None:

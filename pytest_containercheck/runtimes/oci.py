@@ -35,6 +35,8 @@ _GPU_UNAVAILABLE = re.compile(
 )
 _DAEMON_DOWN = re.compile(r"cannot connect to the docker daemon|is the docker daemon running|"
                           r"connection refused|no such file or directory.*\.sock", re.IGNORECASE)
+#: The hint the docker CLI prints after every error; never the reason itself.
+_HELP_HINT = re.compile(r"^(?:Run|See) '\S+ \S+ --help'")
 _PERMISSION = re.compile(r"permission denied.*(socket|daemon)|dial unix .*: connect: permission denied",
                          re.IGNORECASE)
 
@@ -63,6 +65,9 @@ class OCIRuntime(Runtime):
                 return ["--device", "nvidia.com/gpu=all"]
             ids = gpus.removeprefix("device=").split(",")
             return [f for i in ids for f in ("--device", f"nvidia.com/gpu={i.strip()}")]
+        if "," in gpus and not gpus.startswith('"'):
+            # docker parses --gpus as one CSV record: unquoted, device=0,1 means device 0 and count 1
+            gpus = f'"{gpus}"'
         return ["--gpus", gpus]
 
     def run_command(self, target: Target, options: LaunchOptions, name: str, gpus: str) -> list[str]:
@@ -92,7 +97,7 @@ class OCIRuntime(Runtime):
         cmd = [self.executable, "exec", "--interactive"]
         for key, value in (env or {}).items():
             cmd += ["--env", f"{key}={value}"]
-        return cmd + [container, *argv]
+        return [*cmd, container, *argv]
 
     def command_line(self, target: Target, options: LaunchOptions, argv: Sequence[str]) -> list[str]:
         return self.exec_command("<container>", argv)
@@ -171,7 +176,8 @@ class OCIRuntime(Runtime):
             argv = self.run_command(target, options, name, "none")
             res = run_bounded(argv, timeout=120)
         if res.returncode != 0:
-            err = last_line(res.stderr) or "no output"
+            err = last_line("\n".join(ln for ln in text(res.stderr).splitlines()
+                                       if not _HELP_HINT.match(ln.strip()))) or "no output"
             fix = None
             if "executable file not found" in err and "sleep" in err:
                 fix = "the image has no 'sleep' binary; add coreutils or busybox to it"

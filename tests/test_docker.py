@@ -1,0 +1,165 @@
+"""Integration tests against a real Docker engine and locally built images.
+
+Under CI=true these fail (never skip) when Docker is missing: see the ``docker`` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import containers_with_label
+
+pytestmark = [pytest.mark.docker]
+
+HANG_PROBE = """\
+def run(params, ctx):
+    import subprocess, time
+    # a child too: the whole process group must die inside the container
+    subprocess.Popen(["sleep", "4321"])
+    time.sleep(600)
+"""
+
+CHECK_NO_SLEEPER = """
+def test_hang(container):
+    container.facts("hang")
+
+def test_nothing_left_inside(container):
+    code = ("import os\\n"
+            "cmds = []\\n"
+            "for p in os.listdir('/proc'):\\n"
+            "    if p.isdigit():\\n"
+            "        try: cmds.append(open('/proc/%s/cmdline' % p).read().replace('\\\\0', ' '))\\n"
+            "        except OSError: pass\\n"
+            "print('\\\\n'.join(cmds))\\n")
+    out = container.python(code).stdout
+    assert "sleep 4321" not in out, out
+    assert "time.sleep(600)" not in out
+    container.note("no probe process left")
+"""
+
+
+def _run(pytester: pytest.Pytester, *args: str, timeout: float = 600) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:benchmark", *args, timeout=timeout)
+
+
+def _cells(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(c["row"], c["column"]): c for c in json.loads(path.read_text())["cells"]}
+
+
+def test_base_and_nopython_images(pytester: pytest.Pytester, base_image: str, nopython_image: str,
+                                  no_leaks: Callable[[], list[str]]) -> None:
+    result = _run(pytester, "--image", base_image, "--image", nopython_image, "--matrix-json", "m.json")
+    assert result.ret == 1  # the no-Python image errors
+    cells = _cells(pytester.path / "m.json")
+    base, nopy = f"docker://{base_image}", f"docker://{nopython_image}"
+    assert cells[("system.python", base)]["status"] == "pass"
+    assert "/usr/bin/python3" in cells[("system.python", base)]["detail"]
+    assert cells[("system.os", base)]["detail"].startswith("Debian GNU/Linux 12 (bookworm), glibc 2.36")
+    for row in ("system.python", "system.os", "system.writable_cache"):
+        assert cells[(row, nopy)]["status"] == "error"
+        assert cells[(row, nopy)]["detail"] == "no Python interpreter found in image; tried python3, python"
+    for row in ("system.gpu_devices", "system.nvidia_smi", "system.libcuda"):
+        assert cells[(row, base)]["status"] == "skip"
+        assert cells[(row, base)]["detail"].startswith("host has no NVIDIA GPU")
+    data = json.loads((pytester.path / "m.json").read_text())
+    launch = next(c for c in data["columns"] if c["id"] == base)["facts"]["launch"]
+    # This host has no NVIDIA Container Toolkit: Docker refuses --gpus all, we start without.
+    assert launch["gpu"]["attached"] is False
+    assert 'could not select device driver "" with capabilities: [[gpu]]' in launch["gpu"]["error"]
+    assert "--gpus" in launch["gpu"]["tried"] and "--gpus" not in launch["run_command"]
+    assert "--privileged" not in launch["run_command"]
+    assert launch["run_command"][launch["run_command"].index("--network") + 1] == "none"
+    assert no_leaks() == []
+
+
+def test_probe_timeout_is_killed_inside_the_container(pytester: pytest.Pytester, base_image: str,
+                                                      no_leaks: Callable[[], list[str]]) -> None:
+    pytester.mkdir("probes")
+    (pytester.path / "probes" / "hang.py").write_text(HANG_PROBE)
+    pytester.makepyfile(test_hang=CHECK_NO_SLEEPER)
+    t0 = time.monotonic()
+    result = _run(pytester, "--image", base_image, "test_hang.py", "--probe-dir", "probes",
+                  "--probe-timeout", "3", "--matrix-json", "m.json", "-p", "no:randomly")
+    assert time.monotonic() - t0 < 120
+    cells = _cells(pytester.path / "m.json")
+    col = f"docker://{base_image}"
+    assert cells[("hang", col)]["status"] == "error"
+    assert "probe hang timed out after" in cells[("hang", col)]["detail"]
+    # the same container is still usable, and nothing of the probe survived in it
+    assert cells[("nothing_left_inside", col)]["status"] == "pass", result.stdout.str()[-3000:]
+    assert no_leaks() == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_leaves_no_container_and_writes_partial_matrix(
+        pytester: pytest.Pytester, base_image: str, sig: signal.Signals, no_leaks: Callable[[], list[str]]) -> None:
+    pytester.makepyfile(test_slow="""
+        def test_first(container):
+            container.note("done")
+
+        def test_slow(container):
+            container.python("import time; time.sleep(120)")
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:benchmark", "--image", base_image, "test_slow.py",
+         "--no-builtin-checks", "--matrix-json", "m.json"],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not no_leaks():
+            time.sleep(0.3)
+        assert no_leaks(), "the container never started"
+        time.sleep(2)  # let test_first finish and test_slow start sleeping
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-2000:]
+    assert no_leaks() == []
+    data = json.loads((pytester.path / "m.json").read_text())
+    assert data["complete"] is False
+    assert [c["status"] for c in data["cells"] if c["row"] == "first"] == ["pass"]
+    assert "INCOMPLETE" in out
+
+
+def test_unknown_image_is_a_usage_error(pytester: pytest.Pytester, docker: str) -> None:
+    result = _run(pytester, "--image", "containercheck-test/no-such-image:0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "image 'containercheck-test/no-such-image:0' not found by docker" in err
+    assert "docker pull" in err and "Traceback" not in err
+
+
+def test_daemon_down_is_a_usage_error(pytester: pytest.Pytester, docker: str,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{pytester.path}/no-daemon.sock")
+    result = _run(pytester, "--image", "debian:bookworm")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "the Docker daemon is not answering" in err and "start it" in err
+    assert "Traceback" not in err
+
+
+def test_stale_container_from_a_killed_run_is_reaped(pytester: pytest.Pytester, base_image: str,
+                                                     no_leaks: Callable[[], list[str]]) -> None:
+    # A container whose owner pid is gone, as left by a SIGKILLed pytest.
+    dead_pid = 2**22 + 7  # above the default pid_max: never a live process
+    subprocess.run(["docker", "run", "--detach", "--rm", "--name", f"containercheck-stale-{os.getpid()}",
+                    "--label", "org.containercheck.run=stale", "--label",
+                    f"org.containercheck.owner={os.uname().nodename}/{dead_pid}",
+                    "--network", "none", "--entrypoint", "sleep", base_image, "600"], check=True, capture_output=True)
+    assert no_leaks()
+    _run(pytester, "--image", base_image, "--no-builtin-checks")
+    assert no_leaks() == []
+    assert not [n for n in containers_with_label() if n.startswith("containercheck-stale-")]

@@ -1,0 +1,176 @@
+"""The plugin as users run it (pytester), on the embedded default: --image host."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def _json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _cells(data: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(c["row"], c["column"]): c for c in data["cells"]}
+
+
+def test_host_run_prints_matrix_and_writes_json(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--image", "host", "--matrix-json", "out/m.json")
+    result.assert_outcomes(passed=3, skipped=3)
+    result.stdout.fnmatch_lines([
+        "*containercheck matrix*",
+        "check*host",
+        "system.python*PASS CPython 3.*",
+        "system.gpu_devices*skip host has no NVIDIA GPU*",
+        "3 pass, 3 skip",
+        "matrix JSON: out/m.json",
+    ])
+    data = _json(pytester.path / "out/m.json")
+    assert (data["schema"], data["version"], data["complete"]) == ("containercheck-matrix", 1, True)
+    assert data["summary"] == {"pass": 3, "fail": 0, "error": 0, "skip": 3}
+    host = data["columns"][0]["host"]
+    assert data["hosts"][host]["has_gpu"] is False
+    cells = _cells(data)
+    assert cells[("system.os", "host")]["detail"].startswith("Debian GNU/Linux 12")
+    assert cells[("system.python", "host")]["probes"]["system"]["status"] == "ok"
+
+
+def test_require_gpu_turns_gpu_skips_into_host_failures(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--image", "host", "--require-gpu", "--matrix-json", "m.json")
+    result.assert_outcomes(passed=3, failed=3)
+    cells = _cells(_json(pytester.path / "m.json"))
+    gpu = cells[("system.gpu_devices", "host")]
+    assert gpu["status"] == "fail" and gpu["fault"] == "host"
+    assert gpu["detail"].startswith("--require-gpu: host has no NVIDIA GPU")
+    assert "--gres=gpu" in gpu["fix"]
+
+
+def test_user_tests_join_the_matrix(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mine=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.containercheck_row("mine.echo")
+        def test_echo(container):
+            res = container.run(["python3", "-c", "print('hello from inside')"])
+            assert res.ok and res.stdout.strip() == "hello from inside"
+            container.note("echo works")
+
+        def test_python_and_probe(container):
+            assert container.python("print(6 * 7)").stdout.strip() == "42"
+            facts = container.probe("system").facts
+            assert facts["python"]["version_info"][0] == 3
+
+        def test_fails_with_fix(container):
+            container.fail("not good", fix="do better", fault="image")
+    """))
+    result = pytester.runpytest("--image", "host", "test_mine.py", "--matrix-json", "m.json")
+    result.assert_outcomes(passed=5, failed=1, skipped=3)
+    result.stdout.fnmatch_lines(["mine.echo*PASS echo works", "python_and_probe*PASS",
+                                 "FAIL  fails_with_fix on host: [image fault] not good", "      fix: do better"])
+    cells = _cells(_json(pytester.path / "m.json"))
+    assert {"mine.echo", "python_and_probe", "fails_with_fix", "system.python"} <= {r for r, _ in cells}
+
+
+def test_container_run_refuses_shell_strings(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_shell="""
+        import pytest
+        def test_it(container):
+            with pytest.raises(TypeError, match="argv list"):
+                container.run("echo hi; rm -rf /")
+    """)
+    pytester.runpytest("--image", "host", "test_shell.py", "--no-builtin-checks").assert_outcomes(passed=1)
+
+
+def test_without_image_builtin_checks_are_not_collected(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user="def test_it(container):\n    pass\n")
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*no --image given (e.g. pytest --image host)*"])
+
+
+def test_images_from_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ncontainercheck_images = host\ncontainercheck_probe_timeout = 120\n")
+    pytester.runpytest().assert_outcomes(passed=3, skipped=3)
+
+
+def test_required_rows(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--image", "host", "--require", "system.libcuda,no.such.row", "--matrix-json", "m.json")
+    assert result.ret == 1
+    cells = _cells(_json(pytester.path / "m.json"))
+    assert cells[("system.libcuda", "host")]["status"] == "fail"
+    assert cells[("no.such.row", "host")]["detail"].startswith("required row did not run")
+    result.stdout.fnmatch_lines(["*required row 'system.libcuda' was skipped*"])
+
+
+def test_user_probe_dir_and_timeout_is_an_error_cell(pytester: pytest.Pytester) -> None:
+    probes = pytester.mkdir("myprobes")
+    (probes / "hang.py").write_text("def run(params, ctx):\n    import time\n    time.sleep(600)\n")
+    (probes / "answer.py").write_text("def run(params, ctx):\n    return {'answer': params['q'] * 2}\n")
+    pytester.makepyfile(test_p="""
+        def test_answer(container):
+            assert container.facts("answer", q=21) == {"answer": 42}
+
+        def test_hang(container):
+            container.facts("hang")
+    """)
+    result = pytester.runpytest("--image", "host", "test_p.py", "--no-builtin-checks", "--probe-dir", "myprobes",
+                                "--probe-timeout", "2", "--matrix-json", "m.json")
+    result.assert_outcomes(passed=1, failed=1)
+    cell = _cells(_json(pytester.path / "m.json"))[("hang", "host")]
+    assert cell["status"] == "error"
+    assert "probe hang timed out after" in cell["detail"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--image", "docker://Bad Name"], "not a valid image reference"),
+    (["--image", "img;rm -rf /"], "not a valid image reference"),
+    (["--image", "ftp://x"], "unknown prefix 'ftp://'"),
+    (["--image", "x", "--runtime", "nope"], "--runtime 'nope': choose one of auto, docker"),
+    (["--image", "missing.sif"], "no such file 'missing.sif'"),
+    (["--image", "host", "--probe-timeout", "-1"], "--probe-timeout '-1': give a number of seconds > 0"),
+    (["--image", "host", "--gpus", "lots"], "--gpus 'lots': use 'all', 'none'"),
+    (["--image", "host", "--host-python", "/nonexistent/python"], "not an executable file"),
+    (["--image", "host", "--container-env", "CC_SURELY_UNSET_VAR"], "not set on the host; give NAME=VALUE"),
+    (["--image", "apptainer://"], "missing .sif path"),
+])
+def test_bad_input_is_a_one_line_usage_error(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert message in err
+    assert "Traceback" not in err + result.stdout.str()
+    assert [ln for ln in err.splitlines() if ln.startswith("ERROR:")], err
+
+
+def test_directory_as_image(pytester: pytest.Pytester) -> None:
+    pytester.mkdir("somedir")
+    result = pytester.runpytest_subprocess("--image", "somedir")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "is a directory" in result.stderr.str()
+
+
+def test_same_matrix_with_and_without_xdist(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_extra="""
+        import pytest
+        @pytest.mark.parametrize("n", [1, 2, 3])
+        def test_param(container, n):
+            container.note(f"n={n}")
+    """)
+    args = ["--image", "host", "--image", f"host://{__import__('sys').executable}", "test_extra.py",
+            str(Path(__file__).parent.parent / "pytest_containercheck" / "checks")]
+    r0 = pytester.runpytest_subprocess(*args, "-p", "no:benchmark", "--matrix-json", "n0.json")
+    r2 = pytester.runpytest_subprocess(*args, "-p", "no:benchmark", "-n", "2", "--matrix-json", "n2.json")
+    assert r0.ret == r2.ret == 0, r2.stdout.str()[-3000:]
+
+    def key(path: str) -> list[tuple[str, str, str, str]]:
+        return sorted((c["row"], c["column"], c["status"], c["detail"]) for c in _json(pytester.path / path)["cells"])
+
+    assert key("n0.json") == key("n2.json")
+    assert len(key("n0.json")) == 2 * (6 + 3)
