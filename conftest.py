@@ -83,19 +83,21 @@ def full_image(image_factory: Callable[[str], str]) -> str:
     return image_factory("full")
 
 
-def containers_with_label(run_label: str = "org.containercheck.run") -> list[str]:
-    """Names of every container (running or not) that carries our run label."""
-    res = subprocess.run(["docker", "ps", "--all", "--filter", f"label={run_label}", "--format", "{{.Names}}"],
+def containers_with_label(label: str = "org.containercheck.run") -> list[str]:
+    """Names of every container (running or not) carrying *label* (``key`` or ``key=value``)."""
+    res = subprocess.run(["docker", "ps", "--all", "--filter", f"label={label}", "--format", "{{.Names}}"],
                          capture_output=True, text=True, timeout=60, check=True)
     return [n for n in res.stdout.split() if n]
 
 
-@pytest.fixture
-def no_leaks(docker: str) -> Callable[[], list[str]]:
-    """Asserts after the test that no container with our label survived it."""
-    before = set(containers_with_label())
+def leftovers(matrix_json: Path) -> list[str]:
+    """Containers still present from the run that wrote *matrix_json* (by its run id)."""
+    import json
 
-    def current() -> list[str]:
-        return sorted(set(containers_with_label()) - before)
+    run_id = json.loads(matrix_json.read_text())["meta"]["run_id"]
+    return containers_with_label(f"org.containercheck.run={run_id}")
 
-    return current
+
+def owned_by(pid: int) -> list[str]:
+    """Containers started by the pytest process *pid* on this host."""
+    return containers_with_label(f"org.containercheck.owner={os.uname().nodename}/{pid}")

@@ -11,6 +11,11 @@ import pytest
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
+#: The system checks alone: the other built-in modules are tested in their own files, and
+#: pinning outcome counts to the whole suite would break whenever a check is added.
+SYSTEM = str(Path(__file__).resolve().parent.parent / "pytest_containercheck" / "checks" / "test_system.py")
+ONLY_SYSTEM = ("--no-builtin-checks", SYSTEM)
+
 
 def _json(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
@@ -22,7 +27,7 @@ def _cells(data: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def test_host_run_prints_matrix_and_writes_json(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--image", "host", "--matrix-json", "out/m.json")
+    result = pytester.runpytest("--image", "host", "--matrix-json", "out/m.json", *ONLY_SYSTEM)
     result.assert_outcomes(passed=3, skipped=3)
     result.stdout.fnmatch_lines([
         "*containercheck matrix*",
@@ -43,7 +48,7 @@ def test_host_run_prints_matrix_and_writes_json(pytester: pytest.Pytester) -> No
 
 
 def test_require_gpu_turns_gpu_skips_into_host_failures(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--image", "host", "--require-gpu", "--matrix-json", "m.json")
+    result = pytester.runpytest("--image", "host", "--require-gpu", "--matrix-json", "m.json", *ONLY_SYSTEM)
     result.assert_outcomes(passed=3, failed=3)
     cells = _cells(_json(pytester.path / "m.json"))
     gpu = cells[("system.gpu_devices", "host")]
@@ -70,7 +75,7 @@ def test_user_tests_join_the_matrix(pytester: pytest.Pytester) -> None:
         def test_fails_with_fix(container):
             container.fail("not good", fix="do better", fault="image")
     """))
-    result = pytester.runpytest("--image", "host", "test_mine.py", "--matrix-json", "m.json")
+    result = pytester.runpytest("--image", "host", "test_mine.py", "--matrix-json", "m.json", *ONLY_SYSTEM)
     result.assert_outcomes(passed=5, failed=1, skipped=3)
     result.stdout.fnmatch_lines(["mine.echo*PASS echo works", "python_and_probe*PASS",
                                  "FAIL  fails_with_fix on host: [image fault] not good", "      fix: do better"])
@@ -96,12 +101,23 @@ def test_without_image_builtin_checks_are_not_collected(pytester: pytest.Pyteste
 
 
 def test_images_from_ini(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\ncontainercheck_images = host\ncontainercheck_probe_timeout = 120\n")
-    pytester.runpytest().assert_outcomes(passed=3, skipped=3)
+    pytester.makeini("[pytest]\ncontainercheck_images = host\ncontainercheck_probe_timeout = 120\n"
+                     "containercheck_no_builtin_checks = true\n")
+    pytester.runpytest("-c", "tox.ini", SYSTEM).assert_outcomes(passed=3, skipped=3)
+
+
+def test_default_run_collects_the_builtin_suite_from_anywhere(pytester: pytest.Pytester) -> None:
+    # A stray test file in the current directory is not collected by a bare --image run.
+    pytester.makepyfile(test_stray="def test_stray():\n    raise SystemExit('must not run')\n")
+    result = pytester.runpytest("--image", "host", "--matrix-json", "m.json")
+    rows = {c["row"] for c in _json(pytester.path / "m.json")["cells"]}
+    assert {"system.python", "system.os", "system.gpu_devices"} <= rows
+    assert "stray" not in result.stdout.str()
 
 
 def test_required_rows(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--image", "host", "--require", "system.libcuda,no.such.row", "--matrix-json", "m.json")
+    result = pytester.runpytest("--image", "host", "--require", "system.libcuda,no.such.row", "--matrix-json", "m.json",
+                                *ONLY_SYSTEM)
     assert result.ret == 1
     cells = _cells(_json(pytester.path / "m.json"))
     assert cells[("system.libcuda", "host")]["status"] == "fail"
@@ -163,8 +179,7 @@ def test_same_matrix_with_and_without_xdist(pytester: pytest.Pytester) -> None:
         def test_param(container, n):
             container.note(f"n={n}")
     """)
-    args = ["--image", "host", "--image", f"host://{__import__('sys').executable}", "test_extra.py",
-            str(Path(__file__).parent.parent / "pytest_containercheck" / "checks")]
+    args = ["--image", "host", "--image", f"host://{__import__('sys').executable}", "test_extra.py", *ONLY_SYSTEM]
     r0 = pytester.runpytest_subprocess(*args, "-p", "no:benchmark", "--matrix-json", "n0.json")
     r2 = pytester.runpytest_subprocess(*args, "-p", "no:benchmark", "-n", "2", "--matrix-json", "n2.json")
     assert r0.ret == r2.ret == 0, r2.stdout.str()[-3000:]

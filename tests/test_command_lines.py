@@ -1,0 +1,242 @@
+"""Exact command lines for Docker, Podman and Apptainer, and how Docker's errors are read."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+
+import pytest
+
+from pytest_containercheck.runtimes import LaunchOptions, RuntimeFault, get_runtime
+from pytest_containercheck.runtimes.apptainer import ApptainerRuntime, parse_version
+from pytest_containercheck.runtimes.base import last_line
+from pytest_containercheck.runtimes.host import HostRuntime
+from pytest_containercheck.runtimes.oci import _GPU_UNAVAILABLE, _HELP_HINT, LABEL_OWNER, LABEL_RUN, OCIRuntime
+from pytest_containercheck.targets import parse_target
+
+IMAGE = "registry:5000/team/name:1.4"
+NAME = "containercheck-r1-42-1"
+CAPS = "NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics"
+
+
+def _prefix(executable: str) -> list[str]:
+    return [
+        executable, "run", "--detach", "--rm", "--pull", "never",
+        "--name", NAME,
+        "--label", f"{LABEL_RUN}=r1",
+        "--label", f"{LABEL_OWNER}={socket.gethostname()}/{os.getpid()}",
+        "--network", "none",
+        "--entrypoint", "sleep",
+    ]  # fmt: skip
+
+
+def _no_host_mounts(argv: list[str]) -> None:
+    assert "--privileged" not in argv
+    assert not any(a in ("-v", "--volume", "--mount") or a.startswith(("--volume=", "--mount=")) for a in argv)
+
+
+# -- docker / podman run ------------------------------------------------------------------
+
+
+def test_docker_run_with_all_gpus() -> None:
+    argv = OCIRuntime("docker").run_command(parse_target(IMAGE), LaunchOptions(run_id="r1"), NAME, "all")
+    assert argv == [*_prefix("docker"), "--gpus", "all", "--env", CAPS, IMAGE, "86400"]
+    _no_host_mounts(argv)
+
+
+def test_docker_run_without_gpus_has_no_gpu_flags() -> None:
+    options = LaunchOptions(run_id="r1", gpus="none")
+    argv = OCIRuntime("docker").run_command(parse_target(IMAGE), options, NAME, "none")
+    assert argv == [*_prefix("docker"), IMAGE, "86400"]
+    assert not any("NVIDIA" in a or "gpu" in a for a in argv)
+
+
+def test_docker_run_with_device_list_quotes_the_csv_value() -> None:
+    # docker reads --gpus as one CSV record: bare device=0,1 would mean "device 0, count 1".
+    argv = OCIRuntime("docker").run_command(parse_target(IMAGE), LaunchOptions(run_id="r1"), NAME, "device=0,1")
+    assert argv == [*_prefix("docker"), "--gpus", '"device=0,1"', "--env", CAPS, IMAGE, "86400"]
+    assert OCIRuntime("docker").gpu_flags("device=0") == ["--gpus", "device=0"]
+    assert OCIRuntime("docker").gpu_flags("2") == ["--gpus", "2"]
+
+
+def test_podman_uses_cdi_device_names() -> None:
+    podman = OCIRuntime("podman")
+    argv = podman.run_command(parse_target(f"podman://{IMAGE}"), LaunchOptions(run_id="r1"), NAME, "all")
+    assert argv == [*_prefix("podman"), "--device", "nvidia.com/gpu=all", "--env", CAPS, IMAGE, "86400"]
+    assert "--gpus" not in argv
+    assert podman.gpu_flags("device=0,1") == ["--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=1"]
+    assert podman.gpu_flags("none") == []
+
+
+def test_runtime_args_come_before_the_image_and_user_env_is_passed() -> None:
+    options = LaunchOptions(
+        run_id="r1", network="bridge", runtime_args=("--shm-size=1g", "--ipc", "host"),
+        env={"OMP_NUM_THREADS": "2", "NVIDIA_DRIVER_CAPABILITIES": "compute"}, lifetime=600,
+    )  # fmt: skip
+    argv = OCIRuntime("docker").run_command(parse_target(IMAGE), options, NAME, "all")
+    assert argv[argv.index("--network") + 1] == "bridge"
+    # The user's capabilities win over our default.
+    tail = ["--env", "OMP_NUM_THREADS=2", "--env", "NVIDIA_DRIVER_CAPABILITIES=compute",
+            "--shm-size=1g", "--ipc", "host", IMAGE, "600"]  # fmt: skip
+    assert argv[-len(tail) :] == tail
+    assert CAPS not in argv
+
+
+def test_oci_executable_can_differ_from_name() -> None:
+    rt = OCIRuntime("docker", executable="/opt/bin/docker")
+    argv = rt.run_command(parse_target(IMAGE), LaunchOptions(run_id="r1", gpus="none"), NAME, "none")
+    assert argv[0] == "/opt/bin/docker"
+
+
+def test_docker_exec_command() -> None:
+    rt = OCIRuntime("docker")
+    assert rt.exec_command(NAME, ["python3", "-"], {"K": "V", "A": "b c"}) == [
+        "docker", "exec", "--interactive", "--env", "K=V", "--env", "A=b c", NAME, "python3", "-",
+    ]  # fmt: skip
+    assert rt.exec_command(NAME, ["true"]) == ["docker", "exec", "--interactive", NAME, "true"]
+    assert rt.command_line(parse_target(IMAGE), LaunchOptions(run_id="r1"), ["python3", "-"]) == [
+        "docker", "exec", "--interactive", "<container>", "python3", "-",
+    ]  # fmt: skip
+
+
+def test_get_runtime_registry() -> None:
+    assert isinstance(get_runtime("podman"), OCIRuntime) and get_runtime("podman").name == "podman"
+    assert isinstance(get_runtime("singularity"), ApptainerRuntime)
+    assert isinstance(get_runtime("host"), HostRuntime)
+    with pytest.raises(KeyError):
+        get_runtime("lxc")
+
+
+# -- apptainer / singularity exec ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("apptainer_gpu", "flags"),
+    [("nv", ["--nv"]), ("nvccli", ["--nv", "--nvccli"]), ("rocm", ["--rocm"]), ("none", [])],
+)
+@pytest.mark.parametrize("executable", ["apptainer", "singularity"])
+def test_apptainer_exec_command(executable: str, apptainer_gpu: str, flags: list[str]) -> None:
+    target = parse_target("/images/app.sif")
+    options = LaunchOptions(run_id="r1", apptainer_gpu=apptainer_gpu, env={"K": "V"})
+    argv = ApptainerRuntime(executable).exec_command(target, options, ["python3", "-"], {"X": "1"})
+    assert argv == [executable, "exec", *flags, "--no-home", "--cleanenv",
+                    "--env", "K=V", "--env", "X=1", "/images/app.sif", "python3", "-"]  # fmt: skip
+    assert "--net" not in argv and "--bind" not in argv
+
+
+def test_apptainer_gpus_none_drops_gpu_flags() -> None:
+    options = LaunchOptions(run_id="r1", gpus="none", apptainer_gpu="nv", runtime_args=("--contain",))
+    argv = ApptainerRuntime("apptainer").command_line(parse_target("app.sif"), options, ["python3", "-"])
+    assert argv == ["apptainer", "exec", "--no-home", "--cleanenv", "--contain", "app.sif", "python3", "-"]
+
+
+def test_apptainer_exec_env_overrides_launch_env() -> None:
+    options = LaunchOptions(run_id="r1", env={"K": "launch"})
+    argv = ApptainerRuntime("apptainer").exec_command(parse_target("a.sif"), options, ["true"], {"K": "exec"})
+    assert argv.count("--env") == 1 and "K=exec" in argv
+
+
+@pytest.mark.parametrize(
+    ("output", "version"),
+    [
+        ("apptainer version 1.3.4\n", "1.3.4"),
+        ("singularity-ce version 4.1.0\n", "4.1.0"),
+        ("singularity version 3.8.7", "3.8.7"),
+        ("apptainer version 1.2.5-1.el8\n", "1.2.5-1.el8"),
+        ("something odd\n", "something odd"),
+    ],
+)
+def test_parse_version(output: str, version: str) -> None:
+    assert parse_version(output) == version
+
+
+def test_host_command_line_is_the_argv() -> None:
+    assert HostRuntime("host").command_line(parse_target("host"), LaunchOptions(run_id="r1"), ["python3", "-"]) == [
+        "python3", "-",
+    ]  # fmt: skip
+
+
+# -- reading docker's errors ---------------------------------------------------------------
+
+# Exactly what Docker 20.10 prints on this machine (no NVIDIA Container Toolkit) for --gpus all.
+NO_TOOLKIT = (
+    'docker: Error response from daemon: could not select device driver "" with capabilities: [[gpu]].\n'
+    "Run 'docker run --help' for more information\n"
+)
+
+
+def test_gpu_unavailable_matches_only_the_device_driver_line() -> None:
+    assert _GPU_UNAVAILABLE.search(NO_TOOLKIT)
+    matching = [ln for ln in NO_TOOLKIT.splitlines() if _GPU_UNAVAILABLE.search(ln)]
+    assert matching == [NO_TOOLKIT.splitlines()[0]]
+    # The last line is only the CLI's hint, which is why start() must not report last_line().
+    assert last_line(NO_TOOLKIT) == "Run 'docker run --help' for more information"
+    assert _HELP_HINT.match(last_line(NO_TOOLKIT))
+    assert _HELP_HINT.match("See 'docker run --help'.")
+    assert not _HELP_HINT.match(NO_TOOLKIT.splitlines()[0])
+
+
+@pytest.mark.parametrize(
+    "stderr",
+    [
+        'docker: Error response from daemon: could not select device driver "nvidia" with capabilities: [[gpu]]',
+        "Error: setting up CDI devices: unresolvable CDI devices nvidia.com/gpu=all",
+        "nvidia-container-cli: initialization error: nvml error: driver not loaded: unknown",
+        "Error: crun: failed to inject CDI devices: unresolvable CDI devices nvidia.com/gpu=0",
+    ],
+)
+def test_gpu_unavailable_variants(stderr: str) -> None:
+    assert _GPU_UNAVAILABLE.search(stderr)
+
+
+@pytest.mark.parametrize(
+    "stderr",
+    [
+        "docker: Error response from daemon: No such image: nosuch/image:1",
+        'exec: "sleep": executable file not found in $PATH: unknown',
+        "Run 'docker run --help' for more information",
+    ],
+)
+def test_other_start_errors_are_not_gpu_errors(stderr: str) -> None:
+    assert not _GPU_UNAVAILABLE.search(stderr)
+
+
+def containers_of(run_id: str) -> list[str]:
+    """Containers (running or not) of one run: other runs may share this Docker engine."""
+    res = subprocess.run(
+        ["docker", "ps", "--all", "--filter", f"label={LABEL_RUN}={run_id}", "--format", "{{.Names}}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return res.stdout.split()
+
+
+@pytest.mark.docker
+def test_docker_start_without_toolkit_falls_back_and_records_the_driver_line(nopython_image: str) -> None:
+    run_id = f"cmdlines-{secrets.token_hex(4)}"
+    session = OCIRuntime("docker").start(parse_target(nopython_image), LaunchOptions(run_id=run_id))
+    try:
+        gpu = session.facts["gpu"]
+        if gpu["attached"]:
+            pytest.skip("this host can give containers a GPU; the fallback is not exercised")
+        assert gpu["error"].startswith('Error response from daemon: could not select device driver ""')
+        assert "--gpus" in gpu["tried"] and "--gpus" not in session.facts["run_command"]
+        assert session.alive()
+        assert containers_of(run_id) == [session.facts["container"]]
+    finally:
+        session.stop()
+    assert containers_of(run_id) == []
+
+
+@pytest.mark.docker
+def test_docker_start_failure_reports_the_reason_not_the_help_hint(nopython_image: str) -> None:
+    run_id = f"cmdlines-{secrets.token_hex(4)}"
+    options = LaunchOptions(run_id=run_id, gpus="none", runtime_args=("--entrypoint", "no-such-binary"))
+    with pytest.raises(RuntimeFault) as info:
+        OCIRuntime("docker").start(parse_target(nopython_image), options)
+    message = str(info.value)
+    assert message.startswith("docker could not start the image: ")
+    assert "executable file not found" in message and "no-such-binary" in message
+    assert "--help" not in message
+    assert containers_of(run_id) == []

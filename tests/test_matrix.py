@@ -1,0 +1,215 @@
+"""The compatibility matrix: serialisation, merging across hosts, and the terminal rendering."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from pytest_containercheck.matrix import SCHEMA, SCHEMA_VERSION, Cell, Column, Matrix, merge
+from pytest_containercheck.report import render_json, render_terminal
+
+IMG = "docker://img:1"
+
+
+def build(host: str, *, torch: str = "fail") -> Matrix:
+    """One host's run of one image: a pass, a fail with a fix, a skip and an error."""
+    m = Matrix()
+    m.hosts[host] = {"hostname": host, "gpus": []}
+    m.meta = {"run_id": f"run-{host}"}
+    m.add_column(Column(IMG, host, spec="img:1", runtime="docker", ref="img:1", facts={"runtime_version": "20.10"}))
+    m.put(Cell("system.python", IMG, host, "pass", "Python 3.11.2", duration=0.5, nodeid="checks/test_system.py::t"))
+    m.put(Cell("torch.cuda", IMG, host, torch, "torch sees no GPU" if torch != "pass" else "",
+               fix="install the NVIDIA Container Toolkit", fault="host", evidence={"cuda": False}))  # fmt: skip
+    m.put(Cell("render.vtk", IMG, host, "skip", "no pyvista in image"))
+    m.put(Cell("render.egl", IMG, host, "error", "probe render crashed (killed by signal 11 (SIGSEGV))",
+               artifacts={"png": f"artifacts/{host}/egl.png"}))  # fmt: skip
+    return m
+
+
+def status(m: Matrix, row: str, column: tuple[str, str]) -> str | None:
+    cell = m.get(row, column)
+    return cell.status if cell is not None else None
+
+
+def without_created(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k != "created"}
+
+
+# -- (de)serialisation ----------------------------------------------------------------------
+
+
+def test_to_dict_from_dict_round_trip() -> None:
+    m = build("gpu1")
+    m.complete = False
+    m.put(Cell("torch.cuda", IMG, "gpu1", "pass", "cuda 12.4"), conflict=True)
+    data = json.loads(render_json(m))  # through real JSON: builtins only
+    assert data["schema"] == SCHEMA and data["version"] == SCHEMA_VERSION
+    assert data["summary"] == {"pass": 1, "fail": 1, "error": 1, "skip": 1}
+    back = Matrix.from_dict(data)
+    assert without_created(back.to_dict()) == without_created(m.to_dict())
+    assert back.rows == ["system.python", "torch.cuda", "render.vtk", "render.egl"]
+    assert back.complete is False
+    assert back.columns[(IMG, "gpu1")].facts == {"runtime_version": "20.10"}
+    assert [(c.status, c.detail) for c in back.conflicts] == [("pass", "cuda 12.4")]
+
+
+def test_from_dict_ignores_unknown_cell_keys() -> None:
+    data = build("gpu1").to_dict()
+    data["cells"][0]["added_in_a_later_minor"] = 1
+    assert Matrix.from_dict(data).get("system.python", (IMG, "gpu1")) is not None
+
+
+def test_from_dict_rejects_a_foreign_file() -> None:
+    with pytest.raises(ValueError, match=r"not a containercheck matrix file \(no 'schema': 'containercheck-matrix'\)"):
+        Matrix.from_dict({"tests": [], "version": 1})
+
+
+def test_from_dict_rejects_a_newer_schema() -> None:
+    data = build("gpu1").to_dict()
+    data["version"] = SCHEMA_VERSION + 1
+    with pytest.raises(ValueError) as info:
+        Matrix.from_dict(data)
+    assert str(info.value) == (
+        f"matrix schema version {SCHEMA_VERSION + 1} is newer than this containercheck understands "
+        f"({SCHEMA_VERSION}); upgrade pytest-containercheck"
+    )
+
+
+# -- merging ----------------------------------------------------------------------------------
+
+
+def test_merge_two_hosts_gives_image_by_host_columns() -> None:
+    laptop = build("laptop")
+    laptop.add_column(Column("host", "laptop"))
+    laptop.put(Cell("system.python", "host", "laptop", "pass", "Python 3.11.7"))
+    laptop.put(Cell("xgboost.train", "host", "laptop", "pass"))
+    merged = merge([build("gpu1", torch="pass"), laptop])
+    assert list(merged.columns) == [(IMG, "gpu1"), (IMG, "laptop"), ("host", "laptop")]
+    assert merged.rows == ["system.python", "torch.cuda", "render.vtk", "render.egl", "xgboost.train"]
+    assert set(merged.hosts) == {"gpu1", "laptop"}
+    assert status(merged, "torch.cuda", (IMG, "gpu1")) == "pass"
+    assert status(merged, "torch.cuda", (IMG, "laptop")) == "fail"
+    assert status(merged, "torch.cuda", ("host", "laptop")) is None
+    assert merged.conflicts == []
+    assert merged.counts() == {"pass": 5, "fail": 1, "error": 2, "skip": 2}
+
+
+@pytest.mark.parametrize("worse_first", [True, False])
+def test_conflicting_duplicate_cells_are_kept_and_the_worse_is_shown(worse_first: bool) -> None:
+    good, bad = build("gpu1", torch="pass"), build("gpu1", torch="fail")
+    merged = merge([bad, good] if worse_first else [good, bad])
+    assert status(merged, "torch.cuda", (IMG, "gpu1")) == "fail"
+    assert [(c.row, c.status) for c in merged.conflicts] == [("torch.cuda", "pass")]
+    assert len(merged.cells) == 4  # the grid still has one cell per (row, column, host)
+
+
+def test_identical_duplicates_are_not_conflicts() -> None:
+    merged = merge([build("gpu1"), build("gpu1")])
+    assert merged.conflicts == [] and len(merged.cells) == 4
+
+
+def test_merge_is_incomplete_when_any_part_is() -> None:
+    partial = build("laptop")
+    partial.complete = False
+    assert merge([build("gpu1"), partial]).complete is False
+    assert merge([build("gpu1")]).complete is True
+
+
+def test_merge_round_trips_through_json() -> None:
+    merged = merge([build("gpu1", torch="pass"), build("gpu1"), build("laptop")])
+    back = Matrix.from_dict(json.loads(render_json(merged)))
+    assert [(c.row, c.status) for c in back.conflicts] == [("torch.cuda", "pass")]
+    assert list(back.columns) == list(merged.columns)
+
+
+# -- terminal rendering ---------------------------------------------------------------------
+
+
+def test_render_one_column() -> None:
+    lines = render_terminal(build("gpu1"))
+    assert lines == [
+        "check          docker://img:1",
+        "system.python  PASS Python 3.11.2",
+        "torch.cuda     FAIL torch sees no GPU",
+        "render.vtk     skip no pyvista in image",
+        "render.egl     ERROR probe render crashed (killed by signal 11 (SIGSEGV))",
+        "",
+        "1 pass, 1 fail, 1 error, 1 skip",
+        "",
+        "ERROR render.egl on docker://img:1: probe render crashed (killed by signal 11 (SIGSEGV))",
+        "      png: artifacts/gpu1/egl.png",
+        "FAIL  torch.cuda on docker://img:1: [host fault] torch sees no GPU",
+        "      fix: install the NVIDIA Container Toolkit",
+        "skip  render.vtk on docker://img:1: no pyvista in image",
+    ]
+
+
+def test_render_one_column_truncates_to_the_width() -> None:
+    m = build("gpu1")
+    m.put(Cell("torch.cuda", IMG, "gpu1", "fail", "x" * 300))
+    grid = render_terminal(m, width=80)[:5]
+    assert all(len(line) <= 80 for line in grid)
+    assert grid[2].startswith("torch.cuda     FAIL xxx")
+
+
+def test_render_several_columns_with_legend_and_grouped_details() -> None:
+    laptop = build("laptop")
+    laptop.add_column(Column("host", "laptop"))
+    laptop.put(Cell("system.python", "host", "laptop", "pass", "Python 3.11.7"))
+    laptop.put(Cell("torch.cuda", "host", "laptop", "fail", "torch sees no GPU", fix="install the NVIDIA Container "
+                    "Toolkit", fault="host"))  # fmt: skip
+    lines = render_terminal(merge([build("gpu1"), laptop]))
+    assert lines[:14] == [
+        "check          [1]     [2]     [3]",
+        "system.python  PASS    PASS    PASS",
+        "torch.cuda     FAIL    FAIL    FAIL",
+        "render.vtk     skip    skip    -",
+        "render.egl     ERROR   ERROR   -",
+        "",
+        "[1] docker://img:1 @ gpu1",
+        "[2] docker://img:1 @ laptop",
+        "[3] host @ laptop",
+        "",
+        "3 pass, 3 fail, 2 error, 2 skip",
+        "",
+        "ERROR render.egl on docker://img:1 @ gpu1, docker://img:1 @ laptop: probe render crashed "
+        "(killed by signal 11 (SIGSEGV))",
+        "      png: artifacts/gpu1/egl.png",
+    ]
+    # Identical verdicts are one line naming every column, with their fix once.
+    everywhere = "docker://img:1 @ gpu1, docker://img:1 @ laptop, host @ laptop"
+    fail = lines.index(f"FAIL  torch.cuda on {everywhere}: [host fault] torch sees no GPU")
+    assert lines[fail + 1] == "      fix: install the NVIDIA Container Toolkit"
+    assert lines.count("      fix: install the NVIDIA Container Toolkit") == 1
+    assert "skip  render.vtk on docker://img:1 @ gpu1, docker://img:1 @ laptop: no pyvista in image" in lines
+    assert not any(line.startswith("PASS ") for line in lines)
+
+
+def test_render_verbose_lists_passes_in_several_columns() -> None:
+    lines = render_terminal(merge([build("gpu1"), build("laptop")]), verbosity=1)
+    assert "PASS  system.python on docker://img:1 @ gpu1, docker://img:1 @ laptop: Python 3.11.2" in lines
+
+
+@pytest.mark.parametrize("several", [False, True])
+def test_render_quiet_shows_only_problems(several: bool) -> None:
+    m = merge([build("gpu1"), build("laptop")]) if several else build("gpu1")
+    lines = render_terminal(m, verbosity=-1)
+    summary = next(i for i, ln in enumerate(lines) if re.match(r"\d+ pass, ", ln))
+    verdicts = [ln.split()[0] for ln in lines[summary + 1 :] if ln and not ln.startswith(" ")]
+    assert verdicts == ["ERROR", "FAIL"]
+    assert "      fix: install the NVIDIA Container Toolkit" in lines
+
+
+def test_render_conflicts_and_incomplete_runs() -> None:
+    merged = merge([build("gpu1", torch="pass"), build("gpu1")])
+    merged.complete = False
+    lines = render_terminal(merged)
+    assert "1 pass, 1 fail, 1 error, 1 skip  (INCOMPLETE: the run was interrupted)" in lines
+    assert lines[-1] == "CONFLICT torch.cuda on docker://img:1 @ gpu1: another result said pass: "
+
+
+def test_render_empty_matrix() -> None:
+    assert render_terminal(Matrix()) == ["no containercheck cells were recorded"]

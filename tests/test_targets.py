@@ -1,0 +1,166 @@
+"""``--image`` strings -> Target: runtime detection, overrides, validation and column ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_containercheck.targets import Target, is_oci_reference, parse_target, parse_targets
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_host() -> None:
+    t = parse_target("host")
+    assert t == Target(runtime="host", ref="host", spec="host")
+    assert t.id == "host"
+
+
+def test_host_prefix_with_interpreter_path() -> None:
+    t = parse_target("host:///usr/bin/python3")
+    assert (t.runtime, t.ref, t.id) == ("host", "/usr/bin/python3", "host:///usr/bin/python3")
+
+
+def test_sif_path_is_apptainer_even_when_missing() -> None:
+    # Existence is checked later (preflight) with a better message than "bad reference".
+    t = parse_target("images/app.sif")
+    assert (t.runtime, t.ref, t.spec) == ("apptainer", "images/app.sif", "images/app.sif")
+
+
+def test_existing_file_without_sif_suffix_is_apptainer(tmp_path: Path) -> None:
+    image = tmp_path / "app.img"
+    image.write_bytes(b"x")
+    t = parse_target(str(image))
+    assert (t.runtime, t.ref) == ("apptainer", str(image))
+    assert t.id == "apptainer://app.img"
+
+
+@pytest.mark.parametrize(
+    ("spec", "runtime", "ref"),
+    [
+        ("docker://alpine:3.20", "docker", "alpine:3.20"),
+        ("podman://alpine:3.20", "podman", "alpine:3.20"),
+        ("apptainer://img/app.sif", "apptainer", "img/app.sif"),
+        ("singularity://img/app.sif", "singularity", "img/app.sif"),
+        ("host://", "host", "host"),
+    ],
+)
+def test_prefix_picks_runtime(spec: str, runtime: str, ref: str) -> None:
+    t = parse_target(spec, oci_default="podman")
+    assert (t.runtime, t.ref, t.spec) == (runtime, ref, spec)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["alpine", "alpine:3.20", "registry:5000/team/name:1.4", f"name@{DIGEST}", f"ghcr.io/org/name:v1@{DIGEST}"],
+)
+@pytest.mark.parametrize("oci_default", ["docker", "podman"])
+def test_plain_reference_uses_oci_default(ref: str, oci_default: str) -> None:
+    t = parse_target(ref, oci_default=oci_default)
+    assert (t.runtime, t.ref) == (oci_default, ref)
+    assert t.id == f"{oci_default}://{ref}"
+    assert is_oci_reference(ref)
+
+
+def test_runtime_option_overrides_detection() -> None:
+    assert parse_target("app.sif", runtime="singularity").runtime == "singularity"
+    assert parse_target("alpine:3.20", runtime="podman").runtime == "podman"
+    # An explicit prefix of the same family: --runtime only picks the binary.
+    assert parse_target("docker://alpine", runtime="podman") == Target("podman", "alpine", "docker://alpine")
+    assert parse_target("apptainer://app.sif", runtime="singularity").runtime == "singularity"
+    assert parse_target("singularity://app.sif", runtime="apptainer").runtime == "apptainer"
+
+
+@pytest.mark.parametrize(
+    ("spec", "runtime"),
+    [("docker://alpine", "apptainer"), ("apptainer://app.sif", "docker"), ("podman://alpine", "host")],
+)
+def test_prefix_conflicting_with_runtime_is_a_usage_error(spec: str, runtime: str) -> None:
+    with pytest.raises(pytest.UsageError, match="drop one of them") as info:
+        parse_target(spec, runtime=runtime)
+    assert f"--runtime={runtime}" in str(info.value)
+
+
+def test_unknown_prefix_lists_the_known_ones() -> None:
+    with pytest.raises(pytest.UsageError, match=r"unknown prefix 'oci://'; use one of docker://, podman://"):
+        parse_target("oci://alpine")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["Alpine", "team/Name:1", "my image", "img;rm -rf /", "$(x)", "img`id`", "img|cat", "img&&x", "docker://a b"],
+)
+def test_invalid_reference_is_a_usage_error_naming_the_fix(spec: str) -> None:
+    with pytest.raises(pytest.UsageError) as info:
+        parse_target(spec)
+    message = str(info.value)
+    assert "not a valid image reference" in message
+    assert "expected name[:tag][@sha256:...], lower-case" in message
+    assert "for a .sif file give its path" in message
+    assert "\n" not in message
+
+
+def test_reference_longer_than_255_is_rejected() -> None:
+    assert not is_oci_reference("a" * 256)
+    with pytest.raises(pytest.UsageError, match="not a valid image reference"):
+        parse_target("a" * 256)
+
+
+def test_directory_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(pytest.UsageError, match=r"is a directory; give a \.sif file"):
+        parse_target(str(tmp_path))
+
+
+@pytest.mark.parametrize("spec", ["", "   "])
+def test_empty_is_a_usage_error(spec: str) -> None:
+    with pytest.raises(pytest.UsageError, match=r"empty value; give an image reference, a \.sif path or 'host'"):
+        parse_target(spec)
+
+
+def test_sif_prefix_without_path_is_a_usage_error() -> None:
+    with pytest.raises(pytest.UsageError, match=r"missing \.sif path after the prefix"):
+        parse_target("apptainer://")
+
+
+def test_duplicates_collapse_to_one_target_in_order() -> None:
+    targets = parse_targets(["alpine:3.20", "host", "docker://alpine:3.20", "alpine:3.20", "host://", "b.sif"])
+    assert [t.id for t in targets] == ["docker://alpine:3.20", "host", "apptainer://b.sif"]
+    # The first spelling wins.
+    assert targets[0].spec == "alpine:3.20"
+
+
+def test_same_sif_name_in_two_directories_is_refused() -> None:
+    # Both would be the column "apptainer://app.sif"; silently checking only one is wrong.
+    with pytest.raises(pytest.UsageError, match=r"old/app\.sif.*new/app\.sif.*same column id"):
+        parse_targets(["old/app.sif", "new/app.sif"])
+
+
+def test_same_sif_spelled_twice_collapses() -> None:
+    assert [t.ref for t in parse_targets(["app.sif", "./app.sif", "apptainer://app.sif"])] == ["app.sif"]
+
+
+def test_parse_targets_passes_runtime_and_default() -> None:
+    targets = parse_targets(["alpine", "ubuntu:24.04"], oci_default="podman")
+    assert [t.id for t in targets] == ["podman://alpine", "podman://ubuntu:24.04"]
+    targets = parse_targets(["a.sif"], runtime="singularity")
+    assert [t.id for t in targets] == ["singularity://a.sif"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("alpine:3.20", "docker://alpine:3.20"),
+        ("podman://alpine", "podman://alpine"),
+        ("/scratch/images/app.sif", "apptainer://app.sif"),
+        ("singularity://../app.sif", "singularity://app.sif"),
+        ("host", "host"),
+    ],
+)
+def test_target_id(spec: str, expected: str) -> None:
+    assert parse_target(spec).id == expected
+
+
+def test_spec_is_kept_as_written() -> None:
+    t = parse_target("  alpine:3.20 ")
+    assert (t.ref, t.spec) == ("alpine:3.20", "  alpine:3.20 ")
