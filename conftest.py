@@ -101,3 +101,10 @@ def leftovers(matrix_json: Path) -> list[str]:
 def owned_by(pid: int) -> list[str]:
     """Containers started by the pytest process *pid* on this host."""
     return containers_with_label(f"org.containercheck.owner={os.uname().nodename}/{pid}")
+
+
+def podman_containers(run_id: str) -> list[str]:
+    """Podman containers still present from run *run_id*."""
+    res = subprocess.run(["podman", "ps", "--all", "--filter", f"label=org.containercheck.run={run_id}",
+                          "--format", "{{.Names}}"], capture_output=True, text=True, timeout=60, check=True)
+    return [n for n in res.stdout.split() if n]

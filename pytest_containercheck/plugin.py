@@ -179,6 +179,9 @@ def pytest_configure(config: pytest.Config) -> None:
         probe_dirs=tuple(str(Path(d).resolve()) for d in (_get(config, "cc_probe_dirs") or [])),
         required_rows=tuple(r for v in (_get(config, "cc_require") or []) for r in v.replace(",", " ").split()),
     )
+    if checks.update_baselines and not checks.baseline_dir:
+        raise pytest.UsageError(
+            "--update-baselines needs --baseline-dir DIR: baselines are never written into the installed package")
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # xdist worker: the controller already checked everything
         shared = workerinput["containercheck"]

@@ -240,3 +240,7 @@ def test_docker_start_failure_reports_the_reason_not_the_help_hint(nopython_imag
     assert "executable file not found" in message and "no-such-binary" in message
     assert "--help" not in message
     assert containers_of(run_id) == []
+
+
+def test_podman_gpu_count_means_the_first_n_devices() -> None:
+    assert OCIRuntime("podman").gpu_flags("2") == ["--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=1"]

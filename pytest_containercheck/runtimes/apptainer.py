@@ -166,5 +166,26 @@ class ApptainerSession(Session):
             self.facts["gpu"].update(attached=False, error=last_line(err))
         return res
 
+    def kill_inside(self, pid: int, python: str) -> None:
+        """Kill the probe's process group on the host.
+
+        Apptainer runs processes in the host's PID namespace unless ``--pid``/``--containall``
+        is given, so the pid the probe reported is a host pid.  With a PID namespace the
+        pid means nothing here, but killing ``apptainer exec`` (done by run_bounded) ends the
+        namespace's init and with it every process in it.  So the pid is only used when
+        the host process with that pid really is our probe interpreter (``<python> -``).
+        """
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            return
+        if len(argv) >= 2 and argv[1] == b"-" and os.path.basename(argv[0].decode(errors="replace")) == \
+                os.path.basename(python):
+            try:
+                os.killpg(pid, 9)
+            except OSError:
+                pass
+
     def stop(self) -> None:
         """Nothing outlives an exec; there is nothing to stop."""

@@ -40,11 +40,12 @@ _HELP_HINT = re.compile(r"^(?:Run|See) '\S+ \S+ --help'")
 _PERMISSION = re.compile(r"permission denied.*(socket|daemon)|dial unix .*: connect: permission denied",
                          re.IGNORECASE)
 
-TOOLKIT_FIX = (
-    "install the NVIDIA Container Toolkit on the host and run "
-    "'nvidia-ctk runtime configure --runtime=docker' then restart dockerd "
-    "(Podman: 'nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml')"
-)
+TOOLKIT_FIX = {
+    "docker": "install the NVIDIA Container Toolkit on the host, run 'nvidia-ctk runtime configure "
+              "--runtime=docker' and restart dockerd",
+    "podman": "install the NVIDIA Container Toolkit on the host and generate its CDI spec: "
+              "'nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml'",
+}
 
 
 class OCIRuntime(Runtime):
@@ -63,7 +64,8 @@ class OCIRuntime(Runtime):
         if self.name == "podman":
             if gpus == "all":
                 return ["--device", "nvidia.com/gpu=all"]
-            ids = gpus.removeprefix("device=").split(",")
+            # CDI names devices, it has no count: "--gpus 2" means the first two GPUs.
+            ids = [str(i) for i in range(int(gpus))] if gpus.isdigit() else gpus.removeprefix("device=").split(",")
             return [f for i in ids for f in ("--device", f"nvidia.com/gpu={i.strip()}")]
         if "," in gpus and not gpus.startswith('"'):
             # docker parses --gpus as one CSV record: unquoted, device=0,1 means device 0 and count 1
@@ -171,7 +173,7 @@ class OCIRuntime(Runtime):
         gpu_error = _GPU_UNAVAILABLE.search(text(res.stderr)) if res.returncode != 0 else None
         if gpu_error and options.gpus != "none":
             line = next(ln for ln in text(res.stderr).splitlines() if _GPU_UNAVAILABLE.search(ln))
-            gpu.update(attached=False, error=line.strip().removeprefix("docker: "), fix=TOOLKIT_FIX,
+            gpu.update(attached=False, error=line.strip().removeprefix("docker: "), fix=TOOLKIT_FIX[self.name],
                        tried=argv)
             argv = self.run_command(target, options, name, "none")
             res = run_bounded(argv, timeout=120)
