@@ -273,9 +273,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("container", state.targets, ids=[t.id for t in state.targets], indirect=True)
 
 
+#: Built-in check modules in the order their rows are shown: the image, then rendering, then ML.
+_MODULE_ORDER = ("test_system", "test_render", "test_ml")
+
+
+def _module_rank(item: pytest.Item) -> int:
+    path = Path(str(item.path))
+    if path.parent != CHECKS_DIR:
+        return len(_MODULE_ORDER)  # users' own tests come after the built-in rows
+    return _MODULE_ORDER.index(path.stem) if path.stem in _MODULE_ORDER else len(_MODULE_ORDER) - 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if STATE not in config.stash:
         return
+    items.sort(key=_module_rank)  # stable: keeps each module's own order
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "container" in callspec.params:
