@@ -1,0 +1,173 @@
+# Probe: does xgboost in the image train where it is asked to?
+# Stdlib-only at import time, Python 3.7+; xgboost and numpy are imported inside run().
+# Facts only; pytest_containercheck/verdicts_ml.py judges them.
+#
+# xgboost with device="cuda" and no usable GPU does not raise: a CUDA build logs
+# "No visible GPU is found, setting device to CPU." (src/context.cc, CUDAOrdinal) and a
+# build without CUDA switches to the CPU without a word.  So the device that counts is
+# the one the trained booster's own config records (learner.generic_param.device), and
+# every message the library emits while training is kept: Python warnings (xgboost >= 2
+# routes native WARNING lines through warnings.warn), print() output (xgboost's log
+# callback prints other native messages), and anything written straight to fd 1/2.
+
+_XT_ROWS = 1200
+_XT_FEATURES = 8
+_XT_ROUNDS = 20
+
+
+def _xt_text(exc):
+    return ("%s: %s" % (type(exc).__name__, exc))[:2000]
+
+
+class _XtCapture(object):
+    """Capture Python warnings, sys.stdout/sys.stderr and the fds 1 and 2."""
+
+    def __enter__(self):
+        import io
+        import os
+        import sys
+        import tempfile
+        import warnings
+
+        self.warn_cm = warnings.catch_warnings(record=True)
+        self.records = self.warn_cm.__enter__()
+        warnings.simplefilter("always")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved_streams = (sys.stdout, sys.stderr)
+        self.py_out = io.StringIO()
+        sys.stdout = sys.stderr = self.py_out
+        self.fd_file = tempfile.TemporaryFile()
+        self.saved_fds = (os.dup(1), os.dup(2))
+        os.dup2(self.fd_file.fileno(), 1)
+        os.dup2(self.fd_file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        import os
+        import sys
+
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        os.dup2(self.saved_fds[0], 1)
+        os.dup2(self.saved_fds[1], 2)
+        for fd in self.saved_fds:
+            os.close(fd)
+        sys.stdout, sys.stderr = self.saved_streams
+        self.fd_file.seek(0)
+        native = self.fd_file.read().decode("utf-8", "replace")
+        self.fd_file.close()
+        self.warn_cm.__exit__(*exc)
+        self.warnings = [
+            {"category": w.category.__name__, "message": str(w.message)[:2000]} for w in self.records
+        ]
+        self.log = (self.py_out.getvalue() + native)[-8000:]
+        return False
+
+
+def _xt_data(np):
+    # A fixed, learnable problem: the label is a noisy linear rule, so any working
+    # trainer reaches a high held-out accuracy and a broken one cannot fake it.
+    rng = np.random.RandomState(0)
+    x = rng.standard_normal((_XT_ROWS, _XT_FEATURES)).astype(np.float32)
+    w = rng.standard_normal(_XT_FEATURES)
+    y = ((x @ w + 0.1 * rng.standard_normal(_XT_ROWS)) > 0).astype(np.float32)
+    cut = int(_XT_ROWS * 0.75)
+    return x[:cut], y[:cut], x[cut:], y[cut:]
+
+
+def _xt_booster_device(booster):
+    import json
+
+    config = json.loads(booster.save_config())
+    generic = config.get("learner", {}).get("generic_param", {})
+    return generic, config.get("learner", {}).get("gradient_booster", {}).get("gbtree_train_param", {})
+
+
+def _xt_train(xgb, np, data, device, legacy):
+    import time
+
+    x_train, y_train, x_test, y_test = data
+    params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.3, "seed": 0,
+              "nthread": 2, "tree_method": "hist"}
+    if legacy:  # xgboost < 2.0 has no `device`; GPU training was tree_method=gpu_hist
+        if device == "cuda":
+            params.update(tree_method="gpu_hist", gpu_id=0)
+    else:
+        params["device"] = device
+    out = {"requested": device, "params": dict(params), "ok": False}
+    cap = _XtCapture()
+    try:
+        with cap:
+            t0 = time.perf_counter()
+            dtrain = xgb.DMatrix(x_train, label=y_train)
+            dtest = xgb.DMatrix(x_test, label=y_test)
+            booster = xgb.train(params, dtrain, num_boost_round=_XT_ROUNDS)
+            t1 = time.perf_counter()
+            pred = booster.predict(dtest)
+            t2 = time.perf_counter()
+            generic, tree_param = _xt_booster_device(booster)
+        out.update(
+            ok=True,
+            train_seconds=round(t1 - t0, 6),
+            predict_seconds=round(t2 - t1, 6),
+            accuracy=round(float(((pred > 0.5) == (y_test > 0.5)).mean()), 6),
+            booster_device=generic.get("device"),
+            generic_param=generic,
+            tree_method=tree_param.get("tree_method"),
+        )
+    except Exception as exc:  # e.g. "not compiled with CUDA": a fact, not a crash
+        out["error"] = _xt_text(exc)
+    out["warnings"] = getattr(cap, "warnings", [])
+    out["log"] = getattr(cap, "log", "")
+    return out
+
+
+def _xt_distribution():
+    # Which wheel provides the module: `xgboost` (CUDA-enabled on Linux) or `xgboost-cpu`.
+    try:
+        from importlib import metadata
+    except ImportError:  # Python 3.7
+        return None
+    found = []
+    for name in ("xgboost", "xgboost-cpu"):
+        try:
+            found.append({"name": name, "version": metadata.version(name)})
+        except Exception:
+            continue
+    return found
+
+
+def run(params, ctx):
+    facts = {"installed": False}
+    with ctx.capture_warnings():
+        try:
+            with ctx.timed("import"):
+                import numpy as np
+                import xgboost as xgb
+        except Exception as exc:  # ImportError, or a broken wheel (XGBoostError: no libgomp)
+            import importlib.util
+
+            facts["error"] = _xt_text(exc)
+            # Installed but unimportable (missing system library) is a defect, not an absence.
+            facts["found"] = all(importlib.util.find_spec(m) is not None for m in ("numpy", "xgboost"))
+            return facts
+        with ctx.timed("work"):
+            facts.update(installed=True, version=xgb.__version__, distributions=_xt_distribution())
+            try:
+                facts["build_info"] = xgb.build_info()
+            except Exception as exc:  # xgboost < 1.6 has no build_info()
+                facts["build_info"] = None
+                facts["build_info_error"] = _xt_text(exc)
+            legacy = int(xgb.__version__.split(".")[0]) < 2
+            data = _xt_data(np)
+            facts["train"] = {}
+            for device in ("cpu", "cuda"):
+                result = _xt_train(xgb, np, data, device, legacy)
+                facts["train"][device] = result
+                ctx.warnings.extend(result["warnings"])
+                if result.get("train_seconds") is not None:
+                    ctx.timings["train_" + device] = result["train_seconds"]
+    return facts

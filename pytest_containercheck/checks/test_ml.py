@@ -1,0 +1,144 @@
+"""Built-in ML rows: does torch / xgboost / transformers in the image compute where asked?
+
+Each row reads one probe's facts and hands them to a pure verdict function in
+:mod:`pytest_containercheck.verdicts_ml` (unit-tested on recorded facts).  GPU rows run
+their image checks *before* the GPU gate, so an image that can never use a GPU fails
+even on a host without one: an xgboost without CUDA always, a CPU-only torch when the
+image is meant for GPUs (see :func:`~pytest_containercheck.verdicts_ml.gpu_intent`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_containercheck import Container
+from pytest_containercheck import verdicts_ml as ml
+
+
+def _apply(container: Container, verdict: ml.Verdict) -> None:
+    """Turn a verdict into the cell: fail and skip end the test, pass sets the detail."""
+    if verdict.status == "fail":
+        container.fail(verdict.detail, fix=verdict.fix, fault=verdict.fault)
+    if verdict.status == "skip":
+        container.skip(verdict.detail)
+    container.note(verdict.detail)
+
+
+def _intent(container: Container, row: str, image_env: Any) -> str | None:
+    return ml.gpu_intent(row=row, host=container.host, require_gpu=container.options.require_gpu,
+                         required_rows=container.options.required_rows,
+                         image_env=image_env if isinstance(image_env, dict) else None)
+
+
+def _warnings(facts: dict[str, Any]) -> list[str]:
+    return [str(w.get("message"))[:500] for w in facts.get("warnings") or []][:10]
+
+
+# -- torch -------------------------------------------------------------------------------------
+
+
+def _torch_facts(container: Container) -> dict[str, Any]:
+    facts = container.facts("torch_device")
+    cuda = facts.get("cuda") or {}
+    container.evidence("torch", {
+        "version": facts.get("version"), "cuda_build": facts.get("cuda_build"), "hip_build": facts.get("hip_build"),
+        "cudnn": (facts.get("cudnn") or {}).get("version"), "is_available": cuda.get("is_available"),
+        "devices": cuda.get("devices"), "arch_list": cuda.get("arch_list"),
+        "selection": facts.get("selection"), "driver_cuda": (facts.get("driver") or {}).get("version"),
+        "warnings": _warnings(facts),
+    })
+    return facts
+
+
+@pytest.mark.containercheck_row("torch.cpu")
+def test_torch_cpu(container: Container) -> None:
+    """A float32 matmul and conv2d on the CPU agree with float64."""
+    _apply(container, ml.torch_cpu(_torch_facts(container)))
+
+
+@pytest.mark.containercheck_row("torch.cuda")
+def test_torch_cuda(container: Container) -> None:
+    """Matmul and conv2d ran on every CUDA device (tensor on cuda:N) and agree with the CPU."""
+    facts = _torch_facts(container)
+    early = ml.torch_cuda_build(facts, _intent(container, "torch.cuda", facts.get("env")), container.host)
+    if early is not None:
+        _apply(container, early)
+    container.gpu_expected()
+    _apply(container, ml.torch_cuda(facts, container.host))
+
+
+# -- xgboost -----------------------------------------------------------------------------------
+
+
+def _xgboost_facts(container: Container) -> dict[str, Any]:
+    facts = container.facts("xgboost_train")
+    info = facts.get("build_info") or {}
+    train = facts.get("train") or {}
+    container.evidence("xgboost", {
+        "version": facts.get("version"), "distributions": facts.get("distributions"),
+        "USE_CUDA": info.get("USE_CUDA"), "CUDA_VERSION": info.get("CUDA_VERSION"),
+        "NCCL_VERSION": info.get("NCCL_VERSION"),
+        "train": {dev: {k: run.get(k) for k in ("booster_device", "accuracy", "train_seconds", "error")}
+                  for dev, run in train.items()},
+        "warnings": [str(w.get("message"))[:500] for run in train.values() for w in run.get("warnings") or []][:10],
+    })
+    return facts
+
+
+@pytest.mark.containercheck_row("xgboost.cpu")
+def test_xgboost_cpu(container: Container) -> None:
+    """device="cpu" training ran on the CPU and learned a learnable task."""
+    _apply(container, ml.xgboost_cpu(_xgboost_facts(container)))
+
+
+@pytest.mark.containercheck_row("xgboost.cuda")
+def test_xgboost_cuda(container: Container) -> None:
+    """The booster trained with device="cuda" says device=cuda:N and learned the task."""
+    facts = _xgboost_facts(container)
+    early = ml.xgboost_cuda_build(facts)
+    if early is not None:
+        _apply(container, early)
+    container.gpu_expected()
+    _apply(container, ml.xgboost_cuda(facts, container.host))
+
+
+# -- transformers ------------------------------------------------------------------------------
+
+
+def _transformers_facts(container: Container) -> dict[str, Any]:
+    params = {"model_path": container.options.hf_model} if container.options.hf_model else {}
+    facts = container.facts("transformers_infer", **params)
+    container.evidence("transformers", {
+        "version": facts.get("version"), "torch": facts.get("torch_version"), "mode": facts.get("mode"),
+        "selected_device": facts.get("selected_device"), "models": facts.get("models"),
+        "warnings": _warnings(facts),
+    })
+    return facts
+
+
+@pytest.mark.containercheck_row("transformers.cpu")
+def test_transformers_cpu(container: Container) -> None:
+    """A tiny BERT and GPT-2 (or --hf-model) run offline on the CPU and agree with float64."""
+    _apply(container, ml.transformers_cpu(_transformers_facts(container)))
+
+
+@pytest.mark.containercheck_row("transformers.cuda")
+def test_transformers_cuda(container: Container) -> None:
+    """The same models ran on the selected CUDA device and agree with the CPU."""
+    facts = _transformers_facts(container)
+    early = ml.transformers_cuda_build(facts, _intent(container, "transformers.cuda", facts.get("image_env")),
+                                       container.host)
+    if early is not None:
+        _apply(container, early)
+    container.gpu_expected()
+    _apply(container, ml.transformers_cuda(facts, container.host))
+
+
+@pytest.mark.containercheck_row("transformers.cache")
+def test_transformers_cache(container: Container) -> None:
+    """The Hugging Face cache directories the image resolves are writable."""
+    facts = _transformers_facts(container)
+    container.evidence("hf_cache", (facts.get("cache") or {}).get("dirs"))
+    _apply(container, ml.transformers_cache(facts))

@@ -1,0 +1,679 @@
+"""Verdicts for the ML rows (torch, xgboost, transformers): pure functions of probe facts.
+
+Each function takes the facts a probe reported (``probes/torch_device.py``,
+``probes/xgboost_train.py``, ``probes/transformers_infer.py``) and, for GPU rows, the host
+facts (:mod:`pytest_containercheck.hostinfo`), and returns a :class:`Verdict`.  Nothing
+here runs a probe or touches pytest, so every rule is unit-tested on facts recorded from
+real runs (``tests/data/ml/``).
+
+The GPU messages matched here are the libraries' own, quoted from their source:
+
+* torch, ``c10/cuda/CUDAFunctions.cpp`` (``device_count_impl``), emitted as the
+  ``UserWarning`` "CUDA initialization: <message>" by ``c10::cuda::device_count()`` and
+  raised as ``RuntimeError`` by ``torch.cuda._lazy_init()``:
+  "The NVIDIA driver on your system is too old (found version N)",
+  "Found no NVIDIA driver on your system", "CUDA driver initialization failed, you might
+  not have a CUDA gpu.", "CUDA unknown error - this may be due to an incorrectly set up
+  environment".
+* torch, ``torch/cuda/__init__.py``: ``_check_capability``/``_warn_unsupported_code``
+  ("Found GPU0 <name> which is of compute capability (CC) X.Y", "does not include kernels
+  for this GPU", "No published PyTorch CUDA builds ... support this GPU") and the older
+  ``_check_cubins`` ("with CUDA capability sm_XY is not compatible with the current
+  PyTorch installation").
+* The CUDA runtime's string for ``cudaErrorNoKernelImageForDevice``: "no kernel image is
+  available for execution on the device".
+* xgboost, ``src/context.cc`` (``CUDAOrdinal``): "No visible GPU is found, setting device
+  to CPU." -- logged, not raised, when ``cudaGetDeviceCount`` fails or finds nothing
+  (``src/common/cuda_rt_utils.cc``, ``AllVisibleGPUs``), so a driver too old for the
+  wheel's CUDA looks exactly like a missing GPU.  xgboost 3.x then also logs "Device is
+  changed from GPU to CPU as we couldn't find any available GPU on the system." -- and
+  a build without CUDA (``xgboost-cpu``) logs only that second line (observed with
+  3.2.0, ``tests/data/ml/``): the warning blames the system even when the wheel is at
+  fault, which is why ``build_info()`` decides.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+__all__ = [
+    "CPU_ATOL",
+    "CPU_RTOL",
+    "DEVICE_ATOL",
+    "DEVICE_RTOL",
+    "HALF_RTOL",
+    "XGB_MAX_ACCURACY_GAP",
+    "XGB_MIN_ACCURACY",
+    "Verdict",
+    "arch_supports",
+    "classify_cuda_message",
+    "gpu_intent",
+    "torch_cpu",
+    "torch_cuda",
+    "torch_cuda_build",
+    "transformers_cache",
+    "transformers_cpu",
+    "transformers_cuda",
+    "transformers_cuda_build",
+    "within",
+    "xgboost_cpu",
+    "xgboost_cuda",
+    "xgboost_cuda_build",
+]
+
+#: float32 on the CPU against a float64 run of the same computation.  The inputs are
+#: O(1), the reductions a few hundred terms long: float32 rounding (2**-24 per
+#: operation) stays near 1e-6 relative; 1e-4 of the largest output leaves two orders
+#: of magnitude of margin and still catches a wrong kernel, which is off by O(1).
+CPU_RTOL = 1e-4
+CPU_ATOL = 1e-6
+#: A GPU against the CPU, both float32.  cuDNN convolutions may use TF32 by default
+#: (``torch.backends.cudnn.allow_tf32`` is True): a 10-bit mantissa, unit roundoff
+#: 2**-11 ~ 4.9e-4, accumulated over the reduction.  1e-2 of the largest output admits
+#: that and different summation orders; a broken kernel or a wrong architecture gives
+#: O(1) differences, NaN or garbage.
+DEVICE_RTOL = 1e-2
+DEVICE_ATOL = 1e-4
+#: Real models in float16/bfloat16 (``--hf-model``): 8-11 bit mantissas through many layers.
+HALF_RTOL = 1e-1
+#: The synthetic xgboost task is a noisy linear rule; 20 rounds of depth-4 trees reach
+#: 0.92 on held-out rows (measured on CPU).  Below 0.85 the build trains garbage.
+XGB_MIN_ACCURACY = 0.85
+#: GPU ``hist`` and CPU ``hist`` build slightly different trees; their accuracies agree
+#: within a few held-out rows.
+XGB_MAX_ACCURACY_GAP = 0.05
+
+_TORCH_CUDA_FIX = ("install a CUDA build of torch, e.g. pip install torch=={base} --index-url "
+                   "https://download.pytorch.org/whl/cu128 (pick the cuXY that the host driver supports)")
+
+
+class Verdict(NamedTuple):
+    """The outcome of one row: ``status`` is ``pass``, ``fail`` or ``skip``.
+
+    ``detail`` is the one-line cell text (the skip reason for skips); ``fix`` and ``fault``
+    (``image``, ``host``, ``pair`` or None when the evidence cannot tell) go with failures.
+    """
+
+    status: str
+    detail: str
+    fix: str | None = None
+    fault: str | None = None
+
+
+def _pass(detail: str) -> Verdict:
+    return Verdict("pass", detail)
+
+
+def _skip(detail: str) -> Verdict:
+    return Verdict("skip", detail)
+
+
+def _fail(detail: str, fix: str, fault: str | None) -> Verdict:
+    return Verdict("fail", detail, fix, fault)
+
+
+# -- shared helpers ---------------------------------------------------------------------------
+
+
+def within(diff: Mapping[str, Any] | None, rtol: float, atol: float) -> bool:
+    """True when a probe's ``{max_abs_diff, max_abs_ref, finite}`` is within tolerance.
+
+    The bound is ``atol + rtol * max|reference|``: relative to the output's scale, so the
+    same rule fits logits of 0.6 and hidden states of 40.
+    """
+    if not diff or not diff.get("finite"):
+        return False
+    got = diff.get("max_abs_diff")
+    ref = diff.get("max_abs_ref")
+    if not isinstance(got, (int, float)) or not isinstance(ref, (int, float)) or math.isnan(got):
+        return False
+    return bool(got <= atol + rtol * abs(ref))
+
+
+def _rel(diff: Mapping[str, Any] | None) -> str:
+    if not diff or diff.get("max_abs_diff") is None:
+        return "n/a"
+    ref = abs(diff.get("max_abs_ref") or 0.0)
+    return f"{diff['max_abs_diff'] / ref:.1e}" if ref else f"{diff['max_abs_diff']:.1e} abs"
+
+
+def _version_tuple(value: Any) -> tuple[int, ...] | None:
+    """``"12.9"`` / ``[12, 9]`` / ``"12.9.1"`` -> ``(12, 9)``; None when absent or odd."""
+    if isinstance(value, (list, tuple)):
+        parts = [int(v) for v in value[:2] if isinstance(v, int)]
+        return tuple(parts) if parts else None
+    if isinstance(value, str):
+        m = re.match(r"^(\d+)(?:\.(\d+))?", value.strip())
+        if m:
+            return (int(m.group(1)), int(m.group(2) or 0))
+    return None
+
+
+def _fmt(v: tuple[int, ...] | None) -> str:
+    return ".".join(map(str, v)) if v else "?"
+
+
+def _driver_cuda(host: Mapping[str, Any], driver_facts: Mapping[str, Any] | None = None) -> tuple[int, ...] | None:
+    """The newest CUDA the host driver supports: nvidia-smi's banner, else libcuda in the image."""
+    v = _version_tuple(host.get("cuda_version"))
+    if v is None and driver_facts:
+        v = _version_tuple(driver_facts.get("version"))
+    return v
+
+
+def _warning_texts(warnings: Iterable[Mapping[str, Any]] | None) -> list[str]:
+    return [str(w.get("message", "")) for w in warnings or () if isinstance(w, Mapping)]
+
+
+def _first_line(text: str, limit: int = 220) -> str:
+    line = " ".join(text.strip().split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def gpu_intent(*, row: str, host: Mapping[str, Any], require_gpu: bool, required_rows: Sequence[str],
+               image_env: Mapping[str, Any] | None) -> str | None:
+    """Why this image is *meant* to compute on a GPU here, or None when nothing says so.
+
+    A CPU-only torch build is a legitimate choice for a CPU image (PyTorch's own install
+    matrix offers a "CPU" platform), so it fails the ``torch.cuda`` row only when GPU use
+    is expected: the host has a GPU, the run is a GPU gate (``--require-gpu``), the row is
+    declared required (``containercheck_require``), or the image was built on an NVIDIA
+    CUDA base image, whose Dockerfiles set ``CUDA_VERSION`` and ``NVIDIA_REQUIRE_CUDA``.
+    """
+    if host.get("has_gpu"):
+        return f"the host has {host.get('gpu_summary') or 'a GPU'}"
+    if require_gpu:
+        return "--require-gpu was given"
+    if row in required_rows:
+        return f"row {row} is required (containercheck_require)"
+    env = image_env or {}
+    for key in ("NVIDIA_REQUIRE_CUDA", "CUDA_VERSION"):
+        if env.get(key):
+            return f"the image is built on an NVIDIA CUDA base image ({key}={_first_line(str(env[key]), 60)})"
+    return None
+
+
+def arch_supports(arch_list: Sequence[str], capability: Sequence[int]) -> bool | None:
+    """Can a build with *arch_list* (``torch.cuda.get_arch_list()``) run on *capability*?
+
+    Rules of NVIDIA's CUDA C++ Programming Guide ("Binary Compatibility", "PTX
+    Compatibility"): a cubin ``sm_XY`` runs on compute capability X.Z with Z >= Y (same
+    major only); PTX ``compute_XY`` is JIT-compiled for any capability >= X.Y;
+    architecture-specific ``sm_XYa`` runs on X.Y exactly, family-specific ``sm_XYf`` on
+    X.Z with Z >= Y.  None when the list has no CUDA entries (ROCm ``gfx...``, empty).
+    """
+    if len(capability) < 2:
+        return None
+    device = int(capability[0]) * 10 + int(capability[1])
+    seen = False
+    for arch in arch_list:
+        m = re.fullmatch(r"(sm|compute)_(\d+)([af]?)", str(arch))
+        if not m:
+            continue
+        seen = True
+        kind, code, suffix = m.group(1), int(m.group(2)), m.group(3)
+        same_major = code // 10 == device // 10
+        if suffix == "a":
+            ok = code == device
+        elif kind == "sm":
+            ok = same_major and device >= code
+        else:
+            ok = device >= code
+        if ok:
+            return True
+    return False if seen else None
+
+
+#: (needle in the library's own message, fault, what it means) -- see the module docstring.
+_CUDA_MESSAGES: tuple[tuple[str, str, str], ...] = (
+    ("driver on your system is too old", "pair",
+     "the image's CUDA runtime is newer than the host driver supports"),
+    ("no kernel image is available for execution on the device", "image",
+     "the build has no kernels for this GPU's architecture"),
+    ("is not compatible with the current PyTorch installation", "image",
+     "the torch build has no kernels for this GPU's architecture"),
+    ("does not include kernels for this GPU", "image",
+     "the torch build has no kernels for this GPU's architecture"),
+    ("No published PyTorch CUDA builds", "image",
+     "no torch CUDA build of this release supports this GPU"),
+    ("Found no NVIDIA driver on your system", "host",
+     "the NVIDIA driver libraries are not visible inside the image"),
+    ("CUDA driver initialization failed", "host", "the CUDA driver failed to initialize in the image"),
+    ("CUDA unknown error", "host", "CUDA failed to initialize (device nodes, CUDA_VISIBLE_DEVICES)"),
+    ("out of memory", "host", "the GPU is out of memory (other processes hold it)"),
+)
+
+
+def classify_cuda_message(text: str) -> tuple[str, str] | None:
+    """``(fault, meaning)`` for a known torch/CUDA/xgboost GPU message, else None."""
+    for needle, fault, meaning in _CUDA_MESSAGES:
+        if needle.lower() in text.lower():
+            return fault, meaning
+    return None
+
+
+def _first_known(messages: Iterable[str]) -> tuple[str, str, str] | None:
+    """``(message, fault, meaning)`` for the first known GPU message, else None."""
+    for msg in messages:
+        hit = classify_cuda_message(msg)
+        if hit is not None:
+            return msg, hit[0], hit[1]
+    return None
+
+
+def _pair_fix(library: str, build: tuple[int, ...] | None, driver: tuple[int, ...] | None,
+              host: Mapping[str, Any]) -> str:
+    drv = host.get("driver_version") or "?"
+    if library == "torch":
+        wheel = (f"a torch build for CUDA {_fmt(driver)} or older (pip install torch --index-url "
+                 f"https://download.pytorch.org/whl/cu{''.join(map(str, driver or ()))})")
+    else:
+        wheel = f"an {library} release built for CUDA {_fmt(driver)} or older"
+    return (f"install {wheel} in the image, or upgrade the host driver ({drv}) to one that supports "
+            f"CUDA {_fmt(build)}")
+
+
+def _fault_fix(fault: str, library: str, build: tuple[int, ...] | None, driver: tuple[int, ...] | None,
+               host: Mapping[str, Any], arch: str = "") -> str:
+    if fault == "pair":
+        return _pair_fix(library, build, driver, host)
+    if fault == "image":
+        return (f"install a {library} build whose kernels include {arch or 'this GPU architecture'} "
+                f"(torch.cuda.get_arch_list() must list it; newer GPUs need newer CUDA builds)")
+    return ("start the image with GPU access and the driver libraries (Docker --gpus all with the NVIDIA "
+            "Container Toolkit, Apptainer --nv); check CUDA_VISIBLE_DEVICES and that nothing else fills the GPU")
+
+
+# -- torch --------------------------------------------------------------------------------------
+
+
+_NO_TMP = "No usable temporary directory"
+_NO_TMP_FIX = ("give the container a writable /tmp (docker run --tmpfs /tmp; Apptainer binds /tmp unless "
+               "--contain is given) or point TMPDIR at a writable directory")
+
+
+def _import_failure(library: str, err: str, fix: str) -> Verdict:
+    if _NO_TMP in err:
+        # Python's tempfile found no writable directory: the launch made the whole
+        # filesystem read-only (docker --read-only without --tmpfs), not the image.
+        return _fail(f"{library} does not import: {err}", _NO_TMP_FIX, "host")
+    return _fail(f"{library} is installed but does not import: {err}", fix, "image")
+
+
+def _not_importable(facts: Mapping[str, Any], library: str, fix: str) -> Verdict | None:
+    """Skip when *library* is absent; fail when it is installed but does not import."""
+    if facts.get("installed"):
+        return None
+    err = _first_line(str(facts.get("error")), 200)
+    if facts.get("found"):
+        return _import_failure(library, err, fix)
+    return _skip(f"{library} is not installed in the image ({err})")
+
+
+def _torch_not_installed(facts: Mapping[str, Any]) -> Verdict | None:
+    return _not_importable(facts, "torch", "see the evidence; a missing system library (ldd on torch/lib/*.so "
+                           "names it) or a wheel for another Python/platform")
+
+
+def torch_cpu(facts: Mapping[str, Any]) -> Verdict:
+    """``torch.cpu``: a matmul and a conv on the CPU agree with float64."""
+    skip = _torch_not_installed(facts)
+    if skip:
+        return skip
+    version = facts.get("version")
+    ops = (facts.get("ops") or {}).get("cpu") or {}
+    if not ops.get("ok"):
+        return _fail(f"torch {version}: matmul/conv on the CPU raised {ops.get('error')}",
+                     "reinstall torch in the image; the evidence has the exception", "image")
+    for op in ("matmul", "conv"):
+        if not within(ops.get(op), CPU_RTOL, CPU_ATOL):
+            return _fail(f"torch {version}: {op} on the CPU differs from float64 by {_rel(ops.get(op))} "
+                         f"of its largest value (limit {CPU_RTOL:g}): {ops.get(op)}",
+                         "the CPU kernels compute wrong results: reinstall torch, check the CPU's "
+                         "instruction set against the wheel's (e.g. an AVX-512 build on an old CPU)", "image")
+    return _pass(f"torch {version}: matmul+conv on cpu match float64 (rel {_rel(ops.get('matmul'))}, "
+                 f"{_rel(ops.get('conv'))}) in {ops.get('seconds', 0) * 1000:.1f} ms")
+
+
+def _cpu_only_build(version: Any, cuda: Any, hip: Any) -> str | None:
+    if cuda or hip:
+        return None
+    return f"torch {version} is a CPU-only build (torch.version.cuda and torch.version.hip are None)"
+
+
+def torch_cuda_build(facts: Mapping[str, Any], intent: str | None, host: Mapping[str, Any]) -> Verdict | None:
+    """``torch.cuda`` before any GPU is needed: the image-side defects a CPU-only host sees.
+
+    Returns None when the build could use a GPU (the GPU gate decides next).
+    """
+    skip = _torch_not_installed(facts)
+    if skip:
+        return skip
+    cpu_only = _cpu_only_build(facts.get("version"), facts.get("cuda_build"), facts.get("hip_build"))
+    if cpu_only is None:
+        return None
+    base = str(facts.get("version", "")).split("+")[0]
+    if intent:
+        return _fail(f"{cpu_only}: it can never use a GPU, and {intent}", _TORCH_CUDA_FIX.format(base=base), "image")
+    # No GPU here and nothing says the image is meant for one: the GPU gate's own
+    # reason, plus what a GPU host would find.
+    return _skip(f"{host.get('gpu_summary') or 'host has no GPU'}; note: {cpu_only}")
+
+
+def torch_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
+    """``torch.cuda`` with a GPU attached: the work provably ran on every CUDA device."""
+    early = torch_cuda_build(facts, "a GPU is attached", host)
+    if early is not None:
+        return early
+    version = facts.get("version")
+    cuda = facts.get("cuda") or {}
+    build = _version_tuple(facts.get("cuda_build"))
+    driver = _driver_cuda(host, facts.get("driver"))
+    messages = _warning_texts(facts.get("warnings"))
+    for key in ("error", "init_error"):
+        if cuda.get(key):
+            messages.append(str(cuda[key]))
+    known = _first_known(messages)
+
+    if not cuda.get("is_available") or cuda.get("init_error") or not cuda.get("device_count"):
+        if known:
+            msg, fault, meaning = known
+            return _fail(f"torch {version} (CUDA {facts.get('cuda_build')}): CUDA unusable, {meaning} "
+                         f"(driver CUDA {_fmt(driver)}): {_first_line(msg)}",
+                         _fault_fix(fault, "torch", build, driver, host), fault)
+        if build and driver and build[0] > driver[0]:
+            return _fail(f"torch {version} needs CUDA {_fmt(build)}; the host driver supports CUDA {_fmt(driver)}: "
+                         f"torch.cuda.is_available() is False", _pair_fix("torch", build, driver, host), "pair")
+        env = facts.get("env") or {}
+        return _fail(f"torch {version} sees no CUDA device although the image has GPU access "
+                     f"(is_available={cuda.get('is_available')}, CUDA_VISIBLE_DEVICES="
+                     f"{env.get('CUDA_VISIBLE_DEVICES', 'unset')})", _fault_fix("host", "torch", build, driver, host),
+                     "host")
+
+    ops = facts.get("ops") or {}
+    arch_list = list(cuda.get("arch_list") or [])
+    passed: list[str] = []
+    for dev in cuda.get("devices") or []:
+        name = f"cuda:{dev.get('index')}"
+        label = f"{name} {dev.get('name', '?')}"
+        cap = dev.get("capability") or []
+        sm = f"sm_{cap[0]}{cap[1]}" if len(cap) == 2 else "?"
+        if not facts.get("hip_build") and arch_supports(arch_list, cap) is False:
+            fix = _fault_fix("image", "torch", build, driver, host, sm)
+            # torch >= 2.10 names the builds that would work in its own warning: use that.
+            suggestion = next((m.group(1) for t in messages
+                               for m in [re.search(r"use (pip install torch==\S+ --index-url \S+)", t)] if m), None)
+            if suggestion:
+                fix = f"{fix}, e.g. {suggestion}"
+            return _fail(f"torch {version} has no kernels for {label} ({sm}): arch list {' '.join(arch_list)}",
+                         fix, "image")
+        op = ops.get(name) or {}
+        if not op.get("ok"):
+            err = str(op.get("error") or "no result for this device")
+            c = classify_cuda_message(err)
+            op_fault = c[0] if c else None
+            fix = (_fault_fix(op_fault, "torch", build, driver, host, sm) if op_fault
+                   else "see the evidence; rerun with CUDA_LAUNCH_BLOCKING=1 to find the failing kernel")
+            return _fail(f"torch {version}: matmul/conv on {label} failed: {_first_line(err)}", fix, op_fault)
+        if op.get("result_device") != name or op.get("conv_result_device") != name:
+            return _fail(f"torch {version}: asked for {name} but the result lives on "
+                         f"{op.get('result_device')}/{op.get('conv_result_device')} (silent fallback)",
+                         "see the evidence: something in the image overrides device placement", "image")
+        for kind in ("matmul", "conv"):
+            if not within(op.get(kind), DEVICE_RTOL, DEVICE_ATOL):
+                return _fail(f"torch {version}: {kind} on {label} differs from the CPU by {_rel(op.get(kind))} "
+                             f"of its largest value (limit {DEVICE_RTOL:g}): {op.get(kind)}",
+                             _fault_fix("image", "torch", build, driver, host, sm) + "; or the GPU is faulty "
+                             "(check dmesg for Xid errors)", None)
+        passed.append(f"{label} ({sm}, rel {_rel(op.get('matmul'))}/{_rel(op.get('conv'))})")
+    if not passed:
+        return _fail(f"torch {version}: CUDA reports {cuda.get('device_count')} device(s) but none ran work",
+                     "see the evidence", None)
+    selected = (facts.get("selection") or {}).get("selected") or "?"
+    if not str(selected).startswith("cuda"):
+        return _fail(f"torch {version}: CUDA works, but {facts['selection'].get('api')} selects {selected}",
+                     "see the evidence: the image forces the CPU (e.g. CUDA_VISIBLE_DEVICES='')", "image")
+    return _pass(f"torch {version} CUDA {facts.get('cuda_build')}: matmul+conv on {', '.join(passed)} match cpu; "
+                 f"selected {selected}")
+
+
+# -- xgboost ------------------------------------------------------------------------------------
+
+
+def _xgb_not_installed(facts: Mapping[str, Any]) -> Verdict | None:
+    return _not_importable(facts, "xgboost", "see the evidence: a missing shared library (the error names it), "
+                           "numpy missing, or a wheel for another Python/platform")
+
+
+def _xgb_name(facts: Mapping[str, Any]) -> str:
+    dists = [d.get("name") for d in facts.get("distributions") or [] if isinstance(d, Mapping)]
+    suffix = " (xgboost-cpu)" if "xgboost-cpu" in dists else ""
+    return f"xgboost {facts.get('version')}{suffix}"
+
+
+def xgboost_cpu(facts: Mapping[str, Any]) -> Verdict:
+    """``xgboost.cpu``: device="cpu" training ran on the CPU and learned the task."""
+    skip = _xgb_not_installed(facts)
+    if skip:
+        return skip
+    name = _xgb_name(facts)
+    run = (facts.get("train") or {}).get("cpu") or {}
+    if not run.get("ok"):
+        return _fail(f"{name}: training on the CPU raised {run.get('error')}",
+                     "reinstall xgboost in the image; the evidence has the exception", "image")
+    if run.get("booster_device") != "cpu":
+        return _fail(f"{name}: asked for cpu, the booster says device={run.get('booster_device')}",
+                     "see the evidence (booster config)", None)
+    acc = run.get("accuracy") or 0.0
+    if acc < XGB_MIN_ACCURACY:
+        return _fail(f"{name}: CPU training reached accuracy {acc:.3f} < {XGB_MIN_ACCURACY} on a learnable task",
+                     "the build trains wrong models: reinstall xgboost", "image")
+    return _pass(f"{name}: hist on cpu, accuracy {acc:.3f}, {run.get('train_seconds', 0):.2f} s")
+
+
+def xgboost_cuda_build(facts: Mapping[str, Any]) -> Verdict | None:
+    """``xgboost.cuda`` before any GPU is needed: a build without CUDA is an image fault.
+
+    Unlike torch, which raises "Torch not compiled with CUDA enabled" when code asks for
+    CUDA, an xgboost built without CUDA trains ``device="cuda"`` models on the CPU on every
+    host, GPU or not, with only a warning that blames the system ("... couldn't find any
+    available GPU on the system").  So this fails whatever the host, as an image fault.
+    """
+    skip = _xgb_not_installed(facts)
+    if skip:
+        return skip
+    info = facts.get("build_info")
+    if not isinstance(info, Mapping):
+        return None  # xgboost < 1.6: no build_info(); the GPU run decides
+    if not info.get("USE_CUDA"):
+        return _fail(f"{_xgb_name(facts)} is built without CUDA (build_info USE_CUDA={info.get('USE_CUDA')}): "
+                     f"device='cuda' trains on the CPU on every host",
+                     "install the `xgboost` wheel (CUDA-enabled), not xgboost-cpu", "image")
+    return None
+
+
+def xgboost_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
+    """``xgboost.cuda`` with a GPU attached: the booster trained on cuda and learned the task."""
+    early = xgboost_cuda_build(facts)
+    if early is not None:
+        return early
+    name = _xgb_name(facts)
+    info = facts.get("build_info") or {}
+    build = _version_tuple(info.get("CUDA_VERSION"))
+    driver = _driver_cuda(host)
+    train = facts.get("train") or {}
+    run = train.get("cuda") or {}
+    messages = _warning_texts(run.get("warnings")) + ([str(run["log"])] if run.get("log") else [])
+    if not run.get("ok"):
+        err = str(run.get("error"))
+        c = classify_cuda_message(err)
+        fault = c[0] if c else None
+        fix = _fault_fix(fault, "xgboost", build, driver, host) if fault else "see the evidence"
+        return _fail(f"{name}: device='cuda' training raised {_first_line(err)}", fix, fault)
+    device = str(run.get("booster_device") or "")
+    if not device.startswith("cuda"):
+        fallback = next((m for m in messages if "No visible GPU" in m or "changed from GPU to CPU" in m), None)
+        if build and driver and build[0] > driver[0]:
+            return _fail(f"{name} (CUDA {_fmt(build)}) fell back to the CPU: the host driver supports CUDA "
+                         f"{_fmt(driver)} only" + (f" ({_first_line(fallback, 120)})" if fallback else ""),
+                         _pair_fix("xgboost", build, driver, host), "pair")
+        if fallback:
+            return _fail(f"{name}: device='cuda' trained on the CPU: {_first_line(fallback, 160)}",
+                         _fault_fix("host", "xgboost", build, driver, host), "host")
+        return _fail(f"{name}: device='cuda' trained on the CPU without a warning (booster device={device})",
+                     "install the `xgboost` wheel (CUDA-enabled), not xgboost-cpu", "image")
+    acc = run.get("accuracy") or 0.0
+    cpu_acc = (train.get("cpu") or {}).get("accuracy")
+    if acc < XGB_MIN_ACCURACY or (isinstance(cpu_acc, (int, float)) and abs(acc - cpu_acc) > XGB_MAX_ACCURACY_GAP):
+        return _fail(f"{name}: GPU training reached accuracy {acc:.3f} (CPU {cpu_acc}); expected >= "
+                     f"{XGB_MIN_ACCURACY} and within {XGB_MAX_ACCURACY_GAP} of the CPU",
+                     "the GPU build trains wrong models: check the driver and the xgboost CUDA version", None)
+    return _pass(f"{name}: hist on {device} (CUDA {_fmt(build)}), accuracy {acc:.3f} vs cpu {cpu_acc}, "
+                 f"{run.get('train_seconds', 0):.2f} s")
+
+
+# -- transformers -------------------------------------------------------------------------------
+
+
+def _tf_not_runnable(facts: Mapping[str, Any]) -> Verdict | None:
+    if facts.get("installed"):
+        return None
+    err = _first_line(str(facts.get("error")), 160)
+    if facts.get("transformers_installed") is False:
+        return _skip("transformers is not installed in the image")
+    if facts.get("transformers_installed") and facts.get("torch_installed") is False:
+        return _skip(f"transformers is installed but torch is not: no backend to run a model ({err})")
+    # Both present but the import failed.
+    return _import_failure("transformers", err, "see the evidence; reinstall transformers and torch with "
+                           "matching versions")
+
+
+def _model_entries(facts: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    return [(k, v) for k, v in sorted((facts.get("models") or {}).items()) if isinstance(v, Mapping)]
+
+
+def _rtol_for(run: Mapping[str, Any], base: float) -> float:
+    dtype = str(run.get("dtype") or "")
+    return max(base, HALF_RTOL) if ("float16" in dtype or "bfloat16" in dtype) else base
+
+
+def _model_label(key: str, entry: Mapping[str, Any]) -> str:
+    return f"{entry.get('class') or key}" + (f" ({entry['path']})" if entry.get("path") else "")
+
+
+def transformers_cpu(facts: Mapping[str, Any]) -> Verdict:
+    """``transformers.cpu``: every model ran on the CPU and agrees with its float64 run."""
+    skip = _tf_not_runnable(facts)
+    if skip:
+        return skip
+    version = facts.get("version")
+    entries = _model_entries(facts)
+    if not entries:
+        return _fail(f"transformers {version}: no model ran", "see the evidence", None)
+    done: list[str] = []
+    for key, entry in entries:
+        label = _model_label(key, entry)
+        if entry.get("error"):
+            real = facts.get("mode") == "model_path"
+            return _fail(f"transformers {version}: {label} could not be built: {_first_line(str(entry['error']))}",
+                         "check that --hf-model names a model directory inside the image (config.json + weights)"
+                         if real else "see the evidence; transformers and torch versions may not match", "image")
+        run = entry.get("cpu") or {}
+        if not run.get("ok"):
+            return _fail(f"transformers {version}: {label} on the CPU raised {_first_line(str(run.get('error')))}",
+                         "see the evidence; transformers and torch versions may not match", "image")
+        if not run.get("finite", False):
+            return _fail(f"transformers {version}: {label} on the CPU produced NaN/inf",
+                         "see the evidence", "image")
+        ref = run.get("vs_float64")
+        if ref is not None and not within(ref, _rtol_for(run, CPU_RTOL), CPU_ATOL):
+            return _fail(f"transformers {version}: {label} on the CPU differs from float64 by {_rel(ref)} "
+                         f"of its largest output (limit {_rtol_for(run, CPU_RTOL):g})",
+                         "the CPU kernels compute wrong results: reinstall torch", "image")
+        done.append(f"{label} rel {_rel(ref)}" if ref is not None else label)
+    return _pass(f"transformers {version} (torch {facts.get('torch_version')}): {', '.join(done)} on cpu, "
+                 f"offline")
+
+
+def transformers_cuda_build(facts: Mapping[str, Any], intent: str | None,
+                            host: Mapping[str, Any]) -> Verdict | None:
+    """``transformers.cuda`` before any GPU is needed: a CPU-only torch under it."""
+    skip = _tf_not_runnable(facts)
+    if skip:
+        return skip
+    cpu_only = _cpu_only_build(facts.get("torch_version"), facts.get("torch_cuda_build"),
+                               facts.get("torch_hip_build"))
+    if cpu_only is None:
+        return None
+    if intent:
+        base = str(facts.get("torch_version", "")).split("+")[0]
+        return _fail(f"transformers cannot use a GPU: {cpu_only}, and {intent}",
+                     _TORCH_CUDA_FIX.format(base=base), "image")
+    return _skip(f"{host.get('gpu_summary') or 'host has no GPU'}; note: {cpu_only}")
+
+
+def transformers_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
+    """``transformers.cuda`` with a GPU attached: inference ran on cuda and agrees with the CPU."""
+    early = transformers_cuda_build(facts, "a GPU is attached", host)
+    if early is not None:
+        return early
+    version = facts.get("version")
+    selected = str(facts.get("selected_device") or "cpu")
+    if not selected.startswith("cuda"):
+        known = _first_known(_warning_texts(facts.get("warnings")))
+        build = _version_tuple(facts.get("torch_cuda_build"))
+        driver = _driver_cuda(host)
+        if known:
+            msg, fault, meaning = known
+            return _fail(f"transformers {version} would run on {selected}: {meaning}: {_first_line(msg)}",
+                         _fault_fix(fault, "torch", build, driver, host), fault)
+        return _fail(f"transformers {version} would run on {selected}: torch selects no CUDA device although "
+                     f"the image has GPU access (see the torch.cuda row)",
+                     _fault_fix("host", "torch", build, driver, host), "host")
+    done: list[str] = []
+    for key, entry in _model_entries(facts):
+        label = _model_label(key, entry)
+        run = entry.get("device") or {}
+        if entry.get("error") or not run.get("ok"):
+            err = str(entry.get("error") or run.get("error") or "no result on the device")
+            c = classify_cuda_message(err)
+            run_fault = c[0] if c else None
+            fix = (_fault_fix(run_fault, "torch", _version_tuple(facts.get("torch_cuda_build")), _driver_cuda(host),
+                              host) if run_fault else "see the evidence")
+            return _fail(f"transformers {version}: {label} on {selected} failed: {_first_line(err)}", fix, run_fault)
+        if not str(run.get("output_device", "")).startswith("cuda"):
+            return _fail(f"transformers {version}: {label} was sent to {selected} but its output is on "
+                         f"{run.get('output_device')} (silent fallback)", "see the evidence", "image")
+        diff = run.get("vs_cpu")
+        rtol = _rtol_for(run, DEVICE_RTOL)
+        if not within(diff, rtol, DEVICE_ATOL):
+            return _fail(f"transformers {version}: {label} on {selected} differs from the CPU by {_rel(diff)} "
+                         f"of its largest output (limit {rtol:g}): {diff}",
+                         "the GPU kernels compute wrong results: check the torch build's arch list "
+                         "(torch.cuda row) and the GPU (dmesg Xid errors)", None)
+        done.append(f"{label} rel {_rel(diff)}")
+    if not done:
+        return _fail(f"transformers {version}: no model ran on {selected}", "see the evidence", None)
+    return _pass(f"transformers {version}: {', '.join(done)} on {selected} match cpu")
+
+
+def transformers_cache(facts: Mapping[str, Any]) -> Verdict:
+    """``transformers.cache``: the hub cache directories resolved in the image are writable."""
+    skip = _tf_not_runnable(facts)
+    if skip:
+        return skip
+    dirs = (facts.get("cache") or {}).get("dirs") or {}
+    if not dirs:
+        return _fail("the probe could not resolve the Hugging Face cache directories", "see the evidence", None)
+    bad = [f"{k} {v.get('path')} ({_first_line(str(v.get('error')), 80)})" for k, v in sorted(dirs.items())
+           if isinstance(v, Mapping) and not v.get("writable")]
+    if bad:
+        # Whose fault depends on who set HF_HOME/HOME (image ENV or the runtime): the pair.
+        return _fail("Hugging Face cache not writable: " + "; ".join(bad),
+                     "point HF_HOME at a writable directory (--container-env HF_HOME=/tmp/hf, or bind one), "
+                     "or ship the model in the image and load it from its path with HF_HUB_OFFLINE=1", "pair")
+    hub = dirs.get("hub_cache") or next(iter(dirs.values()))
+    return _pass(f"HF cache writable: {hub.get('path')}" + ("" if hub.get("exists") else " (will be created)"))
