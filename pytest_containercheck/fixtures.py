@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,10 +32,57 @@ CELL_KEY = "containercheck"
 FAULTS = ("image", "host", "pair")
 
 
-class ImageSession:
-    """One image in this process: its runtime session, interpreter and probe cache."""
+@dataclasses.dataclass(frozen=True)
+class PlannedProbe:
+    """A probe some collected check will read, declared with ``containercheck_probe``."""
 
-    def __init__(self, target: Target, launch: LaunchOptions, checks: CheckOptions) -> None:
+    name: str
+    params_json: str
+    weight: float = 1.0
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(json.loads(self.params_json))
+
+    @property
+    def key(self) -> str:
+        return self.name + self.params_json
+
+
+def probe_key(name: str, params: Mapping[str, Any]) -> str:
+    """The cache key of a probe run: its name and canonical parameters."""
+    return name + json.dumps(dict(params), sort_keys=True, default=str)
+
+
+def plan_from_markers(item: pytest.Item, options: CheckOptions) -> list[PlannedProbe]:
+    """The probes *item* declares with ``@pytest.mark.containercheck_probe(name, params=, weight=)``.
+
+    ``params`` may be a dict or a function of the :class:`CheckOptions` returning one (for
+    probes whose parameters come from options, like ``--hf-model``).
+    """
+    plan = []
+    for mark in item.iter_markers("containercheck_probe"):
+        name = str(mark.args[0])
+        params = mark.kwargs.get("params") or {}
+        if callable(params):
+            params = params(options)
+        plan.append(PlannedProbe(name, json.dumps(dict(params), sort_keys=True, default=str),
+                                 float(mark.kwargs.get("weight", 1.0))))
+    return plan
+
+
+class ImageSession:
+    """One image in this process: its runtime session, interpreter and probe results.
+
+    Probes run at most once per parameter set.  When the checks declared the probes they
+    will read (the *plan*), the first probe request starts them all on ``probe_jobs``
+    worker threads inside the image, heaviest first, so imports of torch, VTK and
+    transformers overlap instead of queueing.  A check asking for a probe that no worker
+    has picked up yet runs it at once itself; one that is running is waited for.
+    """
+
+    def __init__(self, target: Target, launch: LaunchOptions, checks: CheckOptions,
+                 plan: Sequence[PlannedProbe] = ()) -> None:
         self.target = target
         self.launch = launch
         self.checks = checks
@@ -44,6 +92,11 @@ class ImageSession:
         self.python_error: ProbeError | None = None
         self.probes: dict[str, ProbeResult] = {}
         self.started_in: float | None = None
+        self._lock = threading.Lock()
+        self._queue = sorted(dict.fromkeys(plan), key=lambda p: -p.weight)  # stable: declaration order
+        self._running: dict[str, threading.Event] = {}
+        self._failures: dict[str, ProbeError] = {}
+        self._workers: list[threading.Thread] = []
 
     def ensure_started(self) -> Session:
         """Start the image once; re-raise the same fault for every later test."""
@@ -78,19 +131,65 @@ class ImageSession:
         return self.python_info
 
     def probe(self, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ProbeResult:
-        """Run probe *name* once per parameter set; later calls get the cached result."""
-        key = name + json.dumps(dict(params), sort_keys=True, default=str)
-        if key not in self.probes:
-            python = self.ensure_python()
-            assert self.session is not None
-            result = probing.run_probe(self.session, python, name, params, timeout=self.checks.probe_timeout,
-                                       env=env, extra_dirs=self.checks.probe_dirs)
-            if not result.ok and result.status != "error" and not self.session.alive():
-                result.error = "the container stopped while the probe ran (killed from outside, or out of memory)"
-            self.probes[key] = result
+        """The result of probe *name* with *params*: cached, awaited, or run now."""
+        key = probe_key(name, params)
+        self.ensure_python()
+        self._start_workers()
+        with self._lock:
+            done = key in self.probes or key in self._failures
+            event = self._running.get(key)
+            mine = not done and event is None
+            if mine:
+                self._queue = [p for p in self._queue if p.key != key]
+                event = self._running[key] = threading.Event()
+        if mine:
+            self._run(key, name, params, env)
+        elif event is not None:
+            event.wait()
+        if key in self._failures:
+            raise self._failures[key]
         return self.probes[key]
 
+    def _run(self, key: str, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None) -> None:
+        assert self.session is not None and self.python_info is not None
+        try:
+            result = probing.run_probe(self.session, self.python_info, name, params,
+                                       timeout=self.checks.probe_timeout, env=env,
+                                       extra_dirs=self.checks.probe_dirs)
+            if not result.ok and result.status != "error" and not self.session.alive():
+                result.error = "the container stopped while the probe ran (killed from outside, or out of memory)"
+        except ProbeError as exc:
+            with self._lock:
+                self._failures[key] = exc
+        else:
+            with self._lock:
+                self.probes[key] = result
+        finally:
+            with self._lock:
+                self._running.pop(key).set()
+
+    def _start_workers(self) -> None:
+        if self._workers or self.checks.probe_jobs < 2 or not self._queue:
+            return
+        for i in range(min(self.checks.probe_jobs, len(self._queue))):
+            t = threading.Thread(target=self._work, name=f"containercheck-probe-{i}", daemon=True)
+            self._workers.append(t)
+            t.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._queue and (self._queue[0].key in self.probes or self._queue[0].key in self._running):
+                    self._queue.pop(0)
+                if not self._queue or self.session is None:
+                    return
+                planned = self._queue.pop(0)
+                self._running[planned.key] = threading.Event()
+            self._run(planned.key, planned.name, planned.params, None)
+
     def stop(self) -> None:
+        with self._lock:
+            self._queue.clear()  # workers finish their current probe and exit
         if self.session is not None:
             self.session.stop()
 
@@ -104,7 +203,8 @@ class SessionPool:
 
     def get(self, target: Target) -> ImageSession:
         if target.id not in self.sessions:
-            self.sessions[target.id] = ImageSession(target, self.state.launch, self.state.checks)
+            self.sessions[target.id] = ImageSession(target, self.state.launch, self.state.checks,
+                                                    self.state.probe_plan.get(target.id, ()))
         return self.sessions[target.id]
 
     def stop_all(self) -> None:

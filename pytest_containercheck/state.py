@@ -25,8 +25,12 @@ class CheckOptions:
     hf_model: str | None = None
     container_python: tuple[str, ...] = ("python3", "python")
     required_rows: tuple[str, ...] = ()
+    probe_jobs: int = 2
+    """Probes run at once per image (``--probe-jobs``); 1 runs them one by one, on demand."""
     probe_dirs: tuple[str, ...] = ()
     """``--probe-dir``: directories of users' own probes, searched before the built-in ones."""
+    keep_render_images: bool = False
+    """Save render results as artifacts also when they pass (``--matrix-html`` shows them)."""
 
 
 @dataclasses.dataclass
@@ -39,6 +43,8 @@ class RunState:
     host: dict[str, Any]
     runtime_facts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     """Per target id: what preflight learned (runtime version, image id), controller only."""
+    probe_plan: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    """Per target id: the :class:`~pytest_containercheck.fixtures.PlannedProbe` list of its checks."""
     pool: Any = None
     """The :class:`~pytest_containercheck.fixtures.SessionPool` of this process."""
 

@@ -15,6 +15,7 @@ import pytest
 
 from pytest_containercheck import Container
 from pytest_containercheck import verdicts_ml as ml
+from pytest_containercheck.state import CheckOptions
 
 
 def _apply(container: Container, verdict: ml.Verdict) -> None:
@@ -53,12 +54,14 @@ def _torch_facts(container: Container) -> dict[str, Any]:
 
 
 @pytest.mark.containercheck_row("torch.cpu")
+@pytest.mark.containercheck_probe("torch_device", weight=4)
 def test_torch_cpu(container: Container) -> None:
     """A float32 matmul and conv2d on the CPU agree with float64."""
     _apply(container, ml.torch_cpu(_torch_facts(container)))
 
 
 @pytest.mark.containercheck_row("torch.cuda")
+@pytest.mark.containercheck_probe("torch_device", weight=4)
 def test_torch_cuda(container: Container) -> None:
     """Matmul and conv2d ran on every CUDA device (tensor on cuda:N) and agree with the CPU."""
     facts = _torch_facts(container)
@@ -88,12 +91,14 @@ def _xgboost_facts(container: Container) -> dict[str, Any]:
 
 
 @pytest.mark.containercheck_row("xgboost.cpu")
+@pytest.mark.containercheck_probe("xgboost_train", weight=3)
 def test_xgboost_cpu(container: Container) -> None:
     """device="cpu" training ran on the CPU and learned a learnable task."""
     _apply(container, ml.xgboost_cpu(_xgboost_facts(container)))
 
 
 @pytest.mark.containercheck_row("xgboost.cuda")
+@pytest.mark.containercheck_probe("xgboost_train", weight=3)
 def test_xgboost_cuda(container: Container) -> None:
     """The booster trained with device="cuda" says device=cuda:N and learned the task."""
     facts = _xgboost_facts(container)
@@ -107,9 +112,12 @@ def test_xgboost_cuda(container: Container) -> None:
 # -- transformers ------------------------------------------------------------------------------
 
 
+def _transformers_params(options: CheckOptions) -> dict[str, Any]:
+    return {"model_path": options.hf_model} if options.hf_model else {}
+
+
 def _transformers_facts(container: Container) -> dict[str, Any]:
-    params = {"model_path": container.options.hf_model} if container.options.hf_model else {}
-    facts = container.facts("transformers_infer", **params)
+    facts = container.facts("transformers_infer", **_transformers_params(container.options))
     container.evidence("transformers", {
         "version": facts.get("version"), "torch": facts.get("torch_version"), "mode": facts.get("mode"),
         "selected_device": facts.get("selected_device"), "models": facts.get("models"),
@@ -119,12 +127,14 @@ def _transformers_facts(container: Container) -> dict[str, Any]:
 
 
 @pytest.mark.containercheck_row("transformers.cpu")
+@pytest.mark.containercheck_probe("transformers_infer", params=_transformers_params, weight=10)
 def test_transformers_cpu(container: Container) -> None:
     """A tiny BERT and GPT-2 (or --hf-model) run offline on the CPU and agree with float64."""
     _apply(container, ml.transformers_cpu(_transformers_facts(container)))
 
 
 @pytest.mark.containercheck_row("transformers.cuda")
+@pytest.mark.containercheck_probe("transformers_infer", params=_transformers_params, weight=10)
 def test_transformers_cuda(container: Container) -> None:
     """The same models ran on the selected CUDA device and agree with the CPU."""
     facts = _transformers_facts(container)
@@ -137,6 +147,7 @@ def test_transformers_cuda(container: Container) -> None:
 
 
 @pytest.mark.containercheck_row("transformers.cache")
+@pytest.mark.containercheck_probe("transformers_infer", params=_transformers_params, weight=10)
 def test_transformers_cache(container: Container) -> None:
     """The Hugging Face cache directories the image resolves are writable."""
     facts = _transformers_facts(container)

@@ -246,12 +246,14 @@ def _render_row(container: Container, backend: str) -> None:
 
 
 @pytest.mark.containercheck_row("render.osmesa")
+@pytest.mark.containercheck_probe("render", params={"backend": "osmesa"}, weight=3)
 def test_render_osmesa(container: Container) -> None:
     """VTK renders the built-in scene offscreen through OSMesa and matches its baseline."""
     _render_row(container, "osmesa")
 
 
 @pytest.mark.containercheck_row("render.egl")
+@pytest.mark.containercheck_probe("render", params={"backend": "egl"}, weight=3)
 def test_render_egl(container: Container) -> None:
     """VTK renders the built-in scene through EGL (GPU or Mesa) and matches its baseline."""
     _render_row(container, "egl")

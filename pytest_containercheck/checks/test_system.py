@@ -6,6 +6,9 @@ import pytest
 
 from pytest_containercheck import Container
 
+# Every row here reads the one "system" probe: it starts with the image's other probes.
+pytestmark = pytest.mark.containercheck_probe("system", weight=0.1)
+
 #: Oldest glibc that PyPI's manylinux2014 wheels (torch, vtk, xgboost) load on.
 MIN_GLIBC = (2, 17)
 
