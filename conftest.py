@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent
 
 
-def _load_build() -> ModuleType:
+def load_build() -> ModuleType:
+    """tests/images/build.py as a module (the test-image recipes)."""
     spec = importlib.util.spec_from_file_location("containercheck_test_images", ROOT / "tests/images/build.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -57,7 +58,7 @@ def docker() -> str:
 @pytest.fixture(scope="session")
 def image_factory(docker: str) -> Callable[[str], str]:
     """Build (once, cached by recipe hash) and return a test image reference by recipe name."""
-    build = _load_build()
+    build = load_build()
 
     def get(name: str) -> str:
         return str(build.ensure_image(name, log=lambda msg: sys.stderr.write(f"[images] {msg}\n")))

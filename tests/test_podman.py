@@ -11,12 +11,12 @@ import subprocess
 
 import pytest
 
-from conftest import podman_containers
+from conftest import load_build, podman_containers
 from test_plugin import ONLY_SYSTEM
 
 
 @pytest.fixture(scope="session")
-def podman_base(base_image: str) -> str:
+def podman_base(docker: str) -> str:
     """The base test image, copied from Docker into Podman (docker save | podman load)."""
     try:
         probe = subprocess.run(["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"],
@@ -25,11 +25,7 @@ def podman_base(base_image: str) -> str:
         pytest.skip("podman is not installed (python3 tests/images/provision.py installs it)")
     if probe.returncode != 0:
         pytest.skip(f"podman does not work here: {probe.stderr.strip()[-300:]}")
-    if subprocess.run(["podman", "image", "exists", base_image]).returncode != 0:
-        save = subprocess.Popen(["docker", "save", base_image], stdout=subprocess.PIPE)
-        subprocess.run(["podman", "load", "--quiet"], stdin=save.stdout, check=True, capture_output=True)
-        assert save.wait() == 0
-    return base_image
+    return str(load_build().ensure_podman_image("base", log=lambda msg: None))
 
 
 def test_podman_runs_the_system_checks(pytester: pytest.Pytester, podman_base: str) -> None:
