@@ -18,7 +18,7 @@ from typing import Any, cast
 import pytest
 
 from . import hooks, hostinfo
-from .fixtures import CELL_KEY, Container, SessionPool, new_cell
+from .fixtures import CELL_KEY, Container, SessionPool, new_cell, plan_from_markers
 from .matrix import Cell, Column, Matrix
 from .report import render_json, render_terminal
 from .runtimes import LaunchOptions, get_runtime
@@ -45,6 +45,12 @@ def _positive_float(value: str) -> float:
     if f <= 0:
         raise pytest.UsageError(f"--probe-timeout {value!r}: give a number of seconds > 0, e.g. --probe-timeout 600")
     return f
+
+
+def _positive_int(value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"--probe-jobs {value!r}: give a whole number >= 1, e.g. --probe-jobs 2")
+    return int(value)
 
 
 def _gpus(value: str) -> str:
@@ -112,6 +118,9 @@ _OPTIONS: list[tuple[str, str, str, str | None, Any, dict[str, Any], str]] = [
      "write render baselines for this renderer: missing, failed or all"),
     ("--hf-model", "cc_hf_model", "containercheck_hf_model", None, None, {"metavar": "PATH"},
      "a transformers model directory inside the image to run instead of the tiny built-in model"),
+    ("--probe-jobs", "cc_probe_jobs", "containercheck_probe_jobs", None, None,
+     {"type": _positive_int, "metavar": "N"},
+     "probes run at once per image (default: CPU count, at most 4; 1 = one by one, on demand)"),
     ("--probe-dir", "cc_probe_dirs", "containercheck_probe_dirs", "paths", [],
      {"action": "append", "metavar": "DIR"},
      "directory of your own probes (NAME.py defining run(params, ctx)), for container.probe(NAME)"),
@@ -151,6 +160,9 @@ def _get(config: pytest.Config, dest: str) -> Any:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{ROW_MARKER}(name): the matrix row this container check fills")
+    config.addinivalue_line(
+        "markers", "containercheck_probe(name, params=None, weight=1.0): a probe this check reads; declared "
+        "probes of an image start together, heaviest first (params: dict, or function of the options)")
     specs = list(_get(config, "cc_images") or [])
     if not specs:
         return
@@ -176,6 +188,7 @@ def pytest_configure(config: pytest.Config) -> None:
         update_baselines=_get(config, "cc_update_baselines"),
         hf_model=_get(config, "cc_hf_model"),
         container_python=(cpy,) if cpy else ("python3", "python"),
+        probe_jobs=_get(config, "cc_probe_jobs") or min(4, os.cpu_count() or 1),
         probe_dirs=tuple(str(Path(d).resolve()) for d in (_get(config, "cc_probe_dirs") or [])),
         required_rows=tuple(r for v in (_get(config, "cc_require") or []) for r in v.replace(",", " ").split()),
     )
@@ -288,6 +301,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if STATE not in config.stash:
         return
     items.sort(key=_module_rank)  # stable: keeps each module's own order
+    state = config.stash[STATE]
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "container" in callspec.params:
+            plan = state.probe_plan.setdefault(callspec.params["container"].id, [])
+            plan += [p for p in plan_from_markers(item, state.checks) if p not in plan]
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "container" in callspec.params:

@@ -28,18 +28,18 @@ def _cells(data: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 def test_host_run_prints_matrix_and_writes_json(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--image", "host", "--matrix-json", "out/m.json", *ONLY_SYSTEM)
-    result.assert_outcomes(passed=3, skipped=3)
+    result.assert_outcomes(passed=3, skipped=4)
     result.stdout.fnmatch_lines([
         "*containercheck matrix*",
         "check*host",
         "system.python*PASS CPython 3.*",
         "system.gpu_devices*skip host has no NVIDIA GPU*",
-        "3 pass, 3 skip",
+        "3 pass, 4 skip",
         "matrix JSON: out/m.json",
     ])
     data = _json(pytester.path / "out/m.json")
     assert (data["schema"], data["version"], data["complete"]) == ("containercheck-matrix", 1, True)
-    assert data["summary"] == {"pass": 3, "fail": 0, "error": 0, "skip": 3}
+    assert data["summary"] == {"pass": 3, "fail": 0, "error": 0, "skip": 4}
     host = data["columns"][0]["host"]
     assert data["hosts"][host]["has_gpu"] is False
     cells = _cells(data)
@@ -49,7 +49,7 @@ def test_host_run_prints_matrix_and_writes_json(pytester: pytest.Pytester) -> No
 
 def test_require_gpu_turns_gpu_skips_into_host_failures(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--image", "host", "--require-gpu", "--matrix-json", "m.json", *ONLY_SYSTEM)
-    result.assert_outcomes(passed=3, failed=3)
+    result.assert_outcomes(passed=3, failed=4)
     cells = _cells(_json(pytester.path / "m.json"))
     gpu = cells[("system.gpu_devices", "host")]
     assert gpu["status"] == "fail" and gpu["fault"] == "host"
@@ -76,7 +76,7 @@ def test_user_tests_join_the_matrix(pytester: pytest.Pytester) -> None:
             container.fail("not good", fix="do better", fault="image")
     """))
     result = pytester.runpytest("--image", "host", "test_mine.py", "--matrix-json", "m.json", *ONLY_SYSTEM)
-    result.assert_outcomes(passed=5, failed=1, skipped=3)
+    result.assert_outcomes(passed=5, failed=1, skipped=4)
     result.stdout.fnmatch_lines(["mine.echo*PASS echo works", "python_and_probe*PASS",
                                  "FAIL  fails_with_fix on host: [image fault] not good", "      fix: do better"])
     cells = _cells(_json(pytester.path / "m.json"))
@@ -103,7 +103,7 @@ def test_without_image_builtin_checks_are_not_collected(pytester: pytest.Pyteste
 def test_images_from_ini(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ncontainercheck_images = host\ncontainercheck_probe_timeout = 120\n"
                      "containercheck_no_builtin_checks = true\n")
-    pytester.runpytest("-c", "tox.ini", SYSTEM).assert_outcomes(passed=3, skipped=3)
+    pytester.runpytest("-c", "tox.ini", SYSTEM).assert_outcomes(passed=3, skipped=4)
 
 
 def test_default_run_collects_the_builtin_suite_from_anywhere(pytester: pytest.Pytester) -> None:
@@ -188,4 +188,56 @@ def test_same_matrix_with_and_without_xdist(pytester: pytest.Pytester) -> None:
         return sorted((c["row"], c["column"], c["status"], c["detail"]) for c in _json(pytester.path / path)["cells"])
 
     assert key("n0.json") == key("n2.json")
-    assert len(key("n0.json")) == 2 * (6 + 3)
+    assert len(key("n0.json")) == 2 * (7 + 3)
+
+
+SLEEPY = """\
+def run(params, ctx):
+    import time
+    t0 = time.time()
+    time.sleep(1.5)
+    return {'start': t0, 'end': time.time()}
+"""
+
+
+@pytest.mark.parametrize(("jobs", "overlap"), [("2", True), ("1", False)])
+def test_declared_probes_run_together(pytester: pytest.Pytester, jobs: str, overlap: bool) -> None:
+    probes = pytester.mkdir("p")
+    (probes / "nap_a.py").write_text(SLEEPY)
+    (probes / "nap_b.py").write_text(SLEEPY)
+    pytester.makepyfile(test_naps="""
+        import json, pytest
+
+        @pytest.mark.containercheck_probe("nap_a")
+        def test_a(container):
+            container.note(json.dumps(container.facts("nap_a")))
+
+        @pytest.mark.containercheck_probe("nap_b", weight=5)
+        def test_b(container):
+            container.note(json.dumps(container.facts("nap_b")))
+    """)
+    result = pytester.runpytest("--image", "host", "test_naps.py", "--no-builtin-checks", "--probe-dir", "p",
+                                "--probe-jobs", jobs, "--matrix-json", "m.json")
+    result.assert_outcomes(passed=2)
+    cells = _cells(_json(pytester.path / "m.json"))
+    a, b = (json.loads(cells[(r, "host")]["detail"]) for r in ("a", "b"))
+    assert (a["start"] < b["end"] and b["start"] < a["end"]) is overlap
+
+
+def test_unknown_planned_probe_is_an_error_cell_not_a_hang(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_bad="""
+        import pytest
+
+        @pytest.mark.containercheck_probe("no_such_probe")
+        def test_bad(container):
+            container.facts("no_such_probe")
+
+        @pytest.mark.containercheck_probe("system")
+        def test_ok(container):
+            assert container.facts("system")["python"]
+    """)
+    result = pytester.runpytest("--image", "host", "test_bad.py", "--no-builtin-checks", "--probe-jobs", "2",
+                                "--matrix-json", "m.json")
+    result.assert_outcomes(passed=1, failed=1)
+    cell = _cells(_json(pytester.path / "m.json"))[("bad", "host")]
+    assert cell["status"] == "error" and cell["detail"].startswith("unknown probe 'no_such_probe'")

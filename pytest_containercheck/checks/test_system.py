@@ -77,6 +77,27 @@ def test_libcuda(container: Container) -> None:
                    f"{cuda.get('device_count')} device(s)")
 
 
+@pytest.mark.containercheck_row("system.nvidia_env")
+def test_nvidia_environment(container: Container) -> None:
+    """The variables the NVIDIA runtime hooks read must not hide GPUs or drop capabilities."""
+    container.gpu_expected()
+    env = container.facts("system")["env"]
+    visible = env.get("NVIDIA_VISIBLE_DEVICES")
+    if visible in ("void", "none", ""):
+        container.fail(f"NVIDIA_VISIBLE_DEVICES={visible!r} in the image hides every GPU", fault="image",
+                       fix="unset NVIDIA_VISIBLE_DEVICES in the image (ENV) or set it to 'all'")
+    caps = env.get("NVIDIA_DRIVER_CAPABILITIES")
+    if caps is not None and "all" not in caps.split(","):
+        missing = [c for c in ("compute", "utility", "graphics") if c not in caps.split(",")]
+        if missing:
+            container.fail(f"NVIDIA_DRIVER_CAPABILITIES={caps!r} lacks {', '.join(missing)}: without 'graphics' "
+                           "EGL silently renders on the CPU, without 'compute' CUDA does not load",
+                           fault="image" if container.target.runtime in ("apptainer", "singularity") else "host",
+                           fix="set NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics (or all)")
+    container.note(f"NVIDIA_VISIBLE_DEVICES={visible}, NVIDIA_DRIVER_CAPABILITIES={caps}, "
+                   f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')}")
+
+
 @pytest.mark.containercheck_row("system.writable_cache")
 def test_writable_home_and_cache(container: Container) -> None:
     writable = container.facts("system")["writable"]
