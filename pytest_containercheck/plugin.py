@@ -307,6 +307,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if callspec is not None and "container" in callspec.params:
             plan = state.probe_plan.setdefault(callspec.params["container"].id, [])
             plan += [p for p in plan_from_markers(item, state.checks) if p not in plan]
+    if not config.pluginmanager.hasplugin("xdist"):
+        return  # the mark would be unknown (a warning, an error under filterwarnings=error)
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "container" in callspec.params:
