@@ -30,8 +30,8 @@ def render_terminal(matrix: Matrix, *, width: int = 100, verbosity: int = 0) -> 
         lines.append(f"{'check'.ljust(roww)}  {titles[0]}")
         for row in matrix.rows:
             c = matrix.get(row, keys[0])
-            text = _short(c) if c else "-"
-            lines.append(f"{row.ljust(roww)}  {text[: max(20, width - roww - 3)]}".rstrip())
+            # Never cut: a pass's detail (renderer, versions) is the evidence; long lines wrap.
+            lines.append(f"{row.ljust(roww)}  {_short(c) if c else '-'}".rstrip())
     else:
         heads = [f"[{n}]" for n in range(1, len(keys) + 1)]
         colw = max(6, *(len(h) for h in heads))
@@ -47,22 +47,24 @@ def render_terminal(matrix: Matrix, *, width: int = 100, verbosity: int = 0) -> 
     shown = {"fail", "error"} if verbosity < 0 else {"fail", "error", "skip"} if verbosity == 0 else set(LABEL)
     if len(keys) == 1 and verbosity >= 0:
         shown.discard("pass")  # already in the grid
-    groups: dict[tuple[str, str, str, str | None, str | None], list[Cell]] = {}
+    # One line per distinct verdict: the rows and images that share it are listed together.
+    groups: dict[tuple[str, str, str | None, str | None], list[Cell]] = {}
     order = {"error": 0, "fail": 1, "skip": 2, "pass": 3}
     for c in sorted(matrix.cells.values(), key=lambda c: (order[c.status], matrix.rows.index(c.row))):
         if c.status in shown:
-            groups.setdefault((c.status, c.row, c.detail, c.fix, c.fault), []).append(c)
+            groups.setdefault((c.status, c.detail, c.fix, c.fault), []).append(c)
     if groups:
         lines.append("")
-    for (status, row, detail, fix, fault), members in groups.items():
-        where = ", ".join(titles[keys.index((c.column, c.host))] for c in members)
+    for (status, detail, fix, fault), members in groups.items():
+        rows = list(dict.fromkeys(c.row for c in members))
+        where = list(dict.fromkeys(titles[keys.index((c.column, c.host))] for c in members))
         tag = f" [{fault} fault]" if fault else ""
-        lines.append(f"{LABEL[status]:5} {row} on {where}:{tag} {detail}")
+        lines.append(f"{LABEL[status]:5} {', '.join(rows)} on {', '.join(where)}:{tag} {detail}")
         if fix and status in ("fail", "error"):
             lines.append(f"      fix: {fix}")
         for member in members:
             for name, path in member.artifacts.items():
-                lines.append(f"      {name}: {path}")
+                lines.append(f"      {member.row} {name}: {path}")
     for c in matrix.conflicts:
         lines.append(f"CONFLICT {c.row} on {c.column} @ {c.host}: another result said {c.status}: {c.detail}")
     return lines
