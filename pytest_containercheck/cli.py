@@ -8,10 +8,11 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from . import probing
 from .matrix import Matrix, merge
-from .report import render_json, render_terminal
+from .report import render_html, render_json, render_markdown, render_terminal
 
 
 def _load(path: str) -> Matrix:
@@ -23,6 +24,36 @@ def _load(path: str) -> Matrix:
         raise SystemExit(f"containercheck: {path}: {exc}") from None
 
 
+def _duplicates(matrices: Sequence[Matrix], files: Sequence[str]) -> list[dict[str, Any]]:
+    """Cells present in several files: merge keeps one when they agree, so name them here."""
+    seen: dict[tuple[str, str, str], list[str]] = {}
+    for m, f in zip(matrices, files, strict=True):
+        for key in m.cells:
+            seen.setdefault(key, []).append(f)
+    return [{"row": r, "column": c, "host": h, "files": fs} for (r, c, h), fs in seen.items() if len(fs) > 1]
+
+
+def _add_report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--html", metavar="PATH", help="write one self-contained HTML page (render images inline)")
+    parser.add_argument("--md", metavar="PATH", help="write compact Markdown (e.g. for a CI job summary)")
+
+
+def _write(path: str, content: str) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(content, encoding="utf-8")
+
+
+def _write_reports(matrix: Matrix, args: argparse.Namespace, sources: Sequence[str]) -> None:
+    if args.md:
+        _write(args.md, render_markdown(matrix))
+    if args.html:
+        # Artifact paths are relative to where each pytest ran: usually the directory the
+        # merge runs in (a shared job directory), else next to the result files.
+        dirs = [Path.cwd(), *dict.fromkeys(Path(f).resolve().parent for f in sources)]
+        _write(args.html, render_html(matrix, artifact_dirs=dirs))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``containercheck`` command."""
     parser = argparse.ArgumentParser(prog="containercheck", description=__doc__)
@@ -30,10 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = sub.add_parser("merge", help="join matrix JSON files (e.g. one per cluster node) into one matrix")
     m.add_argument("files", nargs="+", metavar="MATRIX.json")
     m.add_argument("--json", metavar="PATH", help="write the merged matrix as JSON")
+    _add_report_options(m)
     m.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     show = sub.add_parser("show", help="print a matrix JSON file as the terminal table")
     show.add_argument("file", metavar="MATRIX.json")
     show.add_argument("-v", "--verbose", action="store_true", help="print every cell's detail")
+    _add_report_options(show)
     sub.add_parser("probes", help="list the built-in probes")
     args = parser.parse_args(argv)
 
@@ -44,12 +77,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "show":
         matrix = _load(args.file)
+        _write_reports(matrix, args, [args.file])
         print("\n".join(render_terminal(matrix, width=width, verbosity=1 if args.verbose else 0)))
         return 1 if matrix.problems() else 0
-    matrix = merge(_load(f) for f in args.files)
+    loaded = [_load(f) for f in args.files]
+    matrix = merge(loaded)
+    matrix.meta = {"merged_from": list(args.files), "runs": [x.meta for x in loaded],
+                   "duplicates": _duplicates(loaded, args.files)}
     if args.json:
-        Path(args.json).write_text(render_json(matrix), encoding="utf-8")
+        _write(args.json, render_json(matrix))
+    _write_reports(matrix, args, args.files)
     print("\n".join(render_terminal(matrix, width=width, verbosity=-1 if args.quiet else 0)))
+    for d in matrix.meta["duplicates"]:
+        print(f"DUPLICATE {d['row']} on {d['column']} @ {d['host']}: in {', '.join(d['files'])}")
     return 1 if matrix.problems() or matrix.conflicts else 0
 
 

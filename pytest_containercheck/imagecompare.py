@@ -533,6 +533,9 @@ def check_image(container: Container, result: ProbeResult, *, name: str = BUILTI
     container.evidence("image", verdict.evidence())
     for label, data in verdict.artifacts.items():
         container.artifact(f"{name}-{label}", data, ".png")
+    if verdict.passed and not verdict.artifacts and options.keep_render_images:
+        # Only for --matrix-html, which shows what every image rendered; otherwise a pass writes nothing.
+        container.artifact(f"{name}-result", png, ".png")
     if not verdict.passed:
         same = verdict.comparison is not None and verdict.comparison.mode == "exact"
         # Same fingerprint = same renderer, driver and VTK: only the image's content can differ.

@@ -85,14 +85,18 @@ class Matrix:
             self.columns[column.key].facts.update(column.facts)
 
     def put(self, cell: Cell, *, conflict: bool = False) -> None:
-        """Add or replace a cell; with *conflict*, an existing different cell is kept too."""
+        """Add or replace a cell; with *conflict*, an existing cell with another verdict is kept too.
+
+        Only the status decides a conflict: details carry timings and versions, so two
+        passing runs of one image on one host are duplicates (listed by merge), not a conflict.
+        """
         if cell.row not in self.rows:
             self.rows.append(cell.row)
         if (cell.column, cell.host) not in self.columns:
             self.add_column(Column(cell.column, cell.host))
         key = (cell.row, cell.column, cell.host)
         old = self.cells.get(key)
-        if conflict and old is not None and (old.status, old.detail) != (cell.status, cell.detail):
+        if conflict and old is not None and old.status != cell.status:
             self.conflicts.append(cell)
             if _RANK[cell.status] > _RANK[old.status]:  # the worse verdict is shown in the grid
                 self.conflicts[-1] = old

@@ -10,7 +10,8 @@ import secrets
 import shutil
 import signal
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Generator
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -20,7 +21,7 @@ import pytest
 from . import hooks, hostinfo
 from .fixtures import CELL_KEY, Container, SessionPool, new_cell, plan_from_markers
 from .matrix import Cell, Column, Matrix
-from .report import render_json, render_terminal
+from .report import render_html, render_json, render_markdown, render_terminal
 from .runtimes import LaunchOptions, get_runtime
 from .runtimes.base import RuntimeFault
 from .runtimes.host import check_host_python
@@ -109,6 +110,10 @@ _OPTIONS: list[tuple[str, str, str, str | None, Any, dict[str, Any], str]] = [
      "Docker/Podman network for the container; default none (no network)"),
     ("--matrix-json", "cc_matrix_json", "containercheck_matrix_json", None, None, {"metavar": "PATH"},
      "write the compatibility matrix as JSON (schema: docs/matrix-schema.md)"),
+    ("--matrix-md", "cc_matrix_md", "containercheck_matrix_md", None, None, {"metavar": "PATH"},
+     "write the matrix as compact Markdown for a CI job summary (e.g. $GITHUB_STEP_SUMMARY)"),
+    ("--matrix-html", "cc_matrix_html", "containercheck_matrix_html", None, None, {"metavar": "PATH"},
+     "write the matrix as one self-contained HTML page (evidence and render images inline)"),
     ("--artifacts-dir", "cc_artifacts_dir", "containercheck_artifacts_dir", None, "containercheck-artifacts",
      {"metavar": "DIR"}, "where failing checks save images and diffs; default ./containercheck-artifacts"),
     ("--baseline-dir", "cc_baseline_dir", "containercheck_baseline_dir", None, None, {"metavar": "DIR"},
@@ -190,6 +195,7 @@ def pytest_configure(config: pytest.Config) -> None:
         container_python=(cpy,) if cpy else ("python3", "python"),
         probe_jobs=_get(config, "cc_probe_jobs") or min(4, os.cpu_count() or 1),
         probe_dirs=tuple(str(Path(d).resolve()) for d in (_get(config, "cc_probe_dirs") or [])),
+        keep_render_images=bool(_get(config, "cc_matrix_html")),
         required_rows=tuple(r for v in (_get(config, "cc_require") or []) for r in v.replace(",", " ").split()),
     )
     if checks.update_baselines and not checks.baseline_dir:
@@ -366,7 +372,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 class XdistHooks:
-    """Registered only when xdist is installed: hands run id and host facts to workers."""
+    """Registered only when xdist is installed: hands run id and host facts to workers,
+    and tells the matrix reporter which tests each image has (for the progress lines)."""
 
     def __init__(self, state: RunState) -> None:
         self.state = state
@@ -374,12 +381,23 @@ class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["containercheck"] = {"run_id": self.state.launch.run_id, "host": self.state.host}
 
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        # The controller collects nothing under xdist: the workers' node ids are all it gets.
+        reporter = node.config.stash.get(MATRIX_KEY, None)
+        if reporter is not None:
+            reporter.expect(ids)
+
 
 # -- the matrix (controller only) ------------------------------------------------------------
 
 
 class MatrixReporter:
-    """Builds the matrix from reports and renders it at the end of the run."""
+    """Builds the matrix from reports, prints a progress line per image, renders the reports."""
+
+    #: Evidence values longer than this are cut in JUnit properties (the JSON/HTML have them whole).
+    JUNIT_VALUE_WIDTH = 300
+    #: At most this many ``containercheck.evidence.*`` properties per test case.
+    JUNIT_EVIDENCE_LIMIT = 30
 
     def __init__(self, config: pytest.Config, state: RunState) -> None:
         self.config = config
@@ -391,15 +409,142 @@ class MatrixReporter:
         for t in state.targets:
             self.matrix.add_column(Column(id=t.id, host=self.host, spec=t.spec, runtime=t.runtime, ref=t.ref,
                                           facts=dict(state.runtime_facts.get(t.id, {}))))
+        # Progress per image: its tests' node ids, those finished, when it began, whether it is ready.
+        self._expected: dict[str, set[str]] = {}
+        self._finished: dict[str, set[str]] = {}
+        self._began: dict[str, float] = {}
+        self._ready: set[str] = set()
+        self._done: set[str] = set()
+        self._image_of: dict[str, str | None] = {}
+        self._pending: list[str] = []
 
+    # -- which image a test belongs to ----------------------------------------------------------
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        for item in session.items:
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and "container" in callspec.params:
+                image = callspec.params["container"].id
+                self._image_of[item.nodeid] = image
+                self._expected.setdefault(image, set()).add(item.nodeid)
+
+    def expect(self, nodeids: list[str]) -> None:
+        """Node ids collected by an xdist worker: map them to images (every worker sends all)."""
+        for nodeid in nodeids:
+            image = self._image_for(nodeid)
+            if image is not None:
+                self._expected.setdefault(image, set()).add(nodeid)
+
+    def _image_for(self, nodeid: str) -> str | None:
+        if nodeid not in self._image_of:
+            self._image_of[nodeid] = _image_of_nodeid(nodeid, [t.id for t in self.state.targets])
+        return self._image_of[nodeid]
+
+    # -- reports ------------------------------------------------------------------------------------
+
+    # tryfirst: our lines go out before the terminal reporter starts the next test's line.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+        self._flush()
+        image = self._image_for(nodeid)
+        if image is not None and image in self._expected and image not in self._began:
+            self._began[image] = time.monotonic()
+            self._progress(f"{image} starting")
+            self._flush()
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        result = yield
+        self._flush()  # the last image's "done", after the terminal reporter's [100%]
+        return result
+
+    # tryfirst: junitxml writes a test case's properties from its teardown report, so the
+    # cell must be read into the matrix and flattened into properties before junitxml runs.
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.matrix.update_from_report(report, self.host)
-        for key, value in report.user_properties:
-            raw = cast(dict[str, Any], value)
-            if key == CELL_KEY and raw.get("column_facts"):
-                col = self.matrix.columns.get((raw["column"], self.host))
-                if col is not None and "launch" not in col.facts:
-                    col.facts["launch"] = raw["column_facts"]
+        raw = _cell_of(report)
+        if raw is not None and raw.get("column_facts"):
+            col = self.matrix.columns.get((raw["column"], self.host))
+            if col is not None and "launch" not in col.facts:
+                col.facts["launch"] = raw["column_facts"]
+        self._track(report, raw)
+        # junitxml finalizes a test case from its teardown report, or from the failed call
+        # report when the teardown fails too.
+        if raw is not None and (report.when == "teardown" or (report.when == "call" and report.failed)):
+            cell = self.matrix.cells.get((raw["row"], raw["column"], self.host))
+            if cell is not None:
+                flat = self.junit_properties(cell)
+                props = list(report.user_properties)
+                at = next(i for i, (k, _v) in enumerate(props) if k == CELL_KEY)
+                report.user_properties = [*props[:at], *flat, *(p for p in props[at + 1:] if p[0] != CELL_KEY)]
+
+    @classmethod
+    def junit_properties(cls, cell: Cell) -> list[tuple[str, str]]:
+        """A cell as flat string properties for ``--junitxml`` (a dict would be written as its repr)."""
+        props = [("containercheck.row", cell.row), ("containercheck.image", cell.column),
+                 ("containercheck.host", cell.host), ("containercheck.status", cell.status),
+                 ("containercheck.detail", cell.detail)]
+        props += [(f"containercheck.{k}", v) for k, v in (("fix", cell.fix), ("fault", cell.fault)) if v]
+        evidence: list[tuple[str, str]] = []
+        for key, value in cell.evidence.items():
+            # Scalars, and the scalars one level down: the key facts (renderer, versions, devices).
+            items = value.items() if isinstance(value, dict) else [("", value)]
+            for sub, v in items:
+                if v is None or isinstance(v, (dict, list)) or v == "":
+                    continue
+                text = " ".join(str(v).split())
+                if len(text) > cls.JUNIT_VALUE_WIDTH:
+                    text = text[: cls.JUNIT_VALUE_WIDTH - 1] + "…"
+                evidence.append((f"containercheck.evidence.{key}" + (f".{sub}" if sub else ""), text))
+        return props + evidence[: cls.JUNIT_EVIDENCE_LIMIT]
+
+    # -- progress -----------------------------------------------------------------------------------
+
+    def _track(self, report: pytest.TestReport, raw: dict[str, Any] | None) -> None:
+        image = self._image_for(report.nodeid)
+        if image is None or image not in self._expected:
+            return
+        if report.when == "setup" and image not in self._ready:
+            launch = (raw or {}).get("column_facts") or {}
+            if launch:
+                self._ready.add(image)
+                started = launch.get("started_in_s")
+                after = f" after {started:.1f} s" if isinstance(started, (int, float)) else ""
+                where = f" (container {launch['container']})" if launch.get("container") else ""
+                self._progress(f"{image} ready{after}{where}")
+            elif report.failed:
+                self._ready.add(image)
+                cell = self.matrix.cells.get(((raw or {}).get("row", ""), image, self.host))
+                self._progress(f"{image} did not start: {cell.detail if cell else report.head_line or 'error'}")
+        if report.when == "teardown":
+            finished = self._finished.setdefault(image, set())
+            finished.add(report.nodeid)
+            if finished >= self._expected[image] and image not in self._done:
+                self._done.add(image)
+                cells = [c for c in self.matrix.cells.values() if (c.column, c.host) == (image, self.host)]
+                counts = {s: sum(c.status == s for c in cells) for s in ("pass", "fail", "error", "skip")}
+                took = time.monotonic() - self._began.get(image, time.monotonic())
+                self._progress(f"{image} done: {len(cells)} checks ("
+                               + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f") in {took:.1f} s")
+
+    def _progress(self, message: str) -> None:
+        # Held until the next test starts: written now, it would cut the line of dots (or the
+        # "nodeid PASSED" line under -v) of the test whose report announced it.
+        if self.config.get_verbosity() >= 0:
+            self._pending.append(f"containercheck: {message}")
+
+    def _flush(self) -> None:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        for line in self._pending:
+            if tr is not None:
+                tr.ensure_newline()
+                if tr._tw.width_of_current_line:  # xdist writes its dots with no file prefix to end
+                    tr.write("\n")
+                tr.write_line(line)
+        self._pending.clear()
+
+    # -- the end of the run -------------------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -415,20 +560,51 @@ class MatrixReporter:
         if missing and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self.config.hook.pytest_containercheck_matrix(matrix=self.matrix, config=self.config)
-        path = _get(self.config, "cc_matrix_json")
-        if path:
-            out = Path(path)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(render_json(self.matrix), encoding="utf-8")
+        # Artifact paths in the cells are relative to where pytest (and its workers) ran.
+        dirs = [self.config.invocation_params.dir, Path.cwd()]
+        for dest, render in (("cc_matrix_json", render_json), ("cc_matrix_md", render_markdown),
+                             ("cc_matrix_html", lambda m: render_html(m, artifact_dirs=dirs))):
+            path = _get(self.config, dest)
+            if path:
+                out = Path(path)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(render(self.matrix), encoding="utf-8")
+                os.chmod(out, 0o644)  # never world-writable, whatever the umask (CI runners may use 000)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
         tr.write_sep("=", "containercheck matrix")
         for line in render_terminal(self.matrix, width=tr._tw.fullwidth, verbosity=self.config.get_verbosity()):
             tr.write_line(line)
-        path = _get(self.config, "cc_matrix_json")
-        if path:
-            tr.write_line(f"matrix JSON: {path}")
+        for dest, what in (("cc_matrix_json", "JSON"), ("cc_matrix_md", "Markdown"), ("cc_matrix_html", "HTML")):
+            path = _get(self.config, dest)
+            if path:
+                tr.write_line(f"matrix {what}: {path}")
+
+
+def _cell_of(report: pytest.TestReport) -> dict[str, Any] | None:
+    """The cell dict a test attached to its report, if any."""
+    for key, value in report.user_properties:
+        if key == CELL_KEY and isinstance(value, dict):
+            return cast(dict[str, Any], value)
+    return None
+
+
+def _image_of_nodeid(nodeid: str, image_ids: list[str]) -> str | None:
+    """The image a node id belongs to, from its ``@group`` suffix (``--dist loadgroup`` adds the
+    image id) or else its parameter id (``test_x[docker://img:1]``, ``test_y[docker://img:1-a]``)."""
+    for image in sorted(image_ids, key=len, reverse=True):
+        if nodeid.endswith("@" + image):
+            return image
+    start, end = nodeid.find("["), nodeid.rfind("]")
+    if start < 0 or end < start:
+        return None
+    params = nodeid[start + 1:end]
+    for image in sorted(image_ids, key=len, reverse=True):
+        if params == image or params.startswith(image + "-") or params.endswith("-" + image) \
+                or f"-{image}-" in params:
+            return image
+    return None
 
 
 __all__ = ["RuntimeFault", "container"]

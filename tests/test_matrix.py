@@ -213,3 +213,10 @@ def test_render_conflicts_and_incomplete_runs() -> None:
 
 def test_render_empty_matrix() -> None:
     assert render_terminal(Matrix()) == ["no containercheck cells were recorded"]
+
+
+def test_same_verdict_with_other_timings_is_not_a_conflict() -> None:
+    # Two passing runs of one image on one host differ in their timing text only.
+    a, b = build("gpu1"), build("gpu1")
+    b.put(Cell("system.python", IMG, "gpu1", "pass", "CPython 3.11.2, probe 0.41 s"))
+    assert merge([a, b]).conflicts == []

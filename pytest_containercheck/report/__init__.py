@@ -1,6 +1,8 @@
 """Renderers: pure functions from a :class:`~pytest_containercheck.matrix.Matrix` to text."""
 
+from .html import render_html
 from .json_ import render_json
+from .markdown import render_markdown
 from .terminal import render_terminal
 
-__all__ = ["render_json", "render_terminal"]
+__all__ = ["render_html", "render_json", "render_markdown", "render_terminal"]

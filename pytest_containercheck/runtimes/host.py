@@ -7,6 +7,7 @@ the current environment can do, with the same probes and checks as an image.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,8 @@ class HostRuntime(Runtime):
     """Runs probes as local subprocesses."""
 
     def preflight(self, target: Target) -> dict[str, Any]:
-        return {"runtime": "host", "runtime_version": ""}
+        # The "runtime" of the host column is its interpreter.
+        return {"runtime": "host", "runtime_version": f"Python {platform.python_version()}"}
 
     def python_for(self, target: Target, options: LaunchOptions) -> str:
         """``--host-python``, else ``host://PATH``, else the interpreter running pytest."""
