@@ -28,6 +28,8 @@ from .state import CheckOptions, RunState
 from .targets import Target
 
 CELL_KEY = "containercheck"
+MAX_RESTARTS = 3
+"""How often one image's container is started again after it stopped mid-run."""
 """Key of the ``user_properties`` entry that carries a test's matrix cell."""
 FAULTS = ("image", "host", "pair")
 
@@ -97,6 +99,9 @@ class ImageSession:
         self._running: dict[str, threading.Event] = {}
         self._failures: dict[str, ProbeError] = {}
         self._workers: list[threading.Thread] = []
+        self.restarts: list[str] = []
+        """Why each earlier container of this image stopped (it was replaced by a new one)."""
+        self._restart_lock = threading.Lock()
 
     def ensure_started(self) -> Session:
         """Start the image once; re-raise the same fault for every later test."""
@@ -151,13 +156,13 @@ class ImageSession:
         return self.probes[key]
 
     def _run(self, key: str, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None) -> None:
-        assert self.session is not None and self.python_info is not None
+        assert self.python_info is not None
         try:
-            result = probing.run_probe(self.session, self.python_info, name, params,
+            session, since = self._current(), time.time()
+            result = probing.run_probe(session, self.python_info, name, params,
                                        timeout=self.checks.probe_timeout, env=env,
                                        extra_dirs=self.checks.probe_dirs)
-            if not result.ok and result.status != "error" and not self.session.alive():
-                result.error = "the container stopped while the probe ran (killed from outside, or out of memory)"
+            result = self._recover(session, since, result, name, params, env)
         except ProbeError as exc:
             with self._lock:
                 self._failures[key] = exc
@@ -167,6 +172,84 @@ class ImageSession:
         finally:
             with self._lock:
                 self._running.pop(key).set()
+
+    # -- faults around a probe: OOM kills, a container that stopped, a daemon that went away --
+
+    def _current(self) -> Session:
+        """The container to run the next probe in; ProbeError once the image is gone for good."""
+        with self._restart_lock:
+            if self.session is not None:
+                return self.session
+            fault = self.start_error
+        raise ProbeError(str(fault) if fault else "the image is not running",
+                         fix=fault.fix if fault else None, evidence=fault.evidence if fault else "")
+
+    def _recover(self, session: Session, since: float, result: ProbeResult, name: str,
+                 params: Mapping[str, Any], env: Mapping[str, str] | None) -> ProbeResult:
+        """Explain a probe that ended without a result, and replace a container that stopped.
+
+        A probe that was running when its container stopped says so (its cell errors); the
+        next probes run in a new container.  A probe whose container was already gone
+        before it started runs again in the new one.
+        """
+        restarts = session.facts.get("restarts")
+        if restarts:
+            result.restarted = restarts[-1]
+        if result.ok or result.status in ("error", "timeout"):
+            return result
+        health = session.health(since)
+        if health.running:
+            if health.oom_killed:
+                result.error = f"{health.reason}; give it more with --runtime-arg=--memory=SIZE"
+            return result
+        self._replace(session, health.reason, health.runtime_down)
+        if health.runtime_down:
+            result.error = health.reason
+            return result
+        if result.started:
+            result.error = f"the container stopped while the probe ran: {health.reason}"
+            return result
+        with self._restart_lock:
+            current = self.session
+        if current is None:
+            result.error = f"the container had stopped before the probe ran: {health.reason}; {self.start_error}"
+            return result
+        assert self.python_info is not None
+        again = probing.run_probe(current, self.python_info, name, params, timeout=self.checks.probe_timeout,
+                                  env=env, extra_dirs=self.checks.probe_dirs)
+        again.restarted = health.reason
+        return again
+
+    def _replace(self, session: Session, reason: str, runtime_down: bool) -> None:
+        """*session* stopped: start a new container for what follows, unless that cannot help."""
+        with self._restart_lock:
+            if self.session is not session:  # another probe thread saw it first
+                return
+            self.restarts.append(reason)
+            try:
+                session.stop()  # frees its name; it may already be gone
+            except Exception:
+                pass
+            # start_error is set before session is cleared: ensure_started checks it first.
+            if runtime_down:
+                self.start_error = RuntimeFault(
+                    f"{reason} during the run", fix="start the daemon again and rerun; check its log for why "
+                    "it stopped (journalctl -u docker)")
+            elif len(self.restarts) > MAX_RESTARTS:
+                self.start_error = RuntimeFault(
+                    f"the container stopped {len(self.restarts)} times (last: {reason}); not starting it again",
+                    fix="look at the evidence of the cells that ran when it stopped")
+            else:
+                try:
+                    new = get_runtime(self.target.runtime).start(self.target, self.launch)
+                except RuntimeFault as exc:
+                    self.start_error = RuntimeFault(f"{reason}; starting it again failed: {exc}", fix=exc.fix,
+                                                    evidence=exc.evidence)
+                else:
+                    new.facts.update(python=session.facts.get("python"), restarts=list(self.restarts))
+                    self.session = new
+                    return
+            self.session = None
 
     def _start_workers(self) -> None:
         if self._workers or self.checks.probe_jobs < 2 or not self._queue:
@@ -265,7 +348,7 @@ class Container:
     @property
     def session_facts(self) -> dict[str, Any]:
         """How the image was launched: runtime, GPU passthrough outcome, container id."""
-        return self._image.ensure_started().facts
+        return self._started().facts
 
     # -- running things ------------------------------------------------------------------
 
@@ -299,6 +382,9 @@ class Container:
             self.error(str(problem), fix=problem.fix, evidence=problem.evidence)
         self._cell["probes"][name] = {"status": result.status, "duration": round(result.duration, 3),
                                       "timings": result.timings}
+        if result.restarted:
+            self._cell["evidence"]["container_restarted"] = (
+                f"probe {name} ran in a new container: the previous one stopped ({result.restarted})")
         return result
 
     def facts(self, name: str, **params: Any) -> dict[str, Any]:
@@ -327,7 +413,10 @@ class Container:
         """Write *data* under ``--artifacts-dir`` and reference it from the cell."""
         base = Path(self.options.artifacts_dir)
         sub = base / _slug(self.id) / _slug(self._cell["row"])
+        created = [d for d in (base, sub.parent, sub) if not d.exists()]
         sub.mkdir(parents=True, exist_ok=True)
+        for d in created:  # not world-writable under any umask; directories we did not create are left alone
+            d.chmod(0o755)
         path = sub / f"{_slug(name)}{suffix}"
         path.write_bytes(data)
         os.chmod(path, 0o644)

@@ -463,6 +463,7 @@ def judge_image(png: bytes, *, name: str, backend: str, key: str, baseline_dir: 
         path = Path(baseline_dir) / target_name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png)
+        path.chmod(0o644)  # baselines get committed and shared: never world-writable, whatever the umask
         return ImageVerdict(True, f"{reason}; baseline written: {path}", key, comparison=comparison,
                             baseline=found, written=path)
 

@@ -23,8 +23,12 @@ RESULT_MARKER = "@@containercheck-result"
 PID_MARKER = "@@containercheck-pid"
 MIN_PYTHON = (3, 7)
 
-#: Printed by any Python from 2.6 on, so an old interpreter is reported, not misread.
-_DISCOVER = "import sys; sys.stdout.write('%d.%d.%d|%s' % (tuple(sys.version_info[:3]) + (sys.executable,)))"
+PYTHON_MARKER = "@@containercheck-python"
+#: Runs on any Python from 2.6 on, so an old interpreter is reported, not misread.  Its answer
+#: is a marker line with a nonce: an image may print banners on every interpreter start
+#: (sitecustomize), even lines shaped like ours.
+_DISCOVER = ("import sys; sys.stdout.write('\\n" + PYTHON_MARKER + " %s %d.%d.%d|%s\\n' % "
+             "((sys.argv[1],) + tuple(sys.version_info[:3]) + (sys.executable,)))")
 
 #: Exit statuses of a process ended by SIGALRM: the in-image watchdog of _envelope.main.
 _ALARM_EXITS = (-14, 128 + 14)
@@ -98,10 +102,10 @@ def find_python(session: Session, candidates: Sequence[str], timeout: float = 12
     tried: list[str] = []
     evidence: list[str] = []
     for cand in candidates:
-        res = session.exec([cand, "-c", _DISCOVER], timeout=timeout)
+        nonce = secrets.token_hex(8)
+        res = session.exec([cand, "-c", _DISCOVER, nonce], timeout=timeout)
         tried.append(cand)
-        out = text(res.stdout).strip()
-        m = re.match(r"^(\d+)\.(\d+)\.(\d+)\|(.*)$", out)
+        m = re.search(rf"^{PYTHON_MARKER} {nonce} (\d+)\.(\d+)\.(\d+)\|(.*)$", text(res.stdout), re.MULTILINE)
         if res.returncode == 0 and m:
             version = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
             info = PythonInfo(cand, version, m.group(4))
@@ -144,6 +148,10 @@ class ProbeResult:
     """Everything the probe printed besides its result line: evidence, never parsed."""
     stderr: str = ""
     traceback: str = ""
+    started: bool = True
+    """Whether the interpreter got as far as running the probe (it printed its pid line)."""
+    restarted: str = ""
+    """Set when the probe ran in a new container because the previous one stopped: why it stopped."""
 
     @property
     def ok(self) -> bool:
@@ -162,9 +170,15 @@ class ProbeResult:
             return f"probe {self.name} raised {self.error}"
         if self.status == "timeout":
             return f"probe {self.name} timed out after {self.duration:.0f} s (killed)"
+        # error, when set here, says what happened around the probe (its container stopped,
+        # the OOM killer ended it): see fixtures.ImageSession.
+        why = f": {self.error}" if self.error else ""
         if self.status == "crashed":
-            return f"probe {self.name} crashed ({describe_exit(self.returncode)})"
-        return f"probe {self.name} exited {self.returncode} without a result: {last_line(self.stderr)}"
+            return f"probe {self.name} crashed ({describe_exit(self.returncode)}){why}"
+        last = last_line(self.stderr)
+        if not why:
+            why = f": {last}" if last else " (nothing on stderr)"
+        return f"probe {self.name} exited {self.returncode} without a result{why}"
 
 
 def describe_exit(code: int | None) -> str:
@@ -184,23 +198,24 @@ def describe_exit(code: int | None) -> str:
 
 def parse_result(name: str, res: ExecResult, nonce: str) -> ProbeResult:
     """Find this run's result line (by nonce) and build a :class:`ProbeResult`."""
+    # Output may be megabytes (run_bounded keeps up to 16 MiB of each stream's tail): find the
+    # lines by regex and cut them out, rather than splitting and joining every line.
     out = text(res.stdout)
     err = text(res.stderr)
-    prefix = f"{RESULT_MARKER} {nonce} "
     envelope: dict[str, Any] | None = None
-    kept: list[str] = []
-    for line in out.splitlines():
-        if line.startswith(prefix) and envelope is None:
-            try:
-                envelope = json.loads(line[len(prefix):])
-                continue
-            except ValueError:
-                pass
-        kept.append(line)
-    pid_prefix = f"{PID_MARKER} {nonce} "
-    err = "\n".join(ln for ln in err.splitlines() if not ln.startswith(pid_prefix))
+    for m in re.finditer(rf"^{re.escape(RESULT_MARKER)} {re.escape(nonce)} (.*)$", out, re.MULTILINE):
+        try:
+            envelope = json.loads(m.group(1))
+        except ValueError:
+            continue
+        out = out[:m.start()] + out[m.end():]
+        break
+    pid_line = re.compile(rf"^{re.escape(PID_MARKER)} {re.escape(nonce)} .*$\n?", re.MULTILINE)
+    started = pid_line.search(err) is not None
+    if started:
+        err = pid_line.sub("", err)
     base: dict[str, Any] = {"name": name, "returncode": res.returncode, "duration": res.duration,
-            "stdout": "\n".join(kept).strip(), "stderr": err.strip()}
+            "stdout": out.strip(), "stderr": err.strip(), "started": started}
     if res.timed_out:
         return ProbeResult(status="timeout", facts={}, **base)
     if envelope is None:

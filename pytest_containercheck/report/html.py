@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..matrix import Cell, Column, Matrix
-from .markdown import SYMBOL, cell_where
+from .markdown import cell_where
 from .terminal import column_titles
 
 #: Artifacts larger than this are linked by path instead of embedded (keeps the page openable).
@@ -298,6 +298,11 @@ def _column_facts(matrix: Matrix, column: Column) -> dict[str, tuple[str, str]]:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+#: Status symbols for the page.  Not Markdown's emoji: cluster and CI machines often have
+#: no emoji font, and the page must read the same everywhere (these are in DejaVu Sans).
+SYMBOL = {"pass": "\u2714", "fail": "\u2718", "error": "\u26a0", "skip": "\u2013"}
 
 
 def _anchor(cell: Cell) -> str:

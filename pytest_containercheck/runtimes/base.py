@@ -10,6 +10,7 @@ everything the session started.
 from __future__ import annotations
 
 import abc
+import collections
 import dataclasses
 import os
 import signal
@@ -72,12 +73,34 @@ class ExecResult:
     """Bytes of output dropped from the middle to keep memory bounded."""
 
 
+@dataclasses.dataclass
+class Health:
+    """What became of a session's container since some moment (see :meth:`Session.health`)."""
+
+    running: bool
+    """Whether processes can still be started in it."""
+    reason: str = ""
+    """One line for a cell: why it stopped, or what it survived (an OOM kill of a process)."""
+    oom_killed: bool = False
+    """The kernel's OOM killer ended a process in it (its memory limit was reached)."""
+    stopped_at: float | None = None
+    """``time.time()`` when it stopped, when the runtime says."""
+    runtime_down: bool = False
+    """The runtime itself (the Docker daemon) no longer answers: restarting cannot help."""
+
+
 class _BoundedSink:
-    """Keeps the first HEAD_LIMIT and the last TAIL_LIMIT bytes of a stream."""
+    """Keeps the first HEAD_LIMIT and the last TAIL_LIMIT bytes of a stream.
+
+    The tail is a queue of the chunks as read, trimmed whole-chunk at the front: a
+    bytearray trimmed at the front would be copied into a fresh buffer on every growth,
+    and the allocator's churn would cost several times the limit in resident memory.
+    """
 
     def __init__(self) -> None:
         self.head = bytearray()
-        self.tail = bytearray()
+        self.tail: collections.deque[bytes] = collections.deque()
+        self.tail_len = 0
         self.dropped = 0
 
     def feed(self, chunk: bytes) -> None:
@@ -86,17 +109,23 @@ class _BoundedSink:
             self.head += chunk[:room]
             chunk = chunk[room:]
         if chunk:
-            self.tail += chunk
-            excess = len(self.tail) - TAIL_LIMIT
-            if excess > 0:
-                del self.tail[:excess]
-                self.dropped += excess
+            self.tail.append(chunk)
+            self.tail_len += len(chunk)
+            while self.tail_len - len(self.tail[0]) >= TAIL_LIMIT:
+                first = self.tail.popleft()
+                self.tail_len -= len(first)
+                self.dropped += len(first)
 
     def value(self) -> bytes:
+        excess = self.tail_len - TAIL_LIMIT
+        if excess > 0:  # less than the first chunk: trim it
+            self.tail[0] = self.tail[0][excess:]
+            self.tail_len -= excess
+            self.dropped += excess
+        parts = [bytes(self.head)]
         if self.dropped:
-            note = b"\n[... %d bytes dropped by containercheck ...]\n" % self.dropped
-            return bytes(self.head) + note + bytes(self.tail)
-        return bytes(self.head + self.tail)
+            parts.append(b"\n[... %d bytes dropped by containercheck ...]\n" % self.dropped)
+        return b"".join(parts + list(self.tail))  # one copy of the kept bytes
 
 
 def _pump(stream: IO[bytes], sink: _BoundedSink) -> None:
@@ -246,6 +275,13 @@ class Session(abc.ABC):
     def alive(self) -> bool:
         """Whether the session can still run processes (a container may be killed)."""
         return True
+
+    def health(self, since: float) -> Health:
+        """Whether the session still runs, and what happened to it since *since* (``time.time()``).
+
+        Asked only after a probe failed without a result, so it may cost a runtime call or two.
+        """
+        return Health(running=self.alive())
 
 
 class Runtime(abc.ABC):

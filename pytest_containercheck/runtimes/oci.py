@@ -1,7 +1,8 @@
 """Docker and Podman: one class, two executables.
 
 A session is one long-lived container (``sleep`` as the entrypoint, bounded lifetime,
-labelled with the run id); every probe is a ``docker exec -i`` into it.
+labelled with the run id); every probe is a ``docker exec -i`` into it.  An image without
+``sleep`` (distroless-style) is kept running by its own Python instead.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import os
 import re
 import shutil
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from ..targets import Target
-from .base import ExecResult, LaunchOptions, Runtime, RuntimeFault, Session, last_line, run_bounded, text
+from .base import ExecResult, Health, LaunchOptions, Runtime, RuntimeFault, Session, last_line, run_bounded, text
 
 LABEL_RUN = "org.containercheck.run"
 """Every container we start carries this label with the run id (for cleanup and audits)."""
@@ -39,6 +41,18 @@ _DAEMON_DOWN = re.compile(r"cannot connect to the docker daemon|is the docker da
 _HELP_HINT = re.compile(r"^(?:Run|See) '\S+ \S+ --help'")
 _PERMISSION = re.compile(r"permission denied.*(socket|daemon)|dial unix .*: connect: permission denied",
                          re.IGNORECASE)
+
+#: What keeps a session's container running, in order: ``sleep`` (coreutils, busybox), else
+#: the image's own Python (distroless images have one but no ``sleep``).  The lifetime in
+#: seconds is the last argument.
+KEEPALIVES: tuple[tuple[str, ...], ...] = (
+    ("sleep",),
+    ("python3", "-c", "import sys, time; time.sleep(float(sys.argv[1]))"),
+    ("python", "-c", "import sys, time; time.sleep(float(sys.argv[1]))"),
+)
+#: runc: ``exec: "sleep": executable file not found in $PATH``; crun: ``executable file `sleep` not found``.
+_NOT_FOUND = re.compile(r'exec: "(?P<runc>[^"]+)": executable file not found|'
+                        r"executable file `(?P<crun>[^`]+)` not found")
 
 TOOLKIT_FIX = {
     "docker": "install the NVIDIA Container Toolkit on the host, run 'nvidia-ctk runtime configure "
@@ -72,15 +86,20 @@ class OCIRuntime(Runtime):
             gpus = f'"{gpus}"'
         return ["--gpus", gpus]
 
-    def run_command(self, target: Target, options: LaunchOptions, name: str, gpus: str) -> list[str]:
-        """The ``docker run`` line that starts the session's long-lived container."""
+    def run_command(self, target: Target, options: LaunchOptions, name: str, gpus: str,
+                    keepalive: Sequence[str] = KEEPALIVES[0]) -> list[str]:
+        """The ``docker run`` line that starts the session's long-lived container.
+
+        *keepalive* is the entrypoint and its arguments (see :data:`KEEPALIVES`); the
+        container's lifetime in seconds follows them.
+        """
         argv = [
             self.executable, "run", "--detach", "--rm", "--pull", "never",
             "--name", name,
             "--label", f"{LABEL_RUN}={options.run_id}",
             "--label", f"{LABEL_OWNER}={socket.gethostname()}/{os.getpid()}",
             "--network", options.network,
-            "--entrypoint", "sleep",
+            "--entrypoint", keepalive[0],
         ]
         argv += self.gpu_flags(gpus)
         env = dict(options.env)
@@ -91,7 +110,7 @@ class OCIRuntime(Runtime):
         for key, value in env.items():
             argv += ["--env", f"{key}={value}"]
         argv += list(options.runtime_args)
-        argv += [target.ref, str(options.lifetime)]
+        argv += [target.ref, *keepalive[1:], str(options.lifetime)]
         return argv
 
     def exec_command(self, container: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
@@ -167,25 +186,45 @@ class OCIRuntime(Runtime):
 
     def start(self, target: Target, options: LaunchOptions) -> Session:
         name = _container_name(options.run_id)
-        argv = self.run_command(target, options, name, options.gpus)
-        res = run_bounded(argv, timeout=120)
+        gpus = options.gpus
         gpu: dict[str, Any] = {"requested": options.gpus, "attached": options.gpus != "none", "error": None}
-        gpu_error = _GPU_UNAVAILABLE.search(text(res.stderr)) if res.returncode != 0 else None
-        if gpu_error and options.gpus != "none":
-            line = next(ln for ln in text(res.stderr).splitlines() if _GPU_UNAVAILABLE.search(ln))
-            gpu.update(attached=False, error=line.strip().removeprefix("docker: "), fix=TOOLKIT_FIX[self.name],
-                       tried=argv)
-            argv = self.run_command(target, options, name, "none")
+        missing: list[str] = []
+        not_found: re.Match[str] | None = None
+        for keepalive in KEEPALIVES:
+            argv = self.run_command(target, options, name, gpus, keepalive)
             res = run_bounded(argv, timeout=120)
-        if res.returncode != 0:
-            err = last_line("\n".join(ln for ln in text(res.stderr).splitlines()
-                                       if not _HELP_HINT.match(ln.strip()))) or "no output"
-            fix = None
-            if "executable file not found" in err and "sleep" in err:
-                fix = "the image has no 'sleep' binary; add coreutils or busybox to it"
-            raise RuntimeFault(f"{self.name} could not start the image: {err}", fix=fix,
-                               evidence=text(res.stderr)[-4000:])
-        return OCISession(self, target, name, text(res.stdout).strip(), argv, gpu)
+            gpu_error = _GPU_UNAVAILABLE.search(text(res.stderr)) if res.returncode != 0 else None
+            if gpu_error and gpus != "none":
+                line = next(ln for ln in text(res.stderr).splitlines() if _GPU_UNAVAILABLE.search(ln))
+                gpu.update(attached=False, error=line.strip().removeprefix("docker: "), fix=TOOLKIT_FIX[self.name],
+                           tried=argv)
+                gpus = "none"
+                argv = self.run_command(target, options, name, gpus, keepalive)
+                res = run_bounded(argv, timeout=120)
+            if res.returncode == 0:
+                session = OCISession(self, target, name, text(res.stdout).strip(), argv, gpu)
+                session.facts["keepalive"] = keepalive[0]
+                return session
+            # A failed start can leave a created container behind (and a timed-out one may
+            # even run): remove it by name, so nothing outlives the run.
+            run_bounded([self.executable, "rm", "--force", name], timeout=60)
+            not_found = _NOT_FOUND.search(text(res.stderr))
+            if not_found is None or (not_found.group("runc") or not_found.group("crun")) != keepalive[0]:
+                break
+            missing.append(keepalive[0])
+        err = last_line("\n".join(ln for ln in text(res.stderr).splitlines()
+                                   if not _HELP_HINT.match(ln.strip()))) or "no output"
+        if res.timed_out:
+            err = f"'{self.executable} run' did not finish in 120 s"
+        fix = None
+        if len(missing) == len(KEEPALIVES) and not_found is not None:
+            err = (f"the image has neither 'sleep' nor Python ({', '.join(missing[1:])}) on its PATH to keep "
+                   f"the container running ({not_found.group(0)})")
+            fix = "add 'sleep' (coreutils or busybox) or python3 to the image; probes need python3 in any case"
+        elif missing:
+            fix = "the image has no 'sleep' binary; add coreutils or busybox to it"
+        raise RuntimeFault(f"{self.name} could not start the image: {err}", fix=fix,
+                           evidence=text(res.stderr)[-4000:])
 
 
 _serial = itertools.count(1)
@@ -219,6 +258,52 @@ class OCISession(Session):
         res = run_bounded([self.runtime.executable, "inspect", "--format", "{{.State.Running}}", self.name],
                           timeout=30)
         return res.returncode == 0 and text(res.stdout).strip() == "true"
+
+    def health(self, since: float) -> Health:
+        """Running or not, from ``inspect``; why, from the runtime's events since *since*.
+
+        Docker reports an ``oom`` event whenever the kernel's OOM killer ends a process in
+        the container's cgroup (also one started by ``exec``), ``kill`` with the signal when
+        someone ran ``docker kill``/``rm --force``, and ``die`` with the exit code.
+        """
+        exe = self.runtime.executable
+        res = run_bounded([exe, "inspect", "--format", "{{.State.Running}}|{{.HostConfig.Memory}}", self.name],
+                          timeout=30)
+        err = last_line(res.stderr)
+        if res.timed_out or (res.returncode != 0 and _DAEMON_DOWN.search(err)):
+            return Health(running=False, runtime_down=True,
+                          reason=f"the {self.runtime.name} daemon stopped answering ({err or 'no answer in 30 s'})")
+        running_s, _, memory_s = text(res.stdout).strip().partition("|")
+        running = res.returncode == 0 and running_s == "true"
+        memory = int(memory_s) if memory_s.isdigit() else 0
+        limit = f"its memory limit ({memory // 2**20} MiB)" if memory else "the host's memory (no --memory limit)"
+        actions: list[tuple[str, dict[str, str]]] = []
+        ev = run_bounded([exe, "events", "--since", f"{since - 1:.3f}", "--until", f"{time.time() + 0.5:.3f}",
+                          "--filter", f"container={self.name}", "--format", "{{json .}}"], timeout=15)
+        for line in text(ev.stdout).splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            action = str(event.get("Action") or event.get("Status") or "")
+            attrs = (event.get("Actor") or {}).get("Attributes") or event.get("Attributes") or {}
+            actions.append(("die" if action == "died" else action, {str(k): str(v) for k, v in attrs.items()}))
+        oom = any(a == "oom" for a, _ in actions)
+        if running:
+            reason = f"the kernel's OOM killer ended a process: the container reached {limit}" if oom else ""
+            return Health(running=True, reason=reason, oom_killed=oom)
+        kill = next((attrs for a, attrs in actions if a == "kill"), None)
+        die = next((attrs for a, attrs in actions if a == "die"), None)
+        if oom:
+            reason = f"the container ran out of memory: it reached {limit}"
+        elif kill is not None:
+            reason = (f"the container was killed from outside (signal {kill.get('signal', '?')}: "
+                      f"'{exe} kill', '{exe} rm --force', or the host)")
+        elif die is not None:
+            reason = f"the container's main process exited (exit code {die.get('exitCode', '?')})"
+        else:
+            reason = f"the container is gone ({err or 'not running'})"
+        return Health(running=False, reason=reason, oom_killed=oom)
 
     def stop(self) -> None:
         if self._stopped:

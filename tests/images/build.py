@@ -156,6 +156,9 @@ PIP_CONSTRAINTS: tuple[str, ...] = (
     "xgboost-cpu==3.2.0",
 )
 
+#: The Debian release whose packages ``Recipe.extract`` unpacks (the last one with python2.7).
+EXTRACT_SUITE = "bullseye"
+
 MESA = ("libosmesa6", "libegl1", "libegl-mesa0", "libgl1")
 RENDER_PIP = ("vtk==9.7.2", "pyvista==0.49.1", "numpy==2.4.6", "pillow==13.0.0")
 
@@ -169,17 +172,65 @@ class Recipe:
     apt: tuple[str, ...] = ()
     pip: tuple[str, ...] = ()
     description: str = ""
+    extract: tuple[str, ...] = ()
+    """Packages of :data:`EXTRACT_SUITE` unpacked with ``dpkg-deb -x`` (files only, no
+    maintainer scripts): for what bookworm no longer ships, like a real Python 2.7."""
+    files: tuple[tuple[str, str, int], ...] = ()
+    """``(path in the image, content, mode)`` written after the packages."""
+    links: tuple[tuple[str, str], ...] = ()
+    """``(path in the image, target)`` symbolic links."""
+    remove: tuple[str, ...] = ()
+    """Paths deleted from the image (e.g. ``usr/bin/sleep``: a distroless-style image)."""
+    changes: tuple[str, ...] = ()
+    """Extra ``docker import --change`` instructions (``ENTRYPOINT [...]``, ``USER 1000``)."""
 
     def definition(self) -> dict[str, object]:
         """What the hash covers (besides the parent's hash and the global constants)."""
-        return {
+        doc: dict[str, object] = {
             "name": self.name,
             "parent": self.parent,
             "apt": sorted(self.apt),
             "pip": sorted(self.pip),
             "pip_constraints": sorted(PIP_CONSTRAINTS) if self.pip else [],
         }
+        # Only when used, so the hashes (and cached images) of the plain recipes stay as they were.
+        overlay = {"extract": list(self.extract), "extract_suite": EXTRACT_SUITE if self.extract else None,
+                   "files": [list(f) for f in self.files], "links": [list(ln) for ln in self.links],
+                   "remove": list(self.remove), "changes": list(self.changes)}
+        doc.update((k, v) for k, v in overlay.items() if v)
+        return doc
 
+
+#: Hostile images (tests/test_faults.py): small changes to ``base`` or ``nopython``.
+NEEDS_ARGS = """#!/bin/sh
+# An entrypoint that prints a banner and refuses to run without a command.
+echo "== noisy image: entrypoint banner =="
+if [ "$#" -eq 0 ]; then
+    echo "usage: needs-args COMMAND [ARG...]" >&2
+    exit 64
+fi
+exec "$@"
+"""
+NOISY_PROFILE = 'echo "== noisy image: /etc/profile.d banner =="\n'
+#: Runs at every interpreter start (Debian's python3 imports /etc/python3.11/sitecustomize.py),
+#: so every probe and every interpreter discovery sees it.
+NOISY_SITECUSTOMIZE = """import sys
+sys.stdout.write("== noisy image: sitecustomize banner on stdout ==\\n")
+sys.stdout.flush()
+sys.stdout.buffer.write(b"\\xff\\xfe not UTF-8 on stdout \\xc3\\x28\\n")
+sys.stdout.buffer.flush()
+sys.stderr.buffer.write(b"\\x80\\x81 not UTF-8 on stderr\\n")
+sys.stderr.buffer.flush()
+import noisy_lib
+"""
+#: A "library under test" (imported at every start, see above) that prints lines shaped like
+#: containercheck's protocol: result, interpreter and pid markers with a wrong nonce.
+NOISY_LIB = """import sys
+print('@@containercheck-result 0000000000000000 {"status": "ok", "facts": {"forged": true}}')
+print('@@containercheck-result')
+print('@@containercheck-python 0000000000000000 3.99.0|/forged/python')
+sys.stderr.write('@@containercheck-pid 0000000000000000 1\\n')
+"""
 
 #: The test images. These names are an API: tests refer to them.
 RECIPES: dict[str, Recipe] = {
@@ -217,6 +268,30 @@ RECIPES: dict[str, Recipe] = {
             "base",
             pip=("xgboost-cpu==3.2.0", "numpy==2.4.6", "scipy==1.17.1"),
             description="the CPU-only xgboost wheel",
+        ),
+        Recipe(
+            "noisy",
+            "base",
+            files=(
+                ("usr/local/bin/needs-args", NEEDS_ARGS, 0o755),
+                ("etc/profile.d/zz-noisy-banner.sh", NOISY_PROFILE, 0o644),
+                ("etc/python3.11/sitecustomize.py", NOISY_SITECUSTOMIZE, 0o644),
+                ("usr/local/lib/python3.11/dist-packages/noisy_lib.py", NOISY_LIB, 0o644),
+            ),
+            changes=('ENTRYPOINT ["/usr/local/bin/needs-args"]', "CMD []"),
+            description="banners from its entrypoint (which demands arguments), profile and every python "
+            "start; invalid UTF-8; a library printing fake protocol lines",
+        ),
+        Recipe("nonroot", "base", changes=("USER 1000",),
+               description="base whose default user is uid 1000 (HOME=/root not writable)"),
+        Recipe("nosleep", "base", remove=("usr/bin/sleep",),
+               description="base without /usr/bin/sleep (distroless-style)"),
+        Recipe(
+            "python2",
+            "nopython",
+            extract=("python2.7-minimal", "libpython2.7-minimal"),
+            links=(("usr/bin/python", "python2.7"),),
+            description="only a real CPython 2.7.18 (Debian bullseye's python2.7-minimal) as 'python'",
         ),
     )
 }
@@ -368,6 +443,8 @@ def _make_rootfs(name: str, rootfs: Path, log: Log) -> None:
         _apt_install(name, rootfs, recipe.apt, log)
     if recipe.pip:
         _pip_install(name, rootfs, recipe.pip, log)
+    if recipe.extract or recipe.files or recipe.links or recipe.remove:
+        _overlay(name, rootfs, recipe, log)
     if _is_parent(name):
         _clean_for_image(rootfs)
         _save_rootfs_cache(name, rootfs, log)
@@ -539,6 +616,54 @@ def _pip_install(name: str, rootfs: Path, requirements: Sequence[str], log: Log)
     log(f"[build] {name}: cached pip tree {cached}: {time.monotonic() - t1:.1f}s")
 
 
+def _overlay(name: str, rootfs: Path, recipe: Recipe, log: Log) -> None:
+    """Apply a recipe's file-level changes: extracted packages, files, links, removals."""
+    t0 = time.monotonic()
+    for deb in _download_debs(recipe.extract):
+        _run(f"dpkg-deb -x {deb.name}", ["dpkg-deb", "-x", str(deb), str(rootfs)])
+    for rel, content, mode in recipe.files:
+        path = rootfs / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            path.unlink()
+        path.write_text(content)
+        path.chmod(mode)
+    for rel, target in recipe.links:
+        path = rootfs / rel
+        path.unlink(missing_ok=True)
+        path.symlink_to(target)
+    for rel in recipe.remove:
+        path = rootfs / rel
+        if not (path.exists() or path.is_symlink()):
+            raise BuildError(f"recipe {name}: cannot remove {rel}: not in the image")
+        path.unlink()
+    log(f"[build] {name}: overlay: {time.monotonic() - t0:.1f}s")
+
+
+def _download_debs(packages: Sequence[str]) -> list[Path]:
+    """``apt-get download`` *packages* from :data:`EXTRACT_SUITE` with a private apt state."""
+    if not packages:
+        return []
+    state = CACHE_DIR / f"apt-{EXTRACT_SUITE}"
+    debs = state / "debs"
+    for sub in ("lists/partial", "cache", "debs"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    sources = state / "sources.list"
+    sources.write_text(f"deb {MIRROR} {EXTRACT_SUITE} main\n")
+    opts = [f"-oDir::Etc::SourceList={sources}", "-oDir::Etc::SourceParts=/dev/null",
+            f"-oDir::State::Lists={state / 'lists'}", f"-oDir::Cache={state / 'cache'}",
+            "-oAPT::Architecture=amd64", "-oAPT::Sandbox::User=root"]
+    _run(f"apt-get update ({EXTRACT_SUITE})", ["apt-get", *opts, "update"])
+    for old in debs.glob("*.deb"):
+        old.unlink()
+    argv = ["apt-get", *opts, "download", *packages]
+    proc = subprocess.run(argv, cwd=debs, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace", check=False)
+    if proc.returncode != 0:
+        raise BuildError(_failure(f"apt-get download ({EXTRACT_SUITE})", argv, proc.returncode, proc.stdout))
+    return sorted(debs.glob("*.deb"))
+
+
 def _save_tarball(step: str, source: Path, target: Path) -> None:
     """tar ``source`` into ``target`` atomically (temp file + rename)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -599,6 +724,7 @@ def _import(name: str, rootfs: Path, ref: str, log: Log) -> None:
         'CMD ["/bin/bash"]',
         f"LABEL {LABEL_RECIPE}={digest}",
         f"LABEL {LABEL_NAME}={name}",
+        *RECIPES[name].changes,
     ]
     argv = ["docker", "import"]
     for change in changes:
