@@ -81,7 +81,7 @@ def main() -> int:
     image = args.image or full_image()
     print(f"image: {image}\nmachine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
           f"repeat {args.repeat}, interleaved\n")
-    timed(["docker", "run", "--rm", image, "true"])  # warm the page cache once for all modes
+    timed(["docker", "run", "--rm", "--network", "none", image, "true"])  # warm the page cache for all modes
 
     modes = {"(a) manual, 3 x docker run": lambda: manual(image),
              "(b) pytest --image (built-in suite)": lambda: plugin([image]),

@@ -280,7 +280,8 @@ def _stop_private_daemon(root: Path, proc: subprocess.Popen[bytes]) -> None:
 def private_dockerd(base_image: str) -> Iterator[tuple[str, int]]:
     """A second, throw-away dockerd with the base image: ``(DOCKER_HOST, pid)``.
 
-    The shared daemon is never touched.  Whatever the test does, the finalizer kills the
+    The shared daemon is never touched (the private one runs in its own network
+    namespace, so not even the host's docker0 bridge is).  Whatever the test does, the finalizer kills the
     daemon, its containerd, shims and containers (by pid), unmounts and removes its dirs.
     """
     if shutil.which("dockerd") is None:
@@ -289,8 +290,10 @@ def private_dockerd(base_image: str) -> Iterator[tuple[str, int]]:
     host = f"unix://{root}/docker.sock"
     env = {**os.environ, "DOCKER_HOST": host}
     with open(root / "dockerd.log", "wb") as log:
+        # Its own network namespace: a dockerd started with "--bridge none" deletes the host's
+        # docker0 bridge, which would break the shared daemon's default network.
         proc = subprocess.Popen(
-            ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+            ["unshare", "--net", "--", "dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
              "--pidfile", str(root / "dockerd.pid"), "--host", host, "--bridge", "none",
              "--iptables=false", "--ip6tables=false"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
