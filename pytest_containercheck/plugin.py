@@ -205,6 +205,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:  # xdist worker: the controller already checked everything
         shared = workerinput["containercheck"]
         launch.run_id, host, runtime_facts = shared["run_id"], shared["host"], {}
+        if shared.get("loadgroup"):
+            # xdist's workers read --dist from their own command line, which does not say
+            # loadgroup when the controller chose it for the user: without this they would
+            # not tag items with their group, and every worker would start every image.
+            config.option.loadgroup = True
     else:
         launch.run_id = secrets.token_hex(4)
         host = hostinfo.gather(t.runtime for t in targets)
@@ -303,6 +308,7 @@ def _module_rank(item: pytest.Item) -> int:
     return _MODULE_ORDER.index(path.stem) if path.stem in _MODULE_ORDER else len(_MODULE_ORDER) - 1
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if STATE not in config.stash:
         return
@@ -379,7 +385,8 @@ class XdistHooks:
         self.state = state
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["containercheck"] = {"run_id": self.state.launch.run_id, "host": self.state.host}
+        node.workerinput["containercheck"] = {"run_id": self.state.launch.run_id, "host": self.state.host,
+                                              "loadgroup": node.config.getoption("dist") == "loadgroup"}
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # The controller collects nothing under xdist: the workers' node ids are all it gets.

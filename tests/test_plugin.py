@@ -241,3 +241,24 @@ def test_unknown_planned_probe_is_an_error_cell_not_a_hang(pytester: pytest.Pyte
     result.assert_outcomes(passed=1, failed=1)
     cell = _cells(_json(pytester.path / "m.json"))[("bad", "host")]
     assert cell["status"] == "error" and cell["detail"].startswith("unknown probe 'no_such_probe'")
+
+
+def test_each_image_runs_in_one_xdist_worker(pytester: pytest.Pytester) -> None:
+    # Under -n 2 every check of one image must run in the same worker, so the image is
+    # started once; the worker's pid goes into each cell.
+    pytester.makepyfile(test_pid="""
+        import os, pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_where(container, n):
+            container.note(str(os.getpid()))
+    """)
+    import sys
+
+    result = pytester.runpytest_subprocess("--image", "host", "--image", f"host://{sys.executable}", "test_pid.py",
+                                           "--no-builtin-checks", "-n", "2", "--matrix-json", "m.json")
+    assert result.ret == 0, result.stdout.str()[-2000:]
+    pids: dict[str, set[str]] = {}
+    for cell in _json(pytester.path / "m.json")["cells"]:
+        pids.setdefault(cell["column"], set()).add(cell["detail"])
+    assert len(pids) == 2 and all(len(p) == 1 for p in pids.values()), pids
