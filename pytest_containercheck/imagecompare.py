@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
-from skimage.metrics import structural_similarity
 
 if TYPE_CHECKING:
     from .fixtures import Container
@@ -258,6 +257,9 @@ def compare_arrays(result: Pixels, baseline: Pixels, *, exact: bool,
     ssim: float | None = 1.0 if identical else None
     # SSIM needs a 7x7 window; it says nothing useful about smaller images.
     if not identical and min(rs) >= 7:
+        # scikit-image (and scipy.ndimage under it) costs ~0.3 s to import: only when needed.
+        from skimage.metrics import structural_similarity
+
         # scikit-image ships py.typed but leaves this function unannotated.
         ssim = float(structural_similarity(result, baseline, channel_axis=-1,  # type: ignore[no-untyped-call]
                                            data_range=255))
