@@ -352,14 +352,24 @@ def torch_cuda_build(facts: Mapping[str, Any], intent: str | None, host: Mapping
     skip = _torch_not_installed(facts)
     if skip:
         return skip
-    cpu_only = _cpu_only_build(facts.get("version"), facts.get("cuda_build"), facts.get("hip_build"))
+    return _cpu_only_torch(facts.get("version"), facts.get("cuda_build"), facts.get("hip_build"), intent, host,
+                           "{cpu_only}: it can never use a GPU, and {intent}")
+
+
+def _cpu_only_torch(version: Any, cuda_build: Any, hip_build: Any, intent: str | None, host: Mapping[str, Any],
+                    failure: str) -> Verdict | None:
+    """The verdict on a CPU-only torch build (None when the build could use a GPU).
+
+    An image meant for GPUs (*intent*) fails as the image's fault, with *failure* formatted
+    with ``cpu_only`` and ``intent``; otherwise the row skips with the GPU gate's own reason,
+    plus what a GPU host would find.
+    """
+    cpu_only = _cpu_only_build(version, cuda_build, hip_build)
     if cpu_only is None:
         return None
-    base = str(facts.get("version", "")).split("+")[0]
     if intent:
-        return _fail(f"{cpu_only}: it can never use a GPU, and {intent}", _TORCH_CUDA_FIX.format(base=base), "image")
-    # No GPU here and nothing says the image is meant for one: the GPU gate's own
-    # reason, plus what a GPU host would find.
+        base = str(version or "").split("+")[0]
+        return _fail(failure.format(cpu_only=cpu_only, intent=intent), _TORCH_CUDA_FIX.format(base=base), "image")
     return _skip(f"{host.get('gpu_summary') or 'host has no GPU'}; note: {cpu_only}")
 
 
@@ -604,15 +614,8 @@ def transformers_cuda_build(facts: Mapping[str, Any], intent: str | None,
     skip = _tf_not_runnable(facts)
     if skip:
         return skip
-    cpu_only = _cpu_only_build(facts.get("torch_version"), facts.get("torch_cuda_build"),
-                               facts.get("torch_hip_build"))
-    if cpu_only is None:
-        return None
-    if intent:
-        base = str(facts.get("torch_version", "")).split("+")[0]
-        return _fail(f"transformers cannot use a GPU: {cpu_only}, and {intent}",
-                     _TORCH_CUDA_FIX.format(base=base), "image")
-    return _skip(f"{host.get('gpu_summary') or 'host has no GPU'}; note: {cpu_only}")
+    return _cpu_only_torch(facts.get("torch_version"), facts.get("torch_cuda_build"), facts.get("torch_hip_build"),
+                           intent, host, "transformers cannot use a GPU: {cpu_only}, and {intent}")
 
 
 def transformers_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
