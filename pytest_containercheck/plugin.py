@@ -205,11 +205,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:  # xdist worker: the controller already checked everything
         shared = workerinput["containercheck"]
         launch.run_id, host, runtime_facts = shared["run_id"], shared["host"], {}
-        if shared.get("loadgroup"):
-            # xdist's workers read --dist from their own command line, which does not say
-            # loadgroup when the controller chose it for the user: without this they would
-            # not tag items with their group, and every worker would start every image.
-            config.option.loadgroup = True
     else:
         launch.run_id = secrets.token_hex(4)
         host = hostinfo.gather(t.runtime for t in targets)
@@ -232,10 +227,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[MATRIX_KEY] = reporter
         config.pluginmanager.register(reporter, "containercheck-matrix")
     if config.pluginmanager.hasplugin("xdist"):
+        # Also schedules each image's items on one worker (see XdistHooks).
         config.pluginmanager.register(XdistHooks(state), "containercheck-xdist")
-        # Group items per image so each image starts once, on one worker.
-        if getattr(config.option, "dist", "no") == "load":
-            config.option.dist = "loadgroup"
     _install_sigterm(config)
 
 
@@ -308,7 +301,6 @@ def _module_rank(item: pytest.Item) -> int:
     return _MODULE_ORDER.index(path.stem) if path.stem in _MODULE_ORDER else len(_MODULE_ORDER) - 1
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if STATE not in config.stash:
         return
@@ -319,12 +311,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if callspec is not None and "container" in callspec.params:
             plan = state.probe_plan.setdefault(callspec.params["container"].id, [])
             plan += [p for p in plan_from_markers(item, state.checks) if p not in plan]
-    if not config.pluginmanager.hasplugin("xdist"):
-        return  # the mark would be unknown (a warning, an error under filterwarnings=error)
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and "container" in callspec.params:
-            item.add_marker(pytest.mark.xdist_group(callspec.params["container"].id))
 
 
 def row_name(item: pytest.Item) -> str:
@@ -385,8 +371,13 @@ class XdistHooks:
         self.state = state
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["containercheck"] = {"run_id": self.state.launch.run_id, "host": self.state.host,
-                                              "loadgroup": node.config.getoption("dist") == "loadgroup"}
+        node.workerinput["containercheck"] = {"run_id": self.state.launch.run_id, "host": self.state.host}
+
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """Keep each image whole on one worker, so every image starts once."""
+        if config.getoption("dist") not in ("load", "loadgroup"):
+            return None  # the user chose another distribution: respect it
+        return _image_scheduler(config, log, [t.id for t in self.state.targets])
 
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # The controller collects nothing under xdist: the workers' node ids are all it gets.
@@ -595,6 +586,23 @@ def _cell_of(report: pytest.TestReport) -> dict[str, Any] | None:
         if key == CELL_KEY and isinstance(value, dict):
             return cast(dict[str, Any], value)
     return None
+
+
+def _image_scheduler(config: pytest.Config, log: Any, image_ids: list[str]) -> Any:
+    """xdist's LoadScope scheduling with the image as the scope: each image's items go to one
+    worker, images spread over workers.
+
+    Not ``--dist loadgroup`` with ``xdist_group`` marks: that works by rewriting node ids on
+    the workers, which pytest 9.2 no longer honours (xdist 3.8 then silently runs every image
+    on every worker).  The image is recognised from the node id's parameter id instead.
+    """
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]  # xdist is present here
+
+    class ImageScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return _image_of_nodeid(nodeid, image_ids) or nodeid
+
+    return ImageScheduling(config, log)
 
 
 def _image_of_nodeid(nodeid: str, image_ids: list[str]) -> str | None:
