@@ -193,7 +193,7 @@ def pytest_configure(config: pytest.Config) -> None:
         update_baselines=_get(config, "cc_update_baselines"),
         hf_model=_get(config, "cc_hf_model"),
         container_python=(cpy,) if cpy else ("python3", "python"),
-        probe_jobs=_get(config, "cc_probe_jobs") or min(4, os.cpu_count() or 1),
+        probe_jobs=_get(config, "cc_probe_jobs") or _default_probe_jobs(config),
         probe_dirs=tuple(str(Path(d).resolve()) for d in (_get(config, "cc_probe_dirs") or [])),
         keep_render_images=bool(_get(config, "cc_matrix_html")),
         required_rows=tuple(r for v in (_get(config, "cc_require") or []) for r in v.replace(",", " ").split()),
@@ -230,6 +230,13 @@ def pytest_configure(config: pytest.Config) -> None:
         # Also schedules each image's items on one worker (see XdistHooks).
         config.pluginmanager.register(XdistHooks(state), "containercheck-xdist")
     _install_sigterm(config)
+
+
+def _default_probe_jobs(config: pytest.Config) -> int:
+    """CPUs (at most 4) per pytest process: xdist workers share the machine's CPUs, and
+    probes past that only compete for them."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    return max(1, min(4, (os.cpu_count() or 1) // max(1, workers)))
 
 
 def _container_env(items: list[str]) -> dict[str, str]:
