@@ -28,9 +28,9 @@ from .state import CheckOptions, RunState
 from .targets import Target
 
 CELL_KEY = "containercheck"
+"""Key of the ``user_properties`` entry that carries a test's matrix cell."""
 MAX_RESTARTS = 3
 """How often one image's container is started again after it stopped mid-run."""
-"""Key of the ``user_properties`` entry that carries a test's matrix cell."""
 FAULTS = ("image", "host", "pair")
 
 
@@ -51,9 +51,14 @@ class PlannedProbe:
         return self.name + self.params_json
 
 
+def canonical_params(params: Mapping[str, Any]) -> str:
+    """Probe parameters as canonical JSON: equal parameters give equal text."""
+    return json.dumps(dict(params), sort_keys=True, default=str)
+
+
 def probe_key(name: str, params: Mapping[str, Any]) -> str:
-    """The cache key of a probe run: its name and canonical parameters."""
-    return name + json.dumps(dict(params), sort_keys=True, default=str)
+    """The cache key of a probe run: its name and canonical parameters (= ``PlannedProbe.key``)."""
+    return name + canonical_params(params)
 
 
 def plan_from_markers(item: pytest.Item, options: CheckOptions) -> list[PlannedProbe]:
@@ -68,8 +73,7 @@ def plan_from_markers(item: pytest.Item, options: CheckOptions) -> list[PlannedP
         params = mark.kwargs.get("params") or {}
         if callable(params):
             params = params(options)
-        plan.append(PlannedProbe(name, json.dumps(dict(params), sort_keys=True, default=str),
-                                 float(mark.kwargs.get("weight", 1.0))))
+        plan.append(PlannedProbe(name, canonical_params(params), float(mark.kwargs.get("weight", 1.0))))
     return plan
 
 
@@ -93,7 +97,6 @@ class ImageSession:
         self.python_info: PythonInfo | None = None
         self.python_error: ProbeError | None = None
         self.probes: dict[str, ProbeResult] = {}
-        self.started_in: float | None = None
         self._lock = threading.Lock()
         self._queue = sorted(dict.fromkeys(plan), key=lambda p: -p.weight)  # stable: declaration order
         self._running: dict[str, threading.Event] = {}
@@ -114,8 +117,7 @@ class ImageSession:
             except RuntimeFault as exc:
                 self.start_error = exc
                 raise
-            self.started_in = time.monotonic() - t0
-            self.session.facts["started_in_s"] = round(self.started_in, 3)
+            self.session.facts["started_in_s"] = round(time.monotonic() - t0, 3)
         return self.session
 
     def ensure_python(self) -> PythonInfo:
@@ -155,13 +157,16 @@ class ImageSession:
             raise self._failures[key]
         return self.probes[key]
 
-    def _run(self, key: str, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None) -> None:
+    def _probe_in(self, session: Session, name: str, params: Mapping[str, Any],
+                  env: Mapping[str, str] | None) -> ProbeResult:
         assert self.python_info is not None
+        return probing.run_probe(session, self.python_info, name, params, timeout=self.checks.probe_timeout,
+                                 env=env, extra_dirs=self.checks.probe_dirs)
+
+    def _run(self, key: str, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None) -> None:
         try:
             session, since = self._current(), time.time()
-            result = probing.run_probe(session, self.python_info, name, params,
-                                       timeout=self.checks.probe_timeout, env=env,
-                                       extra_dirs=self.checks.probe_dirs)
+            result = self._probe_in(session, name, params, env)
             result = self._recover(session, since, result, name, params, env)
         except ProbeError as exc:
             with self._lock:
@@ -214,9 +219,7 @@ class ImageSession:
         if current is None:
             result.error = f"the container had stopped before the probe ran: {health.reason}; {self.start_error}"
             return result
-        assert self.python_info is not None
-        again = probing.run_probe(current, self.python_info, name, params, timeout=self.checks.probe_timeout,
-                                  env=env, extra_dirs=self.checks.probe_dirs)
+        again = self._probe_in(current, name, params, env)
         again.restarted = health.reason
         return again
 
