@@ -32,8 +32,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from .verdict import Verdict
+
 if TYPE_CHECKING:
-    from .fixtures import Container
+    from .container import Container
     from .probing import ProbeResult
 
 SSIM_THRESHOLD = 0.95
@@ -397,14 +399,12 @@ def is_ci(env: Mapping[str, str] | None = None) -> bool:
     return value.strip().lower() in ("true", "1", "yes")
 
 
-@dataclasses.dataclass
-class ImageVerdict:
-    """What the baseline policy decided for one rendered image."""
+@dataclasses.dataclass(frozen=True)
+class ImageVerdict(Verdict):
+    """What the baseline policy decided for one rendered image: a :class:`Verdict` (``detail``:
+    one line, why it passed or failed) plus the comparison behind it."""
 
-    passed: bool
-    message: str
-    """One line: why it passed or failed."""
-    fingerprint: str
+    fingerprint: str = ""
     fix: str | None = None
     comparison: Comparison | None = None
     baseline: Baseline | None = None
@@ -456,8 +456,8 @@ def judge_image(png: bytes, *, name: str, backend: str, key: str, baseline_dir: 
         raise ValueError(f"update must be one of {UPDATE_MODES} or None, not {update!r}")
     target_name = baseline_filename(name, backend, key)
     if update and baseline_dir is None:
-        return ImageVerdict(False, "--update-baselines needs --baseline-dir (baselines are never written "
-                            "into the installed package)", key,
+        return ImageVerdict("fail", "--update-baselines needs --baseline-dir (baselines are never written "
+                            "into the installed package)", fingerprint=key,
                             fix="add --baseline-dir DIR (e.g. tests/baselines)", artifacts={"result": png})
 
     def write(reason: str, comparison: Comparison | None = None, found: Baseline | None = None) -> ImageVerdict:
@@ -466,7 +466,7 @@ def judge_image(png: bytes, *, name: str, backend: str, key: str, baseline_dir: 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png)
         path.chmod(0o644)  # baselines get committed and shared: never world-writable, whatever the umask
-        return ImageVerdict(True, f"{reason}; baseline written: {path}", key, comparison=comparison,
+        return ImageVerdict("pass", f"{reason}; baseline written: {path}", fingerprint=key, comparison=comparison,
                             baseline=found, written=path)
 
     own = find_baseline(name, backend, key, user_dir=baseline_dir, shipped_dir=shipped_dir, fallback=False)
@@ -478,24 +478,24 @@ def judge_image(png: bytes, *, name: str, backend: str, key: str, baseline_dir: 
     if update is not None:
         return write(f"no baseline for {key}")
     if ci:
-        return ImageVerdict(False, f"no {name}/{backend} baseline for renderer fingerprint {key} (CI=true: "
-                            "a missing baseline is not compared against another renderer's)", key,
+        return ImageVerdict("fail", f"no {name}/{backend} baseline for renderer fingerprint {key} (CI=true: "
+                            "a missing baseline is not compared against another renderer's)", fingerprint=key,
                             fix=_record_fix(name, backend), artifacts={"result": png})
     other = find_baseline(name, backend, key, user_dir=baseline_dir, shipped_dir=shipped_dir, fallback=True)
     if other is None:
-        return ImageVerdict(False, f"no {name}/{backend} baseline at all (fingerprint {key})", key,
+        return ImageVerdict("fail", f"no {name}/{backend} baseline at all (fingerprint {key})", fingerprint=key,
                             fix=_record_fix(name, backend), artifacts={"result": png})
     return _verdict(png, other, compare(png, other.path.read_bytes(), exact=False), key)
 
 
 def _verdict(png: bytes, baseline: Baseline, comparison: Comparison, key: str) -> ImageVerdict:
     if comparison.passed:
-        return ImageVerdict(True, comparison.reason, key, comparison=comparison, baseline=baseline)
+        return ImageVerdict("pass", comparison.reason, fingerprint=key, comparison=comparison, baseline=baseline)
     base = baseline.path.read_bytes()
     where = f"{baseline.source} baseline {baseline.path.name}"
     fix = ("if the new image is right, rewrite the baseline with --update-baselines=failed --baseline-dir DIR; "
            "otherwise compare result/baseline/diff in the artifacts directory")
-    return ImageVerdict(False, f"render differs from the {where}: {comparison.reason}", key, fix=fix,
+    return ImageVerdict("fail", f"render differs from the {where}: {comparison.reason}", fingerprint=key, fix=fix,
                         comparison=comparison, baseline=baseline,
                         artifacts={"result": png, "baseline": base, "diff": diff_image(png, base)})
 
@@ -542,5 +542,5 @@ def check_image(container: Container, result: ProbeResult, *, name: str = BUILTI
     if not verdict.passed:
         same = verdict.comparison is not None and verdict.comparison.mode == "exact"
         # Same fingerprint = same renderer, driver and VTK: only the image's content can differ.
-        container.fail(verdict.message, fix=verdict.fix, fault="image" if same else None)
+        container.fail(verdict.detail, fix=verdict.fix, fault="image" if same else None)
     return verdict

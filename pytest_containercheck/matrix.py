@@ -9,16 +9,52 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import pytest
 
-from .fixtures import CELL_KEY
+CELL_KEY = "containercheck"
+"""Key of the ``user_properties`` entry that carries a test's matrix cell."""
 
 SCHEMA = "containercheck-matrix"
 SCHEMA_VERSION = 1
 STATUSES = ("pass", "fail", "error", "skip")
 _RANK = {"pass": 0, "skip": 1, "fail": 2, "error": 3}
+
+
+class CellRecord(TypedDict):
+    """A cell as a test fills it in and its reports carry it (``user_properties``).
+
+    Builtins only, so it crosses the xdist boundary unchanged; the controller folds it into
+    a :class:`Cell` with :meth:`Matrix.update_from_report`.
+    """
+
+    row: str
+    column: str
+    status: str | None
+    """Set only for an ``error`` (the check could not be carried out); else the report decides."""
+    detail: str | None
+    fix: str | None
+    fault: str | None
+    evidence: dict[str, Any]
+    artifacts: dict[str, str]
+    probes: dict[str, Any]
+    column_facts: dict[str, Any]
+    """How the image was launched (runtime, GPU outcome, container): the column's facts."""
+
+
+def new_cell(row: str, column: str) -> CellRecord:
+    """A blank cell for *row* of image *column*."""
+    return {"row": row, "column": column, "status": None, "detail": None, "fix": None, "fault": None,
+            "evidence": {}, "artifacts": {}, "probes": {}, "column_facts": {}}
+
+
+def cell_record(report: pytest.TestReport) -> CellRecord | None:
+    """The cell a test attached to *report*, if any."""
+    for key, value in reversed(report.user_properties):
+        if key == CELL_KEY and isinstance(value, dict):
+            return cast(CellRecord, value)
+    return None
 
 
 @dataclasses.dataclass(eq=False)
@@ -109,10 +145,9 @@ class Matrix:
 
     def update_from_report(self, report: pytest.TestReport, host: str) -> None:
         """Fold one setup/call/teardown report into its cell."""
-        props = [v for k, v in report.user_properties if k == CELL_KEY]
-        if not props:
+        raw = cell_record(report)
+        if raw is None:
             return
-        raw = cast(dict[str, Any], props[-1])
         key = (raw["row"], raw["column"], host)
         cell = self.cells.get(key)
         if cell is None:

@@ -36,6 +36,33 @@ _ALARM_EXITS = (-14, 128 + 14)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+@dataclasses.dataclass(frozen=True)
+class PlannedProbe:
+    """A probe some collected check will read, declared with ``containercheck_probe``."""
+
+    name: str
+    params_json: str
+    weight: float = 1.0
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(json.loads(self.params_json))
+
+    @property
+    def key(self) -> str:
+        return self.name + self.params_json
+
+
+def canonical_params(params: Mapping[str, Any]) -> str:
+    """Probe parameters as canonical JSON: equal parameters give equal text."""
+    return json.dumps(dict(params), sort_keys=True, default=str)
+
+
+def probe_key(name: str, params: Mapping[str, Any]) -> str:
+    """The cache key of a probe run: its name and canonical parameters (= ``PlannedProbe.key``)."""
+    return name + canonical_params(params)
+
+
 class ProbeError(Exception):
     """The probe could not be run at all (no Python, unknown probe, runtime fault)."""
 

@@ -12,18 +12,14 @@ Forms accepted (see README "Choosing images"):
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-from typing import Final
 
 import pytest
 
-RUNTIME_NAMES: Final = ("docker", "podman", "apptainer", "singularity", "host")
-"""Every value ``--runtime`` accepts (besides ``auto``)."""
+from .runtimes import Target, family_of, runtime_names
 
-OCI_RUNTIMES: Final = ("docker", "podman")
-SIF_RUNTIMES: Final = ("apptainer", "singularity")
+__all__ = ["Target", "is_oci_reference", "parse_target", "parse_targets"]
 
 # The grammar of docker/distribution's reference package, simplified only where it does
 # not change what is accepted: [registry[:port]/]path[:tag][@algo:hex].
@@ -34,27 +30,6 @@ _OCI_REF = re.compile(
     r"(?::[\w][\w.-]{0,127})?"
     r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """One image to check: which runtime launches it, and what it is called."""
-
-    runtime: str
-    """One of :data:`RUNTIME_NAMES`."""
-    ref: str
-    """What the runtime is given: an image reference, a ``.sif`` path, or ``host``."""
-    spec: str
-    """The ``--image`` value exactly as the user wrote it."""
-
-    @property
-    def id(self) -> str:
-        """The column name in the matrix and the test-id suffix, e.g. ``docker://img:tag``."""
-        if self.runtime == "host":
-            return "host" if self.ref == "host" else f"host://{self.ref}"
-        if self.runtime in SIF_RUNTIMES:
-            return f"{self.runtime}://{os.path.basename(self.ref)}"
-        return f"{self.runtime}://{self.ref}"
 
 
 def is_oci_reference(ref: str) -> bool:
@@ -74,10 +49,10 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
         raise pytest.UsageError("--image: empty value; give an image reference, a .sif path or 'host'")
     prefix, sep, rest = text.partition("://")
     if sep:
-        if prefix not in RUNTIME_NAMES:
+        if prefix not in runtime_names():
             raise pytest.UsageError(
                 f"--image {spec!r}: unknown prefix {prefix + '://'!r}; "
-                f"use one of {', '.join(n + '://' for n in RUNTIME_NAMES)}"
+                f"use one of {', '.join(n + '://' for n in runtime_names())}"
             )
         chosen, ref = prefix, rest
         if runtime != "auto" and runtime != chosen and not _compatible(runtime, chosen):
@@ -99,15 +74,16 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
     else:
         chosen, ref = oci_default, text
 
-    if chosen == "host":
+    family = family_of(chosen)
+    if family == "host":
         ref = ref or "host"
-    elif chosen in OCI_RUNTIMES:
+    elif family == "oci":
         if not is_oci_reference(ref):
             raise pytest.UsageError(
                 f"--image {spec!r}: not a valid image reference (expected name[:tag][@sha256:...], "
                 "lower-case); for a .sif file give its path"
             )
-    elif chosen in SIF_RUNTIMES:
+    elif family == "sif":
         if not ref:
             raise pytest.UsageError(f"--image {spec!r}: missing .sif path after the prefix")
     return Target(runtime=chosen, ref=ref, spec=spec)
@@ -116,8 +92,7 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
 def _compatible(runtime: str, prefix: str) -> bool:
     # apptainer:// vs --runtime=singularity (and docker vs podman) name the same kind of
     # image, so --runtime only picks the binary.
-    same = (set(OCI_RUNTIMES), set(SIF_RUNTIMES))
-    return any(runtime in group and prefix in group for group in same)
+    return family_of(runtime) == family_of(prefix)
 
 
 def parse_targets(specs: list[str], runtime: str = "auto", oci_default: str = "docker") -> list[Target]:

@@ -37,7 +37,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
+
+from .verdict import Verdict, failed, passed, skipped
 
 __all__ = [
     "CPU_ATOL",
@@ -90,29 +92,9 @@ _TORCH_CUDA_FIX = ("install a CUDA build of torch, e.g. pip install torch=={base
                    "https://download.pytorch.org/whl/cu128 (pick the cuXY that the host driver supports)")
 
 
-class Verdict(NamedTuple):
-    """The outcome of one row: ``status`` is ``pass``, ``fail`` or ``skip``.
-
-    ``detail`` is the one-line cell text (the skip reason for skips); ``fix`` and ``fault``
-    (``image``, ``host``, ``pair`` or None when the evidence cannot tell) go with failures.
-    """
-
-    status: str
-    detail: str
-    fix: str | None = None
-    fault: str | None = None
-
-
-def _pass(detail: str) -> Verdict:
-    return Verdict("pass", detail)
-
-
-def _skip(detail: str) -> Verdict:
-    return Verdict("skip", detail)
-
-
-def _fail(detail: str, fix: str, fault: str | None) -> Verdict:
-    return Verdict("fail", detail, fix, fault)
+_pass = passed
+_skip = skipped
+_fail = failed
 
 
 # -- shared helpers ---------------------------------------------------------------------------

@@ -191,7 +191,7 @@ def test_judge_exact_failure_carries_result_baseline_and_diff() -> None:
     v = ic.judge_image(_png("variant-extra-sphere.png"), name="builtin", backend="egl", key=KEY, baseline_dir=None)
     assert not v.passed
     assert set(v.artifacts) == {"result", "baseline", "diff"}
-    assert v.message.startswith(f"render differs from the shipped baseline builtin.egl.{KEY}.png:")
+    assert v.detail.startswith(f"render differs from the shipped baseline builtin.egl.{KEY}.png:")
     assert v.fix is not None and "--update-baselines=failed" in v.fix
 
 
@@ -210,11 +210,11 @@ def test_judge_missing_baseline_under_ci_fails_with_the_result(tmp_path: Path) -
     v = ic.judge_image(_png("variant-msaa.png"), name="builtin", backend="egl", key=OTHER_KEY,
                        baseline_dir=tmp_path, ci=True)
     assert not v.passed and set(v.artifacts) == {"result"}
-    assert f"no builtin/egl baseline for renderer fingerprint {OTHER_KEY} (CI=true" in v.message
+    assert f"no builtin/egl baseline for renderer fingerprint {OTHER_KEY} (CI=true" in v.detail
     assert v.fix is not None and "--update-baselines=missing" in v.fix
     # A user scene without any baseline fails outside CI too.
     none = ic.judge_image(BASELINE.read_bytes(), name="mine", backend="egl", key=KEY, baseline_dir=tmp_path)
-    assert not none.passed and none.message.startswith("no mine/egl baseline at all")
+    assert not none.passed and none.detail.startswith("no mine/egl baseline at all")
 
 
 def test_update_missing_failed_all_round_trip(tmp_path: Path) -> None:
@@ -239,7 +239,7 @@ def test_update_never_writes_into_the_package() -> None:
     before = sorted(p.name for p in ic.SHIPPED_DIR.iterdir())
     v = ic.judge_image(_png("variant-msaa.png"), name="builtin", backend="egl", key=KEY, baseline_dir=None,
                        update="all")
-    assert not v.passed and "--update-baselines needs --baseline-dir" in v.message
+    assert not v.passed and "--update-baselines needs --baseline-dir" in v.detail
     assert sorted(p.name for p in ic.SHIPPED_DIR.iterdir()) == before
     with pytest.raises(ValueError, match="update must be one of"):
         ic.judge_image(b"", name="builtin", backend="egl", key=KEY, baseline_dir=None, update="sometimes")

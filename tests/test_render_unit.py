@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pytest_containercheck.checks.test_render import (
+from pytest_containercheck.verdicts_render import (
     NVIDIA_VENDOR_JSON,
     egl_software_cause,
     missing_libraries,
@@ -72,7 +72,7 @@ def on_gpu_host(f: dict[str, Any], *, nvidia_lib: bool, nvidia_json: bool | str 
 def test_working_images_pass_naming_llvmpipe(name: str) -> None:
     backend = name.rsplit("-", 1)[1]
     v = render_verdict(facts(name), backend, timings=timings(name))
-    assert v.outcome == "pass", v.message
+    assert v.status == "pass", v.detail
     assert v.note.startswith("llvmpipe (software), Mesa 22.3.6, ")
     assert v.note.endswith(f"{timings(name)['first_render']:.2f} s")
 
@@ -82,8 +82,8 @@ def test_missing_osmesa_names_the_packages(image: str) -> None:
     f = facts(f"{image}-osmesa")
     assert f["render_exit"] == "killed by signal 11 (SIGSEGV)"  # what VTK really does
     v = render_verdict(f, "osmesa")
-    assert (v.outcome, v.fault) == ("fail", "image")
-    assert v.message.startswith("osmesa cannot render: libOSMesa.so.8 does not load "
+    assert (v.status, v.fault) == ("fail", "image")
+    assert v.detail.startswith("osmesa cannot render: libOSMesa.so.8 does not load "
                                 "(libOSMesa.so.8: cannot open shared object file: No such file or directory)")
     assert v.fix is not None and "apt-get install -y libosmesa6 " in v.fix and "dnf install -y mesa-libOSMesa " in v.fix
 
@@ -92,8 +92,8 @@ def test_no_gl_at_all_egl_falls_back_to_osmesa_and_says_so() -> None:
     f = facts("nogl-egl")
     assert f["window_class"] == "vtkOSOpenGLRenderWindow"
     v = render_verdict(f, "egl")
-    assert (v.outcome, v.fault) == ("fail", "image")
-    assert v.message.startswith("VTK fell back from vtkEGLRenderWindow to vtkOSOpenGLRenderWindow: "
+    assert (v.status, v.fault) == ("fail", "image")
+    assert v.detail.startswith("VTK fell back from vtkEGLRenderWindow to vtkOSOpenGLRenderWindow: "
                                 "libEGL.so.1 does not load")
     assert v.fix is not None and "libegl1 libegl-mesa0" in v.fix and "mesa-libEGL" in v.fix
 
@@ -107,8 +107,8 @@ def test_silent_fallback_with_libraries_present_is_still_a_failure() -> None:
                          "Failed to create a vtkOpenGLRenderWindow subclass with "
                          "VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow"]
     v = render_verdict(f, "egl")
-    assert v.outcome == "fail"
-    assert v.message == ("VTK fell back from vtkEGLRenderWindow to vtkOSOpenGLRenderWindow: "
+    assert v.status == "fail"
+    assert v.detail == ("VTK fell back from vtkEGLRenderWindow to vtkOSOpenGLRenderWindow: "
                          "Could not initialize a device. Exiting...")
 
 
@@ -118,7 +118,7 @@ def test_missing_egl_vendor_is_named() -> None:
     f["rendered"], f["render_exit"], f["render_stage"] = False, "killed by signal 11 (SIGSEGV)", "first_render:started"
     assert "egl-vendor" in missing_libraries(f, "egl")
     v = render_verdict(f, "egl")
-    assert v.outcome == "fail" and "no EGL vendor library loads" in v.message
+    assert v.status == "fail" and "no EGL vendor library loads" in v.detail
     assert v.fix is not None and "libegl-mesa0" in v.fix
 
 
@@ -127,24 +127,24 @@ def test_nondeterministic_render_fails() -> None:
     f["frames_identical"] = False
     f["frame_sha256"] = ["a" * 64, "b" * 64]
     v = render_verdict(f, "egl")
-    assert v.outcome == "fail" and v.message.startswith("nondeterministic render: two renders of the same scene differ")
+    assert v.status == "fail" and v.detail.startswith("nondeterministic render: two renders of the same scene differ")
 
 
 def test_not_installed_skips_but_a_broken_import_fails() -> None:
     f = {"backend": "egl", "vtk_import_error": "ModuleNotFoundError: No module named 'vtkmodules'"}
     v = render_verdict(f, "egl")
-    assert (v.outcome, v.message) == ("skip", "pyvista/vtk not installed in the image "
+    assert (v.status, v.detail) == ("skip", "pyvista/vtk not installed in the image "
                                               "(ModuleNotFoundError: No module named 'vtkmodules')")
     broken = {"backend": "egl", "vtk_version": "9.7.2",
               "pyvista_import_error": "ImportError: libXrender.so.1: cannot open shared object file"}
     v = render_verdict(broken, "egl")
-    assert (v.outcome, v.fault) == ("fail", "image") and "libXrender.so.1" in v.message
+    assert (v.status, v.fault) == ("fail", "image") and "libXrender.so.1" in v.detail
 
 
 def test_scene_error_fails_with_its_message() -> None:
     f = copy.deepcopy(facts("host-egl"))
     f.update(scene_error="NameError: name 'plotterr' is not defined", rendered=False)
-    assert render_verdict(f, "egl").message == "the scene script raised NameError: name 'plotterr' is not defined"
+    assert render_verdict(f, "egl").detail == "the scene script raised NameError: name 'plotterr' is not defined"
 
 
 # -- software rendering and GPU policy ---------------------------------------------------------
@@ -152,31 +152,31 @@ def test_scene_error_fails_with_its_message() -> None:
 
 def test_require_hw_render_fails_egl_on_llvmpipe_without_gpu() -> None:
     v = render_verdict(facts("host-egl"), "egl", require_hw_render=True)
-    assert (v.outcome, v.fault) == ("fail", "host")
-    assert v.message == "--require-hw-render: EGL rendered with llvmpipe (software) and the host has no GPU"
+    assert (v.status, v.fault) == ("fail", "host")
+    assert v.detail == "--require-hw-render: EGL rendered with llvmpipe (software) and the host has no GPU"
 
 
 def test_osmesa_is_software_by_design() -> None:
     v = render_verdict(facts("host-osmesa"), "osmesa", require_hw_render=True, require_gpu=True, host_has_gpu=True)
-    assert v.outcome == "pass" and "CPU-only by design" in v.message
+    assert v.status == "pass" and "CPU-only by design" in v.detail
 
 
 def test_require_gpu_without_gpu_host_passes_software_egl() -> None:
     # --require-gpu is about GPU hosts; on a CPU host llvmpipe is the right answer.
-    assert render_verdict(facts("host-egl"), "egl", require_gpu=True).outcome == "pass"
+    assert render_verdict(facts("host-egl"), "egl", require_gpu=True).status == "pass"
 
 
 def test_gpu_host_missing_vendor_json_is_the_images_fault() -> None:
     # Edited: /dev/nvidia* present and libEGL_nvidia.so.0 loads (toolkit injected it), no 10_nvidia.json.
     f = on_gpu_host(facts("full-egl"), nvidia_lib=True, caps="all")
     v = render_verdict(f, "egl", require_gpu=True, host_has_gpu=True)
-    assert (v.outcome, v.fault) == ("fail", "image")
-    assert v.message.startswith("--require-gpu on a GPU host: EGL rendered with llvmpipe (software): "
+    assert (v.status, v.fault) == ("fail", "image")
+    assert v.detail.startswith("--require-gpu on a GPU host: EGL rendered with llvmpipe (software): "
                                 "the image has no glvnd EGL vendor file for NVIDIA (10_nvidia.json)")
     assert v.fix is not None and NVIDIA_VENDOR_JSON in v.fix
     # Without --require-gpu it passes, but the cell says why the GPU was not used.
     soft = render_verdict(f, "egl", host_has_gpu=True)
-    assert soft.outcome == "pass" and "host has a GPU: the image has no glvnd EGL vendor file" in soft.note
+    assert soft.status == "pass" and "host has a GPU: the image has no glvnd EGL vendor file" in soft.note
 
 
 def test_gpu_host_docker_without_graphics_capability() -> None:
@@ -224,7 +224,7 @@ def test_gpu_render_passes_with_the_gpu_named() -> None:
     f.update(gl_renderer="NVIDIA A100-SXM4-80GB/PCIe/SSE2", gl_version="4.6.0 NVIDIA 550.54.15",
              gl_vendor="NVIDIA Corporation")
     v = render_verdict(f, "egl", require_hw_render=True, require_gpu=True, host_has_gpu=True)
-    assert v.outcome == "pass" and v.note.startswith("NVIDIA A100-SXM4-80GB, NVIDIA 550.54.15")
+    assert v.status == "pass" and v.note.startswith("NVIDIA A100-SXM4-80GB, NVIDIA 550.54.15")
 
 
 # -- the probe's own helpers (probes/render.py, loaded as the image would run it) ---------------

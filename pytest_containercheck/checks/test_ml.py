@@ -1,8 +1,8 @@
 """Built-in ML rows: does torch / xgboost / transformers in the image compute where asked?
 
 Each row reads one probe's facts and hands them to a pure verdict function in
-:mod:`pytest_containercheck.verdicts_ml` (unit-tested on recorded facts).  GPU rows run
-their image checks *before* the GPU gate, so an image that can never use a GPU fails
+:mod:`pytest_containercheck.verdicts_ml` (unit-tested on recorded facts).  GPU rows
+(``container.gpu_row``) run their image checks *before* the GPU gate, so an image that can never use a GPU fails
 even on a host without one: an xgboost without CUDA always, a CPU-only torch when the
 image is meant for GPUs (see :func:`~pytest_containercheck.verdicts_ml.gpu_intent`).
 """
@@ -15,16 +15,9 @@ import pytest
 
 from pytest_containercheck import Container
 from pytest_containercheck import verdicts_ml as ml
-from pytest_containercheck.state import CheckOptions
+from pytest_containercheck.policy import CheckOptions
 
-
-def _apply(container: Container, verdict: ml.Verdict) -> None:
-    """Turn a verdict into the cell: fail and skip end the test, pass sets the detail."""
-    if verdict.status == "fail":
-        container.fail(verdict.detail, fix=verdict.fix, fault=verdict.fault)
-    if verdict.status == "skip":
-        container.skip(verdict.detail)
-    container.note(verdict.detail)
+pytestmark = pytest.mark.containercheck_order(30)
 
 
 def _intent(container: Container, row: str, image_env: Any) -> str | None:
@@ -57,7 +50,7 @@ def _torch_facts(container: Container) -> dict[str, Any]:
 @pytest.mark.containercheck_probe("torch_device", weight=4)
 def test_torch_cpu(container: Container) -> None:
     """A float32 matmul and conv2d on the CPU agree with float64."""
-    _apply(container, ml.torch_cpu(_torch_facts(container)))
+    container.apply(ml.torch_cpu(_torch_facts(container)))
 
 
 @pytest.mark.containercheck_row("torch.cuda")
@@ -65,11 +58,8 @@ def test_torch_cpu(container: Container) -> None:
 def test_torch_cuda(container: Container) -> None:
     """Matmul and conv2d ran on every CUDA device (tensor on cuda:N) and agree with the CPU."""
     facts = _torch_facts(container)
-    early = ml.torch_cuda_build(facts, _intent(container, "torch.cuda", facts.get("env")), container.host)
-    if early is not None:
-        _apply(container, early)
-    container.gpu_expected()
-    _apply(container, ml.torch_cuda(facts, container.host))
+    container.gpu_row(ml.torch_cuda_build(facts, _intent(container, "torch.cuda", facts.get("env")), container.host),
+                      lambda: ml.torch_cuda(facts, container.host))
 
 
 # -- xgboost -----------------------------------------------------------------------------------
@@ -94,7 +84,7 @@ def _xgboost_facts(container: Container) -> dict[str, Any]:
 @pytest.mark.containercheck_probe("xgboost_train", weight=3)
 def test_xgboost_cpu(container: Container) -> None:
     """device="cpu" training ran on the CPU and learned a learnable task."""
-    _apply(container, ml.xgboost_cpu(_xgboost_facts(container)))
+    container.apply(ml.xgboost_cpu(_xgboost_facts(container)))
 
 
 @pytest.mark.containercheck_row("xgboost.cuda")
@@ -102,11 +92,7 @@ def test_xgboost_cpu(container: Container) -> None:
 def test_xgboost_cuda(container: Container) -> None:
     """The booster trained with device="cuda" says device=cuda:N and learned the task."""
     facts = _xgboost_facts(container)
-    early = ml.xgboost_cuda_build(facts)
-    if early is not None:
-        _apply(container, early)
-    container.gpu_expected()
-    _apply(container, ml.xgboost_cuda(facts, container.host))
+    container.gpu_row(ml.xgboost_cuda_build(facts), lambda: ml.xgboost_cuda(facts, container.host))
 
 
 # -- transformers ------------------------------------------------------------------------------
@@ -130,7 +116,7 @@ def _transformers_facts(container: Container) -> dict[str, Any]:
 @pytest.mark.containercheck_probe("transformers_infer", params=_transformers_params, weight=10)
 def test_transformers_cpu(container: Container) -> None:
     """A tiny BERT and GPT-2 (or --hf-model) run offline on the CPU and agree with float64."""
-    _apply(container, ml.transformers_cpu(_transformers_facts(container)))
+    container.apply(ml.transformers_cpu(_transformers_facts(container)))
 
 
 @pytest.mark.containercheck_row("transformers.cuda")
@@ -138,12 +124,10 @@ def test_transformers_cpu(container: Container) -> None:
 def test_transformers_cuda(container: Container) -> None:
     """The same models ran on the selected CUDA device and agree with the CPU."""
     facts = _transformers_facts(container)
-    early = ml.transformers_cuda_build(facts, _intent(container, "transformers.cuda", facts.get("image_env")),
-                                       container.host)
-    if early is not None:
-        _apply(container, early)
-    container.gpu_expected()
-    _apply(container, ml.transformers_cuda(facts, container.host))
+    container.gpu_row(
+        ml.transformers_cuda_build(facts, _intent(container, "transformers.cuda", facts.get("image_env")),
+                                   container.host),
+        lambda: ml.transformers_cuda(facts, container.host))
 
 
 @pytest.mark.containercheck_row("transformers.cache")
@@ -152,4 +136,4 @@ def test_transformers_cache(container: Container) -> None:
     """The Hugging Face cache directories the image resolves are writable."""
     facts = _transformers_facts(container)
     container.evidence("hf_cache", (facts.get("cache") or {}).get("dirs"))
-    _apply(container, ml.transformers_cache(facts))
+    container.apply(ml.transformers_cache(facts))

@@ -1,223 +1,20 @@
 """Built-in rows about headless rendering: ``render.osmesa`` and ``render.egl``.
 
-A cell passes when the requested VTK window really ran, two renders of the built-in scene
-are identical, and the image matches its baseline (:mod:`pytest_containercheck.imagecompare`).
-The verdict on the probe's facts is the pure function :func:`render_verdict`, so it can be
-tested on recorded facts; the test functions only apply it.
+The verdict on the probe's facts is :func:`~pytest_containercheck.verdicts_render.render_verdict`
+(tested on recorded facts); the image is compared with its baseline by
+:func:`~pytest_containercheck.imagecompare.check_image`.  The test functions only apply them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-from collections.abc import Mapping
-from typing import Any
-
 import pytest
 
 from pytest_containercheck import Container
-from pytest_containercheck.imagecompare import SOFTWARE_RENDERERS, check_image, normalize_renderer, renderer_label
+from pytest_containercheck.imagecompare import check_image
+from pytest_containercheck.verdicts_render import render_verdict
 
-WINDOW_CLASSES = {"osmesa": "vtkOSOpenGLRenderWindow", "egl": "vtkEGLRenderWindow"}
-
-#: What provides each library a backend needs: (Debian/Ubuntu, RHEL/Fedora) packages.
-PACKAGES = {
-    "libOSMesa.so.8": ("libosmesa6", "mesa-libOSMesa"),
-    "libEGL.so.1": ("libegl1 libegl-mesa0", "mesa-libEGL"),
-    "egl-vendor": ("libegl-mesa0", "mesa-libEGL"),
-    "libGL.so.1": ("libgl1", "mesa-libGL"),
-}
-
-NVIDIA_VENDOR_JSON = ('{"file_format_version": "1.0.0", "ICD": {"library_path": "libEGL_nvidia.so.0"}}')
-
-
-@dataclasses.dataclass(frozen=True)
-class RenderVerdict:
-    """What the facts of one render probe say about its row."""
-
-    outcome: str
-    """``pass``, ``fail`` or ``skip``."""
-    message: str
-    note: str = ""
-    fix: str | None = None
-    fault: str | None = None
-
-
-def _install_fix(libs: list[str]) -> str:
-    debian = " ".join(dict.fromkeys(p for lib in libs for p in PACKAGES[lib][0].split()))
-    rhel = " ".join(dict.fromkeys(PACKAGES[lib][1] for lib in libs))
-    return f"install in the image: apt-get install -y {debian} (Debian/Ubuntu) or dnf install -y {rhel} (RHEL/Fedora)"
-
-
-def missing_libraries(facts: Mapping[str, Any], backend: str) -> dict[str, str]:
-    """Libraries *backend* needs that did not load in the image: {library: loader error}.
-
-    OSMesa needs ``libOSMesa.so.8``; EGL needs ``libEGL.so.1`` and at least one glvnd EGL
-    vendor (a vendor JSON whose library loads).  VTK loads nothing else (LD_DEBUG=libs).
-    """
-    libs = facts.get("libraries") or {}
-    missing: dict[str, str] = {}
-    needed = ["libOSMesa.so.8"] if backend == "osmesa" else ["libEGL.so.1"]
-    for name in needed:
-        info = libs.get(name) or {}
-        if not info.get("loaded"):
-            missing[name] = str(info.get("error") or "not checked")
-    if backend == "egl" and "libEGL.so.1" not in missing:
-        files = (facts.get("egl_vendor_files") or {}).get("files") or []
-        if not any(f.get("loaded") for f in files):
-            if files:
-                why = "; ".join(f"{f.get('path')} -> {f.get('library_path')}: {f.get('error')}" for f in files)
-            else:
-                search = (facts.get("egl_vendor_files") or {}).get("search", "default")
-                why = (f"no EGL vendor JSON files (searched: {search}; default "
-                       "/etc/glvnd/egl_vendor.d, /usr/share/glvnd/egl_vendor.d)")
-            missing["egl-vendor"] = why
-    return missing
-
-
-def _first_vtk_message(facts: Mapping[str, Any]) -> str:
-    msgs = [m for m in facts.get("vtk_messages") or [] if "Failed to create a vtkOpenGLRenderWindow" not in m]
-    return msgs[0] if msgs else ""
-
-
-def _missing_text(missing: Mapping[str, str]) -> str:
-    parts = []
-    for lib, err in missing.items():
-        parts.append(f"no EGL vendor library loads ({err})" if lib == "egl-vendor" else f"{lib} does not load ({err})")
-    return "; ".join(parts)
-
-
-def egl_software_cause(facts: Mapping[str, Any], runtime: str) -> tuple[str, str, str]:
-    """Why EGL rendered on the CPU although the host has a GPU: (reason, fix, fault).
-
-    Reads the probe's diagnosis: the NVIDIA device nodes, whether the driver's
-    ``libEGL_nvidia.so.0`` was injected and loads, which glvnd vendor files exist, and
-    ``NVIDIA_DRIVER_CAPABILITIES``.
-    """
-    env = facts.get("env") or {}
-    libs = facts.get("libraries") or {}
-    vendor = facts.get("egl_vendor_files") or {}
-    files = vendor.get("files") or []
-    nv_files = [f for f in files if "nvidia" in str(f.get("library_path") or "").lower()]
-    nv_lib = libs.get("libEGL_nvidia.so.0") or {}
-    apptainer = facts.get("apptainer_libs") is not None or runtime in ("apptainer", "singularity")
-    caps = env.get("NVIDIA_DRIVER_CAPABILITIES")
-    json_fix = (f"ship /usr/share/glvnd/egl_vendor.d/10_nvidia.json containing {NVIDIA_VENDOR_JSON} in the image")
-    if not facts.get("dev_nvidia"):
-        how = "Apptainer: --nv" if apptainer else "Docker/Podman: --gpus all with the NVIDIA Container Toolkit"
-        return ("no /dev/nvidia* inside the container: the GPU was not passed in", f"start the image with GPU access "
-                f"({how}); under Slurm request a GPU (--gres=gpu:1)", "host")
-    if nv_files:
-        f = nv_files[0]
-        if f.get("loaded"):
-            devices = (facts.get("egl_devices") or {}).get("devices") or []
-            vendors = sorted({str(d.get("vendor")) for d in devices if d.get("vendor")})
-            return (f"the NVIDIA EGL vendor ({f.get('path')}) loads, but VTK's EGL display is "
-                    f"{facts.get('gl_renderer')} (EGL devices: {', '.join(vendors) or 'none listed'})",
-                    "set VTK_DEFAULT_EGL_DEVICE_INDEX to the NVIDIA device, or check that /dev/dri and "
-                    "/dev/nvidia* nodes match the GPU allocated to this job", "pair")
-        err = str(f.get("error") or "")
-        if "GLIBC" in err or "version `" in err:
-            return (f"the host's {f.get('library_path')} (named by {f.get('path')}) needs a newer glibc than "
-                    f"the image has: {err}", "rebuild the image on a newer base (glibc at least the host's)", "pair")
-        return (f"{f.get('path')} names {f.get('library_path')}, which does not load: {err}",
-                "Docker: include 'graphics' in NVIDIA_DRIVER_CAPABILITIES (or 'all'); Apptainer: use --nv",
-                "host")
-    hidden = [p for p in vendor.get("hidden_default_files") or [] if "nvidia" in p.lower()]
-    if hidden:
-        return (f"{vendor.get('search')} is set and hides {', '.join(hidden)} from glvnd",
-                f"unset {vendor.get('search')} or add the NVIDIA vendor file to it", "image")
-    if nv_lib.get("loaded"):
-        if apptainer:
-            return ("Apptainer bound the NVIDIA driver's libEGL_nvidia.so.0 but not the glvnd vendor file "
-                    "10_nvidia.json, so glvnd only finds Mesa (Apptainer versions without EGL vendor-file "
-                    "binding do this)",
-                    "bind the host's file: --bind /usr/share/glvnd/egl_vendor.d/10_nvidia.json (via --runtime-arg), "
-                    f"or upgrade Apptainer, or {json_fix}", "host")
-        return ("the image has no glvnd EGL vendor file for NVIDIA (10_nvidia.json), so glvnd only finds Mesa, "
-                "although the driver's libEGL_nvidia.so.0 is present", json_fix, "image")
-    if apptainer:
-        return ("Apptainer --nv did not bind the NVIDIA driver's libEGL_nvidia.so.0 "
-                f"(/.singularity.d/libs: {', '.join(facts.get('apptainer_libs') or []) or 'empty'})",
-                "add libEGL_nvidia.so to Apptainer's nvliblist.conf, or check that the host driver "
-                "installed its EGL library", "host")
-    if caps is None or not ({"graphics", "all"} & {c.strip() for c in caps.split(",")}):
-        return (f"NVIDIA_DRIVER_CAPABILITIES={caps or '(unset: toolkit default compute,utility)'} lacks 'graphics', "
-                "so the NVIDIA Container Toolkit did not inject the EGL driver (libEGL_nvidia.so.0, 10_nvidia.json)",
-                "set NVIDIA_DRIVER_CAPABILITIES=all (ENV in the image, or --container-env "
-                "NVIDIA_DRIVER_CAPABILITIES=all)", "image")
-    return ("libEGL_nvidia.so.0 is not in the image although 'graphics' was requested: "
-            f"{nv_lib.get('error') or 'not found'}",
-            "check the NVIDIA Container Toolkit on the host (nvidia-ctk, CDI spec with graphics libraries)", "host")
-
-
-def _driver_text(gl_version: str | None) -> str:
-    """``4.5 (Core Profile) Mesa 22.3.6`` -> ``Mesa 22.3.6``; ``4.6.0 NVIDIA 550.54`` -> ``NVIDIA 550.54``."""
-    m = re.search(r"\b(Mesa|NVIDIA)\s+\S+", gl_version or "")
-    return m.group(0) if m else (gl_version or "GL version unknown")
-
-
-def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render: bool = False,
-                   require_gpu: bool = False, host_has_gpu: bool = False, runtime: str = "docker",
-                   timings: Mapping[str, float] | None = None) -> RenderVerdict:
-    """Judge a ``render`` probe's facts for the *backend* row (image comparison aside)."""
-    requested = WINDOW_CLASSES[backend]
-    for lib in ("vtk", "pyvista"):
-        err = facts.get(f"{lib}_import_error")
-        if err:
-            if err.startswith("ModuleNotFoundError"):
-                return RenderVerdict("skip", f"pyvista/vtk not installed in the image ({err})")
-            return RenderVerdict("fail", f"import {lib} failed in the image: {err}",
-                                 fix="install the system libraries the error names (e.g. libxrender1, libgomp1)",
-                                 fault="image")
-    missing = missing_libraries(facts, backend)
-    window = facts.get("window_class")
-    if facts.get("scene_error"):
-        return RenderVerdict("fail", f"the scene script raised {facts['scene_error']}",
-                             fix="fix the scene script (see the evidence for its traceback)")
-    if window and window != requested:
-        # VTK creates the requested window class, or quietly another one that works.
-        cause = _missing_text(missing) if missing else (_first_vtk_message(facts) or "VTK gave no reason")
-        return RenderVerdict("fail", f"VTK fell back from {requested} to {window}: {cause}",
-                             fix=_install_fix(list(missing)) if missing else
-                             f"see VTK's messages in the evidence; {requested} could not be created",
-                             fault="image" if missing else None)
-    if not facts.get("rendered"):
-        where = f"{facts.get('render_exit')} during {facts.get('render_stage')}"
-        if missing:
-            return RenderVerdict("fail", f"{backend} cannot render: {_missing_text(missing)} (render {where})",
-                                 fix=_install_fix(list(missing)), fault="image")
-        said = _first_vtk_message(facts)
-        return RenderVerdict("fail", f"{backend} render failed: {facts.get('error') or where}"
-                             + (f"; VTK: {said}" if said else ""),
-                             fix="see VTK's and Mesa's output in the evidence")
-    if not facts.get("frames_identical"):
-        digests = facts.get("frame_sha256") or []
-        return RenderVerdict("fail", "nondeterministic render: two renders of the same scene differ "
-                             f"({', '.join(d[:12] for d in digests)})",
-                             fix="anti-aliasing and multi-sampling are off, so the driver is not deterministic: "
-                                 "report it with the GL_RENDERER/GL_VERSION in the evidence")
-    label = renderer_label(facts)
-    t = timings or {}
-    note = f"{label}, {_driver_text(facts.get('gl_version'))}"
-    if "first_render" in t:
-        note += f", {t['first_render']:.2f} s"
-    software = normalize_renderer(facts.get("gl_renderer")) in SOFTWARE_RENDERERS
-    if software and backend == "osmesa":
-        # OSMesa is CPU-only by design: there is no hardware to demand from it.
-        return RenderVerdict("pass", f"OSMesa renders with {label} (CPU-only by design)", note=note)
-    if software and (require_hw_render or (host_has_gpu and require_gpu)):
-        flag = "--require-hw-render" if require_hw_render else "--require-gpu on a GPU host"
-        if host_has_gpu:
-            reason, fix, fault = egl_software_cause(facts, runtime)
-            return RenderVerdict("fail", f"{flag}: EGL rendered with {label}: {reason}", note=note, fix=fix,
-                                 fault=fault)
-        return RenderVerdict("fail", f"{flag}: EGL rendered with {label} and the host has no GPU", note=note,
-                             fix="run on a host with a GPU (Slurm: --gres=gpu:1)", fault="host")
-    if software and host_has_gpu:
-        reason, _fix, _fault = egl_software_cause(facts, runtime)
-        note += f"; host has a GPU: {reason}"
-    return RenderVerdict("pass", f"{backend} renders with {label}", note=note)
+# The image first, then rendering, then ML.
+pytestmark = pytest.mark.containercheck_order(20)
 
 
 def _render_row(container: Container, backend: str) -> None:
@@ -237,10 +34,7 @@ def _render_row(container: Container, backend: str) -> None:
                              require_gpu=container.options.require_gpu,
                              host_has_gpu=bool(container.host.get("has_gpu")), runtime=container.target.runtime,
                              timings=res.timings)
-    if verdict.outcome == "skip":
-        container.skip(verdict.message)
-    if verdict.outcome == "fail":
-        container.fail(verdict.message, fix=verdict.fix, fault=verdict.fault)
+    container.apply(verdict)
     image = check_image(container, res)
     container.note(f"{verdict.note}; {image.summary}")
 

@@ -7,7 +7,8 @@ import pytest
 from pytest_containercheck import Container
 
 # Every row here reads the one "system" probe: it starts with the image's other probes.
-pytestmark = pytest.mark.containercheck_probe("system", weight=0.1)
+# These rows come first in the matrix: the image itself, then rendering, then ML.
+pytestmark = [pytest.mark.containercheck_probe("system", weight=0.1), pytest.mark.containercheck_order(10)]
 
 #: Oldest glibc that PyPI's manylinux2014 wheels (torch, vtk, xgboost) load on.
 MIN_GLIBC = (2, 17)
@@ -92,7 +93,7 @@ def test_nvidia_environment(container: Container) -> None:
         if missing:
             container.fail(f"NVIDIA_DRIVER_CAPABILITIES={caps!r} lacks {', '.join(missing)}: without 'graphics' "
                            "EGL silently renders on the CPU, without 'compute' CUDA does not load",
-                           fault="image" if container.target.runtime in ("apptainer", "singularity") else "host",
+                           fault="image" if container.target.family == "sif" else "host",
                            fix="set NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics (or all)")
     container.note(f"NVIDIA_VISIBLE_DEVICES={visible}, NVIDIA_DRIVER_CAPABILITIES={caps}, "
                    f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')}")

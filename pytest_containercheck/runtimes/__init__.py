@@ -1,21 +1,24 @@
-"""Runtime registry: ``--runtime`` / target prefix -> one Runtime object per family."""
+"""Runtime registry: ``--runtime`` / target prefix -> one Runtime class per family.
+
+Each runtime module defines a :class:`~.base.Runtime` subclass that declares its ``names``
+and ``family``; importing it registers it.  Add a runtime by adding a module here.
+"""
 
 from __future__ import annotations
 
-from .apptainer import ApptainerRuntime
-from .base import ExecResult, LaunchOptions, Runtime, RuntimeFault, Session
-from .host import HostRuntime
-from .oci import OCIRuntime
+from . import apptainer, host, oci
+from .base import (
+    ExecResult,
+    LaunchOptions,
+    Runtime,
+    RuntimeFault,
+    Session,
+    Target,
+    family_of,
+    get_runtime,
+    names_in_family,
+    runtime_names,
+)
 
-__all__ = ["ExecResult", "LaunchOptions", "Runtime", "RuntimeFault", "Session", "get_runtime"]
-
-
-def get_runtime(name: str) -> Runtime:
-    """A fresh Runtime for *name* (docker, podman, apptainer, singularity, host)."""
-    if name in ("docker", "podman"):
-        return OCIRuntime(name)
-    if name in ("apptainer", "singularity"):
-        return ApptainerRuntime(name)
-    if name == "host":
-        return HostRuntime(name)
-    raise KeyError(name)
+__all__ = ["ExecResult", "LaunchOptions", "Runtime", "RuntimeFault", "Session", "Target", "apptainer", "family_of",
+           "get_runtime", "host", "names_in_family", "oci", "runtime_names"]

@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from ..targets import Target
-from .base import ExecResult, LaunchOptions, Runtime, Session, last_line, run_bounded, text
+from .base import ExecResult, LaunchOptions, Runtime, Session, Target, last_line, run_bounded, text
 
 #: From the SIF specification (sylabs/sif): a 32-byte launch script, then this magic.
 SIF_LAUNCH_LEN = 32
@@ -82,6 +81,9 @@ def check_sif(path: str, spec: str) -> dict[str, Any]:
 class ApptainerRuntime(Runtime):
     """Apptainer, or Singularity on older clusters (same command line)."""
 
+    names = ("apptainer", "singularity")
+    family = "sif"
+
     def __init__(self, name: str, executable: str | None = None) -> None:
         super().__init__(name)
         self.executable = executable or name
@@ -96,11 +98,13 @@ class ApptainerRuntime(Runtime):
                 return found
         return None
 
+    def gpu_flags_for(self, options: LaunchOptions) -> list[str]:
+        return list(GPU_FLAGS["none" if options.gpus == "none" else options.apptainer_gpu])
+
     def exec_command(self, target: Target, options: LaunchOptions, argv: Sequence[str],
                      env: Mapping[str, str] | None = None) -> list[str]:
         """The exact ``apptainer exec`` command line that runs *argv* in the SIF."""
-        gpu = "none" if options.gpus == "none" else options.apptainer_gpu
-        cmd = [self.executable, "exec", *GPU_FLAGS[gpu], "--no-home", "--cleanenv"]
+        cmd = [self.executable, "exec", *self.gpu_flags_for(options), "--no-home", "--cleanenv"]
         if options.network == "none":
             # --net needs privilege or a configured CNI on most sites; keep it only when
             # the user asked for a particular network with --runtime-arg.

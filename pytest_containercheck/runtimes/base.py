@@ -18,14 +18,65 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
-
-from ..targets import Target
+from typing import IO, Any, ClassVar, Final
 
 #: Bytes of a stream kept from its start, and from its end, when output is huge.  The
 #: result line is the last line, so the tail must be able to hold a PNG or two.
 HEAD_LIMIT = 64 * 1024
 TAIL_LIMIT = 16 * 1024 * 1024
+
+
+FAMILIES: Final = ("oci", "sif", "host")
+"""Runtime families: OCI engines (docker, podman), SIF runners (apptainer, singularity), the host."""
+
+_REGISTRY: dict[str, type[Runtime]] = {}
+"""Runtime name -> class; filled by each :class:`Runtime` subclass's ``names``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One image to check: which runtime launches it, and what it is called."""
+
+    runtime: str
+    """A registered runtime name (``docker``, ``podman``, ``apptainer``, ``singularity``, ``host``)."""
+    ref: str
+    """What the runtime is given: an image reference, a ``.sif`` path, or ``host``."""
+    spec: str
+    """The ``--image`` value exactly as the user wrote it."""
+
+    @property
+    def family(self) -> str:
+        """The runtime's family (one of :data:`FAMILIES`)."""
+        return family_of(self.runtime)
+
+    @property
+    def id(self) -> str:
+        """The column name in the matrix and the test-id suffix, e.g. ``docker://img:tag``."""
+        if self.family == "host":
+            return "host" if self.ref == "host" else f"host://{self.ref}"
+        if self.family == "sif":
+            return f"{self.runtime}://{os.path.basename(self.ref)}"
+        return f"{self.runtime}://{self.ref}"
+
+
+def runtime_names() -> tuple[str, ...]:
+    """Every registered runtime name: by family (:data:`FAMILIES` order), then as each class lists them."""
+    return tuple(sorted(_REGISTRY, key=lambda n: FAMILIES.index(_REGISTRY[n].family)))
+
+
+def family_of(name: str) -> str:
+    """The family of runtime *name*; KeyError for an unknown name."""
+    return _REGISTRY[name].family
+
+
+def names_in_family(family: str) -> tuple[str, ...]:
+    """The runtime names of *family*, e.g. ``("docker", "podman")`` for ``oci``."""
+    return tuple(n for n, cls in _REGISTRY.items() if cls.family == family)
+
+
+def get_runtime(name: str) -> Runtime:
+    """A fresh Runtime for *name*; KeyError for an unknown name."""
+    return _REGISTRY[name](name)
 
 
 class RuntimeFault(Exception):
@@ -285,13 +336,39 @@ class Session(abc.ABC):
 
 
 class Runtime(abc.ABC):
-    """A family of container runtimes (docker+podman, apptainer+singularity, host)."""
+    """A family of container runtimes (docker+podman, apptainer+singularity, host).
+
+    A subclass registers itself for every name in ``names``; ``family`` groups names that
+    take the same kind of image (``--image apptainer://x.sif --runtime singularity`` is fine).
+    """
+
+    names: ClassVar[tuple[str, ...]] = ()
+    """The ``--runtime`` values / ``--image`` prefixes this class serves."""
+    family: ClassVar[str] = ""
+    """One of :data:`FAMILIES`."""
 
     name: str
     """The runtime's name as used in ``--runtime`` and in target ids."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.names:
+            _REGISTRY[name] = cls
+
     def __init__(self, name: str) -> None:
         self.name = name
+
+    def check_options(self, options: LaunchOptions) -> None:
+        """Raise :class:`pytest.UsageError` when *options* cannot work with this runtime."""
+        return None
+
+    def gpu_flags_for(self, options: LaunchOptions) -> list[str]:
+        """The flags that give a session GPUs under *options* (empty: none requested)."""
+        return []
+
+    def reap_stale(self) -> list[str]:
+        """Remove sessions that earlier, killed runs on this host left behind; their names."""
+        return []
 
     @abc.abstractmethod
     def preflight(self, target: Target) -> dict[str, Any]:

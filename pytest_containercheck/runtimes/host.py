@@ -15,12 +15,18 @@ from typing import Any
 
 import pytest
 
-from ..targets import Target
-from .base import ExecResult, LaunchOptions, Runtime, Session, run_bounded
+from .base import ExecResult, LaunchOptions, Runtime, Session, Target, run_bounded
 
 
 class HostRuntime(Runtime):
     """Runs probes as local subprocesses."""
+
+    names = ("host",)
+    family = "host"
+
+    def check_options(self, options: LaunchOptions) -> None:
+        if options.host_python:
+            check_host_python(options.host_python)
 
     def preflight(self, target: Target) -> dict[str, Any]:
         # The "runtime" of the host column is its interpreter.

@@ -19,8 +19,18 @@ from typing import Any
 
 import pytest
 
-from ..targets import Target
-from .base import ExecResult, Health, LaunchOptions, Runtime, RuntimeFault, Session, last_line, run_bounded, text
+from .base import (
+    ExecResult,
+    Health,
+    LaunchOptions,
+    Runtime,
+    RuntimeFault,
+    Session,
+    Target,
+    last_line,
+    run_bounded,
+    text,
+)
 
 LABEL_RUN = "org.containercheck.run"
 """Every container we start carries this label with the run id (for cleanup and audits)."""
@@ -65,11 +75,20 @@ TOOLKIT_FIX = {
 class OCIRuntime(Runtime):
     """Docker or Podman, selected by *name* (the executable)."""
 
+    names = ("docker", "podman")
+    family = "oci"
+
     def __init__(self, name: str, executable: str | None = None) -> None:
         super().__init__(name)
         self.executable = executable or name
 
     # -- command lines -------------------------------------------------------------
+
+    def gpu_flags_for(self, options: LaunchOptions) -> list[str]:
+        return self.gpu_flags(options.gpus)
+
+    def reap_stale(self) -> list[str]:
+        return reap_stale(self.executable)
 
     def gpu_flags(self, gpus: str) -> list[str]:
         """Flags that request GPUs; Docker uses ``--gpus``, Podman CDI device names."""

@@ -1,0 +1,284 @@
+"""The ``container`` fixture and its API: one image, seen from a test.
+
+A test asks for ``container`` (parametrized over the ``--image`` targets by
+:mod:`.collect`); the fixture fills in the test's cell (:class:`~.matrix.CellRecord`) and
+starts the image through the process's :class:`~.sessions.SessionPool`, so a launch failure
+is an error in setup, not a failed check.  Checks judge with pure verdict functions and hand
+the :class:`~.verdict.Verdict` to :meth:`Container.apply`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from .collect import row_name
+from .matrix import CELL_KEY, CellRecord, new_cell
+from .policy import CheckOptions
+from .probing import ProbeError, ProbeResult, PythonInfo
+from .runtimes import RuntimeFault, Session, Target
+from .runtimes.base import text
+from .sessions import ImageSession
+from .state import STATE
+from .verdict import FAULTS, Verdict
+
+__all__ = ["CommandResult", "Container", "container"]
+
+
+@dataclasses.dataclass
+class CommandResult:
+    """The outcome of :meth:`Container.run` / :meth:`Container.python`."""
+
+    argv: list[str]
+    returncode: int | None
+    stdout: str
+    stderr: str
+    duration: float
+    timed_out: bool
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0."""
+        return self.returncode == 0
+
+
+class Container:
+    """What a test gets as ``container``: one image on this host, plus its matrix cell."""
+
+    def __init__(self, image: ImageSession, host: dict[str, Any], options: CheckOptions, cell: CellRecord) -> None:
+        self._image = image
+        self._host = host
+        self._options = options
+        self._cell = cell
+
+    def start(self) -> dict[str, Any]:
+        """Start the image (once per run) and return how it was launched; an error cell if it cannot."""
+        facts = self._started().facts
+        self._cell["column_facts"] = dict(facts)
+        return facts
+
+    # -- about the image and the host -------------------------------------------------
+
+    @property
+    def target(self) -> Target:
+        """The image under test."""
+        return self._image.target
+
+    @property
+    def id(self) -> str:
+        """The image's column id, e.g. ``docker://img:tag``."""
+        return self._image.target.id
+
+    @property
+    def host(self) -> dict[str, Any]:
+        """Host facts (see :mod:`pytest_containercheck.hostinfo`)."""
+        return self._host
+
+    @property
+    def options(self) -> CheckOptions:
+        """Policy options (``--require-gpu`` and friends)."""
+        return self._options
+
+    @property
+    def session_facts(self) -> dict[str, Any]:
+        """How the image was launched: runtime, GPU passthrough outcome, container id.
+
+        Empty before :meth:`start` (the fixture starts the image before the test runs).
+        """
+        session = self._image.session
+        return session.facts if session is not None else {}
+
+    # -- running things ------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], *, input: bytes | str | None = None,
+            env: Mapping[str, str] | None = None, timeout: float | None = None) -> CommandResult:
+        """Run *argv* (a list, never a shell string) inside the image."""
+        if isinstance(argv, str):
+            raise TypeError("container.run() takes an argv list, e.g. ['nvidia-smi', '-L']")
+        session = self._started()
+        data = input.encode() if isinstance(input, str) else input
+        res = session.exec(list(argv), stdin=data, env=env,
+                           timeout=timeout if timeout is not None else self.options.probe_timeout)
+        return CommandResult(res.argv, res.returncode, text(res.stdout), text(res.stderr),
+                             res.duration, res.timed_out)
+
+    def python(self, code: str, *, env: Mapping[str, str] | None = None,
+               timeout: float | None = None) -> CommandResult:
+        """Run Python *code* with the image's interpreter (sent on stdin)."""
+        python = self._python()
+        return self.run([python.command, "-"], input=code, env=env, timeout=timeout)
+
+    def probe(self, name: str, **params: Any) -> ProbeResult:
+        """Run built-in probe *name* (cached per image and parameters)."""
+        self._python()
+        problem: ProbeError | None = None
+        try:
+            result = self._image.probe(name, params)
+        except ProbeError as exc:
+            problem = exc
+        if problem is not None:
+            self.error(str(problem), fix=problem.fix, evidence=problem.evidence)
+        self._cell["probes"][name] = {"status": result.status, "duration": round(result.duration, 3),
+                                      "timings": result.timings}
+        if result.restarted:
+            self._cell["evidence"]["container_restarted"] = (
+                f"probe {name} ran in a new container: the previous one stopped ({result.restarted})")
+        return result
+
+    def facts(self, name: str, **params: Any) -> dict[str, Any]:
+        """The facts of probe *name*; a probe that did not finish makes this cell an error."""
+        result = self.probe(name, **params)
+        if not result.ok:
+            evidence = result.traceback or result.stderr[-3000:] or result.stdout[-3000:]
+            fix = None
+            if result.status == "timeout":
+                fix = "raise --probe-timeout if the image is just slow, or look at the evidence for a hang"
+            self.error(result.error if result.status == "error" and result.error and not result.traceback
+                       else result.summary(), fix=fix, evidence=evidence)
+        return result.facts
+
+    # -- the cell --------------------------------------------------------------------------
+
+    def note(self, text_: str) -> None:
+        """Set the one-line detail shown in this test's matrix cell."""
+        self._cell["detail"] = " ".join(str(text_).split())[:300]
+
+    def evidence(self, key: str, value: Any) -> None:
+        """Attach small evidence (builtins only) to the cell, for JSON and HTML reports."""
+        self._cell["evidence"][key] = _builtins(value)
+
+    def artifact(self, name: str, data: bytes, suffix: str = ".png") -> Path:
+        """Write *data* under ``--artifacts-dir`` and reference it from the cell."""
+        base = Path(self.options.artifacts_dir)
+        sub = base / _slug(self.id) / _slug(self._cell["row"])
+        created = [d for d in (base, sub.parent, sub) if not d.exists()]
+        sub.mkdir(parents=True, exist_ok=True)
+        for d in created:  # not world-writable under any umask; directories we did not create are left alone
+            d.chmod(0o755)
+        path = sub / f"{_slug(name)}{suffix}"
+        path.write_bytes(data)
+        os.chmod(path, 0o644)
+        self._cell["artifacts"][name] = str(path)
+        return path
+
+    def fail(self, reason: str, *, fix: str | None = None, fault: str | None = None) -> NoReturn:
+        """Fail this check: *reason* is the cell's detail, *fix* what to do, *fault* whose."""
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"fault must be one of {FAULTS}")
+        self._cell.update({"detail": " ".join(reason.split())[:300], "fix": fix, "fault": fault})
+        msg = f"[{fault} fault] {reason}" if fault else reason
+        if fix:
+            msg += f"\nFix: {fix}"
+        pytest.fail(msg, pytrace=False)
+
+    def error(self, reason: str, *, fix: str | None = None, evidence: str = "") -> NoReturn:
+        """The check could not be carried out (image would not start, probe crashed)."""
+        self._cell.update({"status": "error", "detail": " ".join(reason.split())[:300], "fix": fix})
+        if evidence:
+            self._cell["evidence"]["output"] = evidence[-4000:]
+        msg = reason + (f"\nFix: {fix}" if fix else "")
+        if evidence:
+            msg += f"\n--- evidence ---\n{evidence[-4000:]}"
+        pytest.fail(msg, pytrace=False)
+
+    def apply(self, verdict: Verdict) -> None:
+        """Make *verdict* this cell's outcome: a fail or skip ends the test, a pass sets the note."""
+        if verdict.status == "fail":
+            self.fail(verdict.detail, fix=verdict.fix, fault=verdict.fault)
+        if verdict.status == "skip":
+            self.skip(verdict.detail)
+        self.note(verdict.note or verdict.detail)
+
+    def gpu_row(self, image_verdict: Verdict | None, gpu_verdict: Callable[[], Verdict]) -> None:
+        """The shape of every GPU row: first what the image alone decides (a build that can
+        never use a GPU fails even on a host without one), then the GPU gate
+        (:meth:`gpu_expected`), then the verdict on the GPU run."""
+        if image_verdict is not None:
+            self.apply(image_verdict)
+        self.gpu_expected()
+        self.apply(gpu_verdict())
+
+    def skip(self, reason: str) -> NoReturn:
+        """Skip this check with *reason* (shown in the cell)."""
+        self._cell["detail"] = " ".join(reason.split())[:300]
+        pytest.skip(reason)
+
+    def gpu_expected(self) -> bool:
+        """Gate a GPU row: return True only when a GPU is attached to the image.
+
+        No GPU on the host skips (fails under ``--require-gpu``); a host GPU that the image
+        cannot see fails, naming the fix.
+        """
+        gpu = self.start().get("gpu") or {}
+        if not self.host.get("has_gpu"):
+            reason = self.host.get("gpu_summary") or "host has no NVIDIA GPU"
+            if self.options.require_gpu:
+                self.fail(f"--require-gpu: {reason}", fault="host",
+                          fix="run on a GPU node (Slurm: --gres=gpu:1 or --gpus=1)")
+            self.skip(reason)
+        if not gpu.get("attached"):
+            self.fail(f"host has {self.host.get('gpu_summary')}, but the image was started without GPU access: "
+                      f"{gpu.get('error') or 'GPU flags disabled (--gpus none)'}",
+                      fix=gpu.get("fix") or "drop '--gpus none'", fault="host")
+        return True
+
+    # -- internals -------------------------------------------------------------------------
+
+    # The error() calls sit outside the except blocks so reports show one clean message,
+    # not "during handling of the above exception, another exception occurred".
+
+    def _started(self) -> Session:
+        fault: RuntimeFault | None = None
+        try:
+            return self._image.ensure_started()
+        except RuntimeFault as exc:
+            fault = exc
+        self.error(str(fault), fix=fault.fix, evidence=fault.evidence)
+
+    def _python(self) -> PythonInfo:
+        self._started()
+        problem: ProbeError | None = None
+        try:
+            return self._image.ensure_python()
+        except ProbeError as exc:
+            problem = exc
+        self.error(str(problem), fix=problem.fix, evidence=problem.evidence)
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "x"
+
+
+def _builtins(value: Any) -> Any:
+    """Coerce *value* to builtins so it crosses the xdist boundary unchanged."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _builtins(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_builtins(v) for v in value]
+    return str(value)
+
+
+@pytest.fixture
+def container(request: pytest.FixtureRequest) -> Container:
+    """The image under test (one test per ``--image``): run commands and probes in it.
+
+    See the README ("The container fixture") for the API: ``run``, ``python``, ``probe``,
+    ``facts``, ``note``, ``fail``, ``skip``, ``apply``, ``gpu_expected``.
+    """
+    state = request.config.stash.get(STATE, None)
+    if state is None or not hasattr(request, "param"):
+        pytest.skip("no --image given (e.g. pytest --image host)")
+    target: Target = request.param
+    cell = new_cell(row_name(request.node), target.id)
+    request.node.user_properties.append((CELL_KEY, cell))
+    c = Container(state.pool.get(target), state.host, state.checks, cell)
+    c.start()  # a launch failure is an error in setup, not a failed check
+    return c

@@ -1,0 +1,216 @@
+"""The command-line options, their ini mirrors and parsers, and what they add up to.
+
+Every option is one :class:`Option` record in :data:`OPTIONS`; :func:`value` reads it
+(command line first, then ini, through the option's own parser), and :func:`read` turns
+the lot into the run's targets, :class:`~.runtimes.LaunchOptions` and
+:class:`~.policy.CheckOptions`, raising :class:`pytest.UsageError` with a one-line fix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import pytest
+
+from .policy import CheckOptions
+from .runtimes import LaunchOptions, Target, get_runtime, runtime_names
+from .targets import parse_targets
+
+
+def _positive_float(value: str) -> float:
+    try:
+        f = float(value)
+    except ValueError:
+        f = -1.0
+    if not math.isfinite(f) or f <= 0:
+        raise pytest.UsageError(f"--probe-timeout {value!r}: give a number of seconds > 0, e.g. --probe-timeout 600")
+    return f
+
+
+def _positive_int(value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise pytest.UsageError(f"--probe-jobs {value!r}: give a whole number >= 1, e.g. --probe-jobs 2")
+    return int(value)
+
+
+def _gpus(value: str) -> str:
+    v = value.strip()
+    if v in ("all", "none") or v.isdigit() or v.startswith("device="):
+        return v
+    raise pytest.UsageError(f"--gpus {value!r}: use 'all', 'none', a count like 2, or 'device=0,1'")
+
+
+def _choice(option: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise pytest.UsageError(f"{option} {value!r}: choose one of {', '.join(choices)}")
+        return value
+    parse.__name__ = option.lstrip("-").replace("-", "_")
+    return parse
+
+
+_RUNTIMES = ("auto", *runtime_names())
+_UPDATE = ("missing", "failed", "all")
+_APPTAINER_GPU = ("nv", "nvccli", "rocm", "none")
+
+class Option(NamedTuple):
+    """One command-line option and its ini mirror."""
+
+    flag: str
+    dest: str
+    ini: str
+    ini_type: Literal["string", "paths", "pathlist", "args", "linelist", "bool"] | None
+    """How pytest reads the ini value; None: a string, parsed by ``kwargs["type"]`` when given."""
+    default: Any
+    """The ini default, used when neither the command line nor the ini file sets it."""
+    kwargs: dict[str, Any]
+    """argparse keywords: ``action``, ``type`` (a parser raising UsageError), ``metavar``."""
+    help: str
+
+
+OPTIONS: list[Option] = [
+    Option("--image", "cc_images", "containercheck_images", "args", [], {"action": "append", "metavar": "REF"},
+     "image to check (repeatable): 'host', a .sif path, an image reference, or with a docker://, "
+     "podman://, apptainer:// prefix"),
+    Option("--runtime", "cc_runtime", "containercheck_runtime", None, "auto",
+     {"type": _choice("--runtime", _RUNTIMES), "metavar": "NAME"},
+     f"runtime for every --image ({', '.join(_RUNTIMES)}); default: detect from the image"),
+    Option("--gpus", "cc_gpus", "containercheck_gpus", None, "all", {"type": _gpus, "metavar": "VALUE"},
+     "GPUs for Docker/Podman (--gpus value; 'none' disables GPU flags for every runtime); default all"),
+    Option("--apptainer-gpu", "cc_apptainer_gpu", "containercheck_apptainer_gpu", None, "nv",
+     {"type": _choice("--apptainer-gpu", _APPTAINER_GPU), "metavar": "FLAG"},
+     "Apptainer GPU support: nv (--nv, default), nvccli (--nv --nvccli), rocm, none"),
+    Option("--require-gpu", "cc_require_gpu", "containercheck_require_gpu", "bool", False, {"action": "store_true"},
+     "fail GPU checks instead of skipping them when the host has no GPU (CI gate on GPU runners)"),
+    Option("--require-hw-render", "cc_require_hw_render", "containercheck_require_hw_render", "bool", False,
+     {"action": "store_true"}, "fail render checks that ran on a software renderer (llvmpipe)"),
+    Option("--require", "cc_require", "containercheck_require", "args", [], {"action": "append", "metavar": "ROW"},
+     "matrix row that must pass: a skip or absence fails the run (repeatable), e.g. torch.cuda"),
+    Option("--probe-timeout", "cc_probe_timeout", "containercheck_probe_timeout", None, "300",
+     {"type": _positive_float, "metavar": "SECONDS"},
+     "seconds one probe may run before it is killed inside the image; default 300"),
+    Option("--runtime-arg", "cc_runtime_args", "containercheck_runtime_args", "args", [],
+     {"action": "append", "metavar": "ARG"},
+     "extra flag for 'docker run' / 'apptainer exec' (repeatable; use --runtime-arg=--flag=value)"),
+    Option("--container-python", "cc_container_python", "containercheck_container_python", None, None,
+     {"metavar": "PATH"}, "interpreter inside the image; default: try python3, then python"),
+    Option("--host-python", "cc_host_python", "containercheck_host_python", None, None, {"metavar": "PATH"},
+     "interpreter for --image host; default: the one running pytest"),
+    Option("--container-env", "cc_container_env", "containercheck_container_env", "args", [],
+     {"action": "append", "metavar": "NAME[=VALUE]"},
+     "pass a variable into the image (repeatable); host variables are not passed unless named"),
+    Option("--network", "cc_network", "containercheck_network", None, "none", {"metavar": "MODE"},
+     "Docker/Podman network for the container; default none (no network)"),
+    Option("--matrix-json", "cc_matrix_json", "containercheck_matrix_json", None, None, {"metavar": "PATH"},
+     "write the compatibility matrix as JSON (schema: docs/matrix-schema.md)"),
+    Option("--matrix-md", "cc_matrix_md", "containercheck_matrix_md", None, None, {"metavar": "PATH"},
+     "write the matrix as compact Markdown for a CI job summary (e.g. $GITHUB_STEP_SUMMARY)"),
+    Option("--matrix-html", "cc_matrix_html", "containercheck_matrix_html", None, None, {"metavar": "PATH"},
+     "write the matrix as one self-contained HTML page (evidence and render images inline)"),
+    Option("--artifacts-dir", "cc_artifacts_dir", "containercheck_artifacts_dir", None, "containercheck-artifacts",
+     {"metavar": "DIR"}, "where failing checks save images and diffs; default ./containercheck-artifacts"),
+    Option("--baseline-dir", "cc_baseline_dir", "containercheck_baseline_dir", None, None, {"metavar": "DIR"},
+     "directory of render baselines, looked up before the shipped ones"),
+    Option("--update-baselines", "cc_update_baselines", "containercheck_update_baselines", None, None,
+     {"type": _choice("--update-baselines", _UPDATE), "metavar": "WHICH"},
+     "write render baselines for this renderer: missing, failed or all"),
+    Option("--hf-model", "cc_hf_model", "containercheck_hf_model", None, None, {"metavar": "PATH"},
+     "a transformers model directory inside the image to run instead of the tiny built-in model"),
+    Option("--probe-jobs", "cc_probe_jobs", "containercheck_probe_jobs", None, None,
+     {"type": _positive_int, "metavar": "N"},
+     "probes run at once per image (default: CPU count, at most 4; 1 = one by one, on demand)"),
+    Option("--probe-dir", "cc_probe_dirs", "containercheck_probe_dirs", "paths", [],
+     {"action": "append", "metavar": "DIR"},
+     "directory of your own probes (NAME.py defining run(params, ctx)), for container.probe(NAME)"),
+    Option("--no-builtin-checks", "cc_no_builtin", "containercheck_no_builtin_checks", "bool", False,
+     {"action": "store_true"}, "do not collect the built-in checks; run only your own container tests"),
+]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every option in one ``containercheck`` group, each with its ini mirror."""
+    group = parser.getgroup("containercheck", "container image checks (pytest-containercheck)")
+    for opt in OPTIONS:
+        group.addoption(opt.flag, dest=opt.dest, default=None, help=opt.help, **opt.kwargs)
+        parser.addini(opt.ini, help=f"default for {opt.flag}", type=opt.ini_type, default=opt.default)
+
+
+_BY_DEST = {opt.dest: opt for opt in OPTIONS}
+
+
+def value(config: pytest.Config, dest: str) -> Any:
+    """Command line first, ini second; ini strings go through the option's own parser."""
+    opt = _BY_DEST[dest]
+    got = config.getoption(dest)
+    if got not in (None, []):
+        return got
+    got = config.getini(opt.ini)
+    if opt.ini_type is None and got is not None and "type" in opt.kwargs:
+        return opt.kwargs["type"](str(got))
+    return got
+
+
+def images(config: pytest.Config) -> list[str]:
+    """The ``--image`` values (empty: the plugin stays out of the way)."""
+    return list(value(config, "cc_images") or [])
+
+
+def read(config: pytest.Config) -> tuple[list[Target], LaunchOptions, CheckOptions]:
+    """The run's targets and options; :class:`pytest.UsageError` on bad input."""
+    runtime = value(config, "cc_runtime")
+    oci_default = "docker" if shutil.which("docker") or not shutil.which("podman") else "podman"
+    targets = parse_targets(images(config), runtime, oci_default)
+    launch = LaunchOptions(
+        run_id="", gpus=value(config, "cc_gpus"), apptainer_gpu=value(config, "cc_apptainer_gpu"),
+        network=value(config, "cc_network"), runtime_args=tuple(value(config, "cc_runtime_args") or ()),
+        env=_container_env(list(value(config, "cc_container_env") or [])),
+        host_python=value(config, "cc_host_python"),
+    )
+    for name in dict.fromkeys(t.runtime for t in targets):
+        get_runtime(name).check_options(launch)
+    cpy = value(config, "cc_container_python")
+    checks = CheckOptions(
+        require_gpu=bool(value(config, "cc_require_gpu")),
+        require_hw_render=bool(value(config, "cc_require_hw_render")),
+        probe_timeout=float(value(config, "cc_probe_timeout")),
+        artifacts_dir=str(value(config, "cc_artifacts_dir")),
+        baseline_dir=value(config, "cc_baseline_dir"),
+        update_baselines=value(config, "cc_update_baselines"),
+        hf_model=value(config, "cc_hf_model"),
+        container_python=(cpy,) if cpy else ("python3", "python"),
+        probe_jobs=value(config, "cc_probe_jobs") or _default_probe_jobs(config),
+        probe_dirs=tuple(str(Path(d).resolve()) for d in (value(config, "cc_probe_dirs") or [])),
+        keep_render_images=bool(value(config, "cc_matrix_html")),
+        required_rows=tuple(r for v in (value(config, "cc_require") or []) for r in v.replace(",", " ").split()),
+    )
+    if checks.update_baselines and not checks.baseline_dir:
+        raise pytest.UsageError(
+            "--update-baselines needs --baseline-dir DIR: baselines are never written into the installed package")
+    return targets, launch, checks
+
+
+def _default_probe_jobs(config: pytest.Config) -> int:
+    """CPUs (at most 4) per pytest process: xdist workers share the machine's CPUs, and
+    probes past that only compete for them."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    return max(1, min(4, (os.cpu_count() or 1) // max(1, workers)))
+
+
+def _container_env(items: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items:
+        name, sep, val = item.partition("=")
+        if not name.isidentifier():
+            raise pytest.UsageError(f"--container-env {item!r}: expected NAME or NAME=VALUE")
+        if sep:
+            env[name] = val
+        elif name in os.environ:
+            env[name] = os.environ[name]
+        else:
+            raise pytest.UsageError(f"--container-env {name}: not set on the host; give NAME=VALUE")
+    return env

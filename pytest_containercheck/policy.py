@@ -1,0 +1,27 @@
+"""What the checks judge by: the policy options (``container.options``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckOptions:
+    """Policy options the checks read (``container.options``)."""
+
+    require_gpu: bool = False
+    require_hw_render: bool = False
+    probe_timeout: float = 300.0
+    artifacts_dir: str = "containercheck-artifacts"
+    baseline_dir: str | None = None
+    update_baselines: str | None = None
+    """``missing``, ``failed``, ``all`` or None."""
+    hf_model: str | None = None
+    container_python: tuple[str, ...] = ("python3", "python")
+    required_rows: tuple[str, ...] = ()
+    probe_jobs: int = 2
+    """Probes run at once per image (``--probe-jobs``); 1 runs them one by one, on demand."""
+    probe_dirs: tuple[str, ...] = ()
+    """``--probe-dir``: directories of users' own probes, searched before the built-in ones."""
+    keep_render_images: bool = False
+    """Save render results as artifacts also when they pass (``--matrix-html`` shows them)."""

@@ -1,0 +1,227 @@
+"""The controller's reporter: builds the matrix from test reports, prints progress per image,
+flattens cells into JUnit properties, renders the matrix at the end and writes its files.
+
+Registered only on the controller (``not hasattr(config, "workerinput")``); the same code
+path serves runs with and without xdist, because cells travel on the reports.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import options
+from .collect import image_of_nodeid, row_name
+from .matrix import CELL_KEY, Cell, CellRecord, Column, Matrix, cell_record
+from .report import render_html, render_json, render_markdown, render_terminal
+from .state import STATE, RunState
+
+MATRIX_KEY = pytest.StashKey["MatrixReporter"]()
+
+
+def required_row_report(item: pytest.Item, report: pytest.TestReport) -> None:
+    """A skipped row named by ``--require`` fails: the CI gate asked for it to pass."""
+    state = item.config.stash.get(STATE, None)
+    if state is None or not state.checks.required_rows or not report.skipped:
+        return
+    if row_name(item) in state.checks.required_rows:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"required row {row_name(item)!r} was skipped: {reason}"
+
+
+class MatrixReporter:
+    """Builds the matrix from reports, prints a progress line per image, renders the reports."""
+
+    #: Evidence values longer than this are cut in JUnit properties (the JSON/HTML have them whole).
+    JUNIT_VALUE_WIDTH = 300
+    #: At most this many ``containercheck.evidence.*`` properties per test case.
+    JUNIT_EVIDENCE_LIMIT = 30
+
+    def __init__(self, config: pytest.Config, state: RunState) -> None:
+        self.config = config
+        self.state = state
+        self.host = str(state.host.get("hostname") or socket.gethostname())
+        self.matrix = Matrix()
+        self.matrix.hosts[self.host] = state.host
+        self.matrix.meta = {"run_id": state.launch.run_id, "pytest_args": list(config.invocation_params.args)}
+        for t in state.targets:
+            self.matrix.add_column(Column(id=t.id, host=self.host, spec=t.spec, runtime=t.runtime, ref=t.ref,
+                                          facts=dict(state.runtime_facts.get(t.id, {}))))
+        # Progress per image: its tests' node ids, those finished, when it began, whether it is ready.
+        self._expected: dict[str, set[str]] = {}
+        self._finished: dict[str, set[str]] = {}
+        self._began: dict[str, float] = {}
+        self._ready: set[str] = set()
+        self._done: set[str] = set()
+        self._image_of: dict[str, str | None] = {}
+        self._pending: list[str] = []
+
+    # -- which image a test belongs to ----------------------------------------------------------
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        for item in session.items:
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and "container" in callspec.params:
+                image = callspec.params["container"].id
+                self._image_of[item.nodeid] = image
+                self._expected.setdefault(image, set()).add(item.nodeid)
+
+    def expect(self, nodeids: list[str]) -> None:
+        """Node ids collected by an xdist worker: map them to images (every worker sends all)."""
+        for nodeid in nodeids:
+            image = self._image_for(nodeid)
+            if image is not None:
+                self._expected.setdefault(image, set()).add(nodeid)
+
+    def _image_for(self, nodeid: str) -> str | None:
+        if nodeid not in self._image_of:
+            self._image_of[nodeid] = image_of_nodeid(nodeid, [t.id for t in self.state.targets])
+        return self._image_of[nodeid]
+
+    # -- reports ------------------------------------------------------------------------------------
+
+    # tryfirst: our lines go out before the terminal reporter starts the next test's line.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+        self._flush()
+        image = self._image_for(nodeid)
+        if image is not None and image in self._expected and image not in self._began:
+            self._began[image] = time.monotonic()
+            self._progress(f"{image} starting")
+            self._flush()
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        result = yield
+        self._flush()  # the last image's "done", after the terminal reporter's [100%]
+        return result
+
+    # tryfirst: junitxml writes a test case's properties from its teardown report, so the
+    # cell must be read into the matrix and flattened into properties before junitxml runs.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.matrix.update_from_report(report, self.host)
+        raw = cell_record(report)
+        if raw is not None and raw.get("column_facts"):
+            col = self.matrix.columns.get((raw["column"], self.host))
+            if col is not None and "launch" not in col.facts:
+                col.facts["launch"] = raw["column_facts"]
+        self._track(report, raw)
+        # junitxml finalizes a test case from its teardown report, or from the failed call
+        # report when the teardown fails too.
+        if raw is not None and (report.when == "teardown" or (report.when == "call" and report.failed)):
+            cell = self.matrix.cells.get((raw["row"], raw["column"], self.host))
+            if cell is not None:
+                flat = self.junit_properties(cell)
+                props = list(report.user_properties)
+                at = next(i for i, (k, _v) in enumerate(props) if k == CELL_KEY)
+                report.user_properties = [*props[:at], *flat, *(p for p in props[at + 1:] if p[0] != CELL_KEY)]
+
+    @classmethod
+    def junit_properties(cls, cell: Cell) -> list[tuple[str, str]]:
+        """A cell as flat string properties for ``--junitxml`` (a dict would be written as its repr)."""
+        props = [("containercheck.row", cell.row), ("containercheck.image", cell.column),
+                 ("containercheck.host", cell.host), ("containercheck.status", cell.status),
+                 ("containercheck.detail", cell.detail)]
+        props += [(f"containercheck.{k}", v) for k, v in (("fix", cell.fix), ("fault", cell.fault)) if v]
+        evidence: list[tuple[str, str]] = []
+        for key, value in cell.evidence.items():
+            # Scalars, and the scalars one level down: the key facts (renderer, versions, devices).
+            items = value.items() if isinstance(value, dict) else [("", value)]
+            for sub, v in items:
+                if v is None or isinstance(v, (dict, list)) or v == "":
+                    continue
+                text = " ".join(str(v).split())
+                if len(text) > cls.JUNIT_VALUE_WIDTH:
+                    text = text[: cls.JUNIT_VALUE_WIDTH - 1] + "…"
+                evidence.append((f"containercheck.evidence.{key}" + (f".{sub}" if sub else ""), text))
+        return props + evidence[: cls.JUNIT_EVIDENCE_LIMIT]
+
+    # -- progress -----------------------------------------------------------------------------------
+
+    def _track(self, report: pytest.TestReport, raw: CellRecord | None) -> None:
+        image = self._image_for(report.nodeid)
+        if image is None or image not in self._expected:
+            return
+        if report.when == "setup" and image not in self._ready:
+            launch = raw["column_facts"] if raw is not None else {}
+            if launch:
+                self._ready.add(image)
+                started = launch.get("started_in_s")
+                after = f" after {started:.1f} s" if isinstance(started, (int, float)) else ""
+                where = f" (container {launch['container']})" if launch.get("container") else ""
+                self._progress(f"{image} ready{after}{where}")
+            elif report.failed:
+                self._ready.add(image)
+                cell = self.matrix.cells.get((raw["row"] if raw is not None else "", image, self.host))
+                self._progress(f"{image} did not start: {cell.detail if cell else report.head_line or 'error'}")
+        if report.when == "teardown":
+            finished = self._finished.setdefault(image, set())
+            finished.add(report.nodeid)
+            if finished >= self._expected[image] and image not in self._done:
+                self._done.add(image)
+                cells = [c for c in self.matrix.cells.values() if (c.column, c.host) == (image, self.host)]
+                counts = {s: sum(c.status == s for c in cells) for s in ("pass", "fail", "error", "skip")}
+                took = time.monotonic() - self._began.get(image, time.monotonic())
+                self._progress(f"{image} done: {len(cells)} checks ("
+                               + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f") in {took:.1f} s")
+
+    def _progress(self, message: str) -> None:
+        # Held until the next test starts: written now, it would cut the line of dots (or the
+        # "nodeid PASSED" line under -v) of the test whose report announced it.
+        if self.config.get_verbosity() >= 0:
+            self._pending.append(f"containercheck: {message}")
+
+    def _flush(self) -> None:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        for line in self._pending:
+            if tr is not None:
+                tr.ensure_newline()
+                if tr._tw.width_of_current_line:  # xdist writes its dots with no file prefix to end
+                    tr.write("\n")
+                tr.write_line(line)
+        self._pending.clear()
+
+    # -- the end of the run -------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.matrix.complete = exitstatus != pytest.ExitCode.INTERRUPTED
+        missing = False
+        for row in self.state.checks.required_rows:
+            for key in self.matrix.columns:
+                if self.matrix.get(row, key) is None:
+                    missing = True
+                    self.matrix.put(Cell(row=row, column=key[0], host=key[1], status="fail",
+                                         detail="required row did not run (deselected, or no such check)",
+                                         fix="run the check that fills it, or drop it from containercheck_require"))
+        if missing and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.config.hook.pytest_containercheck_matrix(matrix=self.matrix, config=self.config)
+        # Artifact paths in the cells are relative to where pytest (and its workers) ran.
+        dirs = [self.config.invocation_params.dir, Path.cwd()]
+        for dest, render in (("cc_matrix_json", render_json), ("cc_matrix_md", render_markdown),
+                             ("cc_matrix_html", lambda m: render_html(m, artifact_dirs=dirs))):
+            path = options.value(self.config, dest)
+            if path:
+                out = Path(path)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(render(self.matrix), encoding="utf-8")
+                os.chmod(out, 0o644)  # never world-writable, whatever the umask (CI runners may use 000)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        tr = terminalreporter
+        tr.write_sep("=", "containercheck matrix")
+        for line in render_terminal(self.matrix, width=tr._tw.fullwidth, verbosity=self.config.get_verbosity()):
+            tr.write_line(line)
+        for dest, what in (("cc_matrix_json", "JSON"), ("cc_matrix_md", "Markdown"), ("cc_matrix_html", "HTML")):
+            path = options.value(self.config, dest)
+            if path:
+                tr.write_line(f"matrix {what}: {path}")

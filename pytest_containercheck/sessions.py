@@ -1,0 +1,280 @@
+"""The per-image engine: one running image per process, its interpreter and probe results.
+
+No pytest in here: the ``container`` fixture (:mod:`.container`) asks a :class:`SessionPool`
+for an image's :class:`ImageSession`; the first request starts the image, every probe for that
+image runs in it, and the pool stops them all at the end of the run (also on Ctrl-C).  Probe
+results are cached per image and parameters, so checks that read the same facts run the probe
+once.  Once :meth:`SessionPool.stop_all` has begun nothing is started or restarted again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import probing
+from .policy import CheckOptions
+from .probing import PlannedProbe, ProbeError, ProbeResult, PythonInfo, probe_key
+from .runtimes import LaunchOptions, RuntimeFault, Session, Target, get_runtime
+
+MAX_RESTARTS = 3
+"""How often one image's container is started again after it stopped mid-run."""
+CLOSED = "the run is ending (teardown or interrupt): nothing is started any more"
+
+
+class ImageSession:
+    """One image in this process: its runtime session, interpreter and probe results.
+
+    Probes run at most once per parameter set.  When the checks declared the probes they
+    will read (the *plan*), the first probe request starts them all on ``probe_jobs``
+    worker threads inside the image, heaviest first, so imports of torch, VTK and
+    transformers overlap instead of queueing.  A check asking for a probe that no worker
+    has picked up yet runs it at once itself; one that is running is waited for.
+    """
+
+    def __init__(self, target: Target, launch: LaunchOptions, checks: CheckOptions,
+                 plan: Sequence[PlannedProbe] = ()) -> None:
+        self.target = target
+        self.launch = launch
+        self.checks = checks
+        self.session: Session | None = None
+        self.start_error: RuntimeFault | None = None
+        self.python_info: PythonInfo | None = None
+        self.python_error: ProbeError | None = None
+        self.probes: dict[str, ProbeResult] = {}
+        self._lock = threading.Lock()
+        self._queue = sorted(dict.fromkeys(plan), key=lambda p: -p.weight)  # stable: declaration order
+        self._running: dict[str, threading.Event] = {}
+        self._failures: dict[str, ProbeError] = {}
+        self._workers: list[threading.Thread] = []
+        self.restarts: list[str] = []
+        """Why each earlier container of this image stopped (it was replaced by a new one)."""
+        self._restart_lock = threading.Lock()
+        self.closed = False
+        """Set when teardown or an interrupt began: no container is started after that."""
+
+    def ensure_started(self) -> Session:
+        """Start the image once; re-raise the same fault for every later test."""
+        with self._restart_lock:
+            if self.start_error is not None:
+                raise self.start_error
+            if self.session is None:
+                if self.closed:
+                    raise RuntimeFault(CLOSED)
+                t0 = time.monotonic()
+                try:
+                    self.session = get_runtime(self.target.runtime).start(self.target, self.launch)
+                except RuntimeFault as exc:
+                    self.start_error = exc
+                    raise
+                self.session.facts["started_in_s"] = round(time.monotonic() - t0, 3)
+                if self.closed:  # stop() came while it started: it is ours to remove
+                    self.session.stop()
+                    self.session = None
+                    raise RuntimeFault(CLOSED)
+            return self.session
+
+    def ensure_python(self) -> PythonInfo:
+        """Find the image's interpreter once; re-raise the same error later."""
+        session = self.ensure_started()
+        if self.python_error is not None:
+            raise self.python_error
+        if self.python_info is None:
+            try:
+                self.python_info = probing.find_python(
+                    session, session.python_candidates(self.checks.container_python))
+            except ProbeError as exc:
+                self.python_error = exc
+                raise
+            session.facts["python"] = {"command": self.python_info.command,
+                                       "version": ".".join(map(str, self.python_info.version)),
+                                       "executable": self.python_info.executable}
+        return self.python_info
+
+    def probe(self, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ProbeResult:
+        """The result of probe *name* with *params*: cached, awaited, or run now."""
+        key = probe_key(name, params)
+        self.ensure_python()
+        self._start_workers()
+        with self._lock:
+            done = key in self.probes or key in self._failures
+            event = self._running.get(key)
+            mine = not done and event is None
+            if mine:
+                self._queue = [p for p in self._queue if p.key != key]
+                event = self._running[key] = threading.Event()
+        if mine:
+            self._run(key, name, params, env)
+        elif event is not None:
+            event.wait()
+        if key in self._failures:
+            raise self._failures[key]
+        return self.probes[key]
+
+    def _probe_in(self, session: Session, name: str, params: Mapping[str, Any],
+                  env: Mapping[str, str] | None) -> ProbeResult:
+        assert self.python_info is not None
+        return probing.run_probe(session, self.python_info, name, params, timeout=self.checks.probe_timeout,
+                                 env=env, extra_dirs=self.checks.probe_dirs)
+
+    def _run(self, key: str, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None) -> None:
+        try:
+            session, since = self._current(), time.time()
+            result = self._probe_in(session, name, params, env)
+            result = self._recover(session, since, result, name, params, env)
+        except ProbeError as exc:
+            with self._lock:
+                self._failures[key] = exc
+        else:
+            with self._lock:
+                self.probes[key] = result
+        finally:
+            with self._lock:
+                self._running.pop(key).set()
+
+    # -- faults around a probe: OOM kills, a container that stopped, a daemon that went away --
+
+    def _current(self) -> Session:
+        """The container to run the next probe in; ProbeError once the image is gone for good."""
+        with self._restart_lock:
+            if self.session is not None:
+                return self.session
+            fault = self.start_error
+        raise ProbeError(str(fault) if fault else "the image is not running",
+                         fix=fault.fix if fault else None, evidence=fault.evidence if fault else "")
+
+    def _recover(self, session: Session, since: float, result: ProbeResult, name: str,
+                 params: Mapping[str, Any], env: Mapping[str, str] | None) -> ProbeResult:
+        """Explain a probe that ended without a result, and replace a container that stopped.
+
+        A probe that was running when its container stopped says so (its cell errors); the
+        next probes run in a new container.  A probe whose container was already gone
+        before it started runs again in the new one.
+        """
+        restarts = session.facts.get("restarts")
+        if restarts:
+            result.restarted = restarts[-1]
+        if result.ok or result.status in ("error", "timeout"):
+            return result
+        health = session.health(since)
+        if health.running:
+            if health.oom_killed:
+                result.error = f"{health.reason}; give it more with --runtime-arg=--memory=SIZE"
+            return result
+        self._replace(session, health.reason, health.runtime_down)
+        if health.runtime_down:
+            result.error = health.reason
+            return result
+        if result.started:
+            result.error = f"the container stopped while the probe ran: {health.reason}"
+            return result
+        with self._restart_lock:
+            current = self.session
+        if current is None:
+            result.error = f"the container had stopped before the probe ran: {health.reason}; {self.start_error}"
+            return result
+        again = self._probe_in(current, name, params, env)
+        again.restarted = health.reason
+        return again
+
+    def _replace(self, session: Session, reason: str, runtime_down: bool) -> None:
+        """*session* stopped: start a new container for what follows, unless that cannot help."""
+        with self._restart_lock:
+            if self.session is not session:  # another probe thread saw it first
+                return
+            self.restarts.append(reason)
+            try:
+                session.stop()  # frees its name; it may already be gone
+            except Exception:
+                pass
+            # start_error is set before session is cleared: ensure_started checks it first.
+            if runtime_down:
+                self.start_error = RuntimeFault(
+                    f"{reason} during the run", fix="start the daemon again and rerun; check its log for why "
+                    "it stopped (journalctl -u docker)")
+            elif self.closed:
+                self.start_error = RuntimeFault(f"{reason}; {CLOSED}")
+            elif len(self.restarts) > MAX_RESTARTS:
+                self.start_error = RuntimeFault(
+                    f"the container stopped {len(self.restarts)} times (last: {reason}); not starting it again",
+                    fix="look at the evidence of the cells that ran when it stopped")
+            else:
+                try:
+                    new = get_runtime(self.target.runtime).start(self.target, self.launch)
+                except RuntimeFault as exc:
+                    self.start_error = RuntimeFault(f"{reason}; starting it again failed: {exc}", fix=exc.fix,
+                                                    evidence=exc.evidence)
+                else:
+                    new.facts.update(python=session.facts.get("python"), restarts=list(self.restarts))
+                    self.session = new
+                    return
+            self.session = None
+
+    def _start_workers(self) -> None:
+        if self._workers or self.checks.probe_jobs < 2 or not self._queue:
+            return
+        for i in range(min(self.checks.probe_jobs, len(self._queue))):
+            t = threading.Thread(target=self._work, name=f"containercheck-probe-{i}", daemon=True)
+            self._workers.append(t)
+            t.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._queue and (self._queue[0].key in self.probes or self._queue[0].key in self._running):
+                    self._queue.pop(0)
+                if not self._queue or self.session is None or self.closed:
+                    return
+                planned = self._queue.pop(0)
+                self._running[planned.key] = threading.Event()
+            self._run(planned.key, planned.name, planned.params, None)
+
+    def close(self) -> None:
+        """From now on start nothing: no first start, no restart, no queued probe."""
+        with self._lock:
+            self._queue.clear()  # workers finish their current probe and exit
+        self.closed = True
+
+    def stop(self) -> None:
+        """Close, then remove the running container (if any)."""
+        self.close()
+        with self._restart_lock:
+            session, self.session = self.session, None
+            if self.start_error is None:
+                self.start_error = RuntimeFault(CLOSED)
+        if session is not None:
+            session.stop()
+
+
+class SessionPool:
+    """Every image session of this process, stopped together at the end."""
+
+    def __init__(self, launch: LaunchOptions, checks: CheckOptions) -> None:
+        self.launch = launch
+        self.checks = checks
+        self.plans: dict[str, list[PlannedProbe]] = {}
+        """Per target id: the probes its collected (and selected) checks declared."""
+        self.sessions: dict[str, ImageSession] = {}
+        self.closed = False
+
+    def get(self, target: Target) -> ImageSession:
+        """The session of *target*, created (not started) on first use."""
+        if target.id not in self.sessions:
+            session = ImageSession(target, self.launch, self.checks, self.plans.get(target.id, ()))
+            if self.closed:
+                session.close()
+            self.sessions[target.id] = session
+        return self.sessions[target.id]
+
+    def stop_all(self) -> None:
+        """Stop every session; from now on nothing is started or restarted."""
+        self.closed = True
+        for s in self.sessions.values():
+            try:
+                s.stop()
+            except Exception:  # one broken session must not keep the others alive
+                pass
+
+

@@ -1,0 +1,55 @@
+"""The one verdict type: what the facts of a probe say about one matrix row.
+
+Verdict functions (``verdicts_ml``, ``verdicts_render``, ``imagecompare``) are pure: facts in,
+:class:`Verdict` out, unit-tested on recorded facts.  A check hands the verdict to
+``container.apply(verdict)``, which turns it into the cell and the test outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+STATUSES: Final = ("pass", "fail", "skip")
+FAULTS: Final = ("image", "host", "pair")
+"""Whose fault a failure is: the image's, the host's, or the pair's (a mismatch of the two)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """``status`` is ``pass``, ``fail`` or ``skip``; ``detail`` the one line for the cell."""
+
+    status: str
+    detail: str
+    fix: str | None = None
+    """What to do about a failure."""
+    fault: str | None = None
+    """One of :data:`FAULTS`, or None when it cannot be told."""
+    note: str = ""
+    """For a pass: the cell's note when it should differ from *detail* (timings, renderer)."""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"verdict status must be one of {STATUSES}, not {self.status!r}")
+        if self.fault is not None and self.fault not in FAULTS:
+            raise ValueError(f"fault must be one of {FAULTS}, not {self.fault!r}")
+
+    @property
+    def passed(self) -> bool:
+        """True for a pass."""
+        return self.status == "pass"
+
+
+def passed(detail: str, note: str = "") -> Verdict:
+    """A pass with *detail* (and the cell *note*, when different)."""
+    return Verdict("pass", detail, note=note)
+
+
+def skipped(detail: str) -> Verdict:
+    """A skip: the row does not apply (library not installed, no GPU on the host)."""
+    return Verdict("skip", detail)
+
+
+def failed(detail: str, fix: str | None, fault: str | None) -> Verdict:
+    """A failure, with what to do about it and whose fault it is."""
+    return Verdict("fail", detail, fix=fix, fault=fault)

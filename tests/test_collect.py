@@ -1,0 +1,124 @@
+"""Collection as users drive it: -k/-m select rows by name, and only selected checks start probes."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Loaded once here: pytester's in-process runs unload what they imported, and numpy (which the
+# render checks import) cannot be loaded twice in one process.
+import pytest_containercheck.imagecompare  # noqa: F401
+from pytest_containercheck.probing import probe_source
+from pytest_containercheck.runtimes import RuntimeFault, Target
+from pytest_containercheck.runtimes.base import LaunchOptions
+from pytest_containercheck.sessions import CLOSED, SessionPool
+from pytest_containercheck.state import CheckOptions
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+BUILTIN_PROBES = ("system", "render", "torch_device", "xgboost_train", "transformers_infer")
+
+
+def _recording_python(pytester: pytest.Pytester) -> tuple[Path, Path]:
+    """A --host-python that saves every program it is sent on stdin, then runs the real one."""
+    log = pytester.mkdir("programs")
+    wrapper = pytester.path / "python-recorder"
+    wrapper.write_text(f'#!/bin/sh\nf=$(mktemp -p "{log}" prog.XXXXXX)\ncat > "$f"\n'
+                       f'exec "{sys.executable}" "$@" < "$f"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return wrapper, log
+
+
+def _probes_run(log: Path) -> list[str]:
+    """Which built-in probes the recorded programs were (an empty program: interpreter discovery)."""
+    names = []
+    for program in sorted(p.read_text() for p in log.iterdir()):
+        if program:
+            names += [n for n in BUILTIN_PROBES if probe_source(n) in program]
+    return sorted(names)
+
+
+def test_k_torch_runs_only_the_torch_probe(pytester: pytest.Pytester) -> None:
+    wrapper, log = _recording_python(pytester)
+    result = pytester.runpytest("--image", "host", "--host-python", str(wrapper), "-k", "torch",
+                                "--probe-jobs", "4", "--matrix-json", "m.json")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    data: dict[str, Any] = json.loads((pytester.path / "m.json").read_text())
+    assert data["rows"] == ["torch.cpu", "torch.cuda"]
+    assert _probes_run(log) == ["torch_device"]
+
+
+def test_deselected_checks_start_no_planned_probe(pytester: pytest.Pytester) -> None:
+    probes = pytester.mkdir("p")
+    for name in ("mark_a", "mark_b"):
+        (probes / f"{name}.py").write_text(
+            "def run(params, ctx):\n"
+            f"    open(params['out'], 'a').write('{name}\\n')\n"
+            "    return {}\n")
+    out = pytester.path / "ran.txt"
+    pytester.makepyfile(test_marks=f"""
+        import pytest
+
+        @pytest.mark.containercheck_probe("mark_a", params={{"out": {str(out)!r}}})
+        def test_a(container):
+            container.facts("mark_a", out={str(out)!r})
+
+        @pytest.mark.slowrow
+        @pytest.mark.containercheck_probe("mark_b", params={{"out": {str(out)!r}}}, weight=9)
+        def test_b(container):
+            container.facts("mark_b", out={str(out)!r})
+    """)
+    pytester.makeini("[pytest]\nmarkers =\n    slowrow: a marker to deselect by\n")
+    common = ("--image", "host", "test_marks.py", "--no-builtin-checks", "--probe-dir", "p", "--probe-jobs", "2")
+    pytester.runpytest(*common, "-k", "test_a").assert_outcomes(passed=1, deselected=1)
+    assert out.read_text() == "mark_a\n"
+    out.unlink()
+    pytester.runpytest(*common, "-m", "not slowrow").assert_outcomes(passed=1, deselected=1)
+    assert out.read_text() == "mark_a\n"
+    out.unlink()
+    pytester.runpytest(*common).assert_outcomes(passed=2)
+    assert sorted(out.read_text().split()) == ["mark_a", "mark_b"]
+
+
+@pytest.mark.parametrize(("expr", "selected"), [
+    ("torch.cuda", ["test_torch_cuda[host]"]),
+    ("render and not egl", ["test_render_osmesa[host]"]),
+    ("system.python", ["test_python[host]"]),
+    ("xgboost or transformers.cache", ["test_xgboost_cpu[host]", "test_xgboost_cuda[host]",
+                                        "test_transformers_cache[host]"]),
+])
+def test_row_names_are_keywords(pytester: pytest.Pytester, expr: str, selected: list[str]) -> None:
+    result = pytester.runpytest("--image", "host", "-k", expr, "--collect-only", "-q")
+    got = [line.rpartition("::")[2] for line in result.stdout.lines if "::" in line]
+    assert got == selected
+
+
+def test_rows_come_in_the_order_their_modules_declare(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mine="def test_mine(container):\n    container.note('x')\n")
+    result = pytester.runpytest("--image", "host", "test_mine.py", "--collect-only", "-q")
+    modules = [line.split("::")[0].rsplit("/", 1)[-1] for line in result.stdout.lines if "::" in line]
+    firsts = list(dict.fromkeys(modules))
+    assert firsts == ["test_system.py", "test_render.py", "test_ml.py", "test_mine.py"]
+
+
+def test_a_closed_pool_starts_nothing() -> None:
+    pool = SessionPool(LaunchOptions(run_id="t"), CheckOptions())
+    target = Target("host", "host", "host")
+    pool.stop_all()
+    with pytest.raises(RuntimeFault, match=re.escape(CLOSED)):
+        pool.get(target).ensure_started()
+
+
+def test_a_stopped_session_is_not_restarted() -> None:
+    pool = SessionPool(LaunchOptions(run_id="t"), CheckOptions())
+    image = pool.get(Target("host", "host", "host"))
+    assert image.ensure_started() is not None
+    pool.stop_all()
+    with pytest.raises(RuntimeFault, match=re.escape(CLOSED)):
+        image.ensure_started()
