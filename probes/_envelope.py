@@ -48,6 +48,142 @@ class ProbeContext(object):
         """Context manager recording every warning raised inside it as a fact."""
         return _WarningCapture(self)
 
+    # Helpers shared by the probes.  Each probe travels alone (this file + one probe), so
+    # what two probes need lives here, not copied into both.  Stdlib only, imported lazily.
+
+    def exc_text(self, exc):
+        """An exception as a fact: "TypeName: message", at most 2000 characters."""
+        return ("%s: %s" % (type(exc).__name__, exc))[:2000]
+
+    def module_found(self, module):
+        """Whether *module* is installed (find_spec), without importing it; never raises.
+
+        Installed but unimportable (a missing system library) is a defect, not an absence.
+        """
+        import importlib.util
+
+        try:
+            return importlib.util.find_spec(module) is not None
+        except Exception:
+            return False
+
+    def writable(self, path):
+        """Can files be created at directory *path*?  Never creates anything: when *path*
+        does not exist yet, its nearest existing ancestor is tested (what makedirs would
+        need).  {"path", "exists", "tested", "writable"[, "error"]}, or
+        {"path", "writable": False, "error": "not set"} for an empty path."""
+        import os
+        import tempfile
+
+        if not path:
+            return {"path": path, "writable": False, "error": "not set"}
+        tested = path
+        # lexists: a dangling symlink or a file on the way is where makedirs would fail,
+        # so it is tested (and fails), never walked past.
+        while not os.path.lexists(tested):
+            parent = os.path.dirname(tested)
+            if parent == tested:
+                break
+            tested = parent
+        out = {"path": path, "exists": os.path.isdir(path), "tested": tested}
+        try:
+            fd, name = tempfile.mkstemp(prefix=".containercheck-", dir=tested)
+            os.close(fd)
+            os.unlink(name)
+            out["writable"] = True
+        except Exception as exc:  # EROFS, EACCES, ENOTDIR: exactly what we want to report
+            out["writable"] = False
+            if tested != path and isinstance(exc, OSError) and exc.errno is not None:
+                # *path* does not exist: name it (as makedirs would), not our file in an ancestor.
+                out["error"] = "%s: [Errno %d] %s: %r" % (type(exc).__name__, exc.errno, exc.strerror, path)
+            else:
+                out["error"] = self.exc_text(exc)
+        return out
+
+    def load_library(self, name):
+        """dlopen *name* with ctypes: (lib, facts).  facts is {"loaded": True, "path": the
+        file it was mapped from, when /proc/self/maps says} or {"loaded": False, "error":
+        the loader's message}; lib is None when it did not load."""
+        import ctypes
+
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError as exc:
+            return None, {"loaded": False, "error": str(exc)[:500]}
+        info = {"loaded": True}
+        base = name.rsplit("/", 1)[-1].split(".so")[0] + ".so"
+        try:
+            with open("/proc/self/maps") as fh:
+                for line in fh:
+                    fields = line.split()
+                    path = fields[-1] if len(fields) >= 6 else ""
+                    if path.rsplit("/", 1)[-1].startswith(base):
+                        info["path"] = path
+                        break
+        except (IOError, OSError):
+            pass
+        return lib, info
+
+    def cuda_driver_version(self, lib):
+        """cuDriverGetVersion() through a loaded libcuda (no cuInit needed, like
+        nvidia-smi): (return code, "major.minor" or None).  Raises what ctypes raises
+        when the symbol is missing (a broken stub library)."""
+        import ctypes
+
+        version = ctypes.c_int(0)
+        rc = int(lib.cuDriverGetVersion(ctypes.byref(version)))
+        if rc != 0:
+            return rc, None
+        return rc, "%d.%d" % (version.value // 1000, (version.value % 1000) // 10)
+
+    def dist_versions(self, names):
+        """{distribution: version} of the installed *names* (importlib.metadata, no import of
+        the packages themselves); absent ones are left out.  {} on Python 3.7 (no metadata)."""
+        try:
+            from importlib import metadata
+        except ImportError:
+            return {}
+        out = {}
+        for name in names:
+            try:
+                out[name] = metadata.version(name)
+            except Exception:
+                continue
+        return out
+
+    def select_torch_device(self, torch):
+        """Select a device the way current user code does, and say which API chose it.
+
+        Returns (info, device): info is {"compiled_accelerator", "api", "selected"};
+        device is a torch.device, or None for the CPU.
+        """
+        acc_mod = getattr(torch, "accelerator", None)
+        info = {"compiled_accelerator": None}
+        if acc_mod is not None and hasattr(acc_mod, "current_accelerator"):
+            # torch >= 2.6.  current_accelerator() alone is the *compile-time* accelerator
+            # (a CUDA build says "cuda" with no GPU at all), so ask for a runtime check as
+            # the function's own docstring example does.
+            compiled = acc_mod.current_accelerator()
+            info["compiled_accelerator"] = str(compiled) if compiled is not None else None
+            try:
+                dev = acc_mod.current_accelerator(check_available=True)
+                info["api"] = "torch.accelerator.current_accelerator(check_available=True)"
+            except TypeError:  # 2.6/2.7: no check_available parameter
+                dev = compiled if acc_mod.is_available() else None
+                info["api"] = "torch.accelerator.current_accelerator() + is_available()"
+            if dev is not None:
+                index = acc_mod.current_device_index()
+                dev = torch.device(dev.type, index)
+        else:
+            info["api"] = "torch.cuda.is_available()"
+            dev = None
+            if torch.cuda.is_available():
+                dev = torch.device("cuda", torch.cuda.current_device())
+            elif getattr(getattr(torch.backends, "mps", None), "is_available", lambda: False)():
+                dev = torch.device("mps")
+        info["selected"] = str(dev) if dev is not None else "cpu"
+        return info, dev
+
 
 class _Timer(object):
     def __init__(self, ctx, name):

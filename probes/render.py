@@ -41,6 +41,7 @@ _RENDER_ENV_KEYS = (
     "__GLX_VENDOR_LIBRARY_NAME",
     "VTK_DEFAULT_OPENGL_WINDOW",
     "VTK_DEFAULT_EGL_DEVICE_INDEX",
+    "VTK_EGL_DEVICE_INDEX",
     "LD_LIBRARY_PATH",
     "LIBGL_ALWAYS_SOFTWARE",
     "GALLIUM_DRIVER",
@@ -66,24 +67,33 @@ _OUTPUT_TAIL = 6000
 # --------------------------------------------------------------------------- isolation
 
 
-def _render_isolated(func, params):
+def _render_isolated(func, params, ctx=None):
     """Run `func(params, send)` in a forked child; return (messages, exit, output).
 
     `send(dict)` streams one message to us; `exit` is "ok" or how the child died; `output`
     is everything the child printed (VTK and Mesa write their complaints to stderr).
+    An exception `func` raises becomes an {"error": ctx.exc_text(exc)} message; without
+    *ctx* (render.py loaded on its own, as its unit tests do) the traceback module's
+    one-line form is used.
     """
     import json
     import os
     import signal
     import sys
     import tempfile
+    import traceback
+
+    def describe(exc):
+        if ctx is not None:
+            return ctx.exc_text(exc)
+        return traceback.format_exception_only(type(exc), exc)[-1].strip()
 
     if not hasattr(os, "fork"):
         messages = []
         try:
             func(params, messages.append)
         except Exception as exc:
-            messages.append({"error": _render_exc_text(exc)})
+            messages.append({"error": describe(exc)})
         return messages, "ok (in-process: no fork)", ""
 
     sys.stdout.flush()
@@ -111,9 +121,7 @@ def _render_isolated(func, params):
             try:
                 func(params, send)
             except BaseException as exc:
-                import traceback
-
-                send({"error": _render_exc_text(exc), "traceback": traceback.format_exc()[-4000:]})
+                send({"error": describe(exc), "traceback": traceback.format_exc()[-4000:]})
         except BaseException:
             code = 70
         finally:
@@ -163,10 +171,6 @@ def _render_exit_text(status):
     return "ok" if code == 0 else "exit status %d" % code
 
 
-def _render_exc_text(exc):
-    return ("%s: %s" % (type(exc).__name__, exc))[:2000]
-
-
 def _strip_ansi(text):
     import re
 
@@ -191,29 +195,7 @@ def _vtk_messages(output):
 # --------------------------------------------------------------------------- diagnosis
 
 
-def _load_library(name):
-    """Try to dlopen `name`; report where it came from, or the loader's error text."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(name)
-    except OSError as exc:
-        return {"loaded": False, "error": str(exc)[:500]}
-    info = {"loaded": True}
-    base = name.rsplit("/", 1)[-1].split(".so")[0] + ".so"
-    try:
-        with open("/proc/self/maps") as fh:
-            for line in fh:
-                path = line.split()[-1] if len(line.split()) >= 6 else ""
-                if path.rsplit("/", 1)[-1].startswith(base):
-                    info["path"] = path
-                    break
-    except (IOError, OSError):
-        pass
-    return info
-
-
-def _egl_vendor_files(env):
+def _egl_vendor_files(ctx, env):
     """The glvnd EGL vendor files glvnd would consider, and whether each one's library loads."""
     import glob
     import json
@@ -240,11 +222,11 @@ def _egl_vendor_files(env):
                 doc = json.load(fh)
             entry["library_path"] = (doc.get("ICD") or {}).get("library_path")
         except Exception as exc:
-            entry["error"] = _render_exc_text(exc)
+            entry["error"] = ctx.exc_text(exc)
             out.append(entry)
             continue
         if entry["library_path"]:
-            entry.update(_load_library(entry["library_path"]))
+            entry.update(ctx.load_library(entry["library_path"])[1])
         out.append(entry)
     # Files in the default dirs that an env override hides: a common misconfiguration.
     others = []
@@ -322,14 +304,14 @@ def _egl_devices():
     return out
 
 
-def _render_diagnose(params, send):
+def _render_diagnose(ctx, params, send):
     """Child: which GL libraries load, the EGL vendor files, EGL devices, Apptainer libs."""
     import glob
     import os
 
     env = dict(os.environ)
-    send({"facts": {"libraries": dict((name, _load_library(name)) for name in _GL_SONAMES)}})
-    send({"facts": {"egl_vendor_files": _egl_vendor_files(env)}})
+    send({"facts": {"libraries": dict((name, ctx.load_library(name)[1]) for name in _GL_SONAMES)}})
+    send({"facts": {"egl_vendor_files": _egl_vendor_files(ctx, env)}})
     facts = {}
     if os.path.isdir("/.singularity.d"):
         try:
@@ -442,7 +424,20 @@ def _render_normalise_aa(value):
     return value
 
 
-def _render_frames(params, send):
+def _render_pyvista_dist():
+    """pyvista's installed version and its VTK requirement, from its metadata (3.8+)."""
+    try:
+        from importlib import metadata
+
+        requires = metadata.requires("pyvista") or []
+        return {"version": metadata.version("pyvista"),
+                "requires_vtk": [r for r in requires if r.replace(" ", "").lower().startswith("vtk")
+                                 and "extra" not in r]}
+    except Exception as exc:
+        return {"error": "%s: %s" % (type(exc).__name__, exc)}
+
+
+def _render_frames(ctx, params, send):
     """Child: import VTK/pyvista with the requested window, render twice, send the facts."""
     import hashlib
     import os
@@ -461,7 +456,7 @@ def _render_frames(params, send):
     try:
         from vtkmodules.vtkCommonCore import vtkVersion
     except Exception as exc:
-        send({"facts": {"vtk_import_error": _render_exc_text(exc)}})
+        send({"facts": {"vtk_import_error": ctx.exc_text(exc)}})
         return
     send({"facts": {"vtk_version": vtkVersion.GetVTKVersion()}})
     try:
@@ -469,7 +464,10 @@ def _render_frames(params, send):
         import pyvista as pv
         import pyvista.plotting  # noqa: F401  (lazily imported in some versions)
     except Exception as exc:
-        send({"facts": {"pyvista_import_error": _render_exc_text(exc)}})
+        # pyvista and VTK that do not fit fail here (AttributeError from vtkmodules): record
+        # pyvista's own VTK requirement from its metadata, without importing it again.
+        send({"facts": {"pyvista_import_error": ctx.exc_text(exc),
+                        "pyvista_dist": _render_pyvista_dist()}})
         return
     send({"stage": "imported", "timings": {"import": round(time.perf_counter() - t0, 6)},
           "facts": {"pyvista_version": pv.__version__}})
@@ -492,7 +490,7 @@ def _render_frames(params, send):
                 except Exception as exc:
                     import traceback
 
-                    send({"facts": {"scene_error": _render_exc_text(exc),
+                    send({"facts": {"scene_error": ctx.exc_text(exc),
                                     "scene_traceback": traceback.format_exc()[-3000:]}})
                     plotter.close()
                     return
@@ -506,7 +504,11 @@ def _render_frames(params, send):
                 facts["window_class"] = window.GetClassName()
                 facts["multi_samples"] = int(window.GetMultiSamples())
                 facts["fxaa"] = bool(plotter.renderer.GetUseFXAA())
-                if hasattr(window, "GetNumberOfDevices"):
+                # GetNumberOfDevices/GetDeviceIndex exist on every vtkRenderWindow (0 and -1
+                # on OSMesa): only an EGL window's are facts about EGL devices.  Its
+                # DeviceIndex stays -1 unless VTK_EGL_DEVICE_INDEX is set; the device then
+                # used is VTK_DEFAULT_EGL_DEVICE_INDEX (default 0), see vtkEGLRenderWindow.cxx.
+                if window.GetClassName() == "vtkEGLRenderWindow":
                     facts["egl_device_count"] = int(window.GetNumberOfDevices())
                     facts["egl_device_index"] = int(window.GetDeviceIndex())
                 send({"facts": facts})
@@ -533,6 +535,7 @@ def _render_frames(params, send):
 
 def run(params, ctx):
     import base64
+    import functools
     import os
 
     backend = params.get("backend", "egl")
@@ -551,7 +554,7 @@ def run(params, ctx):
     }
 
     with ctx.timed("diagnose"):
-        messages, exit_text, output = _render_isolated(_render_diagnose, params)
+        messages, exit_text, output = _render_isolated(functools.partial(_render_diagnose, ctx), params, ctx)
     for msg in messages:
         facts.update(msg.get("facts") or {})
     facts["diagnose_exit"] = exit_text
@@ -561,7 +564,7 @@ def run(params, ctx):
     stage = "started"
     render = {}
     with ctx.timed("render_process"):
-        messages, exit_text, output = _render_isolated(_render_frames, params)
+        messages, exit_text, output = _render_isolated(functools.partial(_render_frames, ctx), params, ctx)
     png = None
     for msg in messages:
         stage = msg.get("stage", stage)

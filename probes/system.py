@@ -30,58 +30,61 @@ def _glibc():
 
 
 def _nvidia_smi():
+    import re
     import shutil
     import subprocess
 
     exe = shutil.which("nvidia-smi")
     if not exe:
         return {"found": False}
-    fields = "name,driver_version,memory.total,compute_cap,uuid"
-    try:
-        proc = subprocess.run(
-            [exe, "--query-gpu=" + fields, "--format=csv,noheader"],
+    fields = ["name", "driver_version", "memory.total", "compute_cap", "uuid"]
+
+    def query():
+        return subprocess.run(
+            [exe, "--query-gpu=" + ",".join(fields), "--format=csv,noheader"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
         )
+
+    try:
+        proc = query()
+        said = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+        # R470's nvidia-smi does not know compute_cap: 'Field "compute_cap" is not a valid
+        # field to query.', exit 2.  Ask again without the field it names.
+        bad = re.search(r'Field "([^"]+)" is not a valid field to query', said)
+        if proc.returncode != 0 and bad and bad.group(1) in fields and bad.group(1) != "name":
+            fields.remove(bad.group(1))
+            proc = query()
     except Exception as exc:  # timeout, permission: record, never raise
         return {"found": True, "path": exe, "error": repr(exc)}
     gpus = []
     for line in proc.stdout.decode("utf-8", "replace").splitlines():
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 5:
-            gpus.append(dict(zip(fields.split(","), parts)))
+        if len(parts) == len(fields):
+            gpus.append(dict(zip(fields, parts)))
+    out = proc.stdout.decode("utf-8", "replace")
     return {
         "found": True,
         "path": exe,
         "returncode": proc.returncode,
+        "fields": list(fields),
         "gpus": gpus,
+        "no_devices": "No devices were found" in out + proc.stderr.decode("utf-8", "replace"),
         "stderr": proc.stderr.decode("utf-8", "replace")[-2000:],
-        "stdout": proc.stdout.decode("utf-8", "replace")[-2000:] if not gpus else "",
+        "stdout": out[-2000:] if not gpus else "",
     }
 
 
-def _libcuda():
+def _libcuda(ctx):
     import ctypes
 
-    out = {"loaded": False}
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-    except OSError as exc:
-        out["error"] = str(exc)
+    lib, out = ctx.load_library("libcuda.so.1")
+    if lib is None:
         return out
-    out["loaded"] = True
-    try:
-        with open("/proc/self/maps") as fh:
-            for line in fh:
-                if "libcuda.so" in line:
-                    out["path"] = line.split()[-1]
-                    break
-    except (IOError, OSError):
-        pass
-    version = ctypes.c_int(0)
     try:
         out["cuInit"] = int(lib.cuInit(0))
-        if lib.cuDriverGetVersion(ctypes.byref(version)) == 0:
-            out["driver_cuda_version"] = "%d.%d" % (version.value // 1000, (version.value % 1000) // 10)
+        rc, version = ctx.cuda_driver_version(lib)
+        if rc == 0:
+            out["driver_cuda_version"] = version
         count = ctypes.c_int(0)
         if out["cuInit"] == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0:
             out["device_count"] = count.value
@@ -90,21 +93,9 @@ def _libcuda():
     return out
 
 
-def _writable(path):
-    import os
-    import tempfile
-
-    if not path:
-        return {"path": path, "writable": False, "error": "not set"}
-    try:
-        if not os.path.isdir(path):
-            os.makedirs(path)
-        fd, name = tempfile.mkstemp(prefix=".containercheck-", dir=path)
-        os.close(fd)
-        os.unlink(name)
-        return {"path": path, "writable": True}
-    except Exception as exc:
-        return {"path": path, "writable": False, "error": "%s: %s" % (type(exc).__name__, exc)}
+def _writable(ctx, path):
+    # The system facts keep their shape: path, writable, error (ctx.writable tells more).
+    return dict((k, v) for k, v in ctx.writable(path).items() if k in ("path", "writable", "error"))
 
 
 _ENV_PREFIXES = ("CUDA", "NVIDIA_", "LD_LIBRARY_PATH", "__EGL", "__GLX", "VTK_", "PYVISTA",
@@ -145,12 +136,12 @@ def run(params, ctx):
             "kfd": os.path.exists("/dev/kfd"),
         },
         "nvidia_smi": _nvidia_smi(),
-        "libcuda": _libcuda(),
+        "libcuda": _libcuda(ctx),
         "env": env,
         "writable": {
-            "home": _writable(home),
-            "cache": _writable(cache),
-            "tmp": _writable(os.environ.get("TMPDIR") or "/tmp"),
+            "home": _writable(ctx, home),
+            "cache": _writable(ctx, cache),
+            "tmp": _writable(ctx, os.environ.get("TMPDIR") or "/tmp"),
         },
         "container": {
             "dockerenv": os.path.exists("/.dockerenv"),

@@ -7,37 +7,19 @@
 # reference, so "it did not raise" is never mistaken for "it computed".
 
 
-def _td_text(exc):
-    return ("%s: %s" % (type(exc).__name__, exc))[:2000]
-
-
-def _td_found(module):
-    # Installed but unimportable (missing system library) is a defect, not an absence.
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except Exception:
-        return False
-
-
-def _td_driver_cuda_version():
+def _td_driver_cuda_version(ctx):
     # The CUDA version the *driver* supports, read the way nvidia-smi does (no cuInit,
     # no context): comparing it with torch.version.cuda explains "driver too old".
-    import ctypes
-
+    lib, loaded = ctx.load_library("libcuda.so.1")
+    if lib is None:
+        return {"loaded": False, "error": loaded["error"]}
     try:
-        lib = ctypes.CDLL("libcuda.so.1")
-    except OSError as exc:
-        return {"loaded": False, "error": str(exc)[:500]}
-    version = ctypes.c_int(0)
-    try:
-        rc = int(lib.cuDriverGetVersion(ctypes.byref(version)))
+        rc, version = ctx.cuda_driver_version(lib)
     except Exception as exc:  # symbol missing in a broken stub library
-        return {"loaded": True, "error": _td_text(exc)}
+        return {"loaded": True, "error": ctx.exc_text(exc)}
     if rc != 0:
         return {"loaded": True, "error": "cuDriverGetVersion returned %d" % rc}
-    return {"loaded": True, "version": "%d.%d" % (version.value // 1000, (version.value % 1000) // 10)}
+    return {"loaded": True, "version": version}
 
 
 def _td_inputs(torch):
@@ -73,7 +55,7 @@ def _td_diff(torch, got, ref):
     }
 
 
-def _td_run_ops(torch, device, inputs, reference):
+def _td_run_ops(ctx, torch, device, inputs, reference):
     """Run matmul + conv on *device*; compare with *reference* (mm, conv) tensors."""
     import time
 
@@ -97,41 +79,11 @@ def _td_run_ops(torch, device, inputs, reference):
             conv=_td_diff(torch, conv, reference[1]),
         )
     except Exception as exc:  # "no kernel image is available", OOM, ...: a fact
-        out["error"] = _td_text(exc)
+        out["error"] = ctx.exc_text(exc)
     return out
 
 
-def _td_select_device(torch):
-    """Select a device the way current user code does, and say which API chose it."""
-    acc_mod = getattr(torch, "accelerator", None)
-    info = {"compiled_accelerator": None}
-    if acc_mod is not None and hasattr(acc_mod, "current_accelerator"):
-        # torch >= 2.6.  current_accelerator() alone is the *compile-time* accelerator
-        # (a CUDA build says "cuda" with no GPU at all), so ask for a runtime check as
-        # the function's own docstring example does.
-        compiled = acc_mod.current_accelerator()
-        info["compiled_accelerator"] = str(compiled) if compiled is not None else None
-        try:
-            dev = acc_mod.current_accelerator(check_available=True)
-            info["api"] = "torch.accelerator.current_accelerator(check_available=True)"
-        except TypeError:  # 2.6/2.7: no check_available parameter
-            dev = compiled if acc_mod.is_available() else None
-            info["api"] = "torch.accelerator.current_accelerator() + is_available()"
-        if dev is not None:
-            index = acc_mod.current_device_index()
-            dev = torch.device(dev.type, index)
-    else:
-        info["api"] = "torch.cuda.is_available()"
-        dev = None
-        if torch.cuda.is_available():
-            dev = torch.device("cuda", torch.cuda.current_device())
-        elif getattr(getattr(torch.backends, "mps", None), "is_available", lambda: False)():
-            dev = torch.device("mps")
-    info["selected"] = str(dev) if dev is not None else "cpu"
-    return info, dev
-
-
-def _td_cuda_facts(torch, facts):
+def _td_cuda_facts(ctx, torch, facts):
     cuda = {
         "compiled": bool(hasattr(torch._C, "_cuda_getDeviceCount")),
         "is_available": None,
@@ -147,14 +99,14 @@ def _td_cuda_facts(torch, facts):
         cuda["device_count"] = int(torch.cuda.device_count())
         cuda["arch_list"] = list(torch.cuda.get_arch_list())
     except Exception as exc:
-        cuda["error"] = _td_text(exc)
+        cuda["error"] = ctx.exc_text(exc)
         return
     if not cuda["is_available"]:
         return
     try:
         torch.cuda.init()  # surfaces the real reason when lazy init fails
     except Exception as exc:
-        cuda["init_error"] = _td_text(exc)
+        cuda["init_error"] = ctx.exc_text(exc)
         return
     for i in range(cuda["device_count"]):
         dev = {"index": i}
@@ -169,7 +121,7 @@ def _td_cuda_facts(torch, facts):
                 gcn_arch_name=getattr(props, "gcnArchName", None),
             )
         except Exception as exc:
-            dev["error"] = _td_text(exc)
+            dev["error"] = ctx.exc_text(exc)
         cuda["devices"].append(dev)
 
 
@@ -185,7 +137,7 @@ def _td_collect(ctx, torch, facts):
             cuda_build=getattr(torch.version, "cuda", None),
             hip_build=getattr(torch.version, "hip", None),
             machine=platform.machine(),
-            driver=_td_driver_cuda_version(),
+            driver=_td_driver_cuda_version(ctx),
             env=dict(
                 (k, v) for k, v in os.environ.items()
                 if k in ("CUDA_VERSION", "NVIDIA_REQUIRE_CUDA", "NVIDIA_VISIBLE_DEVICES",
@@ -197,22 +149,22 @@ def _td_collect(ctx, torch, facts):
             cudnn["available"] = bool(torch.backends.cudnn.is_available())
             cudnn["version"] = torch.backends.cudnn.version() if cudnn["available"] else None
         except Exception as exc:
-            cudnn["error"] = _td_text(exc)
+            cudnn["error"] = ctx.exc_text(exc)
         facts["cudnn"] = cudnn
         facts["tf32"] = {
             "matmul": bool(getattr(torch.backends.cuda.matmul, "allow_tf32", False)),
             "cudnn": bool(getattr(torch.backends.cudnn, "allow_tf32", False)),
         }
-        _td_cuda_facts(torch, facts)
+        _td_cuda_facts(ctx, torch, facts)
         try:
-            facts["selection"], selected = _td_select_device(torch)
+            facts["selection"], selected = ctx.select_torch_device(torch)
         except Exception as exc:
-            facts["selection"], selected = {"error": _td_text(exc), "selected": None}, None
+            facts["selection"], selected = {"error": ctx.exc_text(exc), "selected": None}, None
 
         inputs = _td_inputs(torch)
         reference = _td_compute(torch, torch.device("cpu"), [t.double() for t in inputs])
         # the CPU is checked against float64; every device against the CPU (float32)
-        ops = {"cpu": _td_run_ops(torch, torch.device("cpu"), inputs, reference)}
+        ops = {"cpu": _td_run_ops(ctx, torch, torch.device("cpu"), inputs, reference)}
         cpu_out = _td_compute(torch, torch.device("cpu"), inputs)
         targets = []
         if facts["cuda"].get("is_available") and not facts["cuda"].get("init_error"):
@@ -220,7 +172,7 @@ def _td_collect(ctx, torch, facts):
         if selected is not None and selected.type not in ("cpu", "cuda"):
             targets.append(selected)  # mps/xpu: still prove where the work ran
         for dev in targets:
-            ops[str(dev)] = _td_run_ops(torch, dev, inputs, cpu_out)
+            ops[str(dev)] = _td_run_ops(ctx, torch, dev, inputs, cpu_out)
         facts["ops"] = ops
 
 
@@ -231,8 +183,9 @@ def run(params, ctx):
             with ctx.timed("import"):
                 import torch
         except Exception as exc:  # ImportError, or a broken wheel raising OSError
-            facts["error"] = _td_text(exc)
-            facts["found"] = _td_found("torch")
+            facts["error"] = ctx.exc_text(exc)
+            facts["found"] = ctx.module_found("torch")
+            facts["dist_versions"] = ctx.dist_versions(("torch", "numpy"))
             torch = None
         if torch is not None:
             _td_collect(ctx, torch, facts)

@@ -17,37 +17,7 @@ _TI_CLASSES = ("BertConfig", "BertModel", "GPT2Config", "GPT2LMHeadModel")
 _TI_AUTO = ("AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer")
 
 
-def _ti_text(exc):
-    return ("%s: %s" % (type(exc).__name__, exc))[:2000]
-
-
-def _ti_writable(path):
-    """Can files be created at *path*?  Tests the nearest existing ancestor when *path*
-    does not exist yet, so the probe never leaves new directories behind."""
-    import os
-    import tempfile
-
-    if not path:
-        return {"path": path, "writable": False, "error": "not set"}
-    probe_dir = path
-    while not os.path.isdir(probe_dir):
-        parent = os.path.dirname(probe_dir)
-        if parent == probe_dir:
-            break
-        probe_dir = parent
-    out = {"path": path, "exists": os.path.isdir(path), "tested": probe_dir}
-    try:
-        fd, name = tempfile.mkstemp(prefix=".containercheck-", dir=probe_dir)
-        os.close(fd)
-        os.unlink(name)
-        out["writable"] = True
-    except Exception as exc:  # EROFS, EACCES: exactly what we want to report
-        out["writable"] = False
-        out["error"] = _ti_text(exc)
-    return out
-
-
-def _ti_caches():
+def _ti_caches(ctx):
     import os
 
     out = {"env": dict((k, v) for k, v in os.environ.items()
@@ -64,7 +34,7 @@ def _ti_caches():
             dirs["xet_cache"] = xet
         out["offline"] = bool(getattr(constants, "HF_HUB_OFFLINE", None))
     except Exception as exc:
-        out["error"] = _ti_text(exc)
+        out["error"] = ctx.exc_text(exc)
         home = os.environ.get("HF_HOME") or os.path.join(
             os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
             "huggingface")
@@ -76,24 +46,8 @@ def _ti_caches():
         dirs["modules_cache"] = tf_hub.HF_MODULES_CACHE
     except Exception:
         pass
-    out["dirs"] = dict((k, _ti_writable(v)) for k, v in dirs.items())
+    out["dirs"] = dict((k, ctx.writable(v)) for k, v in dirs.items())
     return out
-
-
-def _ti_select_device(torch):
-    """The device current user code picks (see probes/torch_device.py)."""
-    acc_mod = getattr(torch, "accelerator", None)
-    if acc_mod is not None and hasattr(acc_mod, "current_accelerator"):
-        try:
-            dev = acc_mod.current_accelerator(check_available=True)
-        except TypeError:  # torch 2.6/2.7
-            dev = acc_mod.current_accelerator() if acc_mod.is_available() else None
-        if dev is not None:
-            return torch.device(dev.type, acc_mod.current_device_index())
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def _ti_tiny_models(transformers):
@@ -123,7 +77,7 @@ def _ti_first_tensor(output):
     return "output[0]", output[0]
 
 
-def _ti_run_model(torch, model, inputs, device):
+def _ti_run_model(ctx, torch, model, inputs, device):
     import time
 
     out = {"device": str(device), "ok": False}
@@ -147,7 +101,7 @@ def _ti_run_model(torch, model, inputs, device):
         )
         out["_tensor"] = tensor.detach().to("cpu")
     except Exception as exc:
-        out["error"] = _ti_text(exc)
+        out["error"] = ctx.exc_text(exc)
     return out
 
 
@@ -163,10 +117,10 @@ def _ti_compare(torch, got, ref):
     }
 
 
-def _ti_infer(torch, model, inputs, device):
+def _ti_infer(ctx, torch, model, inputs, device):
     """Run *model* on the CPU, then on *device*; facts with the CPU-vs-device difference."""
     model.eval()
-    runs = {"cpu": _ti_run_model(torch, model, inputs, torch.device("cpu"))}
+    runs = {"cpu": _ti_run_model(ctx, torch, model, inputs, torch.device("cpu"))}
     cpu = runs["cpu"].pop("_tensor", None)
     if cpu is not None:
         runs["cpu"]["finite"] = bool(torch.isfinite(cpu).all())
@@ -177,7 +131,7 @@ def _ti_infer(torch, model, inputs, device):
         runs["cpu"]["parameters"] = int(n_params)
         if n_params <= _TI_FLOAT64_MAX_PARAMS:
             dtype = next(model.parameters()).dtype
-            ref = _ti_run_model(torch, model.double(), inputs, torch.device("cpu"))
+            ref = _ti_run_model(ctx, torch, model.double(), inputs, torch.device("cpu"))
             model.to(dtype)
             ref_tensor = ref.pop("_tensor", None)
             if ref_tensor is not None:
@@ -185,7 +139,7 @@ def _ti_infer(torch, model, inputs, device):
             else:
                 runs["cpu"]["float64_error"] = ref.get("error")
     if device.type != "cpu":
-        runs["device"] = _ti_run_model(torch, model, inputs, device)
+        runs["device"] = _ti_run_model(ctx, torch, model, inputs, device)
         got = runs["device"].pop("_tensor", None)
         if got is not None and cpu is not None:
             runs["device"]["vs_cpu"] = _ti_compare(torch, got, cpu)
@@ -198,21 +152,21 @@ def _ti_random_inputs(torch, vocab_size):
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def _ti_tiny(torch, transformers, device):
+def _ti_tiny(ctx, torch, transformers, device):
     models = {}
     for key, cls_name, config in _ti_tiny_models(transformers):
         entry = {"class": cls_name}
         try:
             torch.manual_seed(0)  # the weights are random, but the same on every run
             model = getattr(transformers, cls_name)(config)
-            entry.update(_ti_infer(torch, model, _ti_random_inputs(torch, config.vocab_size), device))
+            entry.update(_ti_infer(ctx, torch, model, _ti_random_inputs(torch, config.vocab_size), device))
         except Exception as exc:
-            entry["error"] = _ti_text(exc)
+            entry["error"] = ctx.exc_text(exc)
         models[key] = entry
     return models
 
 
-def _ti_real(torch, transformers, path, device):
+def _ti_real(ctx, torch, transformers, path, device):
     import os
 
     entry = {"path": path, "exists": os.path.isdir(path)}
@@ -238,13 +192,13 @@ def _ti_real(torch, transformers, path, device):
                 entry["tokenizer_error"] = "tokenizer produced no usable ids: %r" % (
                     list(ids.shape) if ids is not None else None,)
         except Exception as exc:  # no tokenizer shipped: random ids test the model as well
-            entry["tokenizer_error"] = _ti_text(exc)
+            entry["tokenizer_error"] = ctx.exc_text(exc)
         if inputs is None:
             inputs = _ti_random_inputs(torch, vocab or 100)
         entry["inputs"] = "tokenizer" if "tokenizer_error" not in entry else "random ids"
-        entry.update(_ti_infer(torch, model, inputs, device))
+        entry.update(_ti_infer(ctx, torch, model, inputs, device))
     except Exception as exc:
-        entry["error"] = _ti_text(exc)
+        entry["error"] = ctx.exc_text(exc)
     return {"model": entry}
 
 
@@ -267,15 +221,12 @@ def run(params, ctx):
                 for cls_name in _TI_AUTO if params.get("model_path") else _TI_CLASSES:
                     getattr(transformers, cls_name)
         except Exception as exc:  # ImportError for either, or a broken native wheel
-            import importlib.util
-
-            facts["error"] = _ti_text(exc)
+            facts["error"] = ctx.exc_text(exc)
             # Which one is missing decides the verdict: transformers needs a backend.
             for mod in ("torch", "transformers"):
-                try:
-                    facts[mod + "_installed"] = importlib.util.find_spec(mod) is not None
-                except Exception:
-                    facts[mod + "_installed"] = False
+                facts[mod + "_installed"] = ctx.module_found(mod)
+            # transformers refuses a torch below its floor: the versions name the mismatch.
+            facts["dist_versions"] = ctx.dist_versions(("torch", "transformers", "numpy"))
             return facts
         with ctx.timed("work"):
             facts.update(
@@ -286,23 +237,25 @@ def run(params, ctx):
                 torch_version=torch.__version__,
                 torch_cuda_build=getattr(torch.version, "cuda", None),
                 torch_hip_build=getattr(torch.version, "hip", None),
-                cache=_ti_caches(),
+                cache=_ti_caches(ctx),
                 # NVIDIA CUDA base images set these: the image is meant for GPUs.
                 image_env=dict((k, os.environ[k]) for k in ("CUDA_VERSION", "NVIDIA_REQUIRE_CUDA",
                                                             "CUDA_VISIBLE_DEVICES") if k in os.environ),
             )
             try:
-                device = _ti_select_device(torch)
+                _, device = ctx.select_torch_device(torch)
+                if device is None:
+                    device = torch.device("cpu")
             except Exception as exc:
-                facts["select_error"] = _ti_text(exc)
+                facts["select_error"] = ctx.exc_text(exc)
                 device = torch.device("cpu")
             facts["selected_device"] = str(device)
             model_path = params.get("model_path")
             if model_path:
                 facts["mode"] = "model_path"
-                facts["models"] = _ti_real(torch, transformers, model_path, device)
+                facts["models"] = _ti_real(ctx, torch, transformers, model_path, device)
             else:
                 facts["mode"] = "tiny"
-                facts["models"] = _ti_tiny(torch, transformers, device)
+                facts["models"] = _ti_tiny(ctx, torch, transformers, device)
     facts["warnings"] = list(ctx.warnings)
     return facts

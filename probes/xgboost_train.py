@@ -15,10 +15,6 @@ _XT_FEATURES = 8
 _XT_ROUNDS = 20
 
 
-def _xt_text(exc):
-    return ("%s: %s" % (type(exc).__name__, exc))[:2000]
-
-
 class _XtCapture(object):
     """Capture Python warnings, sys.stdout/sys.stderr and the fds 1 and 2."""
 
@@ -86,7 +82,7 @@ def _xt_booster_device(booster):
     return generic, config.get("learner", {}).get("gradient_booster", {}).get("gbtree_train_param", {})
 
 
-def _xt_train(xgb, np, data, device, legacy):
+def _xt_train(ctx, xgb, np, data, device, legacy):
     import time
 
     x_train, y_train, x_test, y_test = data
@@ -119,7 +115,7 @@ def _xt_train(xgb, np, data, device, legacy):
             tree_method=tree_param.get("tree_method"),
         )
     except Exception as exc:  # e.g. "not compiled with CUDA": a fact, not a crash
-        out["error"] = _xt_text(exc)
+        out["error"] = ctx.exc_text(exc)
     out["warnings"] = getattr(cap, "warnings", [])
     out["log"] = getattr(cap, "log", "")
     return out
@@ -148,24 +144,25 @@ def run(params, ctx):
                 import numpy as np
                 import xgboost as xgb
         except Exception as exc:  # ImportError, or a broken wheel (XGBoostError: no libgomp)
-            import importlib.util
-
-            facts["error"] = _xt_text(exc)
+            facts["error"] = ctx.exc_text(exc)
             # Installed but unimportable (missing system library) is a defect, not an absence.
-            facts["found"] = all(importlib.util.find_spec(m) is not None for m in ("numpy", "xgboost"))
+            facts["found"] = all(ctx.module_found(m) for m in ("numpy", "xgboost"))
+            # A NumPy 2 under an xgboost built for NumPy 1 fails here too: name both versions.
+            facts["dist_versions"] = ctx.dist_versions(("numpy", "xgboost", "xgboost-cpu"))
             return facts
         with ctx.timed("work"):
-            facts.update(installed=True, version=xgb.__version__, distributions=_xt_distribution())
+            facts.update(installed=True, version=xgb.__version__, distributions=_xt_distribution(),
+                         module_path=getattr(xgb, "__file__", None))
             try:
                 facts["build_info"] = xgb.build_info()
             except Exception as exc:  # xgboost < 1.6 has no build_info()
                 facts["build_info"] = None
-                facts["build_info_error"] = _xt_text(exc)
+                facts["build_info_error"] = ctx.exc_text(exc)
             legacy = int(xgb.__version__.split(".")[0]) < 2
             data = _xt_data(np)
             facts["train"] = {}
             for device in ("cpu", "cuda"):
-                result = _xt_train(xgb, np, data, device, legacy)
+                result = _xt_train(ctx, xgb, np, data, device, legacy)
                 facts["train"][device] = result
                 ctx.warnings.extend(result["warnings"])
                 if result.get("train_seconds") is not None:

@@ -104,7 +104,7 @@ def test_rows_come_in_the_order_their_modules_declare(pytester: pytest.Pytester)
     result = pytester.runpytest("--image", "host", "test_mine.py", "--collect-only", "-q")
     modules = [line.split("::")[0].rsplit("/", 1)[-1] for line in result.stdout.lines if "::" in line]
     firsts = list(dict.fromkeys(modules))
-    assert firsts == ["test_system.py", "test_render.py", "test_ml.py", "test_mine.py"]
+    assert firsts == ["test_system.py", "test_tls.py", "test_render.py", "test_ml.py", "test_mine.py"]
 
 
 def test_a_closed_pool_starts_nothing() -> None:
