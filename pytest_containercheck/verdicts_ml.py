@@ -30,6 +30,18 @@ The GPU messages matched here are the libraries' own, quoted from their source:
   a build without CUDA (``xgboost-cpu``) logs only that second line (observed with
   3.2.0, ``tests/data/ml/``): the warning blames the system even when the wheel is at
   fault, which is why ``build_info()`` decides.
+* xgboost 1.x, ``GenericParameter::ConfigureGpuId`` (``src/learner.cc``; ``Context`` in
+  ``src/context.cc`` from 1.7): 1.x has no ``device`` parameter, GPU training is
+  ``tree_method="gpu_hist"``, the config stores only ``gpu_id``, and with no visible GPU it
+  logs "No visible GPU is found, setting `gpu_id` to -1" (:func:`xgboost_booster_device`).
+* The CUDA runtime's string for ``cudaErrorUnsupportedPtxVersion`` (driver
+  ``CUDA_ERROR_UNSUPPORTED_PTX_VERSION``, 222): "the provided PTX was compiled with an
+  unsupported toolchain." -- PTX from a newer toolkit than the driver can JIT: a pair fault.
+* Version mismatches at import time (:func:`version_mismatch`): NumPy's own text for a module
+  built against NumPy 1.x ("A module that was compiled using NumPy 1.x cannot be run in NumPy
+  2.x", then ``_ARRAY_API not found`` / ``numpy.core.multiarray failed to import``), and
+  transformers' ``PYTORCH_IMPORT_ERROR`` ("{0} requires PyTorch >= 2.6, but PyTorch was not
+  found or an older version is installed", ``transformers/utils/import_utils.py``).
 """
 
 from __future__ import annotations
@@ -60,7 +72,9 @@ __all__ = [
     "transformers_cpu",
     "transformers_cuda",
     "transformers_cuda_build",
+    "version_mismatch",
     "within",
+    "xgboost_booster_device",
     "xgboost_cpu",
     "xgboost_cuda",
     "xgboost_cuda_build",
@@ -213,6 +227,8 @@ def arch_supports(arch_list: Sequence[str], capability: Sequence[int]) -> bool |
 _CUDA_MESSAGES: tuple[tuple[str, str, str], ...] = (
     ("driver on your system is too old", "pair",
      "the image's CUDA runtime is newer than the host driver supports"),
+    ("the provided PTX was compiled with an unsupported toolchain", "pair",
+     "the build ships PTX from a newer CUDA toolkit than the host driver can JIT-compile"),
     ("no kernel image is available for execution on the device", "image",
      "the build has no kernels for this GPU's architecture"),
     ("is not compatible with the current PyTorch installation", "image",
@@ -277,11 +293,43 @@ _NO_TMP_FIX = ("give the container a writable /tmp (docker run --tmpfs /tmp; App
                "--contain is given) or point TMPDIR at a writable directory")
 
 
-def _import_failure(library: str, err: str, fix: str) -> Verdict:
+#: NumPy's own messages for an extension module compiled against NumPy 1.x imported under
+#: NumPy 2.x (``numpy/core/_multiarray_umath.py``, and the C-API import that follows it).
+_NUMPY_ABI = ("compiled using NumPy 1.x", "_ARRAY_API not found", "numpy.core.multiarray failed to import",
+              "numpy._core.multiarray failed to import")
+#: transformers' ``PYTORCH_IMPORT_ERROR`` (utils/import_utils.py): its torch floor.
+_TF_TORCH_FLOOR = re.compile(r"requires PyTorch >= ?([0-9][0-9.]*), but PyTorch was not found or an older version")
+
+
+def version_mismatch(library: str, err: str, versions: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
+    """``(what, fix)`` when *library*'s import error is two packages of the image that do
+    not fit together (not a missing system library); None otherwise.
+
+    *versions* holds what the probe could read without importing (distribution versions).
+    """
+    versions = versions or {}
+    if any(needle in err for needle in _NUMPY_ABI):
+        numpy = versions.get("numpy")
+        return (f"{library} was built against NumPy 1.x but the image has NumPy {numpy or '2.x'}",
+                f"install numpy<2 in the image, or upgrade {library} to a release built for NumPy 2")
+    m = _TF_TORCH_FLOOR.search(err)
+    if m and versions.get("torch"):
+        return (f"transformers {versions.get('transformers') or ''} needs torch >= {m.group(1)}, the image has "
+                f"torch {versions['torch']}".replace("transformers  ", "transformers "),
+                f"upgrade torch to >= {m.group(1)} in the image, or install a transformers release that supports "
+                f"torch {versions['torch']}")
+    return None
+
+
+def _import_failure(library: str, err: str, fix: str, versions: Mapping[str, Any] | None = None,
+                    raw: str | None = None) -> Verdict:
     if _NO_TMP in err:
         # Python's tempfile found no writable directory: the launch made the whole
         # filesystem read-only (docker --read-only without --tmpfs), not the image.
         return _fail(f"{library} does not import: {err}", _NO_TMP_FIX, "host")
+    mismatch = version_mismatch(library, raw or err, versions)
+    if mismatch is not None:
+        return _fail(f"{library} does not import: {mismatch[0]} ({err})", mismatch[1], "image")
     return _fail(f"{library} is installed but does not import: {err}", fix, "image")
 
 
@@ -291,7 +339,7 @@ def _not_importable(facts: Mapping[str, Any], library: str, fix: str) -> Verdict
         return None
     err = _first_line(str(facts.get("error")), 200)
     if facts.get("found"):
-        return _import_failure(library, err, fix)
+        return _import_failure(library, err, fix, facts.get("dist_versions"), str(facts.get("error")))
     return _skip(f"{library} is not installed in the image ({err})")
 
 
@@ -446,6 +494,59 @@ def _xgb_name(facts: Mapping[str, Any]) -> str:
     return f"xgboost {facts.get('version')}{suffix}"
 
 
+def _xgb_major(facts: Mapping[str, Any]) -> int | None:
+    v = _version_tuple(facts.get("version"))
+    return v[0] if v else None
+
+
+def xgboost_booster_device(facts: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
+    """Where a trained booster says it trained: ``cpu``, ``cuda:N``, or None when unknown.
+
+    xgboost >= 2 records it (``learner.generic_param.device``, ``DeviceOrd::Name()``).
+    xgboost 1.x has no ``device``: GPU training is ``tree_method="gpu_hist"`` and the config
+    keeps only ``gpu_id`` (a string, ``"-1"`` for the CPU), which ``ConfigureGpuId`` resets
+    to -1 with "No visible GPU is found, setting `gpu_id` to -1" when no GPU is visible.
+    """
+    device = run.get("booster_device")
+    if device:
+        return str(device)
+    generic = run.get("generic_param") or {}
+    major = _xgb_major(facts)
+    if (major is not None and major >= 2) or "gpu_id" not in generic:
+        return None
+    try:
+        gpu_id = int(str(generic.get("gpu_id")))
+    except ValueError:
+        return None
+    tree_method = str(run.get("tree_method") or (run.get("params") or {}).get("tree_method") or "")
+    if gpu_id >= 0 and tree_method.startswith("gpu_"):
+        return f"cuda:{gpu_id}"
+    return "cpu"
+
+
+def _xgb_gpu_api(facts: Mapping[str, Any]) -> str:
+    """How code asks this xgboost for a GPU: the API changed in 2.0."""
+    major = _xgb_major(facts)
+    if major is not None and major < 2:
+        return "xgboost 1.x trains on a GPU with tree_method='gpu_hist' (and gpu_id=N); 'device' is 2.0+"
+    return "xgboost >= 2 trains on a GPU with device='cuda' (tree_method='gpu_hist' is deprecated)"
+
+
+def _xgb_cuda_fix(facts: Mapping[str, Any]) -> str:
+    """What to install when this xgboost has no CUDA: depends on where it came from."""
+    dists = {d.get("name"): d.get("version") for d in facts.get("distributions") or [] if isinstance(d, Mapping)}
+    path = str(facts.get("module_path") or "")
+    if "xgboost-cpu" in dists:
+        return ("install the `xgboost` wheel (CUDA-enabled), not xgboost-cpu: "
+                "pip uninstall -y xgboost-cpu && pip install xgboost")
+    if ("/dist-packages/" in path and path.startswith("/usr/lib/")) or not dists:
+        return (f"this xgboost comes from a distribution package ({path or 'no pip metadata'}), built without "
+                "CUDA: remove it and pip install xgboost (the PyPI wheel has CUDA), or build xgboost with "
+                "-DUSE_CUDA=ON")
+    return ("this xgboost was built without CUDA (a source build or a custom wheel): rebuild it with "
+            "cmake -DUSE_CUDA=ON, or pip install the PyPI `xgboost` wheel (CUDA-enabled)")
+
+
 def xgboost_cpu(facts: Mapping[str, Any]) -> Verdict:
     """``xgboost.cpu``: device="cpu" training ran on the CPU and learned the task."""
     skip = _xgb_not_installed(facts)
@@ -456,8 +557,9 @@ def xgboost_cpu(facts: Mapping[str, Any]) -> Verdict:
     if not run.get("ok"):
         return _fail(f"{name}: training on the CPU raised {run.get('error')}",
                      "reinstall xgboost in the image; the evidence has the exception", "image")
-    if run.get("booster_device") != "cpu":
-        return _fail(f"{name}: asked for cpu, the booster says device={run.get('booster_device')}",
+    device = xgboost_booster_device(facts, run)
+    if device != "cpu":
+        return _fail(f"{name}: asked for cpu, the booster says device={device}",
                      "see the evidence (booster config)", None)
     acc = run.get("accuracy") or 0.0
     if acc < XGB_MIN_ACCURACY:
@@ -482,8 +584,7 @@ def xgboost_cuda_build(facts: Mapping[str, Any]) -> Verdict | None:
         return None  # xgboost < 1.6: no build_info(); the GPU run decides
     if not info.get("USE_CUDA"):
         return _fail(f"{_xgb_name(facts)} is built without CUDA (build_info USE_CUDA={info.get('USE_CUDA')}): "
-                     f"device='cuda' trains on the CPU on every host",
-                     "install the `xgboost` wheel (CUDA-enabled), not xgboost-cpu", "image")
+                     f"device='cuda' trains on the CPU on every host", _xgb_cuda_fix(facts), "image")
     return None
 
 
@@ -501,11 +602,14 @@ def xgboost_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
     messages = _warning_texts(run.get("warnings")) + ([str(run["log"])] if run.get("log") else [])
     if not run.get("ok"):
         err = str(run.get("error"))
+        if "not compiled with GPU support" in err:  # 1.x: common::AssertGPUSupport()
+            return _fail(f"{name} is built without CUDA: {_first_line(err)}", _xgb_cuda_fix(facts), "image")
         c = classify_cuda_message(err)
         fault = c[0] if c else None
         fix = _fault_fix(fault, "xgboost", build, driver, host) if fault else "see the evidence"
         return _fail(f"{name}: device='cuda' training raised {_first_line(err)}", fix, fault)
-    device = str(run.get("booster_device") or "")
+    device = str(xgboost_booster_device(facts, run) or "")
+    asked = "tree_method='gpu_hist'" if (_xgb_major(facts) or 2) < 2 else "device='cuda'"
     if not device.startswith("cuda"):
         fallback = next((m for m in messages if "No visible GPU" in m or "changed from GPU to CPU" in m), None)
         if build and driver and build[0] > driver[0]:
@@ -513,10 +617,10 @@ def xgboost_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
                          f"{_fmt(driver)} only" + (f" ({_first_line(fallback, 120)})" if fallback else ""),
                          _pair_fix("xgboost", build, driver, host), "pair")
         if fallback:
-            return _fail(f"{name}: device='cuda' trained on the CPU: {_first_line(fallback, 160)}",
-                         _fault_fix("host", "xgboost", build, driver, host), "host")
-        return _fail(f"{name}: device='cuda' trained on the CPU without a warning (booster device={device})",
-                     "install the `xgboost` wheel (CUDA-enabled), not xgboost-cpu", "image")
+            return _fail(f"{name}: {asked} trained on the CPU: {_first_line(fallback, 160)}",
+                         _fault_fix("host", "xgboost", build, driver, host) + f"; {_xgb_gpu_api(facts)}", "host")
+        return _fail(f"{name}: {asked} trained on the CPU without a warning (booster device={device or '?'})",
+                     f"{_xgb_cuda_fix(facts)}; {_xgb_gpu_api(facts)}", "image")
     acc = run.get("accuracy") or 0.0
     cpu_acc = (train.get("cpu") or {}).get("accuracy")
     if acc < XGB_MIN_ACCURACY or (isinstance(cpu_acc, (int, float)) and abs(acc - cpu_acc) > XGB_MAX_ACCURACY_GAP):
@@ -540,7 +644,7 @@ def _tf_not_runnable(facts: Mapping[str, Any]) -> Verdict | None:
         return _skip(f"transformers is installed but torch is not: no backend to run a model ({err})")
     # Both present but the import failed.
     return _import_failure("transformers", err, "see the evidence; reinstall transformers and torch with "
-                           "matching versions")
+                           "matching versions", facts.get("dist_versions"), str(facts.get("error")))
 
 
 def _model_entries(facts: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:

@@ -60,6 +60,46 @@ def missing_libraries(facts: Mapping[str, Any], backend: str) -> dict[str, str]:
     return missing
 
 
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def _violated(spec: str, have: tuple[int, ...]) -> bool:
+    """Does VTK *have* violate one requirement like ``vtk>=9.3.1`` / ``vtk<9.8.0`` / ``vtk!=9.4.0``?"""
+    m = re.match(r"^\s*vtk\s*(>=|<=|==|!=|>|<|~=)\s*([0-9][0-9.]*)", spec, re.IGNORECASE)
+    if not m or not have:
+        return False
+    op, want = m.group(1), _version(m.group(2))
+    n = max(len(want), len(have))
+    a, b = have + (0,) * (n - len(have)), want + (0,) * (n - len(want))
+    return not {">=": a >= b, "<=": a <= b, "==": a == b, "!=": a != b, ">": a > b, "<": a < b,
+                "~=": a >= b}[op]
+
+
+def pyvista_vtk_mismatch(facts: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(what, fix)`` when pyvista failed to import because the image's VTK does not fit it.
+
+    pyvista declares its VTK range in its metadata (0.49.1: ``vtk>=9.3.1``, ``vtk<9.8.0``,
+    ``vtk!=9.4.0``, ``vtk!=9.4.1``) and checks the floor itself (``pyvista/__init__.py``:
+    "VTK version must be X or greater."), but an older VTK usually fails earlier, with an
+    AttributeError or ImportError from ``vtkmodules`` while pyvista's modules import.
+    """
+    err = str(facts.get("pyvista_import_error") or "")
+    dist = facts.get("pyvista_dist") or {}
+    vtk = str(facts.get("vtk_version") or "")
+    specs = [str(r) for r in dist.get("requires_vtk") or []]
+    broken = [r for r in specs if _violated(r, _version(vtk))]
+    from_vtk = "vtkmodules" in err or "VTK version must be" in err or "VTKVersionError" in err
+    if not broken and not (from_vtk and specs):
+        return None
+    needs = ", ".join(r.replace(" ", "") for r in specs) or "another VTK"
+    pv = dist.get("version") or "?"
+    what = f"pyvista {pv} needs {needs}; the image has VTK {vtk or '?'}"
+    fix = (f"install a VTK that pyvista {pv} supports (pip install '{','.join(r.replace(' ', '') for r in specs)}'),"
+           f" or a pyvista release that supports VTK {vtk or 'the installed one'} (pyvista<{pv})")
+    return what, fix
+
+
 def _first_vtk_message(facts: Mapping[str, Any]) -> str:
     msgs = [m for m in facts.get("vtk_messages") or [] if "Failed to create a vtkOpenGLRenderWindow" not in m]
     return msgs[0] if msgs else ""
@@ -70,6 +110,21 @@ def _missing_text(missing: Mapping[str, str]) -> str:
     for lib, err in missing.items():
         parts.append(f"no EGL vendor library loads ({err})" if lib == "egl-vendor" else f"{lib} does not load ({err})")
     return "; ".join(parts)
+
+
+def _broken_vendor_fix(entry: Mapping[str, Any]) -> str:
+    return (f"{entry.get('library_path')} is the host driver's: let the runtime inject it (Docker: include "
+            "'graphics' in NVIDIA_DRIVER_CAPABILITIES, or 'all'; Apptainer: --nv), or, if the image ships "
+            f"{entry.get('path')} without the driver, remove that file from the image")
+
+
+def broken_nvidia_vendor(facts: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The NVIDIA glvnd EGL vendor file whose library does not load, if there is one."""
+    for f in (facts.get("egl_vendor_files") or {}).get("files") or []:
+        named = f"{f.get('path')} {f.get('library_path')}".lower()
+        if "nvidia" in named and not f.get("loaded"):
+            return dict(f)
+    return None
 
 
 def egl_software_cause(facts: Mapping[str, Any], runtime: str) -> tuple[str, str, str]:
@@ -97,17 +152,22 @@ def egl_software_cause(facts: Mapping[str, Any], runtime: str) -> tuple[str, str
         if f.get("loaded"):
             devices = (facts.get("egl_devices") or {}).get("devices") or []
             vendors = sorted({str(d.get("vendor")) for d in devices if d.get("vendor")})
+            nvidia = [int(d["index"]) for d in devices
+                      if "nvidia" in str(d.get("vendor") or "").lower() and isinstance(d.get("index"), int)]
+            used = egl_device_used(facts)
+            index = str(nvidia[0]) if nvidia else "N (the NVIDIA device's index among the EGL devices)"
             return (f"the NVIDIA EGL vendor ({f.get('path')}) loads, but VTK's EGL display is "
-                    f"{facts.get('gl_renderer')} (EGL devices: {', '.join(vendors) or 'none listed'})",
-                    "set VTK_DEFAULT_EGL_DEVICE_INDEX to the NVIDIA device, or check that /dev/dri and "
-                    "/dev/nvidia* nodes match the GPU allocated to this job", "pair")
+                    f"{facts.get('gl_renderer')} (EGL devices: {', '.join(vendors) or 'none listed'}; "
+                    f"VTK used {used})",
+                    f"set VTK_EGL_DEVICE_INDEX={index} (or VTK_DEFAULT_EGL_DEVICE_INDEX={index}) in the image's "
+                    "environment, or check that /dev/dri and /dev/nvidia* nodes match the GPU allocated to "
+                    "this job", "pair")
         err = str(f.get("error") or "")
         if "GLIBC" in err or "version `" in err:
             return (f"the host's {f.get('library_path')} (named by {f.get('path')}) needs a newer glibc than "
                     f"the image has: {err}", "rebuild the image on a newer base (glibc at least the host's)", "pair")
-        return (f"{f.get('path')} names {f.get('library_path')}, which does not load: {err}",
-                "Docker: include 'graphics' in NVIDIA_DRIVER_CAPABILITIES (or 'all'); Apptainer: use --nv",
-                "host")
+        return (f"the NVIDIA EGL vendor file {f.get('path')} names {f.get('library_path')}, which does not "
+                f"load: {err}", _broken_vendor_fix(f), "host")
     hidden = [p for p in vendor.get("hidden_default_files") or [] if "nvidia" in p.lower()]
     if hidden:
         return (f"{vendor.get('search')} is set and hides {', '.join(hidden)} from glvnd",
@@ -136,6 +196,28 @@ def egl_software_cause(facts: Mapping[str, Any], runtime: str) -> tuple[str, str
             "check the NVIDIA Container Toolkit on the host (nvidia-ctk, CDI spec with graphics libraries)", "host")
 
 
+def egl_device_used(facts: Mapping[str, Any]) -> str:
+    """Which EGL device VTK rendered on, as far as the facts tell.
+
+    ``vtkEGLRenderWindow`` (VTK 9.x, ``vtkEGLRenderWindow.cxx``) keeps ``DeviceIndex = -1``
+    unless ``VTK_EGL_DEVICE_INDEX`` is set; with -1 it opens the default device,
+    ``VTK_DEFAULT_EGL_DEVICE_INDEX`` (build default 0), trying the others if that one fails
+    to initialise.  A window of another class (OSMesa) has no EGL device at all.
+    """
+    if facts.get("window_class") != "vtkEGLRenderWindow":
+        return "no EGL device (not an EGL window)"
+    env = facts.get("env") or {}
+    count = facts.get("egl_device_count")
+    of = f" of {count}" if isinstance(count, int) else ""
+    index = facts.get("egl_device_index")
+    if isinstance(index, int) and index >= 0:
+        return f"EGL device {index}{of} (VTK_EGL_DEVICE_INDEX={env.get('VTK_EGL_DEVICE_INDEX', index)})"
+    default = env.get("VTK_DEFAULT_EGL_DEVICE_INDEX")
+    if default is not None:
+        return f"EGL device {default}{of} (VTK_DEFAULT_EGL_DEVICE_INDEX={default})"
+    return f"the default EGL device, 0{of} (neither VTK_EGL_DEVICE_INDEX nor VTK_DEFAULT_EGL_DEVICE_INDEX set)"
+
+
 def _driver_text(gl_version: str | None) -> str:
     """``4.5 (Core Profile) Mesa 22.3.6`` -> ``Mesa 22.3.6``; ``4.6.0 NVIDIA 550.54`` -> ``NVIDIA 550.54``."""
     m = re.search(r"\b(Mesa|NVIDIA)\s+\S+", gl_version or "")
@@ -152,6 +234,10 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
         if err:
             if err.startswith("ModuleNotFoundError"):
                 return Verdict("skip", f"pyvista/vtk not installed in the image ({err})")
+            mismatch = pyvista_vtk_mismatch(facts) if lib == "pyvista" else None
+            if mismatch is not None:
+                return Verdict("fail", f"import pyvista failed: {mismatch[0]} ({err})", fix=mismatch[1],
+                               fault="image")
             return Verdict("fail", f"import {lib} failed in the image: {err}",
                                  fix="install the system libraries the error names (e.g. libxrender1, libgomp1)",
                                  fault="image")
@@ -170,8 +256,12 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
     if not facts.get("rendered"):
         where = f"{facts.get('render_exit')} during {facts.get('render_stage')}"
         if missing:
+            fix = _install_fix(list(missing))
+            broken = broken_nvidia_vendor(facts) if host_has_gpu and "egl-vendor" in missing else None
+            if broken is not None:
+                fix += f"; for the GPU: {_broken_vendor_fix(broken)}"
             return Verdict("fail", f"{backend} cannot render: {_missing_text(missing)} (render {where})",
-                                 fix=_install_fix(list(missing)), fault="image")
+                                 fix=fix, fault="image")
         said = _first_vtk_message(facts)
         return Verdict("fail", f"{backend} render failed: {facts.get('error') or where}"
                              + (f"; VTK: {said}" if said else ""),
@@ -187,11 +277,23 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
     note = f"{label}, {_driver_text(facts.get('gl_version'))}"
     if "first_render" in t:
         note += f", {t['first_render']:.2f} s"
-    software = normalize_renderer(facts.get("gl_renderer")) in SOFTWARE_RENDERERS
-    if software and backend == "osmesa":
+    renderer = normalize_renderer(facts.get("gl_renderer"))
+    software = renderer in SOFTWARE_RENDERERS
+    if backend == "osmesa" and (software or renderer == "unknown"):
         # OSMesa is CPU-only by design: there is no hardware to demand from it.
         return Verdict("pass", f"OSMesa renders with {label} (CPU-only by design)", note=note)
-    if software and (require_hw_render or (host_has_gpu and require_gpu)):
+    demand_hw = require_hw_render or (host_has_gpu and require_gpu)
+    if renderer == "unknown":
+        # No GL_RENDERER (ReportCapabilities said nothing): the frames exist, but nothing
+        # shows they came from a GPU, so a hardware demand is not met.
+        said = "VTK reported no GL_RENDERER, so hardware rendering is not proven"
+        if demand_hw:
+            flag = "--require-hw-render" if require_hw_render else "--require-gpu on a GPU host"
+            return Verdict("fail", f"{flag}: EGL rendered, but {said}", note=note, fault=None,
+                           fix="see the render evidence (gl_vendor, gl_version, VTK's messages): the GL context "
+                               "did not report its renderer")
+        return Verdict("pass", f"{backend} renders; {said}", note=note + "; renderer unknown")
+    if software and demand_hw:
         flag = "--require-hw-render" if require_hw_render else "--require-gpu on a GPU host"
         if host_has_gpu:
             reason, fix, fault = egl_software_cause(facts, runtime)
@@ -200,6 +302,8 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
         return Verdict("fail", f"{flag}: EGL rendered with {label} and the host has no GPU", note=note,
                              fix="run on a host with a GPU (Slurm: --gres=gpu:1)", fault="host")
     if software and host_has_gpu:
-        reason, _fix, _fault = egl_software_cause(facts, runtime)
+        # Passes (no flag demands hardware), but the cell says why the GPU was not used.
+        reason, fix, _fault = egl_software_cause(facts, runtime)
         note += f"; host has a GPU: {reason}"
+        return Verdict("pass", f"{backend} renders with {label}; host has a GPU: {reason}", note=note, fix=fix)
     return Verdict("pass", f"{backend} renders with {label}", note=note)

@@ -15,6 +15,13 @@ from typing import Any
 
 import pytest
 
+from pytest_containercheck import hostinfo
+
+#: These tests pin the outcomes of a host without a GPU (rows that skip, --require-gpu failing
+#: them).  On a GPU runner they do not apply: tests/gpu/run_kit.sh checks the GPU outcomes.
+NO_GPU_HOST = pytest.mark.skipif(bool(hostinfo.nvidia_facts()["has_gpu"]),
+                                 reason="asserts a host without a GPU; on a GPU host run tests/gpu/run_kit.sh")
+
 ML = str(Path(__file__).resolve().parent.parent / "pytest_containercheck" / "checks" / "test_ml.py")
 ONLY_ML = ("--no-builtin-checks", ML)
 CPU_ROWS = ("torch.cpu", "xgboost.cpu", "transformers.cpu", "transformers.cache")
@@ -42,6 +49,7 @@ def host_libs() -> None:
 # -- host --------------------------------------------------------------------------------------
 
 
+@NO_GPU_HOST
 def test_host_cpu_rows_pass_and_gpu_rows_skip_with_no_gpu_reason(host_libs: None, pytester: pytest.Pytester) -> None:
     result = _run(pytester, "--image", "host")
     result.assert_outcomes(passed=4, skipped=3)
@@ -64,6 +72,7 @@ def test_host_cpu_rows_pass_and_gpu_rows_skip_with_no_gpu_reason(host_libs: None
     assert cells["torch.cpu"]["probes"]["torch_device"]["timings"]["import"] > 0
 
 
+@NO_GPU_HOST
 def test_host_require_gpu_fails_gpu_rows_with_whose_fault(host_libs: None, pytester: pytest.Pytester) -> None:
     result = _run(pytester, "--image", "host", "--require-gpu")
     result.assert_outcomes(passed=4, failed=3)
@@ -77,6 +86,7 @@ def test_host_require_gpu_fails_gpu_rows_with_whose_fault(host_libs: None, pytes
     assert cells["xgboost.cuda"]["detail"].startswith("--require-gpu: host has no NVIDIA GPU")
 
 
+@NO_GPU_HOST
 def test_host_required_rows_fail_instead_of_skipping(host_libs: None, pytester: pytest.Pytester) -> None:
     # the ini key users put in their config (given with -o: the checks' rootdir is this project)
     result = _run(pytester, "--image", "host", "-k", "cuda", "-o", "containercheck_require=torch.cuda xgboost.cuda")
@@ -117,6 +127,7 @@ def test_hf_model_missing_directory_fails_as_image_fault(host_libs: None, pytest
 
 @pytest.mark.docker
 @pytest.mark.slow
+@NO_GPU_HOST
 def test_full_image_cpu_rows_pass_gpu_rows_skip(pytester: pytest.Pytester, full_image: str) -> None:
     column = f"docker://{full_image}"
     result = _run(pytester, "--image", column)
@@ -131,6 +142,7 @@ def test_full_image_cpu_rows_pass_gpu_rows_skip(pytester: pytest.Pytester, full_
 
 @pytest.mark.docker
 @pytest.mark.slow
+@NO_GPU_HOST
 def test_full_image_require_gpu_fails_gpu_rows(pytester: pytest.Pytester, full_image: str) -> None:
     column = f"docker://{full_image}"
     result = _run(pytester, "--image", column, "--require-gpu", "-k", "cuda")
@@ -140,6 +152,7 @@ def test_full_image_require_gpu_fails_gpu_rows(pytester: pytest.Pytester, full_i
 
 
 @pytest.mark.docker
+@NO_GPU_HOST
 def test_xgboost_cpu_image_fails_the_cuda_row_as_image_defect(pytester: pytest.Pytester,
                                                                image_factory: Callable[[str], str]) -> None:
     column = f"docker://{image_factory('xgboost-cpu')}"

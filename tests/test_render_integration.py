@@ -14,9 +14,16 @@ from typing import Any
 
 import pytest
 
+from pytest_containercheck import hostinfo
 from pytest_containercheck.imagecompare import SHIPPED_DIR, fingerprint
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+#: These tests pin the outcomes of a host without a GPU (rows that skip, --require-gpu failing
+#: them).  On a GPU runner they do not apply: tests/gpu/run_kit.sh checks the GPU outcomes.
+NO_GPU_HOST = pytest.mark.skipif(bool(hostinfo.nvidia_facts()["has_gpu"]),
+                                 reason="asserts a host without a GPU; on a GPU host run tests/gpu/run_kit.sh")
+
 
 RENDER = str(Path(__file__).resolve().parent.parent / "pytest_containercheck" / "checks" / "test_render.py")
 ONLY_RENDER = ("--no-builtin-checks", RENDER)
@@ -80,6 +87,7 @@ def _not_ci(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- host ----------------------------------------------------------------------------------------
 
 
+@NO_GPU_HOST
 def test_host_render_rows_pass_naming_llvmpipe(pytester: pytest.Pytester) -> None:
     _needs_pyvista()
     result = _run(pytester, "--image", "host", *ONLY_RENDER)
@@ -97,6 +105,7 @@ def test_host_render_rows_pass_naming_llvmpipe(pytester: pytest.Pytester) -> Non
             assert cell["detail"].endswith("= baseline (exact)")  # this machine made the shipped ones
 
 
+@NO_GPU_HOST
 def test_require_hw_render_fails_egl_on_llvmpipe(pytester: pytest.Pytester) -> None:
     _needs_pyvista()
     result = _run(pytester, "--image", "host", "--require-hw-render", *ONLY_RENDER)
@@ -198,6 +207,7 @@ def test_update_baselines_needs_a_baseline_dir(pytester: pytest.Pytester) -> Non
 
 
 @pytest.mark.docker
+@NO_GPU_HOST
 def test_full_image_renders_both_backends(pytester: pytest.Pytester, full_image: str) -> None:
     result = _run(pytester, "--image", full_image, *ONLY_RENDER)
     result.assert_outcomes(passed=2)
@@ -209,6 +219,7 @@ def test_full_image_renders_both_backends(pytester: pytest.Pytester, full_image:
 
 
 @pytest.mark.docker
+@NO_GPU_HOST
 def test_missing_gl_libraries_fail_naming_the_packages(pytester: pytest.Pytester, image_factory: Any) -> None:
     noosmesa, nogl = image_factory("render-noosmesa"), image_factory("render-nogl")
     result = _run(pytester, "--image", noosmesa, "--image", nogl, *ONLY_RENDER)

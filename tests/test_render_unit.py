@@ -21,10 +21,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pytest_containercheck.imagecompare import compare_arrays, load_rgb
 from pytest_containercheck.verdicts_render import (
     NVIDIA_VENDOR_JSON,
+    egl_device_used,
     egl_software_cause,
     missing_libraries,
+    pyvista_vtk_mismatch,
     render_verdict,
 )
 
@@ -214,7 +217,7 @@ def test_gpu_host_nvidia_vendor_loads_but_mesa_renders() -> None:
     # Edited: everything NVIDIA is there and loads, yet GL_RENDERER is llvmpipe.
     f = on_gpu_host(facts("full-egl"), nvidia_lib=True, nvidia_json=True)
     reason, fix, fault = egl_software_cause(f, "docker")
-    assert fault == "pair" and "VTK_DEFAULT_EGL_DEVICE_INDEX" in fix
+    assert fault == "pair" and "VTK_DEFAULT_EGL_DEVICE_INDEX" in fix and "VTK_EGL_DEVICE_INDEX=" in fix
     assert "EGL devices: Mesa Project" in reason
 
 
@@ -281,3 +284,118 @@ def test_probe_isolation_reports_exceptions(probe: dict[str, Any]) -> None:
 
     messages, exit_text, _ = probe["_render_isolated"](boom, {})
     assert exit_text == "ok" and messages[0]["error"] == "RuntimeError: no display"
+
+
+# -- issue 12 (constructed facts: tests/data/render/README.md says from what) ----------------------
+
+
+def test_unknown_renderer_is_not_proven_hardware() -> None:
+    # Edited: GL_RENDERER missing (ReportCapabilities said nothing); everything else as recorded.
+    f = copy.deepcopy(facts("host-egl"))
+    f.pop("gl_renderer", None)
+    v = render_verdict(f, "egl", require_hw_render=True)
+    assert v.status == "fail" and "hardware rendering is not proven" in v.detail
+    soft = render_verdict(f, "egl")
+    assert soft.status == "pass" and "renderer unknown" in soft.note
+
+
+def test_egl_device_used_follows_vtk_egl_device_index() -> None:
+    # vtkEGLRenderWindow.cxx: DeviceIndex stays -1 unless VTK_EGL_DEVICE_INDEX is set.
+    f = copy.deepcopy(facts("host-egl"))
+    f.update(egl_device_count=2, egl_device_index=-1)
+    assert egl_device_used(f).startswith("the default EGL device, 0 of 2 (neither VTK_EGL_DEVICE_INDEX")
+    f["env"]["VTK_DEFAULT_EGL_DEVICE_INDEX"] = "1"
+    assert egl_device_used(f) == "EGL device 1 of 2 (VTK_DEFAULT_EGL_DEVICE_INDEX=1)"
+    f.update(egl_device_index=0)
+    f["env"]["VTK_EGL_DEVICE_INDEX"] = "0"
+    assert egl_device_used(f) == "EGL device 0 of 2 (VTK_EGL_DEVICE_INDEX=0)"
+    # An OSMesa window has no EGL device, whatever an older probe recorded for it.
+    assert egl_device_used(facts("host-osmesa")) == "no EGL device (not an EGL window)"
+
+
+def test_nvidia_egl_device_index_is_named_in_the_fix() -> None:
+    # Edited: NVIDIA vendor loads, EGL enumerates Mesa's device first and the GPU second.
+    f = on_gpu_host(facts("full-egl"), nvidia_lib=True, nvidia_json=True)
+    f["egl_devices"] = {"device_count": 2, "devices": [{"index": 0, "vendor": "Mesa Project"},
+                                                       {"index": 1, "vendor": "NVIDIA"}]}
+    _reason, fix, _fault = egl_software_cause(f, "docker")
+    assert "VTK_EGL_DEVICE_INDEX=1" in fix
+
+
+PYVISTA_0_49_1 = {"version": "0.49.1", "requires_vtk": ["vtk!=9.4.0", "vtk!=9.4.1", "vtk<9.8.0", "vtk>=9.3.1"]}
+
+
+def test_pyvista_needing_a_newer_vtk_says_so() -> None:
+    # Edited: an image with VTK 9.2.6 under pyvista 0.49.1 (its metadata as installed here).
+    f = copy.deepcopy(facts("host-egl"))
+    f.update(vtk_version="9.2.6", pyvista_dist=PYVISTA_0_49_1,
+             pyvista_import_error="AttributeError: module 'vtkmodules.vtkCommonCore' has no attribute 'vtkXXX'")
+    v = render_verdict(f, "egl")
+    assert (v.status, v.fault) == ("fail", "image")
+    assert "pyvista 0.49.1 needs vtk!=9.4.0, vtk!=9.4.1, vtk<9.8.0, vtk>=9.3.1; the image has VTK 9.2.6" in v.detail
+    assert v.fix is not None and "pip install 'vtk!=9.4.0,vtk!=9.4.1,vtk<9.8.0,vtk>=9.3.1'" in v.fix
+    assert "libxrender1" not in v.fix
+    # A VTK inside the range with another import error is not called a mismatch.
+    f.update(vtk_version="9.7.2", pyvista_import_error="ImportError: libXrender.so.1: cannot open shared object")
+    assert pyvista_vtk_mismatch(f) is None
+
+
+def test_pyvista_metadata_is_read_by_the_probe(probe: dict[str, Any]) -> None:
+    pytest.importorskip("pyvista")
+    dist = probe["_render_pyvista_dist"]()
+    from importlib import metadata
+
+    assert dist["version"] == metadata.version("pyvista")
+    assert all(r.replace(" ", "").startswith("vtk") for r in dist["requires_vtk"])
+
+
+BROKEN_NVIDIA = "libEGL_nvidia.so.0: cannot open shared object file: No such file or directory"
+
+
+def test_broken_nvidia_vendor_file_is_in_the_detail_and_the_fix() -> None:
+    # Edited: a GPU host whose image ships 10_nvidia.json but has no libEGL_nvidia.so.0.
+    f = on_gpu_host(facts("full-egl"), nvidia_lib=False, nvidia_json=BROKEN_NVIDIA, caps="all")
+    soft = render_verdict(f, "egl", host_has_gpu=True)
+    assert soft.status == "pass"
+    assert "10_nvidia.json" in soft.detail and BROKEN_NVIDIA in soft.detail
+    assert soft.fix is not None and "remove that file" in soft.fix
+    hard = render_verdict(f, "egl", require_gpu=True, host_has_gpu=True)
+    assert hard.status == "fail" and "10_nvidia.json" in hard.detail and "remove that file" in (hard.fix or "")
+
+
+def test_no_vendor_loads_on_a_gpu_host_names_the_nvidia_file() -> None:
+    # Edited: as above, and Mesa's vendor file is gone too: EGL cannot render at all.
+    f = on_gpu_host(facts("full-egl"), nvidia_lib=False, nvidia_json=BROKEN_NVIDIA, caps="all")
+    f["egl_vendor_files"]["files"] = [e for e in f["egl_vendor_files"]["files"] if "nvidia" in e["path"]]
+    f.update(rendered=False, render_exit="killed by signal 11 (SIGSEGV)", render_stage="window", window_class=None)
+    v = render_verdict(f, "egl", host_has_gpu=True)
+    assert v.status == "fail" and "10_nvidia.json" in v.detail
+    assert v.fix is not None and "for the GPU:" in v.fix and "libegl-mesa0" in v.fix
+
+
+def test_ssim_rejects_noise_without_strong_differences() -> None:
+    # Constructed: the shipped llvmpipe baseline plus uniform noise of +-60 levels (seed 0):
+    # no pixel differs by more than STRONG_DIFF_LEVEL (64), SSIM about 0.11.
+    base = load_rgb((ROOT / "pytest_containercheck" / "baselines" /
+                     "builtin.egl.llvmpipe_mesa-22.3.6_vtk9.7_aa-none.png").read_bytes())
+    noise = np.random.default_rng(0).integers(-60, 61, size=base.shape)
+    noisy = np.clip(base.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    c = compare_arrays(noisy, base, exact=False)
+    assert c.strong_diff_fraction == 0.0 and c.ssim is not None and c.ssim < 0.2
+    assert not c.passed
+
+
+@pytest.mark.parametrize("backend", ["osmesa", "egl"])
+def test_probe_reports_egl_device_facts_only_for_egl_windows(backend: str) -> None:
+    """Real run of the render probe on this interpreter (skips without pyvista)."""
+    pytest.importorskip("pyvista")
+    from pytest_containercheck.dev import try_probe
+
+    f = try_probe("render", quiet=True, backend=backend).facts
+    if f.get("window_class") != "vtkEGLRenderWindow":
+        assert "egl_device_count" not in f and "egl_device_index" not in f, f
+    else:
+        assert isinstance(f["egl_device_count"], int)
+        if "VTK_EGL_DEVICE_INDEX" not in os.environ and "VTK_DEFAULT_EGL_DEVICE_INDEX" not in os.environ:
+            assert f["egl_device_index"] == -1  # vtkEGLRenderWindow's default without the variable
+            assert egl_device_used(f).startswith("the default EGL device, 0")

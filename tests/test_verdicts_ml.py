@@ -274,7 +274,8 @@ def test_xgboost_cpu_wheel_fails_cuda_row_as_image_fault_without_any_gpu() -> No
     v = ml.xgboost_cuda_build(facts)
     assert v == ml.Verdict(
         "fail", "xgboost 3.2.0 (xgboost-cpu) is built without CUDA (build_info USE_CUDA=False): device='cuda' "
-        "trains on the CPU on every host", "install the `xgboost` wheel (CUDA-enabled), not xgboost-cpu", "image")
+        "trains on the CPU on every host", "install the `xgboost` wheel (CUDA-enabled), not xgboost-cpu: "
+        "pip uninstall -y xgboost-cpu && pip install xgboost", "image")
 
 
 def test_xgboost_cuda_wheel_passes_the_image_check() -> None:
@@ -415,3 +416,125 @@ def test_classify_cuda_message_on_cited_texts(unsupported_gpu_warning: str) -> N
     assert ml.classify_cuda_message(NO_KERNEL)[0] == "image"  # type: ignore[index]
     assert ml.classify_cuda_message(unsupported_gpu_warning)[0] == "image"  # type: ignore[index]
     assert ml.classify_cuda_message("RuntimeError: something else") is None
+
+
+# -- issue 12: GPU paths no test host here reaches (constructed facts; see tests/data/ml/README.md) -----
+
+
+def xgboost_1x(*, gpu_id: str, cuda_tree_method: str = "gpu_hist", warn: bool = False) -> dict[str, Any]:
+    """The recorded 3.2 CPU run, as xgboost 1.7.6 records it: no ``device``, ``gpu_id`` and
+    ``tree_method`` only (1.x ``GenericParameter``/``Context``; constructed, see the README)."""
+    facts = copy.deepcopy(load("xgboost_host_cuda_wheel"))
+    facts["version"] = "1.7.6"
+    facts["distributions"] = [{"name": "xgboost", "version": "1.7.6"}]
+    for dev, run in facts["train"].items():
+        run.pop("booster_device")
+        run["generic_param"] = {"gpu_id": "-1", "n_jobs": "2", "nthread": "2", "seed": "0",
+                                "validate_parameters": "1"}
+        run["params"] = {k: v for k, v in run["params"].items() if k != "device"}
+        run["warnings"] = []
+        if dev == "cuda":
+            run["params"].update(tree_method="gpu_hist", gpu_id=0)
+            run["tree_method"] = cuda_tree_method
+            run["generic_param"]["gpu_id"] = gpu_id
+            if warn:  # ConfigureGpuId, 1.x: LOG(WARNING) when no GPU is visible
+                run["log"] = "WARNING: ../src/learner.cc:223: No visible GPU is found, setting `gpu_id` to -1"
+    return facts
+
+
+def test_xgboost_1x_cpu_row_derives_the_device_from_gpu_id() -> None:
+    v = ml.xgboost_cpu(xgboost_1x(gpu_id="-1"))
+    assert v.status == "pass", v
+    assert ml.xgboost_booster_device(xgboost_1x(gpu_id="-1"), {"booster_device": None}) is None
+
+
+def test_xgboost_1x_gpu_run_passes() -> None:
+    facts = xgboost_1x(gpu_id="0")
+    facts["train"]["cuda"]["accuracy"] = 0.916
+    assert ml.xgboost_booster_device(facts, facts["train"]["cuda"]) == "cuda:0"
+    v = ml.xgboost_cuda(facts, gpu_host(cuda="12.9"))
+    assert v.status == "pass" and "on cuda:0" in v.detail, v
+
+
+def test_xgboost_1x_fallback_names_the_1x_api() -> None:
+    v = ml.xgboost_cuda(xgboost_1x(gpu_id="-1", warn=True), gpu_host(cuda="12.9"))
+    assert (v.status, v.fault) == ("fail", "host")
+    assert "tree_method='gpu_hist' trained on the CPU: WARNING" in v.detail and "setting `gpu_id` to -1" in v.detail
+    assert v.fix is not None and "xgboost 1.x trains on a GPU with tree_method='gpu_hist'" in v.fix
+
+
+def test_xgboost_cpu_row_fails_when_the_booster_says_cuda() -> None:
+    facts = load("xgboost_host_cuda_wheel")
+    facts["train"]["cpu"]["booster_device"] = "cuda:0"
+    v = ml.xgboost_cpu(facts)
+    assert v.status == "fail" and "asked for cpu, the booster says device=cuda:0" in v.detail
+
+
+def test_xgboost_gpu_accuracy_far_from_the_cpus_fails_even_above_the_minimum() -> None:
+    facts = load("xgboost_host_cuda_wheel")
+    facts["train"]["cuda"].update(booster_device="cuda:0", warnings=[], accuracy=0.86)  # >= 0.85, 0.06 from 0.92
+    v = ml.xgboost_cuda(facts, gpu_host(cuda="12.9"))
+    assert v.status == "fail" and "within 0.05 of the CPU" in v.detail
+
+
+@pytest.mark.parametrize(("dists", "path", "needle"), [
+    ([{"name": "xgboost-cpu", "version": "3.2.0"}], "/venv/lib/python3.11/site-packages/xgboost/__init__.py",
+     "pip uninstall -y xgboost-cpu"),
+    ([], "/usr/lib/python3/dist-packages/xgboost/__init__.py", "distribution package"),
+    ([{"name": "xgboost", "version": "3.2.0"}], "/opt/venv/lib/python3.11/site-packages/xgboost/__init__.py",
+     "cmake -DUSE_CUDA=ON"),
+])
+def test_xgboost_without_cuda_fix_fits_the_installed_build(dists: list[dict[str, str]], path: str,
+                                                          needle: str) -> None:
+    facts = load("xgboost_cpu_wheel")
+    facts.update(distributions=dists, module_path=path)
+    v = ml.xgboost_cuda_build(facts)
+    assert v is not None and v.fault == "image" and needle in (v.fix or ""), v
+    if "xgboost-cpu" not in str(dists):
+        assert "not xgboost-cpu" not in (v.fix or "")
+
+
+#: cudaGetErrorString(cudaErrorUnsupportedPtxVersion), as torch raises it.
+PTX_TOO_NEW = "RuntimeError: CUDA error: the provided PTX was compiled with an unsupported toolchain."
+
+
+def test_ptx_from_a_newer_toolkit_is_a_pair_fault() -> None:
+    facts = torch_on_gpu(arch=["sm_80", "compute_90"], cap=(10, 0), name="NVIDIA B200")
+    facts["ops"]["cuda:0"] = {"device": "cuda:0", "ok": False, "error": PTX_TOO_NEW}
+    v = ml.torch_cuda(facts, gpu_host(cuda="12.4", driver="550.54.15"))
+    assert (v.status, v.fault) == ("fail", "pair"), v
+    assert v.fix is not None and "550.54.15" in v.fix
+
+
+def test_torch_selecting_the_cpu_on_a_gpu_host_fails() -> None:
+    facts = torch_on_gpu()
+    facts["selection"]["selected"] = "cpu"
+    v = ml.torch_cuda(facts, gpu_host())
+    assert (v.status, v.fault) == ("fail", "image") and "selects cpu" in v.detail
+
+
+def test_transformers_output_left_on_the_cpu_is_a_silent_fallback() -> None:
+    facts = _transformers_on_gpu()
+    next(iter(facts["models"].values()))["device"]["output_device"] = "cpu"
+    v = ml.transformers_cuda(facts, gpu_host())
+    assert (v.status, v.fault) == ("fail", "image") and "silent fallback" in v.detail
+
+
+def test_numpy_abi_mismatch_names_both_sides() -> None:
+    facts = {"installed": False, "found": True, "dist_versions": {"numpy": "2.1.3", "xgboost": "1.7.6"},
+             "error": "ImportError: numpy.core.multiarray failed to import"}
+    v = ml.xgboost_cpu(facts)
+    assert (v.status, v.fault) == ("fail", "image")
+    assert "built against NumPy 1.x but the image has NumPy 2.1.3" in v.detail and "numpy<2" in (v.fix or "")
+
+
+def test_transformers_with_a_torch_below_its_floor() -> None:
+    # transformers/utils/import_utils.py, PYTORCH_IMPORT_ERROR (5.x), formatted for BertModel.
+    err = ("ImportError: \nBertModel requires PyTorch >= 2.6, but PyTorch was not found or an older version is "
+           "installed.\nPlease install or upgrade PyTorch by following the instructions on the installation page")
+    facts = {"installed": False, "torch_installed": True, "transformers_installed": True, "error": err,
+             "dist_versions": {"torch": "2.4.1", "transformers": "5.23.0"}}
+    v = ml.transformers_cpu(facts)
+    assert (v.status, v.fault) == ("fail", "image")
+    assert "transformers 5.23.0 needs torch >= 2.6, the image has torch 2.4.1" in v.detail
+    assert "upgrade torch to >= 2.6" in (v.fix or "")

@@ -11,7 +11,7 @@ import pytest
 
 from pytest_containercheck import Container
 from pytest_containercheck.imagecompare import check_image
-from pytest_containercheck.verdicts_render import render_verdict
+from pytest_containercheck.verdicts_render import egl_device_used, render_verdict
 
 # The image first, then rendering, then ML.
 pytestmark = pytest.mark.containercheck_order(20)
@@ -25,7 +25,7 @@ def _render_row(container: Container, backend: str) -> None:
     container.evidence("render", {k: facts.get(k) for k in (
         "window_class", "requested_window_class", "gl_vendor", "gl_renderer", "gl_version", "egl_vendor",
         "egl_version", "egl_device_count", "vtk_version", "pyvista_version", "image_shape", "frames_identical",
-        "render_exit", "render_stage", "vtk_messages")})
+        "render_exit", "render_stage", "vtk_messages")} | {"egl_device_used": egl_device_used(facts)})
     container.evidence("timings", {**res.timings, "probe_wall": round(res.duration, 3)})
     container.evidence("libraries", {k: v.get("path") if v.get("loaded") else f"missing: {v.get('error')}"
                                      for k, v in (facts.get("libraries") or {}).items()})
