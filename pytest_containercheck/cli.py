@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,14 +16,76 @@ from . import probing
 from .matrix import Matrix, merge
 from .report import render_html, render_json, render_markdown, render_terminal
 
+#: Largest matrix file read (a merge of many nodes is a few MiB; anything bigger is not ours).
+MAX_INPUT_BYTES = 256 * 2**20
+
+
+class _Refused(Exception):
+    """Bad input or output for ``containercheck``: one line, exit status 2 (as argparse's)."""
+
 
 def _load(path: str) -> Matrix:
     try:
-        return Matrix.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        st = os.stat(path)
     except FileNotFoundError:
-        raise SystemExit(f"containercheck: {path}: no such file") from None
-    except (ValueError, TypeError, KeyError) as exc:
-        raise SystemExit(f"containercheck: {path}: {exc}") from None
+        raise _Refused(f"{path}: no such file") from None
+    except OSError as exc:
+        raise _Refused(f"{path}: cannot read it ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _Refused(f"{path}: {_kind(st.st_mode)}, not a matrix JSON file")
+    if st.st_size > MAX_INPUT_BYTES:
+        raise _Refused(f"{path}: {st.st_size} bytes, more than a matrix file can be ({MAX_INPUT_BYTES})")
+    try:
+        # O_NONBLOCK: a file swapped for a FIFO after the stat cannot block the open.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise _Refused(f"{path}: not a regular file, not a matrix JSON file")
+            raw = fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise _Refused(f"{path}: cannot read it ({exc.strerror})") from None
+    try:
+        return Matrix.from_dict(json.loads(raw.decode("utf-8")))
+    except UnicodeDecodeError:
+        raise _Refused(f"{path}: not UTF-8 text, not a matrix JSON file") from None
+    except RecursionError:
+        raise _Refused(f"{path}: nested too deeply to be a matrix JSON file") from None
+    except ValueError as exc:
+        raise _Refused(f"{path}: {' '.join(str(exc).split())}") from None
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_outputs(args: argparse.Namespace, inputs: Sequence[str]) -> None:
+    """Every output path can be written as a regular file, and overwrites no input or other output."""
+    seen = {os.path.realpath(f): f"input {f}" for f in inputs}
+    for flag in ("json", "md", "html"):
+        path = getattr(args, flag, None)
+        if not path:
+            continue
+        full = os.path.realpath(path)
+        if full in seen:
+            raise _Refused(f"--{flag} {path}: the same file as {seen[full]}; give each output its own path")
+        seen[full] = f"--{flag}"
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            parent = os.path.dirname(os.path.abspath(path))
+            while not os.path.exists(parent):
+                parent = os.path.dirname(parent)
+            if not os.path.isdir(parent):
+                raise _Refused(f"--{flag} {path}: {parent} is a file, not a directory") from None
+            continue
+        except OSError as exc:
+            raise _Refused(f"--{flag} {path}: cannot be used ({exc.strerror})") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused(f"--{flag} {path}: {_kind(st.st_mode)}; give the path of a file to write")
 
 
 def _duplicates(matrices: Sequence[Matrix], files: Sequence[str]) -> list[dict[str, Any]]:
@@ -70,16 +134,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("probes", help="list the built-in probes")
     args = parser.parse_args(argv)
 
+    try:
+        return _main(args)
+    except _Refused as exc:
+        print(f"containercheck: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output that could not be written after all
+        print(f"containercheck: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     width = shutil.get_terminal_size((120, 24)).columns
     if args.command == "probes":
         for name in probing.available_probes():
             print(name)
         return 0
     if args.command == "show":
+        _check_outputs(args, [args.file])
         matrix = _load(args.file)
         _write_reports(matrix, args, [args.file])
         print("\n".join(render_terminal(matrix, width=width, verbosity=1 if args.verbose else 0)))
         return 1 if matrix.problems() else 0
+    _check_outputs(args, args.files)
     loaded = [_load(f) for f in args.files]
     matrix = merge(loaded)
     matrix.meta = {"merged_from": list(args.files), "runs": [x.meta for x in loaded],

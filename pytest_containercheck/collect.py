@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import inspect
+import types
 from pathlib import Path
 
 import pytest
@@ -103,11 +105,44 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.extra_keyword_matches.add(row_name(item))
 
 
+def shadowing_fixture(config: pytest.Config) -> str | None:
+    """Why a fixture named ``container`` from a conftest.py or another plugin cannot be used, or None.
+
+    Such a fixture hides the plugin's own from every test under it, the built-in checks
+    included: they would fail with AttributeError.  One that asks for ``container`` itself
+    (the documented way to wrap a fixture) keeps the plugin's and is fine.
+    """
+    from .container import container as ours  # not at the top: container.py imports this module
+
+    for plugin in config.pluginmanager.get_plugins():
+        if not isinstance(plugin, types.ModuleType):
+            continue
+        for attr, obj in list(vars(plugin).items()):
+            if obj is ours:
+                continue
+            marker = getattr(obj, "_fixture_function_marker", None) or getattr(obj, "_pytestfixturefunction", None)
+            if marker is None or (getattr(marker, "name", None) or attr) != "container":
+                continue
+            try:
+                wraps_ours = "container" in inspect.signature(obj).parameters
+            except (TypeError, ValueError):
+                wraps_ours = False
+            if not wraps_ours:
+                where = getattr(plugin, "__file__", None) or plugin.__name__
+                return (f"{where} defines a fixture named 'container', which hides pytest-containercheck's own "
+                        f"from every test under it (the built-in checks too); rename it (e.g. my_container), or "
+                        f"make it take 'container' to wrap the plugin's")
+    return None
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """The probe plan of each image, from the checks that will actually run."""
     state = session.config.stash.get(STATE, None)
     if state is None:
         return
+    problem = shadowing_fixture(session.config)  # conftest.py files below the root load during collection
+    if problem:
+        raise pytest.UsageError(problem)
     for item in session.items:
         image = target_id(item)
         if image is not None:

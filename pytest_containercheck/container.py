@@ -177,9 +177,9 @@ class Container:
             msg += f"\nFix: {fix}"
         pytest.fail(msg, pytrace=False)
 
-    def error(self, reason: str, *, fix: str | None = None, evidence: str = "") -> NoReturn:
+    def error(self, reason: str, *, fix: str | None = None, evidence: str = "", fault: str | None = None) -> NoReturn:
         """The check could not be carried out (image would not start, probe crashed)."""
-        self._cell.update({"status": "error", "detail": " ".join(reason.split())[:300], "fix": fix})
+        self._cell.update({"status": "error", "detail": " ".join(reason.split())[:300], "fix": fix, "fault": fault})
         if evidence:
             self._cell["evidence"]["output"] = evidence[-4000:]
         msg = reason + (f"\nFix: {fix}" if fix else "")
@@ -225,7 +225,7 @@ class Container:
         if not gpu.get("attached"):
             self.fail(f"host has {self.host.get('gpu_summary')}, but the image was started without GPU access: "
                       f"{gpu.get('error') or 'GPU flags disabled (--gpus none)'}",
-                      fix=gpu.get("fix") or "drop '--gpus none'", fault="host")
+                      fix=gpu.get("fix") or "drop '--gpus none'", fault=gpu.get("fault") or "host")
         return True
 
     # -- internals -------------------------------------------------------------------------
@@ -239,7 +239,7 @@ class Container:
             return self._image.ensure_started()
         except RuntimeFault as exc:
             fault = exc
-        self.error(str(fault), fix=fault.fix, evidence=fault.evidence)
+        self.error(str(fault), fix=fault.fix, evidence=fault.evidence, fault=fault.fault)
 
     def _python(self) -> PythonInfo:
         self._started()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Iterable
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict, TypeVar, cast
 
 import pytest
 
@@ -18,8 +18,10 @@ CELL_KEY = "containercheck"
 
 SCHEMA = "containercheck-matrix"
 SCHEMA_VERSION = 1
-STATUSES = ("pass", "fail", "error", "skip")
-_RANK = {"pass": 0, "skip": 1, "fail": 2, "error": 3}
+STATUSES = ("pass", "fail", "error", "skip", "interrupted")
+"""``interrupted``: the check began but the run ended (Ctrl-C, SIGTERM) before it did: not run."""
+_RANK = {"pass": 0, "skip": 1, "interrupted": 2, "fail": 3, "error": 4}
+INTERRUPTED_DETAIL = "not run to the end: the run was interrupted (Ctrl-C or SIGTERM) while this check ran"
 
 
 class CellRecord(TypedDict):
@@ -153,7 +155,10 @@ class Matrix:
         if cell is None:
             if report.when != "setup":
                 return
-            cell = Cell(row=raw["row"], column=raw["column"], host=host, status="pass", nodeid=report.nodeid)
+            # Until its call report says otherwise, a check that was set up has not finished:
+            # an interrupt (which ends the run without a call report) leaves it "interrupted".
+            cell = Cell(row=raw["row"], column=raw["column"], host=host, status="interrupted",
+                        detail=INTERRUPTED_DETAIL, nodeid=report.nodeid)
             self.put(cell)
         cell.duration += report.duration
         for attr in ("fix", "fault"):
@@ -175,16 +180,19 @@ class Matrix:
         # failed
         if report.when == "call":
             cell.status = raw.get("status") or "fail"
-        elif report.when == "setup" or cell.status == "pass":
+        elif report.when == "setup" or cell.status in ("pass", "interrupted"):
             cell.status = "error"
         cell.detail = detail or _failure_line(report)
 
     # -- queries --------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
+        """Cells per status: pass, fail, error and skip always; ``interrupted`` only when some are."""
         out = dict.fromkeys(STATUSES, 0)
         for c in self.cells.values():
             out[c.status] += 1
+        if not out["interrupted"]:
+            del out["interrupted"]
         return out
 
     def problems(self) -> list[Cell]:
@@ -210,24 +218,65 @@ class Matrix:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Matrix:
-        if data.get("schema") != SCHEMA:
+    def from_dict(cls, data: Any) -> Matrix:
+        """Read a matrix written by :meth:`to_dict`; ValueError (one line) on anything else."""
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise ValueError("not a containercheck matrix file (no 'schema': 'containercheck-matrix')")
-        if int(data.get("version", 0)) > SCHEMA_VERSION:
-            raise ValueError(f"matrix schema version {data.get('version')} is newer than this "
-                             f"containercheck understands ({SCHEMA_VERSION}); upgrade pytest-containercheck")
+        version = data.get("version")
+        if version != SCHEMA_VERSION:
+            if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+                raise ValueError(f"matrix schema version {version} is newer than this containercheck "
+                                 f"understands ({SCHEMA_VERSION}); upgrade pytest-containercheck")
+            raise ValueError(f"matrix schema version {version!r}, but this containercheck reads version "
+                             f"{SCHEMA_VERSION} only; write it again with this version's pytest-containercheck")
+        for key, kind in (("meta", dict), ("hosts", dict), ("columns", list), ("rows", list), ("cells", list),
+                          ("conflicts", list)):
+            if data.get(key) is not None and not isinstance(data[key], kind):
+                raise ValueError(f"'{key}' is a {type(data[key]).__name__}, expected a {kind.__name__}")
         m = cls()
         m.complete = bool(data.get("complete", True))
         m.meta = dict(data.get("meta") or {})
         m.hosts = dict(data.get("hosts") or {})
-        for c in data.get("columns") or []:
-            m.add_column(Column(**c))
-        m.rows = list(data.get("rows") or [])
-        for c in data.get("cells") or []:
-            m.put(Cell.from_dict(c))
-        for c in data.get("conflicts") or []:
-            m.conflicts.append(Cell.from_dict(c))
+        for i, c in enumerate(data.get("columns") or []):
+            column = _build(Column, c, f"columns[{i}]", ("id", "host"))
+            if not isinstance(column.facts, dict):
+                raise ValueError(f"columns[{i}]: 'facts' is a {type(column.facts).__name__}, expected an object")
+            m.add_column(column)
+        m.rows = [str(r) for r in data.get("rows") or []]
+        for i, c in enumerate(data.get("cells") or []):
+            m.put(_cell(c, f"cells[{i}]"))
+        for i, c in enumerate(data.get("conflicts") or []):
+            m.conflicts.append(_cell(c, f"conflicts[{i}]"))
         return m
+
+
+_T = TypeVar("_T")
+
+
+def _build(cls: type[_T], data: Any, where: str, required: tuple[str, ...]) -> _T:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} is a {type(data).__name__}, expected an object")
+    missing = [k for k in required if not isinstance(data.get(k), str)]
+    if missing:
+        raise ValueError(f"{where} has no {' or '.join(repr(k) for k in missing)} (a string)")
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _cell(data: Any, where: str) -> Cell:
+    cell = _build(Cell, data, where, ("row", "column", "host", "status"))
+    if cell.status not in STATUSES:
+        raise ValueError(f"{where} has status {cell.status!r}; a cell's status is one of {', '.join(STATUSES)}")
+    for name in ("evidence", "artifacts", "probes"):
+        if not isinstance(getattr(cell, name), dict):
+            raise ValueError(f"{where}: '{name}' is a {type(getattr(cell, name)).__name__}, expected an object")
+    for name in ("detail", "nodeid"):
+        if not isinstance(getattr(cell, name), str):
+            raise ValueError(f"{where}: '{name}' is a {type(getattr(cell, name)).__name__}, expected a string")
+    return cell
 
 
 def merge(matrices: Iterable[Matrix]) -> Matrix:

@@ -11,36 +11,54 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import pytest
 
+from . import probing
 from .policy import CheckOptions
 from .runtimes import LaunchOptions, Target, get_runtime, runtime_names
 from .targets import parse_targets
+
+MAX_PROBE_TIMEOUT = 24 * 3600
+"""Seconds: no probe may outlive its container (whose lifetime is bounded by as much)."""
+MAX_PROBE_JOBS = 256
 
 
 def _positive_float(value: str) -> float:
     try:
         f = float(value)
-    except ValueError:
-        f = -1.0
-    if not math.isfinite(f) or f <= 0:
-        raise pytest.UsageError(f"--probe-timeout {value!r}: give a number of seconds > 0, e.g. --probe-timeout 600")
+    except (ValueError, OverflowError):
+        f = math.nan
+    # Finite and bounded: inf or nan would reach the probe's in-image watchdog (signal.alarm)
+    # and every probe would fail instead of this one line.
+    if not math.isfinite(f) or f <= 0 or f > MAX_PROBE_TIMEOUT:
+        raise pytest.UsageError(f"--probe-timeout {value!r}: give a number of seconds > 0 and at most "
+                                f"{MAX_PROBE_TIMEOUT}, e.g. --probe-timeout 600")
     return f
 
 
+def _whole(value: str) -> int | None:
+    """*value* as a non-negative whole number in ASCII digits (``²`` and 5000-digit strings are not)."""
+    v = value.strip()
+    return int(v) if v.isascii() and v.isdigit() and len(v) <= 6 else None
+
+
 def _positive_int(value: str) -> int:
-    if not value.strip().isdigit() or int(value) < 1:
-        raise pytest.UsageError(f"--probe-jobs {value!r}: give a whole number >= 1, e.g. --probe-jobs 2")
-    return int(value)
+    n = _whole(value)
+    if n is None or not 1 <= n <= MAX_PROBE_JOBS:
+        raise pytest.UsageError(f"--probe-jobs {value!r}: give a whole number from 1 to {MAX_PROBE_JOBS}, "
+                                "e.g. --probe-jobs 2")
+    return n
 
 
 def _gpus(value: str) -> str:
     v = value.strip()
-    if v in ("all", "none") or v.isdigit() or v.startswith("device="):
+    if v in ("all", "none") or _whole(v) is not None or (v.startswith("device=") and v.isascii()
+                                                          and v != "device=" and " " not in v):
         return v
     raise pytest.UsageError(f"--gpus {value!r}: use 'all', 'none', a count like 2, or 'device=0,1'")
 
@@ -191,7 +209,108 @@ def read(config: pytest.Config) -> tuple[list[Target], LaunchOptions, CheckOptio
     if checks.update_baselines and not checks.baseline_dir:
         raise pytest.UsageError(
             "--update-baselines needs --baseline-dir DIR: baselines are never written into the installed package")
+    if checks.baseline_dir:
+        _check_dir("--baseline-dir", checks.baseline_dir, create=bool(checks.update_baselines))
+    _check_probe_dirs(checks.probe_dirs, list(value(config, "cc_probe_dirs") or []))
+    if not hasattr(config, "workerinput"):  # the controller writes the reports
+        output_paths(config)
     return targets, launch, checks
+
+
+_REPORTS = (("--matrix-json", "cc_matrix_json"), ("--matrix-md", "cc_matrix_md"), ("--matrix-html", "cc_matrix_html"))
+
+
+def output_paths(config: pytest.Config) -> dict[str, str]:
+    """Every report file of the run (flag -> absolute path), checked before anything starts.
+
+    Each must be creatable or writable, a regular file, and its own: two reports on one path
+    would silently overwrite each other.  :class:`pytest.UsageError` otherwise.
+    """
+    given = [(flag, str(value(config, dest))) for flag, dest in _REPORTS if value(config, dest)]
+    xmlpath = getattr(config.option, "xmlpath", None)
+    if xmlpath:
+        given.append(("--junitxml", os.path.expanduser(os.path.expandvars(xmlpath))))
+    seen: dict[str, str] = {}
+    for flag, path in given:
+        full = os.path.realpath(os.path.abspath(path))
+        if full in seen:
+            raise pytest.UsageError(f"{flag} {path}: {seen[full]} writes the same file; give each report its own path")
+        seen[full] = flag
+        _check_file(flag, path)
+    return {flag: full for full, flag in seen.items()}
+
+
+def _kind(st_mode: int) -> str:
+    for test, name in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(st_mode):
+            return name
+    return "not a regular file"
+
+
+def _check_file(flag: str, path: str) -> None:
+    """*path* can be written as a regular file: it is one (writable), or can be created."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        _check_creatable(flag, path)
+        return
+    except OSError as exc:
+        raise pytest.UsageError(f"{flag} {path}: cannot be used ({exc.strerror}); give another path") from None
+    if not stat.S_ISREG(st.st_mode):
+        hint = f", e.g. {os.path.join(path, 'matrix' + _SUFFIX.get(flag, ''))}" if stat.S_ISDIR(st.st_mode) else ""
+        raise pytest.UsageError(f"{flag} {path}: is {_kind(st.st_mode)}; give the path of a file to write{hint}")
+    if not os.access(path, os.W_OK):
+        raise pytest.UsageError(f"{flag} {path}: the file is not writable; give another path or fix its permissions")
+
+
+_SUFFIX = {"--matrix-json": ".json", "--matrix-md": ".md", "--matrix-html": ".html", "--junitxml": ".xml"}
+
+
+def _check_creatable(flag: str, path: str) -> None:
+    """The nearest existing ancestor of *path* is a directory we may create entries in."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise pytest.UsageError(f"{flag} {path}: {parent} is a file, not a directory; give another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise pytest.UsageError(f"{flag} {path}: cannot create it, {parent} is not writable; give another path")
+
+
+def _check_dir(flag: str, path: str, *, create: bool) -> None:
+    """*path* is a directory (or, with *create*, can be created as one)."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        if create:
+            _check_creatable(flag, path)
+        return
+    except OSError as exc:
+        raise pytest.UsageError(f"{flag} {path}: cannot be used ({exc.strerror}); give another directory") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise pytest.UsageError(f"{flag} {path}: is {_kind(st.st_mode)}, not a directory; give a directory")
+    if create and not os.access(path, os.W_OK | os.X_OK):
+        raise pytest.UsageError(f"{flag} {path}: the directory is not writable; give another one")
+
+
+def _check_probe_dirs(resolved: tuple[str, ...], given: list[str]) -> None:
+    """A ``--probe-dir`` is a directory whose probes shadow no built-in probe and no other's."""
+    builtin = set(probing.available_probes())
+    owner: dict[str, str] = {}
+    for full, spec in zip(resolved, given, strict=False):
+        if not os.path.isdir(full):
+            raise pytest.UsageError(f"--probe-dir {spec}: not a directory; give a directory of NAME.py probes")
+        for name in sorted(p.stem for p in Path(full).glob("*.py") if not p.stem.startswith("_")):
+            if name in builtin:
+                raise pytest.UsageError(
+                    f"--probe-dir {spec}: {name}.py has the name of a built-in probe, which the built-in checks "
+                    f"read; rename it (e.g. my_{name}.py) and ask for it by that name")
+            if name in owner:
+                raise pytest.UsageError(
+                    f"--probe-dir {spec}: probe {name!r} is also in --probe-dir {owner[name]}; rename one of them")
+            owner[name] = spec
 
 
 def _default_probe_jobs(config: pytest.Config) -> int:

@@ -48,6 +48,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if not options.images(config):
         return
     targets, launch, checks = options.read(config)
+    problem = collect.shadowing_fixture(config)
+    if problem:
+        raise pytest.UsageError(problem)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # xdist worker: the controller already checked everything
         shared = workerinput["containercheck"]
@@ -100,11 +103,33 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, config.stash[SIGTERM_KEY])
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    state = session.config.stash.get(STATE, None)
-    if state is not None:
-        state.pool.stop_all()
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
+    """Reports are written, then every container removed, with SIGINT/SIGTERM held off: a
+    second Ctrl-C (or the SIGTERM after it) during the clean-up would cut a ``docker rm``
+    short and leave its container running, and turn the end of the run into a traceback."""
+    held = _hold_signals()
+    try:
+        yield
+    finally:
+        state = session.config.stash.get(STATE, None)
+        try:
+            if state is not None:
+                state.pool.stop_all()
+        finally:
+            for sig, handler in held.items():
+                signal.signal(sig, handler)
+
+
+def _hold_signals() -> dict[int, Any]:
+    """Ignore SIGINT and SIGTERM until the handlers returned are put back (main thread only)."""
+    held: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            held[sig] = signal.signal(sig, signal.SIG_IGN)
+        except ValueError:  # not the main thread: nothing to hold
+            break
+    return held
 
 
 @pytest.hookimpl(wrapper=True)

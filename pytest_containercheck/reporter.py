@@ -18,11 +18,34 @@ import pytest
 
 from . import options
 from .collect import image_of_nodeid, row_name
-from .matrix import CELL_KEY, Cell, CellRecord, Column, Matrix, cell_record
+from .matrix import CELL_KEY, STATUSES, Cell, CellRecord, Column, Matrix, cell_record
 from .report import render_html, render_json, render_markdown, render_terminal
 from .state import STATE, RunState
 
 MATRIX_KEY = pytest.StashKey["MatrixReporter"]()
+
+_FLAG = {"cc_matrix_json": "--matrix-json", "cc_matrix_md": "--matrix-md", "cc_matrix_html": "--matrix-html"}
+
+
+def write_report(out: Path, content: str) -> None:
+    """Write one report file, mode 0644 whatever the umask; OSError when it cannot be written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(content, encoding="utf-8")
+    os.chmod(out, 0o644)  # never world-writable, whatever the umask (CI runners may use 000)
+
+
+def host_key(host: dict[str, Any]) -> str:
+    """The matrix's name for this run's host: the hostname, and the Slurm job when there is one.
+
+    Two Slurm jobs on one node (two partitions sharing it, say) are two runs with their own GPU
+    allocation and job ids: merged, they must stay two columns, not one with the last job's ids.
+    """
+    name = str(host.get("hostname") or socket.gethostname())
+    slurm = host.get("slurm") or {}
+    job = slurm.get("SLURM_JOB_ID")
+    if slurm.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{slurm['SLURM_ARRAY_JOB_ID']}_{slurm.get('SLURM_ARRAY_TASK_ID')}"
+    return f"{name} (job {job})" if job else name
 
 
 def required_row_report(item: pytest.Item, report: pytest.TestReport) -> None:
@@ -47,7 +70,7 @@ class MatrixReporter:
     def __init__(self, config: pytest.Config, state: RunState) -> None:
         self.config = config
         self.state = state
-        self.host = str(state.host.get("hostname") or socket.gethostname())
+        self.host = host_key(state.host)
         self.matrix = Matrix()
         self.matrix.hosts[self.host] = state.host
         self.matrix.meta = {"run_id": state.launch.run_id, "pytest_args": list(config.invocation_params.args)}
@@ -62,6 +85,10 @@ class MatrixReporter:
         self._done: set[str] = set()
         self._image_of: dict[str, str | None] = {}
         self._pending: list[str] = []
+        self.written: list[tuple[str, str]] = []
+        """(option dest, path) of each report file written at the end."""
+        self.write_errors: list[str] = []
+        """One line per report file that could not be written."""
 
     # -- which image a test belongs to ----------------------------------------------------------
 
@@ -168,7 +195,7 @@ class MatrixReporter:
             if finished >= self._expected[image] and image not in self._done:
                 self._done.add(image)
                 cells = [c for c in self.matrix.cells.values() if (c.column, c.host) == (image, self.host)]
-                counts = {s: sum(c.status == s for c in cells) for s in ("pass", "fail", "error", "skip")}
+                counts = {s: sum(c.status == s for c in cells) for s in STATUSES}
                 took = time.monotonic() - self._began.get(image, time.monotonic())
                 self._progress(f"{image} done: {len(cells)} checks ("
                                + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f") in {took:.1f} s")
@@ -205,23 +232,36 @@ class MatrixReporter:
         if missing and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self.config.hook.pytest_containercheck_matrix(matrix=self.matrix, config=self.config)
+        if self.config.option.collectonly:
+            return  # nothing ran: an existing matrix file is not replaced by an empty one
         # Artifact paths in the cells are relative to where pytest (and its workers) ran.
         dirs = [self.config.invocation_params.dir, Path.cwd()]
         for dest, render in (("cc_matrix_json", render_json), ("cc_matrix_md", render_markdown),
                              ("cc_matrix_html", lambda m: render_html(m, artifact_dirs=dirs))):
             path = options.value(self.config, dest)
-            if path:
-                out = Path(path)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(render(self.matrix), encoding="utf-8")
-                os.chmod(out, 0o644)  # never world-writable, whatever the umask (CI runners may use 000)
+            if not path:
+                continue
+            # Checked at start (options.output_paths); one that still fails (the directory went
+            # away, the disk filled up) is reported in one line and costs no other output.
+            try:
+                write_report(Path(path), render(self.matrix))
+            except OSError as exc:
+                self.write_errors.append(f"{_FLAG[dest]} {path}: could not write it "
+                                         f"({exc.strerror or exc}); the other reports were written")
+            else:
+                self.written.append((dest, str(path)))
+        if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
         tr.write_sep("=", "containercheck matrix")
         for line in render_terminal(self.matrix, width=tr._tw.fullwidth, verbosity=self.config.get_verbosity()):
             tr.write_line(line)
-        for dest, what in (("cc_matrix_json", "JSON"), ("cc_matrix_md", "Markdown"), ("cc_matrix_html", "HTML")):
-            path = options.value(self.config, dest)
-            if path:
-                tr.write_line(f"matrix {what}: {path}")
+        what = {"cc_matrix_json": "JSON", "cc_matrix_md": "Markdown", "cc_matrix_html": "HTML"}
+        if self.config.option.collectonly and any(options.value(self.config, d) for d in what):
+            tr.write_line("containercheck: --collect-only: no matrix file written (nothing ran)")
+        for dest, path in self.written:
+            tr.write_line(f"matrix {what[dest]}: {path}")
+        for line in self.write_errors:
+            tr.write_line(f"ERROR: {line}", red=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 import pytest
 
@@ -65,6 +66,9 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
         chosen, ref = runtime, text
     elif text == "host":
         chosen, ref = "host", "host"
+    elif (kind := _special_file(text)) is not None:
+        raise pytest.UsageError(f"--image {spec!r} is {kind}, not an image file; give a .sif file, an image "
+                                "reference or 'host'")
     elif text.endswith(".sif") or os.path.isfile(text):
         chosen, ref = "apptainer", text
     elif os.path.isdir(text):
@@ -86,7 +90,25 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
     elif family == "sif":
         if not ref:
             raise pytest.UsageError(f"--image {spec!r}: missing .sif path after the prefix")
+        if (kind := _special_file(ref)) is not None:
+            raise pytest.UsageError(f"--image {spec!r}: {ref!r} is {kind}, not a .sif file; give a .sif file")
     return Target(runtime=chosen, ref=ref, spec=spec)
+
+
+def _special_file(path: str) -> str | None:
+    """What *path* is when it exists but is neither a regular file nor a directory (a FIFO would
+    block whoever opens it to read a header), else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _compatible(runtime: str, prefix: str) -> bool:

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
+from pytest_containercheck import hostinfo
+
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+#: These tests pin the outcomes of a host without a GPU (rows that skip, --require-gpu failing
+#: them).  On a GPU runner they do not apply: tests/gpu/run_kit.sh checks the GPU outcomes.
+NO_GPU_HOST = pytest.mark.skipif(bool(hostinfo.nvidia_facts()["has_gpu"]),
+                                 reason="asserts a host without a GPU; on a GPU host run tests/gpu/run_kit.sh")
+
 
 #: The system checks alone: the other built-in modules are tested in their own files, and
 #: pinning outcome counts to the whole suite would break whenever a check is added.
@@ -26,6 +34,7 @@ def _cells(data: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(c["row"], c["column"]): c for c in data["cells"]}
 
 
+@NO_GPU_HOST
 def test_host_run_prints_matrix_and_writes_json(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--image", "host", "--matrix-json", "out/m.json", *ONLY_SYSTEM)
     result.assert_outcomes(passed=3, skipped=4)
@@ -43,10 +52,14 @@ def test_host_run_prints_matrix_and_writes_json(pytester: pytest.Pytester) -> No
     host = data["columns"][0]["host"]
     assert data["hosts"][host]["has_gpu"] is False
     cells = _cells(data)
-    assert cells[("system.os", "host")]["detail"].startswith("Debian GNU/Linux 12")
+    # This machine's own OS (Debian 12 or 13 in CI): read the way the system probe reads it.
+    pretty = dict(line.rstrip("\n").split("=", 1) for line in Path("/etc/os-release").read_text().splitlines()
+                  if "=" in line).get("PRETTY_NAME", "").strip('"')
+    assert cells[("system.os", "host")]["detail"].startswith(pretty or "unknown OS")
     assert cells[("system.python", "host")]["probes"]["system"]["status"] == "ok"
 
 
+@NO_GPU_HOST
 def test_require_gpu_turns_gpu_skips_into_host_failures(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--image", "host", "--require-gpu", "--matrix-json", "m.json", *ONLY_SYSTEM)
     result.assert_outcomes(passed=3, failed=4)
@@ -57,6 +70,7 @@ def test_require_gpu_turns_gpu_skips_into_host_failures(pytester: pytest.Pyteste
     assert "--gres=gpu" in gpu["fix"]
 
 
+@NO_GPU_HOST
 def test_user_tests_join_the_matrix(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mine=textwrap.dedent("""
         import pytest
@@ -100,6 +114,7 @@ def test_without_image_builtin_checks_are_not_collected(pytester: pytest.Pyteste
     result.stdout.fnmatch_lines(["*no --image given (e.g. pytest --image host)*"])
 
 
+@NO_GPU_HOST
 def test_images_from_ini(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ncontainercheck_images = host\ncontainercheck_probe_timeout = 120\n"
                      "containercheck_no_builtin_checks = true\n")
@@ -115,6 +130,7 @@ def test_default_run_collects_the_builtin_suite_from_anywhere(pytester: pytest.P
     assert "stray" not in result.stdout.str()
 
 
+@NO_GPU_HOST
 def test_required_rows(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--image", "host", "--require", "system.libcuda,no.such.row", "--matrix-json", "m.json",
                                 *ONLY_SYSTEM)
@@ -191,20 +207,39 @@ def test_same_matrix_with_and_without_xdist(pytester: pytest.Pytester) -> None:
     assert len(key("n0.json")) == 2 * (7 + 3)
 
 
-SLEEPY = """\
+#: Two probes that shake hands through files: each says it started, waits for the other's
+#: start, says it saw it, and waits for the other to have seen it too.  Run together, both
+#: complete the handshake at once (WAIT is never reached); run one after the other, neither
+#: can, whatever the machine's load: the first gives up after WAIT, before the second starts.
+HANDSHAKE = """\
 def run(params, ctx):
-    import time
-    t0 = time.time()
-    time.sleep(1.5)
-    return {'start': t0, 'end': time.time()}
+    import os, time
+    d, me, other = DIR, ME, OTHER
+
+    def wait_for(name):
+        deadline = time.time() + WAIT
+        while not os.path.exists(os.path.join(d, name)):
+            if time.time() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    open(os.path.join(d, me + ".started"), "w").close()
+    if not wait_for(other + ".started"):
+        return {"overlap": False}
+    open(os.path.join(d, me + ".saw"), "w").close()
+    return {"overlap": wait_for(other + ".saw")}
 """
 
 
-@pytest.mark.parametrize(("jobs", "overlap"), [("2", True), ("1", False)])
-def test_declared_probes_run_together(pytester: pytest.Pytester, jobs: str, overlap: bool) -> None:
+@pytest.mark.parametrize(("jobs", "overlap", "wait"), [("2", True, 300), ("1", False, 1)])
+def test_declared_probes_run_together(pytester: pytest.Pytester, jobs: str, overlap: bool, wait: int) -> None:
     probes = pytester.mkdir("p")
-    (probes / "nap_a.py").write_text(SLEEPY)
-    (probes / "nap_b.py").write_text(SLEEPY)
+    hands = pytester.mkdir("hands")
+    for me, other in (("a", "b"), ("b", "a")):
+        (probes / f"nap_{me}.py").write_text(
+            HANDSHAKE.replace("DIR", repr(str(hands))).replace("ME", repr(me)).replace("OTHER", repr(other))
+            .replace("WAIT", str(wait)))
     pytester.makepyfile(test_naps="""
         import json, pytest
 
@@ -220,8 +255,7 @@ def test_declared_probes_run_together(pytester: pytest.Pytester, jobs: str, over
                                 "--probe-jobs", jobs, "--matrix-json", "m.json")
     result.assert_outcomes(passed=2)
     cells = _cells(_json(pytester.path / "m.json"))
-    a, b = (json.loads(cells[(r, "host")]["detail"]) for r in ("a", "b"))
-    assert (a["start"] < b["end"] and b["start"] < a["end"]) is overlap
+    assert [json.loads(cells[(r, "host")]["detail"])["overlap"] for r in ("a", "b")] == [overlap, overlap]
 
 
 def test_unknown_planned_probe_is_an_error_cell_not_a_hang(pytester: pytest.Pytester) -> None:

@@ -59,6 +59,7 @@ table.matrix{border-collapse:collapse;margin-top:.8em}
 background:#fafafa;font-weight:normal}.matrix thead tr.fact th{color:#555}
 .matrix tbody th{font-family:ui-monospace,monospace;font-weight:normal;white-space:nowrap}
 td.pass{background:#e3f4e1}td.fail{background:#fbdcdc}td.error{background:#ffe7c2}td.skip{background:#efefef;color:#555}
+td.interrupted{background:#e6e0f4}
 td.none{color:#aaa;text-align:center}td.conflict{outline:3px dashed #7b2cbf;outline-offset:-3px}
 summary{cursor:pointer}details .ev{margin-top:.4em;font-size:.9em}
 .fix{background:#fff8d6;border-left:3px solid #e0b000;padding:.2em .4em;margin:.3em 0}
@@ -95,7 +96,8 @@ def render_html(matrix: Matrix, *, artifact_dirs: Sequence[str | Path] = ()) -> 
                          Safe("<h1>containercheck matrix</h1>")]
     if not matrix.complete:
         parts.append(Safe('<div class="banner" id="incomplete">INCOMPLETE: the run was interrupted (Ctrl-C, '
-                          "SIGTERM or a time limit); cells that did not run are missing.</div>"))
+                          "SIGTERM or a time limit); cells that did not run are missing, and the check that "
+                          "was running is marked interrupted.</div>"))
     parts.append(fmt('<p class="summary">{}</p>', join(
         fmt("<span>{} {} {}</span>", SYMBOL[s], n, s) for s, n in counts.items())))
     parts.append(_meta(matrix))
@@ -302,7 +304,7 @@ def _column_facts(matrix: Matrix, column: Column) -> dict[str, tuple[str, str]]:
 
 #: Status symbols for the page.  Not Markdown's emoji: cluster and CI machines often have
 #: no emoji font, and the page must read the same everywhere (these are in DejaVu Sans).
-SYMBOL = {"pass": "\u2714", "fail": "\u2718", "error": "\u26a0", "skip": "\u2013"}
+SYMBOL = {"pass": "\u2714", "fail": "\u2718", "error": "\u26a0", "skip": "\u2013", "interrupted": "\u25a0"}
 
 
 def _anchor(cell: Cell) -> str:

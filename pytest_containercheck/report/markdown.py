@@ -13,7 +13,7 @@ import re
 from ..matrix import Cell, Matrix
 from .terminal import column_titles
 
-SYMBOL = {"pass": "✅", "fail": "❌", "error": "⚠️", "skip": "⏭"}
+SYMBOL = {"pass": "✅", "fail": "❌", "error": "⚠️", "skip": "⏭", "interrupted": "⏹"}
 """Status -> the symbol shown in Markdown and HTML cells."""
 
 #: Longest detail kept in a table cell; the failure list below the table has them in full.

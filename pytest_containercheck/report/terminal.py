@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..matrix import Cell, Matrix
 
-LABEL = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skip": "skip"}
+LABEL = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skip": "skip", "interrupted": "INTR"}
 
 
 def column_titles(matrix: Matrix) -> list[str]:
@@ -44,12 +44,14 @@ def render_terminal(matrix: Matrix, *, width: int = 100, verbosity: int = 0) -> 
     lines.append("")
     lines.append(", ".join(f"{n} {s}" for s, n in matrix.counts().items() if n)
                  + ("" if matrix.complete else "  (INCOMPLETE: the run was interrupted)"))
-    shown = {"fail", "error"} if verbosity < 0 else {"fail", "error", "skip"} if verbosity == 0 else set(LABEL)
+    # An interrupted check is listed at every verbosity: it did not run, whatever pytest counted.
+    shown = ({"fail", "error"} if verbosity < 0 else {"fail", "error", "skip"} if verbosity == 0
+             else set(LABEL)) | {"interrupted"}
     if len(keys) == 1 and verbosity >= 0:
         shown.discard("pass")  # already in the grid
     # One line per distinct verdict: the rows and images that share it are listed together.
     groups: dict[tuple[str, str, str | None, str | None], list[Cell]] = {}
-    order = {"error": 0, "fail": 1, "skip": 2, "pass": 3}
+    order = {"error": 0, "fail": 1, "interrupted": 2, "skip": 3, "pass": 4}
     for c in sorted(matrix.cells.values(), key=lambda c: (order[c.status], matrix.rows.index(c.row))):
         if c.status in shown:
             groups.setdefault((c.status, c.detail, c.fix, c.fault), []).append(c)

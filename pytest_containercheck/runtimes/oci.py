@@ -45,6 +45,30 @@ _GPU_UNAVAILABLE = re.compile(
     r"nvidia-container-cli|nvidia-container-runtime|failed to inject CDI devices",
     re.IGNORECASE,
 )
+#: libnvidia-container's prestart check of the image's ``NVIDIA_REQUIRE_CUDA`` against the
+#: driver ("nvidia-container-cli: requirement error: unsatisfied condition: cuda>=12.5, please
+#: update your driver to a newer version, or use an earlier cuda container"): the toolkit
+#: works, the image needs a newer CUDA than the driver -- a pair fault, not a missing toolkit.
+_CUDA_REQUIREMENT = re.compile(r"requirement error: unsatisfied condition: (?P<condition>[^,\n]+)", re.IGNORECASE)
+
+
+def gpu_refusal(stderr: str, runtime: str) -> dict[str, str]:
+    """What a refused GPU start means: ``{"error", "fix", "fault"}`` for the session's ``gpu``
+    facts.  A CUDA requirement the driver does not meet is the pair's fault; anything else
+    matched by ``_GPU_UNAVAILABLE`` is the host's (toolkit, CDI spec, driver)."""
+    lines = [ln.strip().removeprefix("docker: ") for ln in stderr.splitlines() if _GPU_UNAVAILABLE.search(ln)]
+    req = _CUDA_REQUIREMENT.search(stderr)
+    if req:
+        line = next((ln.strip() for ln in stderr.splitlines() if _CUDA_REQUIREMENT.search(ln)), req.group(0))
+        condition = req.group("condition").strip()
+        return {"error": line.removeprefix("docker: "), "fault": "pair",
+                "fix": (f"the image requires {condition} (its NVIDIA_REQUIRE_CUDA) and the host driver is older: "
+                        "use an image built for an older CUDA, upgrade the host driver, or, when the image "
+                        "ships cuda-compat for a datacenter GPU, start it with NVIDIA_DISABLE_REQUIRE=1 "
+                        "(--container-env NVIDIA_DISABLE_REQUIRE=1)")}
+    return {"error": lines[0] if lines else stderr.strip()[-300:], "fault": "host", "fix": TOOLKIT_FIX[runtime]}
+
+
 _DAEMON_DOWN = re.compile(r"cannot connect to the docker daemon|is the docker daemon running|"
                           r"connection refused|no such file or directory.*\.sock", re.IGNORECASE)
 #: The hint the docker CLI prints after every error; never the reason itself.
@@ -86,6 +110,12 @@ class OCIRuntime(Runtime):
 
     def gpu_flags_for(self, options: LaunchOptions) -> list[str]:
         return self.gpu_flags(options.gpus)
+
+    def check_options(self, options: LaunchOptions) -> None:
+        """Refuse ``--runtime-arg`` values that would override a flag the plugin sets itself."""
+        problem = owned_flag(options.runtime_args)
+        if problem:
+            raise pytest.UsageError(problem)
 
     def reap_stale(self) -> list[str]:
         return reap_stale(self.executable)
@@ -214,9 +244,7 @@ class OCIRuntime(Runtime):
             res = run_bounded(argv, timeout=120)
             gpu_error = _GPU_UNAVAILABLE.search(text(res.stderr)) if res.returncode != 0 else None
             if gpu_error and gpus != "none":
-                line = next(ln for ln in text(res.stderr).splitlines() if _GPU_UNAVAILABLE.search(ln))
-                gpu.update(attached=False, error=line.strip().removeprefix("docker: "), fix=TOOLKIT_FIX[self.name],
-                           tried=argv)
+                gpu.update(attached=False, tried=argv, **gpu_refusal(text(res.stderr), self.name))
                 gpus = "none"
                 argv = self.run_command(target, options, name, gpus, keepalive)
                 res = run_bounded(argv, timeout=120)
@@ -231,11 +259,13 @@ class OCIRuntime(Runtime):
             if not_found is None or (not_found.group("runc") or not_found.group("crun")) != keepalive[0]:
                 break
             missing.append(keepalive[0])
-        err = last_line("\n".join(ln for ln in text(res.stderr).splitlines()
-                                   if not _HELP_HINT.match(ln.strip()))) or "no output"
+        err = runtime_error(text(res.stderr)) or "no output"
         if res.timed_out:
             err = f"'{self.executable} run' did not finish in 120 s"
         fix = None
+        if _FLAG_ERROR.search(err) and options.runtime_args:
+            fix = (f"{self.executable} rejected a flag: fix or drop the --runtime-arg values "
+                   f"({' '.join(options.runtime_args)})")
         if len(missing) == len(KEEPALIVES) and not_found is not None:
             err = (f"the image has neither 'sleep' nor Python ({', '.join(missing[1:])}) on its PATH to keep "
                    f"the container running ({not_found.group(0)})")
@@ -244,6 +274,66 @@ class OCIRuntime(Runtime):
             fix = "the image has no 'sleep' binary; add coreutils or busybox to it"
         raise RuntimeFault(f"{self.name} could not start the image: {err}", fix=fix,
                            evidence=text(res.stderr)[-4000:])
+
+
+#: The docker/podman CLI's own complaint about its command line (cobra/pflag wording).
+_FLAG_ERROR = re.compile(r"^(?:\S+: )?(?:invalid argument |unknown (?:shorthand )?flag|flag needs an argument|"
+                         r"bad flag syntax|invalid (?:value|reference format)|conflicting options)", re.IGNORECASE)
+#: What the CLI prints around an error: usage banners and help hints, never the reason itself.
+_BANNER = re.compile(r"^(?:Usage:|Run a command in a new container|Create and run a new container)")
+
+
+def runtime_error(stderr: str) -> str:
+    """The runtime's own error line from its stderr: a flag error when there is one (it comes
+    first, before the ``Usage:`` banner), else the last line that is not a banner or hint."""
+    lines = [ln.strip() for ln in stderr.splitlines()
+             if ln.strip() and not _BANNER.match(ln.strip()) and not _HELP_HINT.match(ln.strip())]
+    flag = next((ln for ln in lines if _FLAG_ERROR.search(ln)), None)
+    return flag or (lines[-1] if lines else "")
+
+
+#: Flags of ``run`` the plugin owns, and the option that sets them instead.
+_OWNED_LONG = {
+    "name": "the plugin names each container itself (containercheck-<run>-<pid>-<n>), so it can remove it",
+    "entrypoint": "the plugin replaces the entrypoint to keep the container running; "
+                  "name the interpreter with --container-python",
+    "detach": "the plugin runs its container detached itself",
+    "rm": "the plugin removes its containers itself",
+    "network": "use --network MODE",
+    "net": "use --network MODE",
+    "gpus": "use --gpus VALUE",
+    "pull": "nothing is pulled: pull or build the image first",
+}
+_OWNED_SHORT = {"d": "detach"}
+_LABEL_PREFIX = "org.containercheck."
+
+
+def owned_flag(args: Sequence[str]) -> str | None:
+    """Why one of *args* (``--runtime-arg`` values) cannot be given, or None.
+
+    The plugin's own flags (container name, entrypoint, detach/remove, network, GPUs, its
+    ``org.containercheck.*`` labels) decide how it finds, keeps alive and removes a container;
+    overriding one would leave a container behind or blame the image for the plugin's fault.
+    """
+    for i, arg in enumerate(args):
+        if arg.startswith("--"):
+            name, _, val = arg[2:].partition("=")
+            if name in _OWNED_LONG:
+                return f"--runtime-arg={arg}: {_OWNED_LONG[name]}; drop it"
+            if name == "label":
+                val = val or (args[i + 1] if i + 1 < len(args) else "")
+                if val.startswith(_LABEL_PREFIX):
+                    return f"--runtime-arg={arg}: the {_LABEL_PREFIX}* labels are the plugin's own; use another label"
+        elif arg.startswith("-") and len(arg) > 1:
+            flags = arg[1:]
+            if flags[0] == "l":
+                val = flags[1:].lstrip("=") or (args[i + 1] if i + 1 < len(args) else "")
+                if val.startswith(_LABEL_PREFIX):
+                    return f"--runtime-arg={arg}: the {_LABEL_PREFIX}* labels are the plugin's own; use another label"
+            # A cluster of boolean short flags (-dit): one of them may be -d.
+            if set(flags) <= set("ditPq") and "d" in flags:
+                return f"--runtime-arg={arg}: {_OWNED_LONG[_OWNED_SHORT['d']]}; drop it"
+    return None
 
 
 _serial = itertools.count(1)
