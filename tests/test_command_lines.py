@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from pytest_containercheck.runtimes import LaunchOptions, RuntimeFault, get_runtime
-from pytest_containercheck.runtimes.apptainer import ApptainerRuntime, parse_version
+from pytest_containercheck.runtimes.apptainer import ApptainerRuntime, home_path, parse_version
 from pytest_containercheck.runtimes.base import last_line
 from pytest_containercheck.runtimes.host import HostRuntime
 from pytest_containercheck.runtimes.oci import _GPU_UNAVAILABLE, _HELP_HINT, LABEL_OWNER, LABEL_RUN, OCIRuntime
@@ -117,25 +117,57 @@ def test_get_runtime_registry() -> None:
     [("nv", ["--nv"]), ("nvccli", ["--nv", "--nvccli"]), ("rocm", ["--rocm"]), ("none", [])],
 )
 @pytest.mark.parametrize("executable", ["apptainer", "singularity"])
-def test_apptainer_exec_command(executable: str, apptainer_gpu: str, flags: list[str]) -> None:
+def test_apptainer_instance_start_command(executable: str, apptainer_gpu: str, flags: list[str]) -> None:
     target = parse_target("/images/app.sif")
     options = LaunchOptions(run_id="r1", apptainer_gpu=apptainer_gpu, env={"K": "V"})
-    argv = ApptainerRuntime(executable).exec_command(target, options, ["python3", "-"], {"X": "1"})
-    assert argv == [executable, "exec", *flags, "--no-home", "--cleanenv",
-                    "--env", "K=V", "--env", "X=1", "/images/app.sif", "python3", "-"]  # fmt: skip
-    assert "--net" not in argv and "--bind" not in argv
+    argv = ApptainerRuntime(executable).start_command(target, options, "containercheck-1-r1-1", "/tmp/h")
+    assert argv == [executable, "instance", "start", *flags, "--cleanenv", "--home", f"/tmp/h:{home_path()}",
+                    "/images/app.sif", "containercheck-1-r1-1"]  # fmt: skip
+    assert "--env" not in argv and "--net" not in argv and "--bind" not in argv and "--no-home" not in argv
+
+
+def test_apptainer_exec_goes_into_the_instance() -> None:
+    argv = ApptainerRuntime("apptainer").exec_command("containercheck-1-r1-1", ["python3", "-"])
+    assert argv == ["apptainer", "exec", "--cleanenv", "instance://containercheck-1-r1-1", "python3", "-"]
 
 
 def test_apptainer_gpus_none_drops_gpu_flags() -> None:
     options = LaunchOptions(run_id="r1", gpus="none", apptainer_gpu="nv", runtime_args=("--contain",))
-    argv = ApptainerRuntime("apptainer").command_line(parse_target("app.sif"), options, ["python3", "-"])
-    assert argv == ["apptainer", "exec", "--no-home", "--cleanenv", "--contain", "app.sif", "python3", "-"]
+    argv = ApptainerRuntime("apptainer").start_command(parse_target("app.sif"), options, "n", "/h")
+    assert argv == ["apptainer", "instance", "start", "--cleanenv", "--home", f"/h:{home_path()}", "--contain",
+                    "app.sif", "n"]  # fmt: skip
 
 
-def test_apptainer_exec_env_overrides_launch_env() -> None:
-    options = LaunchOptions(run_id="r1", env={"K": "launch"})
-    argv = ApptainerRuntime("apptainer").exec_command(parse_target("a.sif"), options, ["true"], {"K": "exec"})
-    assert argv.count("--env") == 1 and "K=exec" in argv
+def test_apptainer_image_variables_travel_in_apptainers_environment() -> None:
+    # --env K=V would split a value with commas and a second '=' (apptainer's --env is a
+    # string slice flag), and does not exist before Singularity 3.6.
+    options = LaunchOptions(run_id="r1", env={"K": "launch", "XLA_FLAGS": "--a=1,--b=2"})
+    env = ApptainerRuntime("apptainer").launch_env(options, {"K": "exec"}, host_env={"PATH": "/bin",
+                                                    "APPTAINERENV_STALE": "x"})
+    assert env["APPTAINERENV_K"] == "exec" and env["APPTAINERENV_XLA_FLAGS"] == "--a=1,--b=2"
+    assert env["PATH"] == "/bin" and "APPTAINERENV_STALE" not in env
+    assert "SINGULARITYENV_K" in ApptainerRuntime("singularity").launch_env(options, host_env={})
+
+
+@pytest.mark.parametrize(("gpus", "apptainer_gpu", "host", "expected"), [
+    ("all", "nv", {"CUDA_VISIBLE_DEVICES": "3"}, {"APPTAINERENV_CUDA_VISIBLE_DEVICES": "3"}),
+    ("all", "rocm", {"ROCR_VISIBLE_DEVICES": "1", "HIP_VISIBLE_DEVICES": "0"},
+     {"APPTAINERENV_ROCR_VISIBLE_DEVICES": "1", "APPTAINERENV_HIP_VISIBLE_DEVICES": "0"}),
+    ("device=0,2", "nv", {}, {"APPTAINERENV_CUDA_VISIBLE_DEVICES": "0,2"}),
+    ("2", "nv", {}, {"APPTAINERENV_CUDA_VISIBLE_DEVICES": "0,1"}),
+    ("device=1", "rocm", {}, {"APPTAINERENV_ROCR_VISIBLE_DEVICES": "1"}),
+    ("device=1", "nvccli", {}, {"APPTAINERENV_CUDA_VISIBLE_DEVICES": "1", "NVIDIA_VISIBLE_DEVICES": "1",
+                                "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,graphics"}),
+    ("all", "nvccli", {"NVIDIA_DRIVER_CAPABILITIES": "all"}, {"NVIDIA_DRIVER_CAPABILITIES": "all"}),
+])
+def test_apptainer_forwards_the_jobs_gpu_selection(gpus: str, apptainer_gpu: str, host: dict[str, str],
+                                                  expected: dict[str, str]) -> None:
+    # --cleanenv drops CUDA_VISIBLE_DEVICES (Slurm's GPU selection); nvidia-container-cli reads
+    # NVIDIA_* from apptainer's own environment, default capabilities compute,utility
+    # (apptainer internal/pkg/util/gpu/nvidia.go nVDriverDefaultCapabilities).
+    env = ApptainerRuntime("apptainer").launch_env(LaunchOptions(run_id="r", gpus=gpus, apptainer_gpu=apptainer_gpu),
+                                                   host_env=host)
+    assert {k: env.get(k) for k in expected} == expected
 
 
 @pytest.mark.parametrize(

@@ -1,28 +1,55 @@
 """Apptainer and Singularity: one class, two executables.
 
-There is no long-lived container: each probe is one ``apptainer exec`` of the SIF file
-(Apptainer mounts the squashfs per exec; a run has a handful of probes, so an instance
-would save little and adds a daemon-like process that can leak).  The exec is a child
-of pytest on the host, so killing its process group kills the probe.
+A session is one Apptainer *instance* of the SIF (``apptainer instance start``), the
+counterpart of the Docker path's long-lived container: the SIF is mounted once and its
+page cache stays warm, so the second import of torch or VTK does not decompress the
+squashfs again.  Every probe is an ``apptainer exec instance://NAME``.  The instance is
+named ``containercheck-<pytest pid>-<run id>-<n>`` and stopped at the end of the run (also
+after a timeout, Ctrl-C or SIGTERM); one left by a killed pytest is stopped by the next run.
 
-Command lines follow the Apptainer user guide: ``--nv`` binds the host's NVIDIA driver
-libraries and devices (``--nvccli`` uses nvidia-container-cli instead, ``--rocm`` for AMD),
-``--no-home`` keeps the user's home directory out, ``--cleanenv`` keeps host secrets out,
-``--env K=V`` sets what the probe needs.
+Command lines follow the Apptainer user guide and source (``internal/pkg/runtime/launch``):
+
+* ``--nv`` binds the host's NVIDIA driver files (``--nvccli`` runs nvidia-container-cli
+  instead, ``--rocm`` for AMD).  The legacy ``--nv`` reads no ``NVIDIA_*`` variable;
+  nvidia-container-cli reads them from *apptainer's own* environment (default capabilities
+  ``compute,utility``, so we ask for ``graphics`` too, or EGL never gets the driver).
+* ``--cleanenv`` keeps host variables (and secrets) out; variables for the image go through
+  apptainer's own environment as ``APPTAINERENV_K=V`` (``SINGULARITYENV_K`` for Singularity),
+  never ``--env K=V``, which splits values at commas and does not exist before Singularity 3.6.
+  The GPU selection Slurm makes (``CUDA_VISIBLE_DEVICES``, ``ROCR_VISIBLE_DEVICES``,
+  ``HIP_VISIBLE_DEVICES``) is forwarded that way.
+* ``--home TMP:HOME`` gives the image an empty, writable, private home at the user's home
+  path: the user's real home (and its ``~/.local`` site-packages) stays out, yet HOME is
+  writable as it is on a cluster, so ``system.writable_cache`` judges the image, not our flags.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
+import pwd
 import re
 import shutil
 import struct
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
-from .base import ExecResult, LaunchOptions, Runtime, Session, Target, last_line, run_bounded, text
+from .base import (
+    ExecResult,
+    Health,
+    LaunchOptions,
+    Runtime,
+    RuntimeFault,
+    Session,
+    Target,
+    last_line,
+    run_bounded,
+    text,
+)
 
 #: From the SIF specification (sylabs/sif): a 32-byte launch script, then this magic.
 SIF_LAUNCH_LEN = 32
@@ -32,22 +59,135 @@ _SIF_OFFSETS = struct.Struct("<qqqqqq")  # descriptors free/total/offset/size, d
 
 GPU_FLAGS = {"nv": ["--nv"], "nvccli": ["--nv", "--nvccli"], "rocm": ["--rocm"], "none": []}
 
+#: sylabs/apptainer sif ``pkg/sif``: rawDescriptor is DataType int32, Used bool, ID, GroupID,
+#: LinkedID uint32, Offset, Size, SizeWithPadding, CreatedAt, ModifiedAt, UID, GID int64,
+#: Name [128]byte, Extra [384]byte (little endian, packed): 585 bytes.
+_SIF_DESCRIPTOR = struct.Struct("<i?IIIqqqqqqq128s384s")
+SIF_DATA_PARTITION = 0x4004
+"""``DataPartition``: a file system (the root file system is one)."""
+SIF_PART_PRIMSYS = 2
+"""``PartPrimSys``: the partition holding the primary operating system (what ``exec`` runs)."""
+
+INSTANCE_PREFIX = "containercheck-"
+_INSTANCE_NAME = re.compile(r"^containercheck-(?P<pid>\d+)-")
+HOME_PREFIX = "containercheck-home-"
+#: Variables that say which GPUs a job was given (Slurm sets them): forwarded through --cleanenv.
+VISIBILITY_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
+NVCCLI_CAPABILITIES = "compute,utility,graphics"
+START_TIMEOUT_S = 600.0
+"""Starting an instance mounts the SIF; on a busy cluster filesystem that can take a while."""
+
+#: Apptainer's GPU warnings (launcher_linux.go addGPUBinds): "Could not find any nv files on
+#: this host!", "... nv libraries ..."; Singularity 3.x: "Could not find any NVIDIA binaries on
+#: this host!" / "... NVIDIA libraries ...".  Nothing is printed when binding worked, and also
+#: nothing on a host without a GPU, so silence proves nothing.
+_GPU_WARNING = re.compile(r"could not find any (?:nv|nvidia|rocm)\b[^\n]*|.*(?:nvidia-container-cli|nvccli)[^\n]*",
+                          re.IGNORECASE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: apptainer's own log lines ("FATAL:   ...", "ERROR  : ...", "WARNING: ..."), not the image's output.
+_LOG_LINE = re.compile(r"^(FATAL|ERROR|WARNING|INFO|VERBOSE|DEBUG)\s*:\s*(.*)$")
+
+
+def sif_partitions(path: str) -> list[dict[str, int]]:
+    """The file-system partitions a SIF's descriptors declare: ``[{"fstype", "parttype", "size"}]``.
+
+    Reads only the descriptor table (bounded: at most the header's descriptor count).
+    """
+    with open(path, "rb") as fh:
+        header = fh.read(SIF_HEADER_LEN)
+        _free, total, d_off, _d_size, _data_off, _data_size = _SIF_OFFSETS.unpack_from(header, 80)
+        fh.seek(d_off)
+        table = fh.read(max(0, min(total, 4096)) * _SIF_DESCRIPTOR.size)
+    parts = []
+    for (dtype, used, _id, _group, _link, _off, size, *_rest, extra) in _SIF_DESCRIPTOR.iter_unpack(
+            table[: len(table) - len(table) % _SIF_DESCRIPTOR.size]):
+        if used and dtype == SIF_DATA_PARTITION:
+            fstype, parttype = struct.unpack_from("<ii", extra)
+            parts.append({"fstype": fstype, "parttype": parttype, "size": size})
+    return parts
+
+
+def sif_id(path: str) -> str:
+    """The SIF's own UUID (header bytes 48-64), as Apptainer's ``sif list`` shows it."""
+    with open(path, "rb") as fh:
+        raw = fh.read(64)[48:64]
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def apptainer_lines(stderr: str) -> list[tuple[str, str]]:
+    """Apptainer's own log lines in *stderr* as (level, message), colours removed."""
+    out = []
+    for raw in _ANSI.sub("", stderr).splitlines():
+        m = _LOG_LINE.match(raw.strip())
+        if m:
+            out.append((m.group(1), m.group(2).strip()))
+    return out
+
+
+#: What apptainer's failures mean: (pattern in its message, fix).  The first message that
+#: matches one names the cause; apptainer also prints generic lines ("while executing starter",
+#: "container cleanup failed") around it.
+_CAUSES: tuple[tuple[str, str], ...] = (
+    ("requesting capability set", "this host withholds a capability that apptainer needs as root without a user "
+     "namespace: run as a non-root user (as on a cluster), or add --runtime-arg=--userns"),
+    ("no root filesystem", "the SIF has no root file system partition: rebuild it with 'apptainer build'"),
+    ("nvidia-container-cli", "install nvidia-container-cli (libnvidia-container-tools) on the host, or use "
+     "--apptainer-gpu nv"),
+    ("user namespace", "enable unprivileged user namespaces (sysctl user.max_user_namespaces=15000), or ask the "
+     "admins for a setuid installation of apptainer"),
+    ("squashfuse", "install squashfuse (and fuse2fs) on the host, and make /dev/fuse usable (mode 0666), so "
+     "apptainer can mount the SIF without root; a truncated SIF fails here too: copy it again"),
+    ("/dev/fuse", "make /dev/fuse usable by users (mode 0666, as udev sets it)"),
+    ("image format not recognized", "the file is not a SIF apptainer can read: build it with 'apptainer build'"),
+)
+
+
+def classify_failure(stderr: str) -> tuple[str, str]:
+    """Apptainer's reason for failing (the message naming the cause, else its first ERROR or
+    FATAL line) and the fix."""
+    lines = apptainer_lines(stderr)
+    messages = [msg for level, msg in lines if level in ("ERROR", "FATAL")]
+    for msg in messages:
+        for pattern, fix in _CAUSES:
+            if pattern in msg.lower():
+                return f"apptainer: {msg}", fix
+    errors = [msg for level, msg in lines if level == "ERROR"] + [msg for level, msg in lines if level == "FATAL"]
+    reason = errors[0] if errors else (last_line(_ANSI.sub("", stderr)) or "no message")
+    return f"apptainer: {reason}", "see apptainer's message; 'apptainer --debug instance start ...' shows more"
+
 
 def check_sif(path: str, spec: str) -> dict[str, Any]:
     """Validate a SIF file from its header before anything is launched.
 
-    Raises :class:`pytest.UsageError` for a missing, empty, foreign or truncated file.
+    Raises :class:`pytest.UsageError` for a missing, empty, foreign, truncated or non-regular
+    file.  Never blocks: a FIFO or a device is refused from its ``stat``, before it is opened.
     """
-    if not os.path.exists(path):
-        raise pytest.UsageError(f"--image {spec}: no such file {path!r}; check the path to the .sif image")
-    if os.path.isdir(path):
+    import stat  # here, not at the top: this function is the only user in this module
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise pytest.UsageError(f"--image {spec}: no such file {path!r}; check the path to the .sif image") from None
+    except OSError as exc:
+        raise pytest.UsageError(
+            f"--image {spec}: cannot read {path!r} ({exc.strerror}); check its permissions") from None
+    if stat.S_ISDIR(st.st_mode):
         raise pytest.UsageError(
             f"--image {spec}: {path!r} is a directory; sandbox directories are not supported, "
             "build a SIF with 'apptainer build image.sif <dir>'"
         )
-    size = os.path.getsize(path)
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) \
+            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file"
+        raise pytest.UsageError(f"--image {spec}: {path!r} is {kind}, not a .sif file; give the path of a SIF image")
+    size = st.st_size
     try:
-        with open(path, "rb") as fh:
+        # O_NONBLOCK: a file swapped for a FIFO after the stat still cannot block us.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise pytest.UsageError(f"--image {spec}: {path!r} is not a regular file, not a .sif file")
             header = fh.read(SIF_HEADER_LEN)
     except OSError as exc:
         raise pytest.UsageError(
@@ -83,10 +223,13 @@ class ApptainerRuntime(Runtime):
 
     names = ("apptainer", "singularity")
     family = "sif"
+    _counter = itertools.count(1)
 
     def __init__(self, name: str, executable: str | None = None) -> None:
         super().__init__(name)
         self.executable = executable or name
+        self.env_prefix = "APPTAINERENV_" if self.executable == "apptainer" else "SINGULARITYENV_"
+        """How apptainer is told variables for the image (Singularity: ``SINGULARITYENV_``)."""
 
     def resolve_executable(self) -> str | None:
         """``apptainer`` if present, else ``singularity`` (older clusters), else None."""
@@ -98,26 +241,55 @@ class ApptainerRuntime(Runtime):
                 return found
         return None
 
+    def _learn_product(self) -> str:
+        """``apptainer --version`` names the product; Apptainer's own ``singularity`` is still Apptainer."""
+        res = run_bounded([self.executable, "--version"], timeout=30)
+        out = text(res.stdout)
+        self.env_prefix = "APPTAINERENV_" if "apptainer" in out.lower() else "SINGULARITYENV_"
+        return out
+
+    # -- command lines -------------------------------------------------------------------
+
     def gpu_flags_for(self, options: LaunchOptions) -> list[str]:
         return list(GPU_FLAGS["none" if options.gpus == "none" else options.apptainer_gpu])
 
-    def exec_command(self, target: Target, options: LaunchOptions, argv: Sequence[str],
-                     env: Mapping[str, str] | None = None) -> list[str]:
-        """The exact ``apptainer exec`` command line that runs *argv* in the SIF."""
-        cmd = [self.executable, "exec", *self.gpu_flags_for(options), "--no-home", "--cleanenv"]
-        if options.network == "none":
-            # --net needs privilege or a configured CNI on most sites; keep it only when
-            # the user asked for a particular network with --runtime-arg.
-            pass
-        merged = dict(options.env)
-        merged.update(env or {})
-        for key, value in merged.items():
-            cmd += ["--env", f"{key}={value}"]
-        cmd += list(options.runtime_args)
-        return [*cmd, target.ref, *argv]
+    def start_command(self, target: Target, options: LaunchOptions, name: str, home: str,
+                      gpu_flags: Sequence[str] | None = None) -> list[str]:
+        """The ``apptainer instance start`` command line of a session."""
+        flags = self.gpu_flags_for(options) if gpu_flags is None else list(gpu_flags)
+        return [self.executable, "instance", "start", *flags, "--cleanenv", "--home", f"{home}:{home_path()}",
+                *options.runtime_args, target.ref, name]
+
+    def exec_command(self, name: str, argv: Sequence[str]) -> list[str]:
+        """The ``apptainer exec`` command line that runs *argv* in instance *name*."""
+        return [self.executable, "exec", "--cleanenv", f"instance://{name}", *argv]
+
+    def launch_env(self, options: LaunchOptions, env: Mapping[str, str] | None = None,
+                   host_env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Apptainer's own environment for a start or exec: the host's, plus the image's variables
+        as ``APPTAINERENV_K``, the job's GPU selection, and nvidia-container-cli's settings."""
+        host = dict(os.environ if host_env is None else host_env)
+        out = {k: v for k, v in host.items() if not k.startswith(("APPTAINERENV_", "SINGULARITYENV_"))}
+        image: dict[str, str] = {k: host[k] for k in VISIBILITY_VARS if k in host}
+        gpu = "none" if options.gpus == "none" else options.apptainer_gpu
+        devices = _device_list(options.gpus)
+        if devices is not None and gpu in ("nv", "nvccli"):
+            image["CUDA_VISIBLE_DEVICES"] = devices
+        if devices is not None and gpu == "rocm":
+            image["ROCR_VISIBLE_DEVICES"] = devices
+        if gpu == "nvccli":
+            out.setdefault("NVIDIA_DRIVER_CAPABILITIES", NVCCLI_CAPABILITIES)
+            if devices is not None:
+                out["NVIDIA_VISIBLE_DEVICES"] = devices
+        image.update(options.env)
+        image.update(env or {})
+        out.update({self.env_prefix + k: v for k, v in image.items()})
+        return out
 
     def command_line(self, target: Target, options: LaunchOptions, argv: Sequence[str]) -> list[str]:
-        return self.exec_command(target, options, argv)
+        return self.exec_command(instance_name(options.run_id, 1), argv)
+
+    # -- lifecycle -------------------------------------------------------------------------
 
     def preflight(self, target: Target) -> dict[str, Any]:
         facts = check_sif(target.ref, target.spec)
@@ -132,12 +304,147 @@ class ApptainerRuntime(Runtime):
                 f"--image {target.spec}: '{self.executable} --version' failed ({last_line(res.stderr)}); "
                 "check the installation"
             )
-        facts.update(runtime=self.executable, runtime_version=parse_version(text(res.stdout)))
+        try:
+            parts = sif_partitions(target.ref)
+        except (OSError, struct.error):
+            parts = []
+        if not any(p["parttype"] == SIF_PART_PRIMSYS for p in parts):
+            raise pytest.UsageError(
+                f"--image {target.spec}: {target.ref!r} has no root file system partition (its SIF descriptors list "
+                f"{len(parts)} partition(s), none of them the primary system one); rebuild it with 'apptainer build'")
+        problem = userns_problem()
+        if problem:
+            raise pytest.UsageError(f"--image {target.spec}: {problem}")
+        facts.update(runtime=self.executable, runtime_version=parse_version(text(res.stdout)),
+                     sif_id=sif_id(target.ref))
         return facts
 
     def start(self, target: Target, options: LaunchOptions) -> Session:
-        self.resolve_executable()
-        return ApptainerSession(self, target, options)
+        if self.resolve_executable() is None:
+            raise RuntimeFault("neither 'apptainer' nor 'singularity' is on PATH",
+                               fix="'module load apptainer' on clusters, or install Apptainer")
+        self._learn_product()
+        name = instance_name(options.run_id, next(self._counter))
+        home = tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-")
+        try:
+            return self._start(target, options, name, home)
+        except BaseException:
+            shutil.rmtree(home, ignore_errors=True)
+            raise
+
+    def _start(self, target: Target, options: LaunchOptions, name: str, home: str) -> ApptainerSession:
+        flags = self.gpu_flags_for(options)
+        gpu: dict[str, Any] = {"requested": "none" if options.gpus == "none" else options.apptainer_gpu,
+                               "flags": flags, "attached": bool(flags), "error": None, "warnings": []}
+        res = run_bounded(self.start_command(target, options, name, home), env=self.launch_env(options),
+                          timeout=START_TIMEOUT_S)
+        err = text(res.stderr)
+        if res.returncode != 0 and flags and gpu["requested"] == "nvccli" and _mentions_nvccli(err):
+            # nvidia-container-cli missing or failing is fatal to apptainer: run without GPUs,
+            # as the Docker path does when the toolkit is missing; the GPU rows say why.
+            reason, fix = classify_failure(err)
+            gpu.update(attached=False, error=reason, fix=fix, start_stderr=err[-2000:])
+            _stop_instance(self.executable, name)
+            flags = []
+            res = run_bounded(self.start_command(target, options, name, home, gpu_flags=[]),
+                              env=self.launch_env(options), timeout=START_TIMEOUT_S)
+            err = text(res.stderr)
+        if res.timed_out or res.returncode != 0:
+            _stop_instance(self.executable, name)
+            if res.timed_out:
+                raise RuntimeFault(f"'{self.executable} instance start' did not finish in {START_TIMEOUT_S:.0f} s",
+                                   fix="check the filesystem the SIF is on, and apptainer's log", evidence=err,
+                                   fault="host")
+            reason, fix = classify_failure(err)
+            raise RuntimeFault(reason, fix=fix, evidence=_ANSI.sub("", err)[-4000:], fault="host")
+        warnings = [m.group(0).strip() for m in _GPU_WARNING.finditer(_ANSI.sub("", err))]
+        if flags and warnings:
+            gpu.update(attached=False, warnings=warnings, error=warnings[0],
+                       fix="check the host's NVIDIA driver installation (nvidia-smi on the host); Apptainer "
+                           "binds what nvliblist.conf lists and finds")
+        elif flags:
+            gpu["note"] = "apptainer reported no missing GPU files (it prints nothing when binding worked, " \
+                          "and nothing on a host without a GPU either)"
+        return ApptainerSession(self, target, options, name, home, gpu)
+
+    def reap_stale(self) -> list[str]:
+        """Stop instances, and remove private homes, of earlier runs on this host whose pytest is gone."""
+        if self.resolve_executable() is None:
+            return []
+        res = run_bounded([self.executable, "instance", "list", "--json"], timeout=60)
+        stale = []
+        try:
+            listed = json.loads(text(res.stdout) or "{}").get("instances") or []
+        except ValueError:
+            listed = []
+        for inst in listed:
+            m = _INSTANCE_NAME.match(str(inst.get("instance", "")))
+            if m and not _pid_alive(int(m.group("pid"))):
+                stale.append(str(inst["instance"]))
+        for name in stale:
+            _stop_instance(self.executable, name)
+        tmp = tempfile.gettempdir()
+        for entry in os.listdir(tmp):
+            pid = entry[len(HOME_PREFIX):].partition("-")[0]
+            if entry.startswith(HOME_PREFIX) and pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
+        return stale
+
+
+def instance_name(run_id: str, n: int) -> str:
+    """``containercheck-<pytest pid>-<run id>-<n>``: the pid lets a later run reap it."""
+    return f"{INSTANCE_PREFIX}{os.getpid()}-{run_id or 'run'}-{n}"
+
+
+def home_path() -> str:
+    """The home directory of the user running pytest (the path HOME has on a cluster)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir or "/tmp"
+    except KeyError:
+        return os.environ.get("HOME") or "/tmp"
+
+
+def userns_problem() -> str | None:
+    """Why apptainer cannot run here without privilege, when that is known before launch."""
+    if os.geteuid() == 0:
+        return None
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as fh:
+            if int(fh.read().strip() or "1") == 0:
+                return ("user namespaces are disabled on this host (user.max_user_namespaces = 0), so a non-setuid "
+                        "apptainer cannot start; enable them (sysctl user.max_user_namespaces=15000) or use a "
+                        "setuid installation")
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _device_list(gpus: str) -> str | None:
+    """``device=0,2`` -> ``0,2``; ``2`` -> ``0,1``; ``all``/``none`` -> None (no selection)."""
+    if gpus.startswith("device="):
+        return gpus.removeprefix("device=")
+    if gpus.isdigit():
+        return ",".join(str(i) for i in range(int(gpus)))
+    return None
+
+
+def _mentions_nvccli(stderr: str) -> bool:
+    low = stderr.lower()
+    return "nvidia-container-cli" in low or "nvccli" in low
+
+
+def _stop_instance(executable: str, name: str) -> None:
+    run_bounded([executable, "instance", "stop", "--force", name], timeout=60)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def parse_version(output: str) -> str:
@@ -147,49 +454,47 @@ def parse_version(output: str) -> str:
 
 
 class ApptainerSession(Session):
-    """Runs each process with its own ``apptainer exec``."""
+    """One running instance of the SIF; each process is an ``apptainer exec instance://NAME``."""
 
-    def __init__(self, runtime: ApptainerRuntime, target: Target, options: LaunchOptions) -> None:
+    def __init__(self, runtime: ApptainerRuntime, target: Target, options: LaunchOptions, name: str, home: str,
+                 gpu: dict[str, Any]) -> None:
         super().__init__(target)
         self.runtime = runtime
         self.options = options
-        gpu = "none" if options.gpus == "none" else options.apptainer_gpu
-        self.facts.update(
-            runtime=runtime.executable,
-            gpu={"requested": gpu, "attached": gpu != "none", "error": None, "flags": GPU_FLAGS[gpu]},
-        )
+        self.name = name
+        self.home = home
+        self._stopped = False
+        self.facts.update(runtime=runtime.executable, instance=name, gpu=gpu,
+                          command=runtime.start_command(target, options, name, home, gpu_flags=gpu["flags"]))
 
     def exec(self, argv: Sequence[str], *, stdin: bytes | None = None,
              env: Mapping[str, str] | None = None, timeout: float | None = None) -> ExecResult:
-        res = run_bounded(self.runtime.exec_command(self.target, self.options, argv, env),
-                          stdin=stdin, timeout=timeout)
-        err = text(res.stderr)
-        if "Could not find any nv files" in err or "could not find any nv libraries" in err.lower():
-            # Apptainer warns and goes on without the driver libraries: record it, the GPU
-            # checks turn it into a verdict.
-            self.facts["gpu"].update(attached=False, error=last_line(err))
-        return res
+        return run_bounded(self.runtime.exec_command(self.name, argv), stdin=stdin,
+                           env=self.runtime.launch_env(self.options, env), timeout=timeout)
 
     def kill_inside(self, pid: int, python: str) -> None:
-        """Kill the probe's process group on the host.
+        """Kill process group *pid* inside the instance (killing the exec client leaves it running)."""
+        code = "import os,sys\ntry:\n os.killpg(int(sys.argv[1]), 9)\nexcept OSError:\n pass"
+        run_bounded(self.runtime.exec_command(self.name, [python, "-c", code, str(pid)]),
+                    env=self.runtime.launch_env(self.options), timeout=30)
 
-        Apptainer runs processes in the host's PID namespace unless ``--pid``/``--containall``
-        is given, so the pid the probe reported is a host pid.  With a PID namespace the
-        pid means nothing here, but killing ``apptainer exec`` (done by run_bounded) ends the
-        namespace's init and with it every process in it.  So the pid is only used when
-        the host process with that pid really is our probe interpreter (``<python> -``).
-        """
+    def alive(self) -> bool:
+        res = run_bounded([self.runtime.executable, "instance", "list", "--json", self.name], timeout=30)
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                argv = fh.read().split(b"\0")
-        except OSError:
-            return
-        if len(argv) >= 2 and argv[1] == b"-" and os.path.basename(argv[0].decode(errors="replace")) == \
-                os.path.basename(python):
-            try:
-                os.killpg(pid, 9)
-            except OSError:
-                pass
+            listed = json.loads(text(res.stdout) or "{}").get("instances") or []
+        except ValueError:
+            return False
+        return any(i.get("instance") == self.name for i in listed)
+
+    def health(self, since: float) -> Health:
+        if self.alive():
+            return Health(running=True)
+        return Health(running=False, reason=f"the apptainer instance {self.name} is gone")
 
     def stop(self) -> None:
-        """Nothing outlives an exec; there is nothing to stop."""
+        """Stop the instance (its processes and its SIF mount) and remove the private home."""
+        if self._stopped:
+            return
+        self._stopped = True
+        _stop_instance(self.runtime.executable, self.name)
+        shutil.rmtree(self.home, ignore_errors=True)

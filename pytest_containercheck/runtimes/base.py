@@ -85,10 +85,12 @@ class RuntimeFault(Exception):
     The message is one line meant for a matrix cell; ``fix`` says what to do about it.
     """
 
-    def __init__(self, message: str, fix: str | None = None, evidence: str = "") -> None:
+    def __init__(self, message: str, fix: str | None = None, evidence: str = "", fault: str | None = None) -> None:
         super().__init__(message)
         self.fix = fix
         self.evidence = evidence
+        self.fault = fault
+        """Whose fault, when known: a runtime that cannot start anything is the host's."""
 
 
 @dataclasses.dataclass

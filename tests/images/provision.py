@@ -1,6 +1,6 @@
 """Prepare a fresh Debian bookworm machine for pytest-containercheck's test suite.
 
-    python3 tests/images/provision.py [--images NAME ...] [--no-images] [--no-podman]
+    python3 tests/images/provision.py [--images NAME ...] [--no-images] [--no-podman] [--no-slurm]
 
 Idempotent: every phase first checks whether its work is already done. Phases, each timed:
 
@@ -9,7 +9,13 @@ Idempotent: every phase first checks whether its work is already done. Phases, e
 2. ``debootstrap`` (to build the test images without a registry).
 3. Mesa for offscreen VTK on the host: libosmesa6 libegl1 libegl-mesa0 libgl1.
 4. The test images (``tests/images/build.py``): all of them, or those named.
-5. Podman (optional): install Debian's ``podman``, write a containers.conf drop-in with
+5. Apptainer (required): a real apptainer from Debian (see ``apptainer.py``), the non-root
+   test user, and SIFs of the base and full test images built with ``apptainer build
+   x.sif docker-archive://x.tar``.
+6. Slurm (required): Debian's ``slurmctld``, ``slurmd``, ``slurm-client`` and ``munge``, and a
+   single-node cluster of this machine in two partitions, daemons started directly
+   (``slurm.py``), for the README's Slurm recipe (``tests/test_slurm.py``).
+7. Podman (optional): install Debian's ``podman``, write a containers.conf drop-in with
    ulimits this VM accepts, ``docker save | podman load`` one image and ``podman run`` it.
    A failure here is reported and does not fail the script.
 
@@ -29,7 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import apptainer
 import build
+import slurm
 
 DOCKERD_LOG = Path("/var/log/containercheck-dockerd.log")
 DOCKER_TIMEOUT_S = 120.0
@@ -249,7 +257,11 @@ def write_podman_conf() -> None:
 # --------------------------------------------------------------------------- main
 
 
-def run(images: Sequence[str], with_podman: bool) -> None:
+#: Test images the Apptainer tests run as SIFs (built the users' way: docker save, apptainer build).
+SIF_IMAGES = ("base", "full")
+
+
+def run(images: Sequence[str], with_podman: bool, with_apptainer: bool = True, with_slurm: bool = True) -> None:
     t0 = time.monotonic()
     version = ensure_docker()
     phase_done("docker engine", t0, f"ready (server {version})")
@@ -277,6 +289,26 @@ def run(images: Sequence[str], with_podman: bool) -> None:
             raise ProvisionError(f"building test image {name!r} failed: {str(exc).splitlines()[0]}") from exc
         phase_done(f"image {name}", t0, f"{ref} {'present' if present else 'built'}")
 
+    if with_apptainer:
+        # Required: the .sif path is the headline command (tests fail, never skip, under CI=true).
+        try:
+            installed = apptainer.ensure_apptainer(log=log)
+            apptainer.ensure_test_user(log=log)
+            for name in SIF_IMAGES:
+                if name in images:
+                    apptainer.ensure_sif(build.image_ref(name), log=log)
+        except apptainer.ApptainerError as exc:
+            raise ProvisionError(f"apptainer: {str(exc).splitlines()[0]}") from exc
+        log(f"[provision] apptainer: {installed.get('version')} via {installed.get('route')} "
+            f"(Debian {installed.get('debian')}, libc {installed.get('libc')})")
+
+    if with_slurm:
+        # Required: the README's Slurm recipe runs for real (its test fails, never skips, under CI=true).
+        try:
+            slurm.ensure_slurm(log=log)
+        except (slurm.SlurmError, OSError) as exc:
+            raise ProvisionError(f"slurm: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+
     if with_podman:
         t0 = time.monotonic()
         try:
@@ -298,11 +330,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-images", action="store_true", help="build no test images")
     parser.add_argument("--no-podman", action="store_true", help="skip the podman phase")
+    parser.add_argument("--no-apptainer", action="store_true", help="skip the apptainer phase")
+    parser.add_argument("--no-slurm", action="store_true", help="skip the slurm phase")
     args = parser.parse_args(argv)
     images: list[str] = [] if args.no_images else (args.images or list(build.RECIPES))
     started = time.monotonic()
     try:
-        run(images, with_podman=not args.no_podman)
+        run(images, with_podman=not args.no_podman, with_apptainer=not args.no_apptainer,
+            with_slurm=not args.no_slurm)
     except ProvisionError as exc:
         print(f"[provision] FAILED: {exc}", file=sys.stderr, flush=True)
         return 1

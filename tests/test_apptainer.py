@@ -1,0 +1,258 @@
+"""The .sif path against the real apptainer binary: built-in suite as root and as a non-root
+user, the singularity command name, apptainer's own failures, and no instance left behind.
+
+SIFs are built the way users build them: ``docker save`` then ``apptainer build x.sif
+docker-archive://x.tar`` (tests/images/apptainer.py, cached by the docker image ID).  As root,
+this sandbox withholds one capability from apptainer's non-namespaced mode, so root runs pass
+``--runtime-arg=--userns`` (the tests below also prove what happens without it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from test_plugin import ONLY_SYSTEM
+
+pytestmark = [pytest.mark.apptainer, pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+
+USERNS = "--runtime-arg=--userns"
+
+
+def _json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _statuses(data: dict[str, Any], column: str | None = None) -> dict[str, str]:
+    return {c["row"]: c["status"] for c in data["cells"] if column is None or c["column"] == column}
+
+
+def instances(*, run_id: str = "", pid: int | None = None) -> list[str]:
+    """This user's instances started by one run (by its run id) or one pytest process (by its pid).
+
+    Other tests may run instances at the same time (pytest -n 2): only ours are counted.
+    """
+    res = subprocess.run(["apptainer", "instance", "list", "--json"], capture_output=True, text=True, timeout=60)
+    listed = json.loads(res.stdout or "{}").get("instances") or []
+    names = [str(i["instance"]) for i in listed]
+    if pid is not None:
+        return [n for n in names if n.startswith(f"containercheck-{pid}-")]
+    return [n for n in names if n.startswith("containercheck-") and f"-{run_id}-" in n]
+
+
+def orphan_squashfuse() -> list[str]:
+    """squashfuse processes whose apptainer parent is gone (parent pid 1): a SIF mounted by nobody.
+
+    Live ones belong to a running instance or exec (their parent is apptainer's), maybe another run's.
+    """
+    res = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, timeout=30)
+    return [ln for ln in res.stdout.splitlines() if "squashfuse" in ln and ln.split()[1] == "1"]
+
+
+def test_builtin_suite_as_root_with_userns(pytester: pytest.Pytester, base_sif: Path) -> None:
+    result = pytester.runpytest_subprocess("--image", str(base_sif), USERNS, "--matrix-json", "m.json")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    data = _json(pytester.path / "m.json")
+    got = _statuses(data)
+    assert {r: got[r] for r in ("system.python", "system.os", "system.writable_cache")} == dict.fromkeys(
+        ("system.python", "system.os", "system.writable_cache"), "pass")
+    cells = {c["row"]: c for c in data["cells"]}
+    # A private, empty, writable home at the user's home path: not the plugin's flags failing the image.
+    assert "home /root" in cells["system.writable_cache"]["detail"]
+    column = data["columns"][0]
+    assert column["facts"]["runtime"] == "apptainer" and column["facts"]["sif_id"]
+    assert column["facts"]["launch"]["instance"].startswith("containercheck-")
+    assert instances(run_id=data["meta"]["run_id"]) == [] and orphan_squashfuse() == []
+
+
+def test_root_without_userns_is_apptainers_failure_not_the_images(pytester: pytest.Pytester, base_sif: Path) -> None:
+    result = pytester.runpytest_subprocess("--image", str(base_sif), "--matrix-json", "m.json", *ONLY_SYSTEM)
+    assert result.ret == 1
+    cells = _json(pytester.path / "m.json")["cells"]
+    assert {c["status"] for c in cells} == {"error"}
+    for cell in cells:
+        assert cell["detail"].startswith("apptainer: Requesting capability set"), cell["detail"]
+        assert cell["fault"] == "host" and "--runtime-arg=--userns" in cell["fix"]
+        assert "no Python interpreter" not in cell["detail"]
+    assert instances(run_id=_json(pytester.path / "m.json")["meta"]["run_id"]) == []
+
+
+def test_builtin_suite_as_a_non_root_user(nonroot: Any, base_sif: Path) -> None:
+    # The cluster case: no root, apptainer through user namespaces, no --userns needed.
+    res, cwd = nonroot("--image", str(base_sif), "--matrix-json", "m.json")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    got = _statuses(_json(cwd / "m.json"))
+    assert got["system.python"] == got["system.os"] == got["system.writable_cache"] == "pass"
+    leftover = subprocess.run(["runuser", "-u", "ccuser", "--", "apptainer", "instance", "list"],
+                              capture_output=True, text=True, timeout=60).stdout
+    assert "containercheck-" not in leftover
+
+
+def test_singularity_command_name(pytester: pytest.Pytester, base_sif: Path) -> None:
+    # Debian's apptainer ships the old name too; --runtime singularity runs that executable.
+    result = pytester.runpytest_subprocess("--image", f"singularity://{base_sif}", USERNS, "--matrix-json", "m.json",
+                                           *ONLY_SYSTEM)
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    data = _json(pytester.path / "m.json")
+    assert data["columns"][0]["id"] == f"singularity://{base_sif.name}"
+    assert data["columns"][0]["facts"]["launch"]["command"][0] == "singularity"
+    assert _statuses(data)["system.python"] == "pass"
+
+
+def test_same_verdicts_under_docker_and_apptainer(pytester: pytest.Pytester, full_image: str, full_sif: Path) -> None:
+    # Two runs: --runtime-arg goes to every runtime of a run, and --userns means another thing to docker.
+    pytester.runpytest_subprocess("--image", full_image, "--matrix-json", "docker.json")
+    pytester.runpytest_subprocess("--image", str(full_sif), USERNS, "--matrix-json", "sif.json")
+    docker = _statuses(_json(pytester.path / "docker.json"))
+    sif = _statuses(_json(pytester.path / "sif.json"))
+    assert len(docker) >= 17 and docker == sif, (docker, sif)
+
+
+def test_image_variables_arrive_intact(pytester: pytest.Pytester, base_sif: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # XLA_FLAGS would be split at its comma by --env K=V; CUDA_VISIBLE_DEVICES is Slurm's GPU
+    # selection, set on the host, and must cross --cleanenv.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    pytester.makepyfile(test_env="""
+        def test_env(container):
+            out = container.python("import os; print(os.environ['XLA_FLAGS'], os.environ['CUDA_VISIBLE_DEVICES'])")
+            assert out.ok, out.stderr
+            container.note(out.stdout.strip())
+    """)
+    result = pytester.runpytest_subprocess("--image", str(base_sif), USERNS, "test_env.py", "--no-builtin-checks",
+                                           "--container-env", "XLA_FLAGS=--a=1,--b=2", "--matrix-json", "m.json")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    cell = _json(pytester.path / "m.json")["cells"][0]
+    assert cell["detail"] == "--a=1,--b=2 3"
+
+
+def test_sif_without_root_filesystem_is_a_usage_error(pytester: pytest.Pytester, apptainer: Any) -> None:
+    empty = pytester.path / "empty.sif"
+    made = subprocess.run(["apptainer", "sif", "new", str(empty)], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    result = pytester.runpytest_subprocess("--image", str(empty))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "has no root file system partition" in result.stderr.str()
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_command_timeout_and_interrupt_leave_no_instance(pytester: pytest.Pytester, base_sif: Path,
+                                                         sig: signal.Signals) -> None:
+    marker = pytester.path / "started"
+    pytester.makepyfile(test_slow=f"""
+        def test_timeout(container):
+            out = container.python("import time; time.sleep(120)", timeout=3)
+            assert out.timed_out
+            container.note("timed out")
+
+        def test_long(container):
+            container.python("open({str(marker)!r}, 'w').close(); import time; time.sleep(120)")
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--image", str(base_sif),
+                             USERNS, "test_slow.py", "--no-builtin-checks", "--matrix-json", "m.json"],
+                            cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the long test never started"
+    assert instances(pid=proc.pid), "an instance should be running now"
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    assert instances(pid=proc.pid) == [] and orphan_squashfuse() == [], out[-3000:]
+    assert not [p for p in Path("/tmp").glob("containercheck-home-*") if p.name.split("-")[2] == str(proc.pid)]
+
+
+def test_a_killed_pytests_instance_is_reaped_by_the_next_run(pytester: pytest.Pytester, base_sif: Path) -> None:
+    marker = pytester.path / "started"
+    pytester.makepyfile(test_hang=f"""
+        def test_hang(container):
+            container.python("open({str(marker)!r}, 'w').close(); import time; time.sleep(300)")
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--image", str(base_sif),
+                             USERNS, "test_hang.py", "--no-builtin-checks"], cwd=pytester.path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists()
+    os.killpg(proc.pid, signal.SIGKILL)  # no cleanup possible
+    proc.wait(timeout=60)
+    assert instances(pid=proc.pid), "the killed run's instance should still be there"
+    result = pytester.runpytest_subprocess("--image", str(base_sif), USERNS, *ONLY_SYSTEM)
+    assert result.ret == 0, result.stdout.str()[-2000:]
+    assert instances(pid=proc.pid) == [] and orphan_squashfuse() == []
+
+
+def test_nvccli_missing_runs_without_gpus_and_says_why(pytester: pytest.Pytester, base_sif: Path) -> None:
+    # This host has no nvidia-container-cli: apptainer exits FATAL with --nvccli.  The image
+    # still runs (without GPUs), and the launch facts carry apptainer's line and the fix.
+    result = pytester.runpytest_subprocess("--image", str(base_sif), USERNS, "--apptainer-gpu", "nvccli",
+                                           "--matrix-json", "m.json", *ONLY_SYSTEM)
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    data = _json(pytester.path / "m.json")
+    gpu = data["columns"][0]["facts"]["launch"]["gpu"]
+    assert gpu["requested"] == "nvccli" and gpu["attached"] is False
+    assert "nvidia-container-cli" in gpu["error"] and "libnvidia-container-tools" in gpu["fix"]
+    assert _statuses(data)["system.python"] == "pass"
+    assert instances(run_id=data["meta"]["run_id"]) == []
+
+
+HANG = """
+def run(params, ctx):
+    import subprocess, sys, time
+    # A child in the probe's process group that outlives the probe's own watchdog.
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # hang-child"])
+    time.sleep(600)
+"""
+
+
+def test_probe_timeout_kills_the_probe_inside_the_instance(pytester: pytest.Pytester, base_sif: Path) -> None:
+    # Killing the 'apptainer exec' client leaves its process running in the instance (it has
+    # its own PID namespace): the probe's process group must be killed inside.
+    probes = pytester.mkdir("p")
+    (probes / "hang.py").write_text(HANG)
+    pytester.makepyfile(test_hang="""
+        import pytest
+
+        def test_a_hang(container):
+            container.facts("hang")
+
+        def test_b_nothing_left(container):
+            out = container.python(
+                "import os\\n"
+                "me = os.getpid()\\n"
+                "for p in os.listdir('/proc'):\\n"
+                "    if p.isdigit() and int(p) != me:\\n"
+                "        try: cmd = open('/proc/%s/cmdline' % p, 'rb').read()\\n"
+                "        except OSError: continue\\n"
+                "        if b'hang-child' in cmd: print(p, cmd)\\n")
+            assert out.ok, out.stderr
+            assert out.stdout.strip() == "", out.stdout
+            container.note("no probe process left")
+    """)
+    result = pytester.runpytest_subprocess("--image", str(base_sif), USERNS, "test_hang.py", "--no-builtin-checks",
+                                           "--probe-dir", "p", "--probe-timeout", "3", "--matrix-json", "m.json")
+    cells = {c["row"]: c for c in _json(pytester.path / "m.json")["cells"]}
+    assert cells["a_hang"]["status"] == "error" and "timed out" in cells["a_hang"]["detail"], cells["a_hang"]
+    assert cells["b_nothing_left"]["status"] == "pass", (cells["b_nothing_left"], result.stdout.str()[-2000:])
+
+
+def test_truncated_sif_is_a_usage_error(pytester: pytest.Pytester, base_sif: Path) -> None:
+    # The transfer did not finish: caught from the SIF header, before apptainer mounts anything.
+    half = pytester.path / "half.sif"
+    with open(base_sif, "rb") as src, open(half, "wb") as dst:
+        dst.write(src.read(base_sif.stat().st_size // 2))
+    result = pytester.runpytest_subprocess("--image", str(half))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "is truncated" in result.stderr.str() and "copy it again" in result.stderr.str()
