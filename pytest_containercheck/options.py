@@ -19,6 +19,7 @@ from typing import Any, Literal, NamedTuple
 import pytest
 
 from . import probing
+from .archives import ArchiveError, inspect_archive
 from .policy import CheckOptions
 from .runtimes import LaunchOptions, Target, get_runtime, runtime_names
 from .targets import parse_targets
@@ -147,6 +148,12 @@ OPTIONS: list[Option] = [
      "directory of your own probes (NAME.py defining run(params, ctx)), for container.probe(NAME)"),
     Option("--no-builtin-checks", "cc_no_builtin", "containercheck_no_builtin_checks", "bool", False,
      {"action": "store_true"}, "do not collect the built-in checks; run only your own container tests"),
+    Option("--verify-archive", "cc_verify_archive", "containercheck_verify_archive", "bool", False,
+     {"action": "store_true"}, "for image archives (docker save / OCI tars): also hash every layer and config "
+     "against its digest before anything starts (always checked: complete, nothing missing)"),
+    Option("--keep-loaded-images", "cc_keep_loaded", "containercheck_keep_loaded_images", "bool", False,
+     {"action": "store_true"}, "keep the images this run loaded from archives into Docker/Podman (default: "
+     "removed at the end)"),
 ]
 
 
@@ -187,7 +194,7 @@ def read(config: pytest.Config) -> tuple[list[Target], LaunchOptions, CheckOptio
         run_id="", gpus=value(config, "cc_gpus"), apptainer_gpu=value(config, "cc_apptainer_gpu"),
         network=value(config, "cc_network"), runtime_args=tuple(value(config, "cc_runtime_args") or ()),
         env=_container_env(list(value(config, "cc_container_env") or [])),
-        host_python=value(config, "cc_host_python"),
+        host_python=value(config, "cc_host_python"), keep_loaded=bool(value(config, "cc_keep_loaded")),
     )
     for name in dict.fromkeys(t.runtime for t in targets):
         get_runtime(name).check_options(launch)
@@ -311,6 +318,22 @@ def _check_probe_dirs(resolved: tuple[str, ...], given: list[str]) -> None:
                 raise pytest.UsageError(
                     f"--probe-dir {spec}: probe {name!r} is also in --probe-dir {owner[name]}; rename one of them")
             owner[name] = spec
+
+
+def check_archives(config: pytest.Config, targets: list[Target]) -> dict[str, dict[str, Any]]:
+    """Read every archive target to its end before anything starts (and hash it with
+    ``--verify-archive``): per target id, what it holds.  A bad archive is a usage error."""
+    verify = bool(value(config, "cc_verify_archive"))
+    facts: dict[str, dict[str, Any]] = {}
+    for t in targets:
+        if t.archive:
+            try:
+                info = inspect_archive(t.ref, t.spec, verify=verify,
+                                       kind=None if t.archive == "archive" else t.archive)
+            except ArchiveError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            facts[t.id] = info.facts()
+    return facts
 
 
 def _default_probe_jobs(config: pytest.Config) -> int:

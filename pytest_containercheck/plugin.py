@@ -58,7 +58,8 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         launch.run_id = secrets.token_hex(4)
         host = hostinfo.gather(t.runtime for t in targets)
-        runtime_facts = {t.id: get_runtime(t.runtime).preflight(t) for t in targets}
+        archives = options.check_archives(config, targets)
+        runtime_facts = {t.id: {**archives.get(t.id, {}), **get_runtime(t.runtime).preflight(t)} for t in targets}
         for name in dict.fromkeys(t.runtime for t in targets):
             get_runtime(name).reap_stale()
     state = RunState(targets=targets, launch=launch, checks=checks, host=host,

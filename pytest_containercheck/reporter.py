@@ -183,7 +183,10 @@ class MatrixReporter:
                 self._ready.add(image)
                 started = launch.get("started_in_s")
                 after = f" after {started:.1f} s" if isinstance(started, (int, float)) else ""
-                where = f" (container {launch['container']})" if launch.get("container") else ""
+                parts = [f"container {launch['container']}" if launch.get("container") else "",
+                         f"instance {launch['instance']}" if launch.get("instance") else "",
+                         str((launch.get("archive") or {}).get("prepared") or "")]
+                where = f" ({'; '.join(p for p in parts if p)})" if any(parts) else ""
                 self._progress(f"{image} ready{after}{where}")
             elif report.failed:
                 self._ready.add(image)

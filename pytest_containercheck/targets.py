@@ -3,7 +3,10 @@
 Forms accepted (see README "Choosing images"):
 
 * ``host`` — the interpreter running pytest (or ``--host-python``), no container;
-* a path ending in ``.sif`` (or any existing regular file) — Apptainer/Singularity;
+* a path ending in ``.sif`` (or any other existing regular file) — Apptainer/Singularity;
+* an image archive, recognised from its content whatever its name (``docker save`` tar, OCI
+  image layout tar), or named with ``docker-archive://`` / ``oci-archive://`` — run by the OCI
+  default (``docker load``), or converted once to a cached SIF with ``--runtime apptainer``;
 * an OCI reference (``name``, ``name:tag``, ``registry:5000/team/name@sha256:...``) — Docker
   (or Podman when only Podman is installed);
 * an explicit ``docker://``, ``podman://``, ``apptainer://``, ``singularity://`` or
@@ -18,6 +21,8 @@ import stat
 
 import pytest
 
+from .archives import KINDS as ARCHIVE_PREFIXES
+from .archives import ArchiveError, inspect_archive, is_tar
 from .runtimes import Target, family_of, runtime_names
 
 __all__ = ["Target", "is_oci_reference", "parse_target", "parse_targets"]
@@ -49,11 +54,13 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
     if not text:
         raise pytest.UsageError("--image: empty value; give an image reference, a .sif path or 'host'")
     prefix, sep, rest = text.partition("://")
+    if sep and prefix in ARCHIVE_PREFIXES:
+        return _archive_target(spec, rest, prefix, runtime, oci_default)
     if sep:
         if prefix not in runtime_names():
             raise pytest.UsageError(
                 f"--image {spec!r}: unknown prefix {prefix + '://'!r}; "
-                f"use one of {', '.join(n + '://' for n in runtime_names())}"
+                f"use one of {', '.join(n + '://' for n in (*runtime_names(), *ARCHIVE_PREFIXES))}"
             )
         chosen, ref = prefix, rest
         if runtime != "auto" and runtime != chosen and not _compatible(runtime, chosen):
@@ -62,6 +69,8 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
             )
         if runtime != "auto":
             chosen = runtime
+    elif not text.endswith(".sif") and is_tar(text):
+        return _archive_target(spec, text, "archive", runtime, oci_default)
     elif runtime != "auto":
         chosen, ref = runtime, text
     elif text == "host":
@@ -93,6 +102,26 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
         if (kind := _special_file(ref)) is not None:
             raise pytest.UsageError(f"--image {spec!r}: {ref!r} is {kind}, not a .sif file; give a .sif file")
     return Target(runtime=chosen, ref=ref, spec=spec)
+
+
+def _archive_target(spec: str, path: str, kind: str, runtime: str, oci_default: str) -> Target:
+    """An image archive run by *runtime* (auto: the OCI default): loaded, or converted to a SIF."""
+    chosen = oci_default if runtime == "auto" else runtime
+    if family_of(chosen) == "host":
+        raise pytest.UsageError(f"--image {spec!r} is an image archive: it needs docker, podman or apptainer, "
+                                "not --runtime host")
+    if not path:
+        raise pytest.UsageError(f"--image {spec!r}: missing archive path after the prefix")
+    if (what := _special_file(path)) is not None:
+        raise pytest.UsageError(f"--image {spec!r}: {path!r} is {what}, not an image archive")
+    if not os.path.isfile(path):
+        raise pytest.UsageError(f"--image {spec!r}: no such file {path!r}; check the path to the image archive")
+    if kind == "archive":  # its format names the column; a broken one is reported by the archive check
+        try:
+            kind = inspect_archive(path, spec).kind
+        except ArchiveError:
+            pass
+    return Target(runtime=chosen, ref=path, spec=spec, archive=kind)
 
 
 def _special_file(path: str) -> str | None:

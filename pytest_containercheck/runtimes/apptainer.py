@@ -25,6 +25,7 @@ Command lines follow the Apptainer user guide and source (``internal/pkg/runtime
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -33,6 +34,7 @@ import re
 import shutil
 import struct
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,6 +50,7 @@ from .base import (
     Target,
     last_line,
     run_bounded,
+    target_archive,
     text,
 )
 
@@ -292,6 +295,15 @@ class ApptainerRuntime(Runtime):
     # -- lifecycle -------------------------------------------------------------------------
 
     def preflight(self, target: Target) -> dict[str, Any]:
+        if target.archive:  # checked and identified by archives.inspect_archive; converted at start
+            facts: dict[str, Any] = {}
+            if self.resolve_executable() is None:
+                raise pytest.UsageError(
+                    f"--image {target.spec}: neither 'apptainer' nor 'singularity' is on PATH; "
+                    "'module load apptainer' on clusters, or install Apptainer")
+            res = run_bounded([self.executable, "--version"], timeout=30)
+            facts.update(runtime=self.executable, runtime_version=parse_version(text(res.stdout)))
+            return facts
         facts = check_sif(target.ref, target.spec)
         if self.resolve_executable() is None:
             raise pytest.UsageError(
@@ -324,13 +336,53 @@ class ApptainerRuntime(Runtime):
             raise RuntimeFault("neither 'apptainer' nor 'singularity' is on PATH",
                                fix="'module load apptainer' on clusters, or install Apptainer")
         self._learn_product()
+        prepared: dict[str, Any] | None = None
+        if target.archive:
+            sif, prepared = self.convert_archive(target)
+            run_target = dataclasses.replace(target, ref=sif, archive="")
+        else:
+            run_target = target
         name = instance_name(options.run_id, next(self._counter))
         home = tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-")
         try:
-            return self._start(target, options, name, home)
+            session = self._start(run_target, options, name, home)
         except BaseException:
             shutil.rmtree(home, ignore_errors=True)
             raise
+        if prepared is not None:
+            session.target = target
+            session.facts["archive"] = prepared
+        return session
+
+    def convert_archive(self, target: Target) -> tuple[str, dict[str, Any]]:
+        """The SIF of an archive target, converted once and cached by the image's config digest.
+
+        ``apptainer exec docker-archive://x.tar`` would convert on every exec; users convert once
+        with ``apptainer build``, and so do we, into ``$XDG_CACHE_HOME/containercheck/sif``.
+        """
+        info = target_archive(target)
+        cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(home_path(), ".cache"),
+                             "containercheck", "sif")
+        sif = os.path.join(cache, info.config_digest.replace(":", "-") + ".sif")
+        facts: dict[str, Any] = {"config_digest": info.config_digest, "sif": sif}
+        if os.path.isfile(sif):
+            facts.update(converted=False, prepared=f"cached SIF {os.path.basename(sif)}")
+            return sif, facts
+        os.makedirs(cache, exist_ok=True)
+        partial = f"{sif}.{os.getpid()}.partial"
+        t0 = time.monotonic()
+        res = run_bounded([self.executable, "build", "--force", partial, f"{info.kind}://{target.ref}"],
+                          timeout=24 * 3600)
+        if res.returncode != 0 or res.timed_out:
+            if os.path.exists(partial):
+                os.unlink(partial)
+            reason, fix = classify_failure(text(res.stderr) + text(res.stdout))
+            raise RuntimeFault(f"converting the archive to a SIF failed: {reason}", fix=fix,
+                               evidence=_ANSI.sub("", text(res.stderr))[-4000:], fault="host")
+        os.replace(partial, sif)
+        took = round(time.monotonic() - t0, 1)
+        facts.update(converted=True, convert_seconds=took, prepared=f"apptainer build {took:.1f} s")
+        return sif, facts
 
     def _start(self, target: Target, options: LaunchOptions, name: str, home: str) -> ApptainerSession:
         flags = self.gpu_flags_for(options)

@@ -20,6 +20,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any, ClassVar, Final
 
+from ..archives import ArchiveError, ArchiveInfo, inspect_archive
+
 #: Bytes of a stream kept from its start, and from its end, when output is huge.  The
 #: result line is the last line, so the tail must be able to hold a PNG or two.
 HEAD_LIMIT = 64 * 1024
@@ -43,6 +45,9 @@ class Target:
     """What the runtime is given: an image reference, a ``.sif`` path, or ``host``."""
     spec: str
     """The ``--image`` value exactly as the user wrote it."""
+    archive: str = ""
+    """For an image archive (*ref* is its path): ``docker-archive``, ``oci-archive``, or ``archive``
+    (recognised as a tar, its format read when it is used); empty for everything else."""
 
     @property
     def family(self) -> str:
@@ -52,11 +57,23 @@ class Target:
     @property
     def id(self) -> str:
         """The column name in the matrix and the test-id suffix, e.g. ``docker://img:tag``."""
+        if self.archive:
+            where = "" if self.runtime == "docker" else f"{self.runtime}+"
+            return f"{where}{self.archive}://{os.path.basename(self.ref)}"
         if self.family == "host":
             return "host" if self.ref == "host" else f"host://{self.ref}"
         if self.family == "sif":
             return f"{self.runtime}://{os.path.basename(self.ref)}"
         return f"{self.runtime}://{self.ref}"
+
+
+def target_archive(target: Target) -> ArchiveInfo:
+    """What the archive of an archive *target* holds; :class:`RuntimeFault` if it became unusable
+    since the controller checked it at the start of the run."""
+    try:
+        return inspect_archive(target.ref, target.spec, kind=None if target.archive == "archive" else target.archive)
+    except ArchiveError as exc:
+        raise RuntimeFault(str(exc), fix="copy the archive again", fault="image") from None
 
 
 def runtime_names() -> tuple[str, ...]:
@@ -107,6 +124,8 @@ class LaunchOptions:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Variables set in every process started in the image."""
     host_python: str | None = None
+    keep_loaded: bool = False
+    """Keep images that the run loaded from archives (``--keep-loaded-images``)."""
     lifetime: int = 24 * 3600
     """Seconds a long-lived container may live at most, even if pytest is SIGKILLed."""
 

@@ -7,6 +7,7 @@ labelled with the run id); every probe is a ``docker exec -i`` into it.  An imag
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -29,6 +30,7 @@ from .base import (
     Target,
     last_line,
     run_bounded,
+    target_archive,
     text,
 )
 
@@ -187,6 +189,8 @@ class OCIRuntime(Runtime):
         if res.returncode != 0 or res.timed_out:
             raise pytest.UsageError(self._daemon_problem(target, res))
         version = text(res.stdout).strip()
+        if target.archive:  # checked and identified by archives.inspect_archive; loaded at start
+            return {"runtime": self.name, "runtime_version": version}
         inspect = run_bounded([self.executable, "image", "inspect", target.ref], timeout=60)
         if inspect.returncode != 0:
             msg = last_line(inspect.stderr)
@@ -233,7 +237,41 @@ class OCIRuntime(Runtime):
 
     # -- sessions ------------------------------------------------------------------
 
+    def load_archive(self, target: Target) -> tuple[str, dict[str, Any]]:
+        """The image of an archive target, loaded unless the engine has it already: (image id, facts)."""
+        info = target_archive(target)
+        image = info.config_digest
+        have = run_bounded([self.executable, "image", "inspect", "--format", "{{.Id}}", image], timeout=60)
+        if have.returncode == 0:
+            return image, {"config_digest": image, "loaded": False, "prepared": f"{self.name} already had it"}
+        t0 = time.monotonic()
+        res = run_bounded([self.executable, "load", "--input", target.ref], timeout=3600)
+        if res.returncode != 0 or res.timed_out:
+            raise RuntimeFault(f"'{self.executable} load' failed: {runtime_error(text(res.stderr)) or 'timed out'}",
+                               fix="check the archive (--verify-archive) and the engine's disk space",
+                               evidence=text(res.stderr)[-4000:], fault="host")
+        took = round(time.monotonic() - t0, 1)
+        return image, {"config_digest": image, "loaded": True, "load_seconds": took,
+                       "prepared": f"{self.executable} load {took:.1f} s"}
+
     def start(self, target: Target, options: LaunchOptions) -> Session:
+        if target.archive:
+            image, loaded = self.load_archive(target)
+            try:
+                session = self._start(dataclasses.replace(target, ref=image), options)
+            except BaseException:
+                if loaded["loaded"] and not options.keep_loaded:
+                    run_bounded([self.executable, "rmi", "--force", image], timeout=120)
+                raise
+            session.target = target
+            session.facts.update(archive=loaded)
+            if loaded["loaded"] and not options.keep_loaded:
+                assert isinstance(session, OCISession)
+                session.remove_image = image
+            return session
+        return self._start(target, options)
+
+    def _start(self, target: Target, options: LaunchOptions) -> Session:
         name = _container_name(options.run_id)
         gpus = options.gpus
         gpu: dict[str, Any] = {"requested": options.gpus, "attached": options.gpus != "none", "error": None}
@@ -354,6 +392,8 @@ class OCISession(Session):
         self.name = name
         self.facts.update(container=name, container_id=container_id[:12], run_command=run_argv, gpu=gpu)
         self._stopped = False
+        self.remove_image: str | None = None
+        """An image this run loaded from an archive: removed after the container."""
 
     def exec(self, argv: Sequence[str], *, stdin: bytes | None = None,
              env: Mapping[str, str] | None = None, timeout: float | None = None) -> ExecResult:
@@ -419,6 +459,8 @@ class OCISession(Session):
             return
         self._stopped = True
         run_bounded([self.runtime.executable, "rm", "--force", self.name], timeout=60)
+        if self.remove_image:
+            run_bounded([self.runtime.executable, "rmi", "--force", self.remove_image], timeout=120)
 
 
 def reap_stale(executable: str) -> list[str]:

@@ -1,0 +1,180 @@
+"""Image archives checked before anything starts: real `docker save` and `podman save` tars, and
+archives cut or damaged the way transfers damage them."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_containercheck.archives import ArchiveError, inspect_archive, is_tar
+
+from test_plugin import ONLY_SYSTEM
+
+
+def _oci_tar(path: Path, *, drop: str | None = None, corrupt: str | None = None) -> str:
+    """A minimal OCI image-layout tar (one layer); returns the config digest."""
+    layer = b"layer bytes"
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}})
+    blobs = {"layer": layer, "config": config.encode()}
+    d = {k: "sha256:" + hashlib.sha256(v).hexdigest() for k, v in blobs.items()}
+    manifest = json.dumps({"schemaVersion": 2, "config": {"digest": d["config"]},
+                           "layers": [{"digest": d["layer"]}]}).encode()
+    blobs["manifest"] = manifest
+    d["manifest"] = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    index = json.dumps({"schemaVersion": 2, "manifests": [{"digest": d["manifest"], "annotations": {
+        "org.opencontainers.image.ref.name": "team/img:1.4"}}]}).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in [("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'), ("index.json", index),
+                           *((f"blobs/sha256/{d[k].split(':')[1]}", v) for k, v in blobs.items())]:
+            if drop and drop in name:
+                continue
+            if corrupt and corrupt in name:
+                data = b"X" + data[1:]
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return d["config"]
+
+
+def test_oci_layout_archive_gives_its_config_digest(tmp_path: Path) -> None:
+    digest = _oci_tar(tmp_path / "img.tar")
+    info = inspect_archive(str(tmp_path / "img.tar"), "img.tar", verify=True)
+    assert (info.kind, info.config_digest, info.repo_tags, info.layers, info.verified) == (
+        "oci-archive", digest, ("team/img:1.4",), 1, True)
+
+
+def test_missing_layer_is_named(tmp_path: Path) -> None:
+    _oci_tar(tmp_path / "img.tar", drop="blobs/sha256/" + hashlib.sha256(b"layer bytes").hexdigest())
+    with pytest.raises(ArchiveError, match=r"lacks layer 'blobs/sha256/.*' that its manifest names"):
+        inspect_archive(str(tmp_path / "img.tar"), "img.tar")
+
+
+def test_corrupt_blob_fails_only_with_verify(tmp_path: Path) -> None:
+    _oci_tar(tmp_path / "img.tar", corrupt=hashlib.sha256(b"layer bytes").hexdigest())
+    assert inspect_archive(str(tmp_path / "img.tar"), "img.tar").verified is False
+    with pytest.raises(ArchiveError, match="does not match its digest"):
+        inspect_archive(str(tmp_path / "img.tar"), "img.tar", verify=True)
+
+
+@pytest.fixture(scope="module")
+def saved(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The base test image as users move it: docker save."""
+    path = tmp_path_factory.mktemp("saved") / "base.tar"
+    subprocess.run(["docker", "save", "-o", str(path), base_image], check=True, timeout=300)
+    return path
+
+
+def test_docker_save_archive_is_the_same_image(saved: Path, base_image: str) -> None:
+    image_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", base_image], capture_output=True,
+                              text=True, check=True, timeout=60).stdout.strip()
+    info = inspect_archive(str(saved), "base.tar", verify=True)
+    assert is_tar(str(saved))
+    assert (info.kind, info.config_digest, info.verified) == ("docker-archive", image_id, True)
+    assert any(t.startswith("containercheck-test/base:") for t in info.repo_tags)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999])
+def test_truncated_transfer_names_the_member_it_broke_in(saved: Path, tmp_path: Path, keep: float) -> None:
+    cut = tmp_path / "cut.tar"
+    with open(saved, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(int(saved.stat().st_size * keep)))
+    assert is_tar(str(cut))
+    with pytest.raises(ArchiveError, match=r"is truncated.*copy it again"):
+        inspect_archive(str(cut), "cut.tar")
+
+
+def test_not_an_archive(tmp_path: Path) -> None:
+    other = tmp_path / "other.tar"
+    with tarfile.open(other, "w") as tar:
+        tar.add(__file__, arcname="x.py")
+    with pytest.raises(ArchiveError, match="is a tar file but not an image archive"):
+        inspect_archive(str(other), "other.tar")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n" * 200)
+    assert not is_tar(str(text))
+
+
+@pytest.fixture(scope="module")
+def own_archive(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """An archive of an image the engine does not have: a one-label child of base, saved, then removed.
+
+    Returns (archive path, image id).
+    """
+    tag = "containercheck-test/archive-only:latest"
+    built = subprocess.run(["docker", "build", "--quiet", "--tag", tag, "-"], input=f"FROM {base_image}\n"
+                           "LABEL org.containercheck.archive-test=yes\n", capture_output=True, text=True,
+                           timeout=300)
+    assert built.returncode == 0, built.stderr
+    image_id = built.stdout.strip()
+    path = tmp_path_factory.mktemp("own") / "archive-only.tar"
+    subprocess.run(["docker", "save", "-o", str(path), tag], check=True, timeout=300)
+    subprocess.run(["docker", "rmi", "--force", tag], check=True, capture_output=True, timeout=120)
+    return path, image_id
+
+
+def _engine_has(image_id: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", image_id], capture_output=True, timeout=60).returncode == 0
+
+
+def test_archive_is_loaded_run_and_removed(pytester: pytest.Pytester, own_archive: tuple[Path, str]) -> None:
+    path, image_id = own_archive
+    assert not _engine_has(image_id)
+    result = pytester.runpytest_subprocess("--image", str(path), "--matrix-json", "m.json", *ONLY_SYSTEM)
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*docker-archive://archive-only.tar ready after * (container *; docker load * s)*"])
+    data = json.loads((pytester.path / "m.json").read_text())
+    column = data["columns"][0]
+    assert column["id"] == "docker-archive://archive-only.tar"
+    assert column["facts"]["config_digest"] == image_id and column["facts"]["launch"]["archive"]["loaded"] is True
+    assert {c["row"]: c["status"] for c in data["cells"]}["system.python"] == "pass"
+    assert not _engine_has(image_id), "the image this run loaded must be removed at the end"
+
+
+def test_loaded_image_is_kept_on_request(pytester: pytest.Pytester, own_archive: tuple[Path, str]) -> None:
+    path, image_id = own_archive
+    try:
+        result = pytester.runpytest_subprocess("--image", f"docker-archive://{path}", "--keep-loaded-images",
+                                               *ONLY_SYSTEM)
+        assert result.ret == 0, result.stdout.str()[-3000:]
+        assert _engine_has(image_id)
+        # Loaded already: the next run does not load it again, and does not remove what it did not load.
+        again = pytester.runpytest_subprocess("--image", str(path), "--matrix-json", "m.json", *ONLY_SYSTEM)
+        launch = json.loads((pytester.path / "m.json").read_text())["columns"][0]["facts"]["launch"]
+        assert again.ret == 0 and launch["archive"]["loaded"] is False and _engine_has(image_id)
+    finally:
+        subprocess.run(["docker", "rmi", "--force", image_id], capture_output=True, timeout=120)
+
+
+def test_bad_archive_is_a_usage_error_before_anything_starts(pytester: pytest.Pytester, saved: Path) -> None:
+    cut = pytester.path / "cut.tar"
+    with open(saved, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(saved.stat().st_size // 2))
+    result = pytester.runpytest_subprocess("--image", str(cut))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "is truncated: it ends inside" in result.stderr.str() and "Traceback" not in result.stderr.str()
+
+
+@pytest.mark.apptainer
+def test_archive_under_apptainer_is_converted_once(pytester: pytest.Pytester, saved: Path, apptainer: Any,
+                                                   base_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(pytester.path / "cache"))
+    args = ("--runtime", "apptainer", "--image", str(saved), "--runtime-arg=--userns", "--matrix-json", "m.json",
+            *ONLY_SYSTEM)
+    first = pytester.runpytest_subprocess(*args)
+    assert first.ret == 0, first.stdout.str()[-3000:]
+    launch = json.loads((pytester.path / "m.json").read_text())["columns"][0]["facts"]["launch"]
+    assert launch["archive"]["converted"] is True and Path(launch["archive"]["sif"]).is_file()
+    second = pytester.runpytest_subprocess(*args)
+    data = json.loads((pytester.path / "m.json").read_text())
+    assert second.ret == 0 and data["columns"][0]["facts"]["launch"]["archive"]["converted"] is False
+    assert data["columns"][0]["id"] == "apptainer+docker-archive://base.tar"
+    image_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", base_image], capture_output=True,
+                              text=True, check=True, timeout=60).stdout.strip()
+    assert data["columns"][0]["facts"]["config_digest"] == image_id
