@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import probing
-from .matrix import Matrix, merge
+from .matrix import Matrix, merge, same_image
 from .report import render_html, render_json, render_markdown, render_terminal
 
 #: Largest matrix file read (a merge of many nodes is a few MiB; anything bigger is not ours).
@@ -160,13 +160,19 @@ def _main(args: argparse.Namespace) -> int:
     loaded = [_load(f) for f in args.files]
     matrix = merge(loaded)
     matrix.meta = {"merged_from": list(args.files), "runs": [x.meta for x in loaded],
-                   "duplicates": _duplicates(loaded, args.files)}
+                   "duplicates": _duplicates(loaded, args.files), "same_image": same_image(matrix)}
     if args.json:
         _write(args.json, render_json(matrix))
     _write_reports(matrix, args, args.files)
     print("\n".join(render_terminal(matrix, width=width, verbosity=-1 if args.quiet else 0)))
     for d in matrix.meta["duplicates"]:
         print(f"DUPLICATE {d['row']} on {d['column']} @ {d['host']}: in {', '.join(d['files'])}")
+    for group in matrix.meta["same_image"]:
+        where = ", ".join(f"{c['column']} @ {c['host']}" for c in group["columns"])
+        print(f"SAME IMAGE {group['identity'][:19]}: {where}")
+        for d in group["different_verdicts"]:
+            verdicts = ", ".join(f"{status} on {col}" for col, status in d["verdicts"].items())
+            print(f"  same image, different verdict: {d['row']}: {verdicts}: the host, or the pair, not the image")
     return 1 if matrix.problems() or matrix.conflicts else 0
 
 

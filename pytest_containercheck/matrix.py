@@ -279,6 +279,38 @@ def _cell(data: Any, where: str) -> Cell:
     return cell
 
 
+def image_identity(column: Column) -> str | None:
+    """What makes two columns the same image: its config digest (= the image ID), from an
+    archive's manifest, from ``docker image inspect``, or from the archive a SIF was converted from."""
+    facts = column.facts
+    launch_archive = (facts.get("launch") or {}).get("archive") or {}
+    found = facts.get("config_digest") or (facts.get("image") or {}).get("id") or launch_archive.get("config_digest")
+    return str(found) if found else None
+
+
+def same_image(matrix: Matrix) -> list[dict[str, Any]]:
+    """Columns that are one image (on several hosts or runtimes), and the rows where that image
+    passed on one and failed on another: then the host, or the pair, is to blame, not the image."""
+    groups: dict[str, list[Column]] = {}
+    for col in matrix.columns.values():
+        identity = image_identity(col)
+        if identity:
+            groups.setdefault(identity, []).append(col)
+    out = []
+    for identity, cols in groups.items():
+        if len(cols) < 2:
+            continue
+        disagree = []
+        for row in matrix.rows:
+            verdicts = {f"{c.id} @ {c.host}": cell.status for c in cols if (cell := matrix.get(row, c.key))}
+            statuses = set(verdicts.values())
+            if "pass" in statuses and statuses & {"fail", "error"}:
+                disagree.append({"row": row, "verdicts": verdicts})
+        out.append({"identity": identity, "columns": [{"column": c.id, "host": c.host} for c in cols],
+                    "different_verdicts": disagree})
+    return out
+
+
 def merge(matrices: Iterable[Matrix]) -> Matrix:
     """Join runs (typically from several hosts) into one matrix; disagreeing duplicate
     cells are kept in ``conflicts`` and the worse verdict is shown."""

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,22 @@ def test_archive_under_apptainer_is_converted_once(pytester: pytest.Pytester, sa
     image_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", base_image], capture_output=True,
                               text=True, check=True, timeout=60).stdout.strip()
     assert data["columns"][0]["facts"]["config_digest"] == image_id
+
+
+def test_merge_knows_the_archive_and_the_image_are_one(pytester: pytest.Pytester, saved: Path,
+                                                        base_image: str) -> None:
+    # The build host checks the image; the far end checks the tar it received, in conditions of its
+    # own (here a CA bundle variable pointing nowhere, so system.tls fails there only).
+    first = pytester.runpytest_subprocess("--image", base_image, "--matrix-json", "built.json", *ONLY_SYSTEM,
+                                          str(Path(ONLY_SYSTEM[1]).with_name("test_tls.py")))
+    second = pytester.runpytest_subprocess("--image", str(saved), "--matrix-json", "arrived.json",
+                                           "--container-env", "SSL_CERT_FILE=/nonexistent.pem", *ONLY_SYSTEM,
+                                           str(Path(ONLY_SYSTEM[1]).with_name("test_tls.py")))
+    assert first.ret == 0 and second.ret == 1, second.stdout.str()[-2000:]
+    merged = subprocess.run([sys.executable, "-m", "pytest_containercheck.cli", "merge", "built.json", "arrived.json",
+                             "--json", "all.json"], cwd=pytester.path, capture_output=True, text=True, timeout=120)
+    assert "SAME IMAGE sha256:" in merged.stdout, merged.stdout + merged.stderr
+    assert "same image, different verdict: system.tls: pass on docker://" in merged.stdout
+    (group,) = json.loads((pytester.path / "all.json").read_text())["meta"]["same_image"]
+    assert {c["column"] for c in group["columns"]} == {f"docker://{base_image}", "docker-archive://base.tar"}
+    assert [d["row"] for d in group["different_verdicts"]] == ["system.tls"]
