@@ -52,12 +52,14 @@ class ArchiveInfo:
     size: int
     verified: bool = False
     """Every digest-named blob was hashed and matched its name."""
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    """The image config's labels."""
 
     def facts(self) -> dict[str, Any]:
         """Builtins for the column's facts."""
         return {"archive": self.path, "archive_format": self.kind, "config_digest": self.config_digest,
                 "repo_tags": list(self.repo_tags), "layers": self.layers, "archive_size": self.size,
-                "archive_verified": self.verified}
+                "archive_verified": self.verified, "labels": dict(self.labels)}
 
 
 def is_tar(path: str) -> bool:
@@ -172,12 +174,14 @@ def _docker_archive(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], m
     # The config's name is its digest: <hex>.json, or blobs/sha256/<hex> from Docker 25 on.
     digest = "sha256:" + os.path.basename(config).removesuffix(".json")
     # Each layer tar hashes to its diff_id in the config (image spec: rootfs.diff_ids).
-    diff_ids = (_read_json(tar, members, config, spec, path).get("rootfs") or {}).get("diff_ids") or []
+    config_json = _read_json(tar, members, config, spec, path)
+    diff_ids = (config_json.get("rootfs") or {}).get("diff_ids") or []
     digests = [(config, digest)]
     if len(diff_ids) == len(layers):
         digests += list(zip(layers, (str(d) for d in diff_ids), strict=True))
     info = ArchiveInfo(path=path, kind="docker-archive", config_digest=digest,
-                       repo_tags=tuple(str(t) for t in entry.get("RepoTags") or []), layers=len(layers), size=size)
+                       repo_tags=tuple(str(t) for t in entry.get("RepoTags") or []), layers=len(layers), size=size,
+                       labels=_labels(config_json))
     return info, digests
 
 
@@ -201,14 +205,20 @@ def _oci_archive(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], inde
         manifest = _read_json(tar, members, name, spec, path)
     config = str((manifest.get("config") or {}).get("digest") or "")
     _need(members, _blob(config), "the image config", spec, path)
+    labels = _labels(_read_json(tar, members, _blob(config), spec, path))
     layers = [str(x.get("digest") or "") for x in manifest.get("layers") or []]
     for layer in layers:
         _need(members, _blob(layer), "layer", spec, path)
     tag = (desc.get("annotations") or {}).get("org.opencontainers.image.ref.name")
     info = ArchiveInfo(path=path, kind="oci-archive", config_digest=config, repo_tags=(str(tag),) if tag else (),
-                       layers=len(layers), size=size)
+                       layers=len(layers), size=size, labels=labels)
     # Every blob is named by its digest (OCI image layout).
     return info, [(_blob(d), d) for d in (config, *layers)]
+
+
+def _labels(config: Any) -> dict[str, str]:
+    labels = ((config or {}).get("config") or {}).get("Labels") if isinstance(config, dict) else None
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
 
 
 def _verify(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], digests: Digests, spec: str,

@@ -169,7 +169,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"DUPLICATE {d['row']} on {d['column']} @ {d['host']}: in {', '.join(d['files'])}")
     for group in matrix.meta["same_image"]:
         where = ", ".join(f"{c['column']} @ {c['host']}" for c in group["columns"])
-        print(f"SAME IMAGE {group['identity'][:19]}: {where}")
+        print(f"SAME IMAGE {group['identity'][:19]} (by {group['by']}): {where}")
         for d in group["different_verdicts"]:
             verdicts = ", ".join(f"{status} on {col}" for col, status in d["verdicts"].items())
             print(f"  same image, different verdict: {d['row']}: {verdicts}: the host, or the pair, not the image")

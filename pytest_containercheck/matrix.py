@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 from collections.abc import Iterable
 from typing import Any, TypedDict, TypeVar, cast
 
@@ -288,26 +289,57 @@ def image_identity(column: Column) -> str | None:
     return str(found) if found else None
 
 
+def image_labels(column: Column) -> dict[str, str]:
+    """The image's own labels, without the ``org.label-schema.*`` notes Apptainer adds to a SIF."""
+    facts = column.facts
+    labels = facts.get("labels") or (facts.get("image") or {}).get("labels") or {}
+    return {k: v for k, v in labels.items() if not k.startswith("org.label-schema.")}
+
+
 def same_image(matrix: Matrix) -> list[dict[str, Any]]:
     """Columns that are one image (on several hosts or runtimes), and the rows where that image
-    passed on one and failed on another: then the host, or the pair, is to blame, not the image."""
-    groups: dict[str, list[Column]] = {}
-    for col in matrix.columns.values():
-        identity = image_identity(col)
-        if identity:
-            groups.setdefault(identity, []).append(col)
+    passed on one and failed on another: then the host, or the pair, is to blame, not the image.
+
+    Columns are one image when their config digests are equal; a SIF built by hand keeps no
+    digest, only the image's labels, so equal non-empty labels join it to its image too (and the
+    group says so: ``by`` is ``digest`` or ``digest+labels``/``labels``).
+    """
+    cols = list(matrix.columns.values())
+    parent = list(range(len(cols)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for key_of in (image_identity, lambda c: json.dumps(image_labels(c), sort_keys=True) if image_labels(c) else None):
+        first: dict[str, int] = {}
+        for i, col in enumerate(cols):
+            key = key_of(col)
+            if key is None:
+                continue
+            if key in first and find(first[key]) != find(i):
+                parent[find(i)] = find(first[key])
+            first.setdefault(key, i)
+    groups: dict[int, list[Column]] = {}
+    for i, col in enumerate(cols):
+        groups.setdefault(find(i), []).append(col)
     out = []
-    for identity, cols in groups.items():
-        if len(cols) < 2:
+    for members in groups.values():
+        if len(members) < 2:
             continue
+        digests = {d for c in members if (d := image_identity(c))}
+        by = "digest" if len(digests) == 1 and all(image_identity(c) for c in members) else "digest+labels" \
+            if digests else "labels"
         disagree = []
         for row in matrix.rows:
-            verdicts = {f"{c.id} @ {c.host}": cell.status for c in cols if (cell := matrix.get(row, c.key))}
+            verdicts = {f"{c.id} @ {c.host}": cell.status for c in members if (cell := matrix.get(row, c.key))}
             statuses = set(verdicts.values())
             if "pass" in statuses and statuses & {"fail", "error"}:
                 disagree.append({"row": row, "verdicts": verdicts})
-        out.append({"identity": identity, "columns": [{"column": c.id, "host": c.host} for c in cols],
-                    "different_verdicts": disagree})
+        out.append({"identity": sorted(digests)[0] if digests else "labels", "by": by,
+                    "columns": [{"column": c.id, "host": c.host} for c in members], "different_verdicts": disagree})
     return out
 
 

@@ -19,6 +19,7 @@ without Slurm, that two jobs on one node stay two columns with their own Slurm i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -152,9 +153,9 @@ def _sacct(job_ids: list[str]) -> dict[str, dict[str, str]]:
     return {r["JobID"]: r for r in records}
 
 
-@pytest.fixture
-def recipe(slurm_node: str, nonroot_env: NonRootEnv, base_sif: Path) -> Iterator[RecipeRun]:
-    """The README's recipe, submitted as the test user from a fresh directory, run to its end."""
+@contextlib.contextmanager
+def submit_recipe(image: Path, slurm_node: str, nonroot_env: NonRootEnv) -> Iterator[RecipeRun]:
+    """The README's recipe for *image*, submitted as the test user from a fresh directory, run to its end."""
     user = nonroot_env.user
     shared = Path(tempfile.mkdtemp(prefix="containercheck-slurm-"))
     for name, text in recipe_scripts(README.read_text()).items():
@@ -164,7 +165,7 @@ def recipe(slurm_node: str, nonroot_env: NonRootEnv, base_sif: Path) -> Iterator
         shutil.chown(path, user, user)
     env = {"HOME": f"/home/{user}", "USER": user, "LOGNAME": user, "LANG": "C.UTF-8",
            "PATH": f"{shared / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-           "IMAGE": str(base_sif), "PARTITIONS": " ".join(PARTITIONS),
+           "IMAGE": str(image), "PARTITIONS": " ".join(PARTITIONS),
            # The node has no GPU gres: overrides the script's '#SBATCH --gres=gpu:1'.
            "SBATCH_GRES": "none"}
     started = time.monotonic()
@@ -188,6 +189,13 @@ def recipe(slurm_node: str, nonroot_env: NonRootEnv, base_sif: Path) -> Iterator
         if leftover:
             subprocess.run(["scancel", *leftover], timeout=60, check=False)
         shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.fixture
+def recipe(slurm_node: str, nonroot_env: NonRootEnv, base_sif: Path) -> Iterator[RecipeRun]:
+    """The README's recipe on the base test image's SIF."""
+    with submit_recipe(base_sif, slurm_node, nonroot_env) as run:
+        yield run
 
 
 def _json(path: Path) -> dict[str, Any]:

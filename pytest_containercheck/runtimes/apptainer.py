@@ -328,8 +328,18 @@ class ApptainerRuntime(Runtime):
         if problem:
             raise pytest.UsageError(f"--image {target.spec}: {problem}")
         facts.update(runtime=self.executable, runtime_version=parse_version(text(res.stdout)),
-                     sif_id=sif_id(target.ref))
+                     sif_id=sif_id(target.ref), labels=self.labels(target.ref))
         return facts
+
+    def labels(self, sif: str) -> dict[str, str]:
+        """The image's labels as the SIF keeps them (``apptainer inspect --labels``): the source
+        image's own labels plus Apptainer's ``org.label-schema.*`` build notes; {} if unreadable."""
+        res = run_bounded([self.executable, "inspect", "--json", "--labels", sif], timeout=60)
+        try:
+            labels = json.loads(text(res.stdout))["data"]["attributes"]["labels"]
+        except (ValueError, KeyError, TypeError):
+            return {}
+        return {str(k): str(v) for k, v in (labels or {}).items()} if isinstance(labels, dict) else {}
 
     def start(self, target: Target, options: LaunchOptions) -> Session:
         if self.resolve_executable() is None:

@@ -214,6 +214,7 @@ class OCIRuntime(Runtime):
                 "cmd": cfg.get("Cmd"),
                 "user": cfg.get("User") or "",
                 "size": info.get("Size"),
+                "labels": cfg.get("Labels") or {},
             }
         except (ValueError, IndexError, AttributeError):
             pass
