@@ -708,12 +708,18 @@ def docker_image_id(image_ref: str) -> str:
     return proc.stdout.strip()
 
 
+#: mksquashfs compression of the test SIFs.  Apptainer's default is gzip; lz4 builds the 3 GB full
+#: image's SIF in about half the time (measured 172 s vs 358 s here, 1.6 GB vs 1.2 GB), which keeps
+#: a fresh-machine CI run well under its budget.  Same build path (docker-archive://), same image.
+SIF_COMPRESSION = "lz4"
+
+
 def sif_path_for(image_ref: str, image_id: str | None = None) -> Path:
     """``<cache>/sif/<repo-name>-<id12>.sif``: keyed by the docker image ID, so a rebuilt image gets a new SIF."""
     image_id = image_id or docker_image_id(image_ref)
     name = image_ref.rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0]
     digest = image_id.split(":", 1)[-1][:12]
-    return SIF_DIR / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{digest}.sif"
+    return SIF_DIR / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}-{digest}-{SIF_COMPRESSION}.sif"
 
 
 def ensure_sif(image_ref: str, sif_path: Path | str | None = None, log: Log = _print) -> Path:
@@ -747,7 +753,8 @@ def ensure_sif(image_ref: str, sif_path: Path | str | None = None, log: Log = _p
             env = {**os.environ, "APPTAINER_TMPDIR": str(work), "APPTAINER_CACHEDIR": str(work / "cache")}
             _run(
                 f"apptainer build {target.name}",
-                ["apptainer", "build", "--disable-cache", str(tmp_sif), f"docker-archive://{tar}"],
+                ["apptainer", "build", "--disable-cache", "--mksquashfs-args", f"-comp {SIF_COMPRESSION}", str(tmp_sif),
+                 f"docker-archive://{tar}"],
                 env=env,
                 cwd=work,
             )
