@@ -21,14 +21,25 @@ import pytest
 ROOT = Path(__file__).resolve().parent
 
 
-def load_build() -> ModuleType:
-    """tests/images/build.py as a module (the test-image recipes)."""
-    spec = importlib.util.spec_from_file_location("containercheck_test_images", ROOT / "tests/images/build.py")
+def load_tool(name: str) -> ModuleType:
+    """tests/images/<name>.py as a module: the test images' recipes (build), Apptainer (apptainer),
+    Slurm (slurm) provisioning.  Loaded once per process; they import each other by name."""
+    module_name = f"containercheck_test_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    if str(ROOT / "tests" / "images") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests" / "images"))
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "tests" / "images" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_build() -> ModuleType:
+    """tests/images/build.py as a module (the test-image recipes)."""
+    return load_tool("build")
 
 
 def docker_problem() -> str | None:
@@ -115,17 +126,6 @@ def podman_containers(run_id: str) -> list[str]:
 # -- Apptainer -------------------------------------------------------------------------------
 
 
-def load_apptainer() -> ModuleType:
-    """tests/images/apptainer.py as a module (Apptainer provisioning, test user, SIF builds)."""
-    sys.path.insert(0, str(ROOT / "tests" / "images"))
-    spec = importlib.util.spec_from_file_location("containercheck_test_apptainer", ROOT / "tests/images/apptainer.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def apptainer_problem() -> str | None:
     """Why Apptainer cannot be used here, or None when ``apptainer version`` answers."""
     try:
@@ -145,7 +145,7 @@ def apptainer() -> ModuleType:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"Apptainer is required under CI=true: {problem}", pytrace=False)
         pytest.skip(problem)
-    return load_apptainer()
+    return load_tool("apptainer")
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from . import probing
-from .matrix import Matrix, merge, same_image
+from .diff import KINDS, REGRESSION, diff_columns
+from .diff import render_markdown as render_diff_markdown
+from .matrix import Column, Matrix, merge, same_image
 from .report import render_html, render_json, render_markdown, render_terminal
 
 #: Largest matrix file read (a merge of many nodes is a few MiB; anything bigger is not ours).
@@ -131,6 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     show.add_argument("file", metavar="MATRIX.json")
     show.add_argument("-v", "--verbose", action="store_true", help="print every cell's detail")
     _add_report_options(show)
+    d = sub.add_parser("diff", help="what got worse from an old image to a new one; exit 1 on regressions only")
+    d.add_argument("files", nargs="+", metavar="MATRIX.json",
+                   help="OLD.json NEW.json (one column each), or one run's JSON with --old and --new")
+    d.add_argument("--old", metavar="COLUMN", help="the old image's column id (e.g. docker://team/img:1.3)")
+    d.add_argument("--new", metavar="COLUMN", help="the new image's column id (e.g. docker://team/img:1.4)")
+    d.add_argument("--md", metavar="PATH", help="write the changes as Markdown (e.g. $GITHUB_STEP_SUMMARY)")
     sub.add_parser("probes", help="list the built-in probes")
     args = parser.parse_args(argv)
 
@@ -144,8 +152,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _column(matrix: Matrix, wanted: str | None, source: str, flag: str) -> Column:
+    if wanted is None:
+        if len(matrix.columns) != 1:
+            ids = ", ".join(sorted({c.id for c in matrix.columns.values()}))
+            raise _Refused(f"{source} has {len(matrix.columns)} columns ({ids}); name one with {flag}")
+        return next(iter(matrix.columns.values()))
+    found = [c for c in matrix.columns.values() if c.id == wanted]
+    if len(found) != 1:
+        ids = ", ".join(sorted({c.id for c in matrix.columns.values()}))
+        raise _Refused(f"{flag} {wanted}: {source} has {'several' if found else 'no'} such column (it has: {ids})")
+    return found[0]
+
+
+def _diff(args: argparse.Namespace) -> int:
+    if len(args.files) > 2:
+        raise _Refused("diff takes OLD.json NEW.json, or one JSON with --old and --new")
+    _check_outputs(args, args.files)
+    old_m = _load(args.files[0])
+    new_m = _load(args.files[-1])
+    if len(args.files) == 1 and not (args.old and args.new):
+        raise _Refused("one matrix file: name both columns with --old COLUMN --new COLUMN")
+    old = _column(old_m, args.old, args.files[0], "--old")
+    new = _column(new_m, args.new, args.files[-1], "--new")
+    changes = diff_columns(old_m, old, new_m, new)
+    print(f"containercheck diff: {old.id} ({old.host}) -> {new.id} ({new.host})")
+    for c in changes:
+        if c.kind not in ("unchanged pass", "skipped on both"):
+            print(f"  {c.kind.upper():18} {c.row}: {c.old or '-'} -> {c.new or '-'}  {c.detail}")
+    counts = {k: sum(c.kind == k for c in changes) for k in KINDS}
+    print("  " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
+    if args.md:
+        _write(args.md, render_diff_markdown(changes, old, new))
+    return 1 if counts[REGRESSION] else 0
+
+
 def _main(args: argparse.Namespace) -> int:
     width = shutil.get_terminal_size((120, 24)).columns
+    if args.command == "diff":
+        return _diff(args)
     if args.command == "probes":
         for name in probing.available_probes():
             print(name)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -38,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, NonRootEnv
+from conftest import ROOT, NonRootEnv, load_tool
 from test_plugin import ONLY_SYSTEM
 
 pytestmark = [pytest.mark.slurm]
@@ -69,12 +68,7 @@ def recipe_scripts(readme: str) -> dict[str, str]:
 
 def load_slurm() -> ModuleType:
     """tests/images/slurm.py as a module (the test cluster's provisioning)."""
-    spec = importlib.util.spec_from_file_location("containercheck_test_slurm", ROOT / "tests/images/slurm.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("slurm")
 
 
 def slurm_problem(slurm: ModuleType) -> str | None:

@@ -1,0 +1,83 @@
+"""containercheck diff: the CI gate's question, 'is the new image worse than the one in production?',
+on real runs of two test images that differ in one library (xgboost vs the CPU-only xgboost-cpu)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pytest_containercheck.diff import classify
+
+ML = str(Path(__file__).resolve().parent.parent / "pytest_containercheck" / "checks" / "test_ml.py")
+
+
+@pytest.mark.parametrize(("old", "new", "kind"), [
+    ("pass", "fail", "regression"), ("skip", "fail", "regression"), ("pass", "error", "regression"),
+    ("pass", "skip", "no longer checked"), ("fail", "pass", "fixed"), ("error", "pass", "fixed"),
+    ("fail", "fail", "still failing"), ("fail", "skip", "still failing"), ("pass", "pass", "unchanged pass"),
+    ("skip", "skip", "skipped on both"), ("skip", "pass", "unchanged pass"), (None, "pass", "new row"),
+    ("pass", None, "gone"),
+])
+def test_kinds_of_change(old: str | None, new: str | None, kind: str) -> None:
+    assert classify(old, new) == kind
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest_containercheck.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def two_images(image_factory: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """One run over the full image (in production) and the xgboost-cpu image (the new one)."""
+    old, new = image_factory("full"), image_factory("xgboost-cpu")
+    where = tmp_path_factory.mktemp("diff")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--image", old, "--image", new,
+                          "--no-builtin-checks", ML, "-k", "xgboost", "--matrix-json", "run.json"], cwd=where,
+                         capture_output=True, text=True, timeout=900)
+    assert (where / "run.json").exists(), res.stdout[-3000:]
+    return where, old, new
+
+
+def test_new_image_that_lost_cuda_is_a_regression(two_images: tuple[Path, str, str]) -> None:
+    where, old, new = two_images
+    res = _cli("diff", "run.json", "--old", f"docker://{old}", "--new", f"docker://{new}", "--md", "diff.md",
+               cwd=where)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "REGRESSION         xgboost.cuda: skip -> fail" in res.stdout
+    md = (where / "diff.md").read_text()
+    assert "**1 regression(s)**" in md and "| `xgboost.cuda` | regression | skip | fail |" in md
+    assert "| `xgboost.cpu` | unchanged pass | pass | pass |" in md
+
+
+def test_the_other_way_is_fixed_and_passes_the_gate(two_images: tuple[Path, str, str]) -> None:
+    where, old, new = two_images
+    data = json.loads((where / "run.json").read_text())
+    for column, name in ((f"docker://{new}", "old.json"), (f"docker://{old}", "new.json")):
+        one = dict(data, columns=[c for c in data["columns"] if c["id"] == column],
+                   cells=[c for c in data["cells"] if c["column"] == column])
+        (where / name).write_text(json.dumps(one))
+    res = _cli("diff", "old.json", "new.json", cwd=where)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "FIXED              xgboost.cuda: fail -> skip" not in res.stdout  # skip is not a pass
+    assert "STILL FAILING      xgboost.cuda: fail -> skip" in res.stdout
+
+
+def test_skips_on_both_sides_are_not_unchanged_passes(two_images: tuple[Path, str, str]) -> None:
+    where, old, _new = two_images
+    res = _cli("diff", "run.json", "--old", f"docker://{old}", "--new", f"docker://{old}", cwd=where)
+    assert res.returncode == 0 and "1 unchanged pass" in res.stdout, res.stdout
+
+
+def test_bad_diff_input_is_one_line(two_images: tuple[Path, str, str]) -> None:
+    where, _old, _new = two_images
+    res = _cli("diff", "run.json", cwd=where)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert "name both columns with --old COLUMN --new COLUMN" in res.stderr
+    res = _cli("diff", "run.json", "--old", "docker://nope", "--new", "docker://nope", cwd=where)
+    assert res.returncode == 2 and "--old docker://nope: run.json has no such column" in res.stderr
