@@ -12,6 +12,7 @@ apptainer build docker-archive://):
 
   (d) manual on a cluster: three `apptainer exec IMAGE.sif python3 -`;
   (e) plugin: `pytest --image IMAGE.sif` (one apptainer instance, every probe an exec into it);
+  (g)/(h) `pytest -k system` on the base image under Docker and under Podman;
   (f) the session mechanism alone: the built-in probes one after another, each as its own
       `apptainer exec IMAGE.sif` (SIF mounted per probe) vs as `apptainer exec instance://`
       into one instance (SIF mounted once; instance start and stop included);
@@ -128,6 +129,17 @@ def full_sif(image: str) -> str | None:
     return str(apptainer.ensure_sif(image))
 
 
+def podman_base() -> tuple[str, str] | None:
+    """The base test image's Docker and Podman references (docker save | podman load), or None
+    without podman."""
+    if subprocess.run(["podman", "--version"], capture_output=True).returncode != 0:
+        return None
+    sys.path.insert(0, str(HERE.parent / "tests" / "images"))
+    import build  # the test-image recipes
+
+    return str(build.ensure_image("base")), str(build.ensure_podman_image("base"))
+
+
 def full_image() -> str:
     sys.path.insert(0, str(HERE.parent / "tests" / "images"))
     import build  # the test-image recipes
@@ -141,6 +153,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-xdist", action="store_true")
     parser.add_argument("--skip-apptainer", action="store_true")
+    parser.add_argument("--skip-podman", action="store_true")
     args = parser.parse_args()
     image = args.image or full_image()
     sif = None if args.skip_apptainer else full_sif(image)
@@ -157,6 +170,12 @@ def main() -> int:
                       "(e) pytest --image IMAGE.sif": lambda: plugin([sif], *[f"--runtime-arg={a}" for a in userns()]),
                       "(f1) probes, one apptainer exec each": lambda: probes_exec(sif),
                       "(f2) probes, exec into one instance": lambda: probes_instance(sif)})
+    base = None if args.skip_podman else podman_base()
+    if base:
+        docker_ref, podman_ref = base
+        modes.update({"(g) pytest -k system, Docker (base)": lambda: plugin([docker_ref], "-k", "system"),
+                      "(h) pytest -k system, Podman (base)": lambda: plugin([f"podman://{podman_ref}"], "-k",
+                                                                          "system")})
     walls: dict[str, list[float]] = {m: [] for m in modes}
     checks: dict[str, int] = {}
     for _ in range(args.repeat):
@@ -176,6 +195,9 @@ def main() -> int:
         d, e, f1, f2 = (med[n] for n in names[3:7])
         print(f"(e)/(b) = {e / b:.2f}  (Apptainer vs Docker, target <= 1.20); (e)/(d) = {e / d:.2f}")
         print(f"(f2)/(f1) = {f2 / f1:.2f}  (instance vs one exec per probe)")
+    if base:
+        g, h = med[names[-2]], med[names[-1]]
+        print(f"(h)/(g) = {h / g:.2f}  (Podman vs Docker, same image and rows, target <= 1.30)")
 
     if not args.skip_xdist:
         tags = [f"containercheck-bench/img{i}:latest" for i in range(4)]

@@ -276,3 +276,13 @@ def test_docker_start_failure_reports_the_reason_not_the_help_hint(nopython_imag
 
 def test_podman_gpu_count_means_the_first_n_devices() -> None:
     assert OCIRuntime("podman").gpu_flags("2") == ["--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=1"]
+
+
+def test_containers_are_removed_without_waiting_out_a_grace_period() -> None:
+    # podman rm --force sends SIGTERM and waits 10 s before SIGKILL; `sleep` as PID 1 ignores
+    # SIGTERM, so every run waited 10 s per container (podman rm --help: "-t, --time ... (default 10)").
+    from pytest_containercheck.runtimes.oci import remove_command
+
+    assert remove_command("podman", ["a", "b"]) == ["podman", "rm", "--force", "--time", "0", "a", "b"]
+    assert remove_command("/usr/bin/podman", ["a"])[3:5] == ["--time", "0"]
+    assert remove_command("docker", ["a"]) == ["docker", "rm", "--force", "a"]  # SIGKILL at once already

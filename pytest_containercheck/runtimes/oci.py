@@ -293,7 +293,7 @@ class OCIRuntime(Runtime):
                 return session
             # A failed start can leave a created container behind (and a timed-out one may
             # even run): remove it by name, so nothing outlives the run.
-            run_bounded([self.executable, "rm", "--force", name], timeout=60)
+            run_bounded(remove_command(self.executable, [name]), timeout=60)
             not_found = _NOT_FOUND.search(text(res.stderr))
             if not_found is None or (not_found.group("runc") or not_found.group("crun")) != keepalive[0]:
                 break
@@ -459,9 +459,16 @@ class OCISession(Session):
         if self._stopped:
             return
         self._stopped = True
-        run_bounded([self.runtime.executable, "rm", "--force", self.name], timeout=60)
+        run_bounded(remove_command(self.runtime.executable, [self.name]), timeout=60)
         if self.remove_image:
             run_bounded([self.runtime.executable, "rmi", "--force", self.remove_image], timeout=120)
+
+
+def remove_command(executable: str, names: Sequence[str]) -> list[str]:
+    """Remove containers at once.  ``docker rm --force`` kills with SIGKILL; ``podman rm --force``
+    first sends SIGTERM and waits 10 s, which ``sleep`` as PID 1 ignores: ``--time 0`` kills now."""
+    wait = ["--time", "0"] if os.path.basename(executable) == "podman" else []
+    return [executable, "rm", "--force", *wait, *names]
 
 
 def reap_stale(executable: str) -> list[str]:
@@ -482,7 +489,7 @@ def reap_stale(executable: str) -> list[str]:
         if host == me and pid.isdigit() and not _pid_alive(int(pid)):
             stale.append(name.strip())
     if stale:
-        run_bounded([executable, "rm", "--force", *stale], timeout=60)
+        run_bounded(remove_command(executable, stale), timeout=60)
     return stale
 
 
