@@ -192,9 +192,13 @@ def test_merge_knows_the_archive_and_the_image_are_one(pytester: pytest.Pytester
                                            str(Path(ONLY_SYSTEM[1]).with_name("test_tls.py")))
     assert first.ret == 0 and second.ret == 1, second.stdout.str()[-2000:]
     merged = subprocess.run([sys.executable, "-m", "pytest_containercheck.cli", "merge", "built.json", "arrived.json",
-                             "--json", "all.json"], cwd=pytester.path, capture_output=True, text=True, timeout=120)
+                             "--json", "all.json", "--md", "all.md", "--html", "all.html"],
+                            cwd=pytester.path, capture_output=True, text=True, timeout=120)
     assert "SAME IMAGE sha256:" in merged.stdout, merged.stdout + merged.stderr
     assert "same image, different verdict: system.tls: pass on docker://" in merged.stdout
     (group,) = json.loads((pytester.path / "all.json").read_text())["meta"]["same_image"]
     assert {c["column"] for c in group["columns"]} == {f"docker://{base_image}", "docker-archive://base.tar"}
     assert [d["row"] for d in group["different_verdicts"]] == ["system.tls"]
+    md = (pytester.path / "all.md").read_text()
+    assert "**Same image** `sha256:" in md and "same image, different verdict on **system.tls**" in md
+    assert md.count("group A (by digest)") == 0 and "group A (by digest)" in (pytester.path / "all.html").read_text()

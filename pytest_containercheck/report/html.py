@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..matrix import Cell, Column, Matrix
+from ..matrix import Cell, Column, Matrix, image_identity, same_image
 from .markdown import cell_where
 from .terminal import column_titles
 
@@ -259,7 +259,8 @@ def _hosts(matrix: Matrix) -> Safe:
 
 
 #: The head rows under each column, in this order (a row shows only where some column has it).
-_FACT_LABELS = ("host", "runtime", "image id", "GPUs", "driver / CUDA", "GPU in image", "started in", "Slurm")
+_FACT_LABELS = ("host", "runtime", "image id", "same image", "GPUs", "driver / CUDA", "GPU in image", "started in",
+                "Slurm")
 
 
 def _column_facts(matrix: Matrix, column: Column) -> dict[str, tuple[str, str]]:
@@ -270,9 +271,16 @@ def _column_facts(matrix: Matrix, column: Column) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {"host": (column.host, str(host.get("os") or ""))}
     runtime = str(facts.get("runtime") or column.runtime or "")
     out["runtime"] = (f"{runtime} {facts.get('runtime_version') or ''}".strip() or "–", "")
-    image = _mapping(facts.get("image"))
-    if image.get("id"):
-        out["image id"] = (str(image["id"]).removeprefix("sha256:")[:12], str(image["id"]))
+    identity = image_identity(column)
+    if identity:
+        out["image id"] = (identity.removeprefix("sha256:")[:12], identity)
+    elif facts.get("sif_id"):
+        out["image id"] = (f"SIF {str(facts['sif_id'])[:8]}", f"SIF ID {facts['sif_id']} (no source image digest)")
+    for n, group in enumerate(same_image(matrix)):
+        if {"column": column.id, "host": column.host} in group["columns"]:
+            others = [f"{c['column']} @ {c['host']}" for c in group["columns"]
+                      if (c["column"], c["host"]) != column.key]
+            out["same image"] = (f"group {chr(65 + n % 26)} (by {group['by']})", "; ".join(others))
     gpus = host.get("gpus") or []
     if gpus:
         names: dict[str, int] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from ..matrix import Cell, Matrix
+from ..matrix import Cell, Matrix, same_image
 from .terminal import column_titles
 
 SYMBOL = {"pass": "✅", "fail": "❌", "error": "⚠️", "skip": "⏭", "interrupted": "⏹"}
@@ -88,6 +88,13 @@ def render_markdown(matrix: Matrix) -> str:
             now = f"{SYMBOL[shown.status]} {escape_md(shown.detail)}" if shown else "–"
             lines.append(f"- **{escape_md(other.row)}** on {escape_md(other.column)} @ {escape_md(other.host)}: "
                          f"shown {now}; also {SYMBOL[other.status]} {escape_md(other.detail)}")
+    for group in same_image(matrix):
+        where = ", ".join(f"{escape_md(c['column'])} @ {escape_md(c['host'])}" for c in group["columns"])
+        lines += ["", f"**Same image** `{escape_md(group['identity'][:19])}` (by {group['by']}): {where}"]
+        for d in group["different_verdicts"]:
+            verdicts = ", ".join(f"{SYMBOL.get(st, st)} {escape_md(col)}" for col, st in d["verdicts"].items())
+            lines.append(f"- same image, different verdict on **{escape_md(d['row'])}**: {verdicts} "
+                         "(the host, or the pair, not the image)")
     duplicates = matrix.meta.get("duplicates") or []
     if duplicates:
         lines += ["", f"{len(duplicates)} cell(s) came from several merged files:"]
