@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..matrix import Cell, Column, Matrix, image_identity, same_image
-from .markdown import cell_where
+from .markdown import cell_where, skip_notes
 from .terminal import column_titles
 
 #: Artifacts larger than this are linked by path instead of embedded (keeps the page openable).
@@ -143,6 +143,7 @@ def _grid(matrix: Matrix, keys: list[tuple[str, str]], dirs: list[Path]) -> Safe
         head.append(fmt('<tr class="fact"><th>{}</th>{}</tr>', label,
                         join(fmt('<td title="{}">{}</td>', full, short) for short, full in values)))
     conflicted = {(c.row, c.column, c.host) for c in matrix.conflicts}
+    notes = skip_notes(matrix)
     body = []
     for row in matrix.rows:
         cells = []
@@ -152,13 +153,16 @@ def _grid(matrix: Matrix, keys: list[tuple[str, str]], dirs: list[Path]) -> Safe
                 cells.append(Safe('<td class="none">–</td>'))
                 continue
             cls = cell.status + (" conflict" if (row, *key) in conflicted else "")
-            cells.append(fmt('<td class="{}" id="{}">{}</td>', cls, _anchor(cell), _cell(cell, dirs)))
+            cells.append(fmt('<td class="{}" id="{}">{}</td>', cls, _anchor(cell), _cell(cell, dirs, notes)))
         body.append(fmt("<tr><th>{}</th>{}</tr>", row, join(cells)))
-    return fmt('<table class="matrix"><thead>{}</thead><tbody>{}</tbody></table>', join(head), join(body))
+    legend = join(fmt('<p class="muted">[{}] skipped: {}</p>', n, d) for d, n in notes.items())
+    return fmt('<table class="matrix"><thead>{}</thead><tbody>{}</tbody></table>{}', join(head), join(body), legend)
 
 
-def _cell(cell: Cell, dirs: list[Path]) -> Safe:
+def _cell(cell: Cell, dirs: list[Path], notes: Mapping[str, int]) -> Safe:
     detail = cell.detail or cell.status
+    if cell.status == "skip" and cell.detail in notes:
+        detail = f"[{notes[cell.detail]}]"  # said once, under the table
     ev: list[Safe] = [fmt('<div><span class="tag">{}</span>{} · {} · <code>{}</code></div>',
                           cell.status, fmt(" <b>{} fault</b>", cell.fault) if cell.fault else "",
                           _seconds(cell.duration), cell.nodeid)]

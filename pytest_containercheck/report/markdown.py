@@ -52,6 +52,7 @@ def render_markdown(matrix: Matrix) -> str:
         return "\n".join(lines) + "\n"
 
     conflicted = {(c.row, c.column, c.host) for c in matrix.conflicts}
+    notes = skip_notes(matrix)
     titles = column_titles(matrix)
     lines += ["", "| check | " + " | ".join(escape_md(t) for t in titles) + " |",
               "|---|" + "---|" * len(keys)]
@@ -62,12 +63,17 @@ def render_markdown(matrix: Matrix) -> str:
             if c is None:
                 cells.append("–")
                 continue
-            text = SYMBOL[c.status] + (" " + escape_md(_clip(c.detail, DETAIL_WIDTH)) if c.detail else "")
+            if c.status == "skip" and c.detail in notes:
+                text = f"{SYMBOL[c.status]} [{notes[c.detail]}]"
+            else:
+                text = SYMBOL[c.status] + (" " + escape_md(_clip(c.detail, DETAIL_WIDTH)) if c.detail else "")
             if (row, *key) in conflicted:
                 text += " **(conflict)**"
             cells.append(text)
         lines.append(f"| {escape_md(row)} | " + " | ".join(cells) + " |")
     lines += ["", " · ".join(f"{sym} {status}" for status, sym in SYMBOL.items())]
+    if notes:
+        lines += [""] + [f"[{n}] skipped: {escape_md(d)}  " for d, n in notes.items()]
 
     problems = matrix.problems()
     if problems:
@@ -103,6 +109,21 @@ def render_markdown(matrix: Matrix) -> str:
         if len(duplicates) > 20:
             lines.append(f"- … and {len(duplicates) - 20} more")
     return "\n".join(lines) + "\n"
+
+
+REPEATED_SKIP = 3
+"""A skip reason shared by this many cells or more is said once, as a numbered note."""
+
+
+def skip_notes(matrix: Matrix) -> dict[str, int]:
+    """Skip reasons repeated across cells (``host has no NVIDIA GPU (...)`` on every GPU row of
+    every image) -> their note number, so the tables say each once and the cells stay short."""
+    counts: dict[str, int] = {}
+    for c in matrix.cells.values():
+        if c.status == "skip" and c.detail:
+            counts[c.detail] = counts.get(c.detail, 0) + 1
+    repeated = [d for d, n in counts.items() if n >= REPEATED_SKIP]
+    return {d: i for i, d in enumerate(repeated, 1)}
 
 
 def cell_where(matrix: Matrix, cell: Cell) -> str:
