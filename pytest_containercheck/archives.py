@@ -178,7 +178,7 @@ def _docker_archive(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], m
     diff_ids = (config_json.get("rootfs") or {}).get("diff_ids") or []
     digests = [(config, digest)]
     if len(diff_ids) == len(layers):
-        digests += list(zip(layers, (str(d) for d in diff_ids), strict=True))
+        digests += list(zip(layers, (str(d) for d in diff_ids)))
     info = ArchiveInfo(path=path, kind="docker-archive", config_digest=digest,
                        repo_tags=tuple(str(t) for t in entry.get("RepoTags") or []), layers=len(layers), size=size,
                        labels=_labels(config_json))

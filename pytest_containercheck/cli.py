@@ -93,7 +93,7 @@ def _check_outputs(args: argparse.Namespace, inputs: Sequence[str]) -> None:
 def _duplicates(matrices: Sequence[Matrix], files: Sequence[str]) -> list[dict[str, Any]]:
     """Cells present in several files: merge keeps one when they agree, so name them here."""
     seen: dict[tuple[str, str, str], list[str]] = {}
-    for m, f in zip(matrices, files, strict=True):
+    for m, f in zip(matrices, files):
         for key in m.cells:
             seen.setdefault(key, []).append(f)
     return [{"row": r, "column": c, "host": h, "files": fs} for (r, c, h), fs in seen.items() if len(fs) > 1]

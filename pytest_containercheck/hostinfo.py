@@ -42,7 +42,7 @@ def parse_nvidia_smi_csv(output: str, fields: Sequence[str] = SMI_FIELDS) -> lis
     for line in output.splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == len(keys):
-            gpus.append(dict(zip(keys, parts, strict=False)))
+            gpus.append(dict(zip(keys, parts)))
     return gpus
 
 

@@ -306,7 +306,7 @@ def _check_probe_dirs(resolved: tuple[str, ...], given: list[str]) -> None:
     """A ``--probe-dir`` is a directory whose probes shadow no built-in probe and no other's."""
     builtin = set(probing.available_probes())
     owner: dict[str, str] = {}
-    for full, spec in zip(resolved, given, strict=False):
+    for full, spec in zip(resolved, given):
         if not os.path.isdir(full):
             raise pytest.UsageError(f"--probe-dir {spec}: not a directory; give a directory of NAME.py probes")
         for name in sorted(p.stem for p in Path(full).glob("*.py") if not p.stem.startswith("_")):

@@ -135,7 +135,7 @@ def _grid(matrix: Matrix, keys: list[tuple[str, str]], dirs: list[Path]) -> Safe
     titles = column_titles(matrix)
     multi_host = len({h for _, h in keys}) > 1
     head = [fmt("<tr><th>check</th>{}</tr>", join(
-        fmt('<th title="{}">{}</th>', t, key[0] if multi_host else t) for t, key in zip(titles, keys, strict=True)))]
+        fmt('<th title="{}">{}</th>', t, key[0] if multi_host else t) for t, key in zip(titles, keys)))]
     facts = [_column_facts(matrix, matrix.columns[k]) for k in keys]
     present = {label for f in facts for label in f}
     for label in (label for label in _FACT_LABELS if label in present):

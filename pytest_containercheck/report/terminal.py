@@ -40,7 +40,7 @@ def render_terminal(matrix: Matrix, *, width: int = 100, verbosity: int = 0) -> 
             cells = [LABEL[c.status] if (c := matrix.get(row, k)) else "-" for k in keys]
             lines.append("  ".join([row.ljust(roww), *(c.ljust(colw) for c in cells)]).rstrip())
         lines.append("")
-        lines += [f"{h} {t}" for h, t in zip(heads, titles, strict=False)]
+        lines += [f"{h} {t}" for h, t in zip(heads, titles)]
     lines.append("")
     lines.append(", ".join(f"{n} {s}" for s, n in matrix.counts().items() if n)
                  + ("" if matrix.complete else "  (INCOMPLETE: the run was interrupted)"))
