@@ -183,6 +183,8 @@ class Recipe:
     """Paths deleted from the image (e.g. ``usr/bin/sleep``: a distroless-style image)."""
     changes: tuple[str, ...] = ()
     """Extra ``docker import --change`` instructions (``ENTRYPOINT [...]``, ``USER 1000``)."""
+    suite: str = ""
+    """For a root recipe: the Debian suite to debootstrap (default :data:`SUITE`)."""
 
     def definition(self) -> dict[str, object]:
         """What the hash covers (besides the parent's hash and the global constants)."""
@@ -196,7 +198,7 @@ class Recipe:
         # Only when used, so the hashes (and cached images) of the plain recipes stay as they were.
         overlay = {"extract": list(self.extract), "extract_suite": EXTRACT_SUITE if self.extract else None,
                    "files": [list(f) for f in self.files], "links": [list(ln) for ln in self.links],
-                   "remove": list(self.remove), "changes": list(self.changes)}
+                   "remove": list(self.remove), "changes": list(self.changes), "suite": self.suite}
         doc.update((k, v) for k, v in overlay.items() if v)
         return doc
 
@@ -237,6 +239,8 @@ RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
         Recipe("nopython", None, description="debootstrap minbase only: no Python at all"),
+        Recipe("bullseye", None, apt=("python3", "python3-venv"), suite="bullseye",
+               description="Debian 11 minbase + its own python3 (3.9): the oldest host Python the plugin supports"),
         Recipe(
             "base",
             "nopython",
@@ -436,7 +440,7 @@ def _make_rootfs(name: str, rootfs: Path, log: Log) -> None:
         log(f"[build] {name}: rootfs from cache {cached.name}: {time.monotonic() - t0:.1f}s")
         return
     if recipe.parent is None:
-        _debootstrap(name, rootfs, log)
+        _debootstrap(name, rootfs, log, recipe.suite or SUITE)
     else:
         _make_rootfs(recipe.parent, rootfs, log)
     if recipe.apt:
@@ -468,7 +472,7 @@ def _save_rootfs_cache(name: str, rootfs: Path, log: Log) -> None:
     log(f"[build] {name}: cached rootfs {target}: {time.monotonic() - t0:.1f}s")
 
 
-def _debootstrap(name: str, rootfs: Path, log: Log) -> None:
+def _debootstrap(name: str, rootfs: Path, log: Log, suite: str = SUITE) -> None:
     t0 = time.monotonic()
     if shutil.which("debootstrap") is None:
         raise BuildError(
@@ -476,12 +480,12 @@ def _debootstrap(name: str, rootfs: Path, log: Log) -> None:
         )
     _run(
         "debootstrap",
-        ["debootstrap", "--variant=minbase", SUITE, str(rootfs), MIRROR],
+        ["debootstrap", "--variant=minbase", suite, str(rootfs), MIRROR],
         env={**_CHROOT_ENV},
     )
-    sources = f"deb {MIRROR} {SUITE} main\ndeb {MIRROR} {SUITE}-updates main\n"
+    sources = f"deb {MIRROR} {suite} main\ndeb {MIRROR} {suite}-updates main\n"
     (rootfs / "etc/apt/sources.list").write_text(sources)
-    log(f"[build] {name}: debootstrap minbase {SUITE}: {time.monotonic() - t0:.1f}s")
+    log(f"[build] {name}: debootstrap minbase {suite}: {time.monotonic() - t0:.1f}s")
 
 
 def _apt_install(name: str, rootfs: Path, packages: Sequence[str], log: Log) -> None:
