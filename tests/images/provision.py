@@ -267,8 +267,10 @@ def run(images: Sequence[str], with_podman: bool, with_apptainer: bool = True, w
     phase_done("docker engine", t0, f"ready (server {version})")
 
     t0 = time.monotonic()
-    apt_install(["debootstrap"])
-    phase_done("debootstrap", t0)
+    # debootstrap builds the test images; python3-venv gives the non-root test user (and the
+    # install tests) venvs of Debian's own python3.
+    apt_install(["debootstrap", "python3-venv"])
+    phase_done("debootstrap, python3-venv", t0)
 
     t0 = time.monotonic()
     apt_install(MESA)
