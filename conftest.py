@@ -42,6 +42,13 @@ def load_build() -> ModuleType:
     return load_tool("build")
 
 
+def cut_copy(src: Path, dst: Path, fraction: float = 0.5) -> Path:
+    """*dst*: the first *fraction* of *src*, as a transfer that stopped part-way leaves it."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(fin.read(int(src.stat().st_size * fraction)))
+    return dst
+
+
 def docker_problem() -> str | None:
     """Why Docker cannot be used here, or None when it works."""
     try:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from conftest import cut_copy
 from test_plugin import ONLY_SYSTEM
 
 pytestmark = [pytest.mark.apptainer, pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
@@ -250,9 +251,7 @@ def test_probe_timeout_kills_the_probe_inside_the_instance(pytester: pytest.Pyte
 
 def test_truncated_sif_is_a_usage_error(pytester: pytest.Pytester, base_sif: Path) -> None:
     # The transfer did not finish: caught from the SIF header, before apptainer mounts anything.
-    half = pytester.path / "half.sif"
-    with open(base_sif, "rb") as src, open(half, "wb") as dst:
-        dst.write(src.read(base_sif.stat().st_size // 2))
+    half = cut_copy(base_sif, pytester.path / "half.sif")
     result = pytester.runpytest_subprocess("--image", str(half))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "is truncated" in result.stderr.str() and "copy it again" in result.stderr.str()

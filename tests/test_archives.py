@@ -16,6 +16,7 @@ import pytest
 
 from pytest_containercheck.archives import ArchiveError, inspect_archive, is_tar
 
+from conftest import cut_copy
 from test_plugin import ONLY_SYSTEM
 
 
@@ -83,9 +84,7 @@ def test_docker_save_archive_is_the_same_image(saved: Path, base_image: str) -> 
 
 @pytest.mark.parametrize("keep", [0.5, 0.999])
 def test_truncated_transfer_names_the_member_it_broke_in(saved: Path, tmp_path: Path, keep: float) -> None:
-    cut = tmp_path / "cut.tar"
-    with open(saved, "rb") as src, open(cut, "wb") as dst:
-        dst.write(src.read(int(saved.stat().st_size * keep)))
+    cut = cut_copy(saved, tmp_path / "cut.tar", keep)
     assert is_tar(str(cut))
     with pytest.raises(ArchiveError, match=r"is truncated.*copy it again"):
         inspect_archive(str(cut), "cut.tar")
@@ -154,9 +153,7 @@ def test_loaded_image_is_kept_on_request(pytester: pytest.Pytester, own_archive:
 
 
 def test_bad_archive_is_a_usage_error_before_anything_starts(pytester: pytest.Pytester, saved: Path) -> None:
-    cut = pytester.path / "cut.tar"
-    with open(saved, "rb") as src, open(cut, "wb") as dst:
-        dst.write(src.read(saved.stat().st_size // 2))
+    cut = cut_copy(saved, pytester.path / "cut.tar")
     result = pytester.runpytest_subprocess("--image", str(cut))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "is truncated: it ends inside" in result.stderr.str() and "Traceback" not in result.stderr.str()

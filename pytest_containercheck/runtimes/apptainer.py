@@ -49,6 +49,7 @@ from .base import (
     Session,
     Target,
     last_line,
+    pid_alive,
     run_bounded,
     target_archive,
     text,
@@ -295,16 +296,8 @@ class ApptainerRuntime(Runtime):
     # -- lifecycle -------------------------------------------------------------------------
 
     def preflight(self, target: Target) -> dict[str, Any]:
-        if target.archive:  # checked and identified by archives.inspect_archive; converted at start
-            facts: dict[str, Any] = {}
-            if self.resolve_executable() is None:
-                raise pytest.UsageError(
-                    f"--image {target.spec}: neither 'apptainer' nor 'singularity' is on PATH; "
-                    "'module load apptainer' on clusters, or install Apptainer")
-            res = run_bounded([self.executable, "--version"], timeout=30)
-            facts.update(runtime=self.executable, runtime_version=parse_version(text(res.stdout)))
-            return facts
-        facts = check_sif(target.ref, target.spec)
+        # An archive was checked and identified by archives.inspect_archive; it is converted at start.
+        facts: dict[str, Any] = {} if target.archive else check_sif(target.ref, target.spec)
         if self.resolve_executable() is None:
             raise pytest.UsageError(
                 f"--image {target.spec}: neither 'apptainer' nor 'singularity' is on PATH; "
@@ -316,19 +309,22 @@ class ApptainerRuntime(Runtime):
                 f"--image {target.spec}: '{self.executable} --version' failed ({last_line(res.stderr)}); "
                 "check the installation"
             )
-        try:
-            parts = sif_partitions(target.ref)
-        except (OSError, struct.error):
-            parts = []
-        if not any(p["parttype"] == SIF_PART_PRIMSYS for p in parts):
-            raise pytest.UsageError(
-                f"--image {target.spec}: {target.ref!r} has no root file system partition (its SIF descriptors list "
-                f"{len(parts)} partition(s), none of them the primary system one); rebuild it with 'apptainer build'")
+        if not target.archive:
+            try:
+                parts = sif_partitions(target.ref)
+            except (OSError, struct.error):
+                parts = []
+            if not any(p["parttype"] == SIF_PART_PRIMSYS for p in parts):
+                raise pytest.UsageError(
+                    f"--image {target.spec}: {target.ref!r} has no root file system partition (its SIF descriptors "
+                    f"list {len(parts)} partition(s), none of them the primary system one); rebuild it with "
+                    "'apptainer build'")
         problem = userns_problem()
         if problem:
             raise pytest.UsageError(f"--image {target.spec}: {problem}")
-        facts.update(runtime=self.executable, runtime_version=parse_version(text(res.stdout)),
-                     sif_id=sif_id(target.ref), labels=self.labels(target.ref))
+        facts.update(runtime=self.executable, runtime_version=parse_version(text(res.stdout)))
+        if not target.archive:
+            facts.update(sif_id=sif_id(target.ref), labels=self.labels(target.ref))
         return facts
 
     def labels(self, sif: str) -> dict[str, str]:
@@ -441,14 +437,14 @@ class ApptainerRuntime(Runtime):
             listed = []
         for inst in listed:
             m = _INSTANCE_NAME.match(str(inst.get("instance", "")))
-            if m and not _pid_alive(int(m.group("pid"))):
+            if m and not pid_alive(int(m.group("pid"))):
                 stale.append(str(inst["instance"]))
         for name in stale:
             _stop_instance(self.executable, name)
         tmp = tempfile.gettempdir()
         for entry in os.listdir(tmp):
             pid = entry[len(HOME_PREFIX):].partition("-")[0]
-            if entry.startswith(HOME_PREFIX) and pid.isdigit() and not _pid_alive(int(pid)):
+            if entry.startswith(HOME_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
         return stale
 
@@ -497,16 +493,6 @@ def _mentions_nvccli(stderr: str) -> bool:
 
 def _stop_instance(executable: str, name: str) -> None:
     run_bounded([executable, "instance", "stop", "--force", name], timeout=60)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def parse_version(output: str) -> str:

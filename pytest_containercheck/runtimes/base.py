@@ -296,6 +296,17 @@ def _kill_tree(proc: subprocess.Popen[bytes], new_session: bool) -> None:
         pass
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process *pid* exists on this host (another user's counts: it is alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def text(data: bytes) -> str:
     """Decode process output for humans: never fails on invalid UTF-8."""
     return data.decode("utf-8", errors="replace")

@@ -29,6 +29,7 @@ from .base import (
     Session,
     Target,
     last_line,
+    pid_alive,
     run_bounded,
     target_archive,
     text,
@@ -486,18 +487,8 @@ def reap_stale(executable: str) -> list[str]:
     for line in text(res.stdout).splitlines():
         name, _, owner = line.partition("\t")
         host, _, pid = owner.rpartition("/")
-        if host == me and pid.isdigit() and not _pid_alive(int(pid)):
+        if host == me and pid.isdigit() and not pid_alive(int(pid)):
             stale.append(name.strip())
     if stale:
         run_bounded(remove_command(executable, stale), timeout=60)
     return stale
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
