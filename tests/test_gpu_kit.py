@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,38 @@ def test_kit_skips_cleanly_without_a_gpu(tmp_path: Path) -> None:
     assert "kit: no GPU: kit skipped (host has no NVIDIA GPU" in res.stdout
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["SKIPPED", "kit.log"]
     assert (tmp_path / "out" / "SKIPPED").read_text().startswith("host has no NVIDIA GPU")
+
+
+@no_gpu_here
+def test_kit_packs_its_output_for_the_device_tool(tmp_path: Path) -> None:
+    """KIT_PACK: the device tool brings back at most 8 files, so everything goes into one tar."""
+    back = tmp_path / "back"
+    res = _run_kit(tmp_path / "out", KIT_PACK=str(back / "kit.tgz"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(p.name for p in back.iterdir()) == ["SKIPPED", "kit.log", "kit.tgz"]
+    with tarfile.open(back / "kit.tgz") as tar:
+        assert {"./SKIPPED", "./kit.log"} <= set(tar.getnames())
+
+
+@no_gpu_here
+def test_device_run_wrapper_without_carried_packages(tmp_path: Path) -> None:
+    """tests/gpu/device_run.sh, the command run on the lent GPU machine, on this machine: no packages
+    to unpack (KIT_GL empty), the kit's skip path, one tar back with the GL environment in it."""
+    (tmp_path / "gl").mkdir()
+    env = {**os.environ, "KIT_PYTHON": sys.executable, "KIT_WHEELS": str(tmp_path / "no-wheels"),
+           "OUT": str(tmp_path / "back"), "KIT_OUT": str(tmp_path / "kit"), "KIT_GL": str(tmp_path / "gl")}
+    (tmp_path / "back").mkdir()
+    res = subprocess.run(["bash", str(ROOT / "tests" / "gpu" / "device_run.sh")], capture_output=True, text=True,
+                         env=env, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "kit: no GPU: kit skipped" in res.stdout
+    with tarfile.open(tmp_path / "back" / "kit.tgz") as tar:
+        names = set(tar.getnames())
+        gl_env = tar.extractfile("./gl-env.txt")
+        assert gl_env is not None
+        text = gl_env.read().decode()
+    assert {"./SKIPPED", "./kit.log", "./gl-env.txt"} <= names
+    assert "NVIDIA EGL vendor file in a default directory: none" in text  # no GPU, no driver mount here
 
 
 @no_gpu_here

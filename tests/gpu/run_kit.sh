@@ -8,7 +8,9 @@
 # (seconds for the pytest run, default 300), KIT_PROBE_TIMEOUT (per probe, default 150),
 # KIT_WHEELS (carried wheels, or their split parts *.whl.part-*; default build/gpu-wheels,
 # ignored by git so parts survive between commands on a warm machine), KIT_ASSUME_GPU=1 (runs
-# the GPU path on a CPU machine, for testing the kit: it must fail there).
+# the GPU path on a CPU machine, for testing the kit: it must fail there), KIT_PACK=FILE.tgz (at
+# exit, pack the whole output directory into FILE.tgz and copy kit.log and verdict.txt beside it:
+# the device tool brings back at most 8 files, and the kit writes about 20).
 # Exit status: 0 when there is no GPU ("no GPU: kit skipped") or every row that must pass
 # passed; 1 when a row did not pass; 4 when pytest wrote no matrix.  See tests/gpu/README.md.
 set -u
@@ -19,6 +21,18 @@ PYTEST_TIMEOUT=${KIT_PYTEST_TIMEOUT:-300}
 PROBE_TIMEOUT=${KIT_PROBE_TIMEOUT:-150}
 WHEELS=${KIT_WHEELS:-$ROOT/build/gpu-wheels}
 mkdir -p "$OUT"
+pack() {
+    local rc=$?
+    if [ -n "${KIT_PACK:-}" ]; then
+        mkdir -p "$(dirname "$KIT_PACK")"
+        tar czf "$KIT_PACK" -C "$OUT" . && echo "kit: packed $OUT into $KIT_PACK"
+        for f in kit.log verdict.txt SKIPPED; do
+            [ -e "$OUT/$f" ] && cp "$OUT/$f" "$(dirname "$KIT_PACK")/"
+        done
+    fi
+    exit "$rc"
+}
+trap pack EXIT
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 log() { echo "kit: $*" | tee -a "$OUT/kit.log"; }
 
