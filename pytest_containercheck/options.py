@@ -76,6 +76,7 @@ def _choice(option: str, choices: tuple[str, ...]) -> Callable[[str], str]:
 _RUNTIMES = ("auto", *runtime_names())
 _UPDATE = ("missing", "failed", "all")
 _APPTAINER_GPU = ("nv", "nvccli", "rocm", "none")
+_JUNIT_NAMES = ("row", "pytest")
 
 class Option(NamedTuple):
     """One command-line option and its ini mirror."""
@@ -154,6 +155,10 @@ OPTIONS: list[Option] = [
     Option("--keep-loaded-images", "cc_keep_loaded", "containercheck_keep_loaded_images", "bool", False,
      {"action": "store_true"}, "keep the images this run loaded from archives into Docker/Podman (default: "
      "removed at the end)"),
+    Option("--junit-names", "cc_junit_names", "containercheck_junit_names", None, "row",
+     {"type": _choice("--junit-names", _JUNIT_NAMES), "metavar": "STYLE"},
+     "names of --junitxml test cases: row ('system.python [docker://img:1.4]', default) or pytest "
+     "(the node id's, 'test_python[docker://img:1.4]')"),
 ]
 
 

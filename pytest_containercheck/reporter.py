@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from . import options
+from . import junit, options
 from .collect import image_of_nodeid, row_name
 from .matrix import CELL_KEY, STATUSES, Cell, CellRecord, Column, Matrix, cell_record
 from .report import render_html, render_json, render_markdown, render_terminal
@@ -89,6 +89,7 @@ class MatrixReporter:
         """(option dest, path) of each report file written at the end."""
         self.write_errors: list[str] = []
         """One line per report file that could not be written."""
+        self.junit_names = str(options.value(config, "cc_junit_names"))  # a bad value: usage error now
 
     # -- which image a test belongs to ----------------------------------------------------------
 
@@ -234,6 +235,9 @@ class MatrixReporter:
                                          fix="run the check that fills it, or drop it from containercheck_require"))
         if missing and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.junit_names == "row":
+            # Before junitxml's own pytest_sessionfinish writes the file (this hook is tryfirst).
+            junit.rename_cases(self.config)
         self.config.hook.pytest_containercheck_matrix(matrix=self.matrix, config=self.config)
         if self.config.option.collectonly:
             return  # nothing ran: an existing matrix file is not replaced by an empty one

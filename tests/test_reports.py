@@ -263,14 +263,14 @@ def test_host_run_writes_markdown_html_and_junit(pytester: pytest.Pytester) -> N
     assert sorted(p.name for p in (pytester.path / "arts").rglob("*.png")) == ["builtin-result.png"] * 2
 
     cases = _junit(pytester.path / "r/j.xml")
-    assert set(cases) >= {"test_python[host]", "test_gpu_devices[host]", "test_render_egl[host]"}
-    py = cases["test_python[host]"]
+    assert set(cases) >= {"system.python [host]", "system.gpu_devices [host]", "render.egl [host]"}
+    py = cases["system.python [host]"]
     assert (py["containercheck.row"], py["containercheck.image"], py["containercheck.status"]) == (
         "system.python", "host", "pass")
     assert py["containercheck.detail"].startswith("CPython 3.")
-    gpu = cases["test_gpu_devices[host]"]
+    gpu = cases["system.gpu_devices [host]"]
     assert gpu["containercheck.status"] == "skip" and gpu["containercheck.detail"].startswith("host has no NVIDIA")
-    egl = cases["test_render_egl[host]"]
+    egl = cases["render.egl [host]"]
     assert egl["containercheck.evidence.render.window_class"] == "vtkEGLRenderWindow"
     assert "llvmpipe" in egl["containercheck.evidence.render.gl_renderer"]
     for props in cases.values():
@@ -280,7 +280,7 @@ def test_host_run_writes_markdown_html_and_junit(pytester: pytest.Pytester) -> N
 def test_junit_carries_fix_and_fault(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--image", "host", "--require-gpu", "--junitxml", "j.xml", *ONLY_SYSTEM)
     assert _outcomes(result) == {"passed", "failed"}
-    gpu = _junit(pytester.path / "j.xml")["test_gpu_devices[host]"]
+    gpu = _junit(pytester.path / "j.xml")["system.gpu_devices [host]"]
     assert gpu["containercheck.status"] == "fail" and gpu["containercheck.fault"] == "host"
     assert "--gres=gpu" in gpu["containercheck.fix"]
     assert gpu["containercheck.detail"].startswith("--require-gpu: host has no NVIDIA GPU")
@@ -306,14 +306,75 @@ def test_progress_and_junit_under_xdist(pytester: pytest.Pytester) -> None:
     cases = _junit(pytester.path / "j.xml")
     assert len(cases) == n
     assert {p["containercheck.status"] for p in cases.values()} == {"pass", "skip"}
+    # The names come from the properties that reached the controller from the workers.
+    assert all(name == f"{p['containercheck.row']} [host]" for name, p in cases.items())
+    assert "system.python [host]" in cases
+
+
+USER_TESTS = """
+import pytest
+
+@pytest.mark.containercheck_row("user.thing")
+def test_marked(container):
+    container.note("ok")
+
+def test_mine(container):
+    container.fail("the image lacks what test_mine needs", fault="image", fix="add it")
+
+def test_plain():
+    pass
+"""
+
+
+def _case_attrs(path: Path) -> dict[str, dict[str, str]]:
+    """Test case name -> its attributes (classname, file, line)."""
+    return {str(c.get("name")): dict(c.attrib) for c in ET.parse(path).getroot().iter("testcase")}
+
+
+def test_junit_case_names_carry_row_and_image_but_node_ids_stay(pytester: pytest.Pytester) -> None:
+    """Issue 15: CI pages show a JUnit case's name; it is 'ROW [IMAGE]'.  The node id is untouched:
+    the terminal shows it, and --lf reruns the failed test by it."""
+    pytester.makepyfile(test_user=USER_TESTS)
+    first = pytester.runpytest("--image", "host", "--no-builtin-checks", "--junitxml", "j.xml", "-rA", "test_user.py")
+    assert first.ret == 1
+    first.stdout.fnmatch_lines(["FAILED test_user.py::test_mine[[]host[]] - *"])
+    attrs = _case_attrs(pytester.path / "j.xml")
+    assert attrs["mine [host]"]["classname"] == "test_user"
+    assert attrs["user.thing [host]"]["classname"] == "test_user"
+    assert "test_plain" in attrs  # no container: pytest's own name
+    assert not any(name.startswith("test_") and "[" in name for name in attrs), sorted(attrs)
+
+    again = pytester.runpytest("--image", "host", "--no-builtin-checks", "--lf", "--junitxml", "j2.xml",
+                               "test_user.py")
+    again.stdout.fnmatch_lines(["run-last-failure: rerun previous 1 failure*"])
+    assert set(_case_attrs(pytester.path / "j2.xml")) == {"mine [host]"}
+
+
+def test_junit_names_pytest_keeps_node_id_names(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--image", "host", "--junit-names", "pytest", "--junitxml", "j.xml", *ONLY_SYSTEM)
+    assert result.ret == 0
+    cases = _junit(pytester.path / "j.xml")
+    assert "test_python[host]" in cases and cases["test_python[host]"]["containercheck.row"] == "system.python"
+
+
+@pytest.mark.parametrize("args", [("--junit-names", "rows"), ("-o", "containercheck_junit_names=nodeid")])
+def test_junit_names_bad_value_is_a_usage_error(pytester: pytest.Pytester, args: tuple[str, ...]) -> None:
+    result = pytester.runpytest("--image", "host", *args, *ONLY_SYSTEM)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+    assert len(errors) == 1 and "--junit-names" in errors[0] and "choose one of row, pytest" in errors[0], errors
+    assert "Traceback" not in result.stderr.str()
 
 
 @pytest.mark.docker
 def test_progress_names_the_container_and_json_names_the_runtime(
         pytester: pytest.Pytester, base_image: str) -> None:
-    result = pytester.runpytest("--image", base_image, "--image", "host", "--matrix-json", "m.json", *ONLY_SYSTEM)
+    result = pytester.runpytest("--image", base_image, "--image", "host", "--matrix-json", "m.json",
+                                "--junitxml", "j.xml", *ONLY_SYSTEM)
     n, passed, skipped = _counts(result)
     image = f"docker://{base_image}"
+    names = set(_junit(pytester.path / "j.xml"))
+    assert {f"system.python [{image}]", "system.python [host]"} <= names and len(names) == n
     each = f"{n // 2} checks ({passed // 2} pass, {skipped // 2} skip)"
     result.stdout.fnmatch_lines_random([
         f"containercheck: {image} ready after *.* s (container containercheck-*)",
