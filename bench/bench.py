@@ -42,9 +42,14 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = [HERE / "manual" / n for n in ("render.py", "xgb.py", "transformers_infer.py")]
 
 
+#: pytest runs import the plugin from this tree, not from whatever copy is installed.
+TREE_ENV = {**os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
 def timed(argv: Sequence[str], stdin: bytes | None = None, cwd: str | None = None) -> tuple[float, str]:
     t0 = time.monotonic()
-    res = subprocess.run(list(argv), input=stdin, capture_output=True, cwd=cwd, timeout=1800)
+    res = subprocess.run(list(argv), input=stdin, capture_output=True, cwd=cwd, timeout=1800, env=TREE_ENV)
     wall = time.monotonic() - t0
     out = res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
     if res.returncode not in (0, 1):  # pytest exits 1 when a check fails: still a complete run
@@ -150,6 +155,59 @@ def podman_base() -> tuple[str, str] | None:
     return str(build.ensure_image("base")), str(build.ensure_podman_image("base"))
 
 
+CPU_WRAP = ("import resource,subprocess,sys,time;t=time.time();subprocess.run([sys.executable,'-'],stdin=sys.stdin,"
+            "stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL);r=resource.getrusage(resource.RUSAGE_CHILDREN);"
+            "print('%.3f %.3f'%(r.ru_utime+r.ru_stime,time.time()-t))")
+
+
+def limit(image: str, startup_s: float) -> None:
+    """The physical limit: what the suite's probes need, each run alone in one warm container.
+
+    CPU-seconds (user + system, children included) and wall time of each probe run on its own,
+    and of the two bundles as the suite runs them. No schedule on this machine's cores can end
+    the probes sooner than the CPU-seconds divided by the cores, nor sooner than the longest
+    chain that must run in order (the torch bundle: torch, then transformers, which imports it).
+    """
+    sys.path.insert(0, str(HERE.parent))
+    from pytest_containercheck import probing
+
+    name = f"containercheck-bench-limit-{os.getpid()}"
+    subprocess.run(["docker", "run", "-d", "--rm", "--network", "none", "--name", name, "--entrypoint", "sleep",
+                    image, "infinity"], capture_output=True, check=True)
+    try:
+        def alone(program: bytes) -> tuple[float, float]:
+            out = subprocess.run(["docker", "exec", "-i", name, "python3", "-c", CPU_WRAP], input=program,
+                                 capture_output=True, check=True).stdout.decode().split()
+            return float(out[0]), float(out[1])
+
+        suite = (*PROBES, ("tls", {}))
+        for name_, params in suite:  # warm the page cache
+            alone(probing.compose(name_, params, "warm", 600))
+        single = {f"{n} {p.get('backend', '')}".strip(): alone(probing.compose(n, p, "x", 600)) for n, p in suite}
+        torch_bundle = alone(probing.compose_bundle([("torch_device", {}, "t"), ("transformers_infer", {}, "f")],
+                                                    ("torch",), 600))
+        render_bundle = alone(probing.compose_bundle([("render", {"backend": "osmesa"}, "o"),
+                                                      ("render", {"backend": "egl"}, "e")],
+                                                     ("numpy", "pyvista", "pyvista.plotting"), 600))
+    finally:
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True)
+    cores = os.cpu_count() or 1
+    print("\nphysical limit (each alone in a warm container; CPU-seconds / wall):")
+    for k, (cpu, wall) in single.items():
+        print(f"  {k:22} {cpu:5.2f} / {wall:5.2f} s")
+    print(f"  {'bundle torch+transf.':22} {torch_bundle[0]:5.2f} / {torch_bundle[1]:5.2f} s")
+    print(f"  {'bundle render x2':22} {render_bundle[0]:5.2f} / {render_bundle[1]:5.2f} s")
+    separate = sum(cpu for cpu, _ in single.values())
+    bundled = separate - sum(single[k][0] for k in ("torch_device", "transformers_infer", "render osmesa",
+                                                   "render egl")) + torch_bundle[0] + render_bundle[0]
+    chain = torch_bundle[1]
+    floor_probes = max(bundled / cores, chain)
+    print(f"  CPU need: {separate:.2f} s as separate probes, {bundled:.2f} s with bundles; on {cores} cores "
+          f"at least {bundled / cores:.2f} s; the longest chain (torch bundle) {chain:.2f} s")
+    print(f"  => probes alone cannot end sooner than {floor_probes:.2f} s; with start-up (s) {startup_s:.2f} s, "
+          f"the suite's limit is about {floor_probes + startup_s:.2f} s plus the container's start and removal")
+
+
 def full_image() -> str:
     sys.path.insert(0, str(HERE.parent / "tests" / "images"))
     import build  # the test-image recipes
@@ -173,12 +231,15 @@ def main() -> int:
 
     modes = {"(a) manual, 3 x docker run": lambda: manual(image),
              "(b) pytest --image (built-in suite)": lambda: plugin([image]),
+             "(b0) the same, --no-probe-bundles": lambda: plugin([image], "--no-probe-bundles"),
              "(c) floor, 1 container + 1 process": lambda: floor(image),
              "(s) start-up: pytest --image --collect-only": lambda: startup(image)}
     if sif:
         print(f"sif: {sif}")
+        sif_args = [f"--runtime-arg={a}" for a in userns()]
         modes.update({"(d) manual, 3 x apptainer exec": lambda: manual_sif(sif),
-                      "(e) pytest --image IMAGE.sif": lambda: plugin([sif], *[f"--runtime-arg={a}" for a in userns()]),
+                      "(e) pytest --image IMAGE.sif": lambda: plugin([sif], *sif_args),
+                      "(e0) the same, --no-probe-bundles": lambda: plugin([sif], *sif_args, "--no-probe-bundles"),
                       "(f1) probes, one apptainer exec each": lambda: probes_exec(sif),
                       "(f2) probes, exec into one instance": lambda: probes_instance(sif)})
     base = None if args.skip_podman else podman_base()
@@ -197,20 +258,27 @@ def main() -> int:
     med = {m: statistics.median(w) for m, w in walls.items()}
     for m in modes:
         print(f"{m:40} median {med[m]:6.1f} s  ({', '.join(f'{w:.1f}' for w in walls[m])})  checks: {checks[m]}")
-    names = [n for n in med if not n.startswith("(s)")]
-    ma, mb, mc = names[:3]
-    a, b, c = med[ma], med[mb], med[mc]
-    print(f"start-up (s) = {med['(s) start-up: pytest --image --collect-only']:.2f} s  (target <= 0.8 s to the first "
-          "probe; this is collection without starting the image)")
-    print(f"\n(b)/(a) = {b / a:.2f}  (target <= 0.70, with {checks[mb]} checks vs {checks[ma]})")
+    def m(tag: str) -> float:
+        return next(v for k, v in med.items() if k.startswith(f"({tag})"))
+
+    def n_checks(tag: str) -> int:
+        return next(v for k, v in checks.items() if k.startswith(f"({tag})"))
+
+    a, b, b0, c = m("a"), m("b"), m("b0"), m("c")
+    print(f"start-up (s) = {m('s'):.2f} s  (target <= 0.8 s to the first probe; this is collection without "
+          "starting the image)")
+    print(f"\n(b)/(a) = {b / a:.2f}  (target <= 0.70, with {n_checks('b')} checks vs {n_checks('a')})")
     print(f"(b)/(c) = {b / c:.2f}  (target <= 0.80)")
+    print(f"(b)/(b0) = {b / b0:.2f}  (probe bundles against every probe in its own interpreter)")
     if sif:
-        d, e, f1, f2 = (med[n] for n in names[3:7])
-        print(f"(e)/(b) = {e / b:.2f}  (Apptainer vs Docker, target <= 1.20); (e)/(d) = {e / d:.2f}")
+        d, e, e0, f1, f2 = m("d"), m("e"), m("e0"), m("f1"), m("f2")
+        print(f"(e)/(b) = {e / b:.2f}  (Apptainer vs Docker, target <= 1.20); (e)/(d) = {e / d:.2f}; "
+              f"(e)/(e0) = {e / e0:.2f} (bundles)")
         print(f"(f2)/(f1) = {f2 / f1:.2f}  (instance vs one exec per probe)")
     if base:
-        g, h = med[names[-2]], med[names[-1]]
+        g, h = m("g"), m("h")
         print(f"(h)/(g) = {h / g:.2f}  (Podman vs Docker, same image and rows, target <= 1.30)")
+    limit(image, m("s"))
 
     if not args.skip_xdist:
         tags = [f"containercheck-bench/img{i}:latest" for i in range(4)]

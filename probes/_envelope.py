@@ -231,19 +231,24 @@ def _jsonable(value):
         return repr(value)
 
 
-def main(run, params, nonce, timeout):
-    """Run `run(params, ctx)`, then print the result envelope line."""
+def main(run, params, nonce, timeout, bundled=False):
+    """Run `run(params, ctx)`, then print the result envelope line.
+
+    *bundled*: a child forked by `bundle`, which has already joined the bundle's process
+    group and printed the pid line for it.
+    """
     # Our own watchdog: SIGALRM's default action ends the process even while it is stuck
     # in C code holding the GIL, so a probe never outlives its timeout inside the image.
     if timeout and hasattr(signal, "SIGALRM"):
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.alarm(int(timeout) + 1)
-    try:
-        os.setpgid(0, 0)  # children join our group, so the host can kill them all
-    except OSError:
-        pass
-    sys.stderr.write("%s %s %d\n" % (PID_MARKER, nonce, os.getpid()))
-    sys.stderr.flush()
+    if not bundled:
+        try:
+            os.setpgid(0, 0)  # children join our group, so the host can kill them all
+        except OSError:
+            pass
+        sys.stderr.write("%s %s %d\n" % (PID_MARKER, nonce, os.getpid()))
+        sys.stderr.flush()
     out = sys.stdout
     ctx = ProbeContext(params)
     envelope = {"v": ENVELOPE_VERSION, "status": "ok", "facts": {}, "error": None}
@@ -272,4 +277,153 @@ def main(run, params, nonce, timeout):
             stream.flush()
         except Exception:
             pass
+    os._exit(0)
+
+
+# --------------------------------------------------------------------------- bundles
+#
+# Probes that import the same heavy modules (torch for torch_device and transformers_infer;
+# pyvista/VTK for the render backends) can run as one bundle: one interpreter, the shared
+# modules imported once, every probe in its own forked child, one after the other.
+#
+#   * The shared imports happen in a forked "zygote", and only count when they were silent:
+#     no exception, no warning of any category, nothing written to stdout or stderr.  Then a
+#     probe forked from the zygote sees exactly what it would have seen importing them
+#     itself.  Otherwise the zygote is dropped and each probe is forked from the bundle's own
+#     process, which has imported nothing, and imports for itself as if it ran alone.
+#   * Nothing is initialised by the shared imports: CUDA and EGL displays are touched only by
+#     the probes, in their children.
+#   * Every child is in the bundle's process group (the pid line names it for each probe), so
+#     the host's kill after a timeout ends the whole bundle; a child killed by its own
+#     watchdog has what it left behind in the group killed before the next one starts.
+#   * Around each child, on both streams: "@@containercheck-begin <nonce>"; after it, on
+#     stderr: "@@containercheck-exit <nonce> <status> <seconds>" (status: exit code, or minus
+#     the signal), so the host cuts one result per probe out of the shared output.
+
+BEGIN_MARKER = "@@containercheck-begin"
+EXIT_MARKER = "@@containercheck-exit"
+SHARED_MARKER = "@@containercheck-shared"
+
+
+def _bundle_silent_import(modules):
+    """Import *modules*; True when that raised nothing, warned nothing and printed nothing."""
+    import importlib
+    import tempfile
+
+    try:
+        sink = tempfile.TemporaryFile()
+    except Exception:  # no writable temporary directory: cannot tell, so do not share
+        return False
+    saved = [os.dup(1), os.dup(2)]
+    clean = True
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                for module in modules:
+                    importlib.import_module(module)
+            except BaseException:
+                clean = False
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except Exception:
+                clean = False
+        if caught:
+            clean = False
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+    sink.seek(0, 2)
+    if sink.tell():
+        clean = False
+    sink.close()
+    return clean
+
+
+def _bundle_kill_leftovers(keep):
+    """SIGKILL every process of our process group but *keep* (a killed probe's children)."""
+    group = os.getpgrp()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in keep:
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+            # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) == group:
+                os.kill(int(entry), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
+def _bundle_run_calls(calls, keep):
+    for call in calls:
+        nonce = call["nonce"]
+        for stream in (sys.stdout, sys.stderr):
+            stream.write("\n%s %s\n" % (BEGIN_MARKER, nonce))
+            stream.flush()
+        sys.stderr.write("%s %s %d\n" % (PID_MARKER, nonce, os.getpgrp()))
+        sys.stderr.flush()
+        t0 = time.time()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                namespace = dict(_BUNDLE_GLOBALS)
+                exec(compile(call["source"], "<probe %s>" % call["name"], "exec"), namespace)
+                main(namespace["run"], call["params"], nonce, call["timeout"], bundled=True)
+            except BaseException:
+                traceback.print_exc()
+                sys.stderr.flush()
+            os._exit(1)
+        status = os.waitpid(pid, 0)[1]
+        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        if os.WIFSIGNALED(status):
+            _bundle_kill_leftovers(keep)
+        sys.stderr.write("\n%s %s %d %.6f\n" % (EXIT_MARKER, nonce, code, time.time() - t0))
+        sys.stderr.flush()
+
+
+def bundle(calls, shared):
+    """Run *calls* ({"name", "source", "params", "nonce", "timeout"}) one after the other,
+    each in a child forked after the *shared* modules were imported once (when silently)."""
+    global _BUNDLE_GLOBALS
+    _BUNDLE_GLOBALS = dict(globals())
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    me = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ready_r, ready_w = os.pipe()
+    zygote = os.fork()
+    if zygote == 0:
+        os.close(ready_r)
+        clean = _bundle_silent_import(shared)
+        os.write(ready_w, b"1" if clean else b"0")
+        os.close(ready_w)
+        if clean:
+            _bundle_run_calls(calls, (me, os.getpid()))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    os.close(ready_w)
+    answer = os.read(ready_r, 1)
+    os.close(ready_r)
+    # Said before any probe starts, so the host can tell every probe of the bundle.
+    sys.stderr.write("%s %s %s\n" % (SHARED_MARKER, ",".join(shared), "yes" if answer == b"1" else "no"))
+    sys.stderr.flush()
+    os.waitpid(zygote, 0)
+    if answer != b"1":  # the shared imports were not silent, or the zygote died importing them
+        _bundle_run_calls(calls, (me,))
+    sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(0)

@@ -13,6 +13,14 @@
 # after the window was created, with these VTK messages") instead of a crashed probe.  The
 # ctypes/EGL diagnosis also runs in its own child: initialising a broken EGL driver can crash.
 
+# May run in a bundle (see _envelope.bundle): numpy and pyvista (with VTK) imported once,
+# silently, before each backend's process is forked.  VTK picks the window class from
+# VTK_DEFAULT_OPENGL_WINDOW when it creates a render window, not at import (VTK's
+# Documentation/docs/advanced/runtime_settings.md, "OpenGL"; seen with VTK 9.7.2: a window
+# created after the variable was set in a child forked after the import had the requested
+# class, EGL and OSMesa alike), and importing pyvista opens no display.
+SHARED_IMPORTS = ("numpy", "pyvista", "pyvista.plotting")
+
 _RENDER_WINDOW_CLASSES = {"osmesa": "vtkOSOpenGLRenderWindow", "egl": "vtkEGLRenderWindow"}
 
 # Sonames VTK's PyPI wheels dlopen (seen with LD_DEBUG=libs), plus the rest of the GL stack

@@ -6,6 +6,11 @@
 # sees; each device's result is compared with the CPU's, and the CPU's with a float64
 # reference, so "it did not raise" is never mistaken for "it computed".
 
+# May run in a bundle with the other probes declaring the same (see _envelope.bundle): torch
+# is then imported once, silently, before this probe's process is forked.  Importing torch
+# reads no variable this probe sets and initialises no device.
+SHARED_IMPORTS = ("torch",)
+
 
 def _td_driver_cuda_version(ctx):
     # The CUDA version the *driver* supports, read the way nvidia-smi does (no cuInit,

@@ -10,6 +10,10 @@
 # client resolves are checked for writability, because read-only images (SIF) with an
 # unwritable HOME break every from_pretrained() that caches.
 
+# May run in a bundle (see _envelope.bundle) with torch imported once beforehand, silently.
+# transformers itself is imported here, after the offline variables are set.
+SHARED_IMPORTS = ("torch",)
+
 _TI_SEQ = 16
 _TI_BATCH = 2
 _TI_FLOAT64_MAX_PARAMS = 50 * 1000 * 1000

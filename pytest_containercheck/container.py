@@ -126,6 +126,8 @@ class Container:
             self.error(str(problem), fix=problem.fix, evidence=problem.evidence)
         self._cell["probes"][name] = {"status": result.status, "duration": round(result.duration, 3),
                                       "timings": result.timings}
+        if result.bundle:
+            self._cell["probes"][name]["bundle"] = dict(result.bundle)
         if result.restarted:
             self._cell["evidence"]["container_restarted"] = (
                 f"probe {name} ran in a new container: the previous one stopped ({result.restarted})")

@@ -144,6 +144,9 @@ OPTIONS: list[Option] = [
     Option("--probe-jobs", "cc_probe_jobs", "containercheck_probe_jobs", None, None,
      {"type": _positive_int, "metavar": "N"},
      "probes run at once per image (default: CPU count, at most 4; 1 = one by one, on demand)"),
+    Option("--no-probe-bundles", "cc_no_bundles", "containercheck_no_probe_bundles", "bool", False,
+     {"action": "store_true"}, "run every probe in its own interpreter, even those that share heavy imports "
+     "(torch; pyvista/VTK), which otherwise import them once and fork"),
     Option("--probe-dir", "cc_probe_dirs", "containercheck_probe_dirs", "paths", [],
      {"action": "append", "metavar": "DIR"},
      "directory of your own probes (NAME.py defining run(params, ctx)), for container.probe(NAME)"),
@@ -215,6 +218,7 @@ def read(config: pytest.Config) -> tuple[list[Target], LaunchOptions, CheckOptio
         container_python=(cpy,) if cpy else ("python3", "python"),
         probe_jobs=value(config, "cc_probe_jobs") or _default_probe_jobs(config),
         probe_dirs=tuple(str(Path(d).resolve()) for d in (value(config, "cc_probe_dirs") or [])),
+        probe_bundles=not value(config, "cc_no_bundles"),
         keep_render_images=bool(value(config, "cc_matrix_html")),
         required_rows=tuple(r for v in (value(config, "cc_require") or []) for r in v.replace(",", " ").split()),
     )

@@ -22,6 +22,8 @@ class CheckOptions:
     probe_jobs: int = 2
     """Probes run at once per image (``--probe-jobs``); 1 runs them one by one, on demand."""
     probe_dirs: tuple[str, ...] = ()
+    probe_bundles: bool = True
+    """Run planned probes that declare the same ``SHARED_IMPORTS`` as one bundle (``_envelope.bundle``)."""
     """``--probe-dir``: directories of users' own probes, searched before the built-in ones."""
     keep_render_images: bool = False
     """Save render results as artifacts also when they pass (``--matrix-html`` shows them)."""

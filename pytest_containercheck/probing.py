@@ -7,6 +7,7 @@ mounted or copied into the image, and it works the same under every runtime.
 
 from __future__ import annotations
 
+import ast
 import base64
 import dataclasses
 import json
@@ -21,6 +22,9 @@ from .runtimes.base import ExecResult, Session, last_line, text
 
 RESULT_MARKER = "@@containercheck-result"
 PID_MARKER = "@@containercheck-pid"
+BEGIN_MARKER = "@@containercheck-begin"
+EXIT_MARKER = "@@containercheck-exit"
+SHARED_MARKER = "@@containercheck-shared"
 MIN_PYTHON = (3, 7)
 
 PYTHON_MARKER = "@@containercheck-python"
@@ -34,6 +38,7 @@ _DISCOVER = ("import sys; sys.stdout.write('\\n" + PYTHON_MARKER + " %s %d.%d.%d
 _ALARM_EXITS = (-14, 128 + 14)
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +117,48 @@ def compose(name: str, params: Mapping[str, Any], nonce: str, timeout: float | N
     return (envelope + "\n\n" + body + "\n" + call).encode("utf-8")
 
 
+@cache
+def _shared_imports_of(source: str) -> tuple[str, ...]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ()
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "SHARED_IMPORTS"):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return ()
+            if isinstance(value, (tuple, list)) and all(isinstance(v, str) and _MODULE.match(v) for v in value):
+                return tuple(value)
+            return ()
+    return ()
+
+
+def shared_imports(name: str, extra_dirs: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The modules probe *name* declares it can share with other probes (``SHARED_IMPORTS = (...)``
+    at its top level): probes declaring the same modules may run as one bundle."""
+    try:
+        return _shared_imports_of(probe_source(name, extra_dirs))
+    except ProbeError:
+        return ()
+
+
+def compose_bundle(calls: Sequence[tuple[str, Mapping[str, Any], str]], shared: Sequence[str],
+                   timeout: float | None, extra_dirs: tuple[str, ...] = ()) -> bytes:
+    """The program for a bundle: *calls* ``(name, params, nonce)`` one after the other in forked
+    children, after importing *shared* once (see ``bundle`` in ``probes/_envelope.py``)."""
+    docs = []
+    for name, params, nonce in calls:
+        if name.startswith("_"):
+            raise ProbeError(f"invalid probe name {name!r}")
+        docs.append({"name": name, "source": probe_source(name, extra_dirs), "params": dict(params),
+                     "nonce": nonce, "timeout": timeout})
+    call = f"\nbundle(json.loads({json.dumps(docs)!r}), {list(shared)!r})\n"
+    return (probe_source("_envelope") + "\n" + call).encode("utf-8")
+
+
 @dataclasses.dataclass
 class PythonInfo:
     """The interpreter found in an image."""
@@ -179,6 +226,9 @@ class ProbeResult:
     """Whether the interpreter got as far as running the probe (it printed its pid line)."""
     restarted: str = ""
     """Set when the probe ran in a new container because the previous one stopped: why it stopped."""
+    bundle: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """When it ran in a bundle: ``with`` (the probes, in order), ``shared_imports``, and
+    ``shared`` (whether they were imported once, or each probe imported them itself)."""
 
     @property
     def ok(self) -> bool:
@@ -276,3 +326,55 @@ def run_probe(session: Session, python: PythonInfo, name: str, params: Mapping[s
         if m:
             session.kill_inside(int(m.group(1)), python.command)
     return parse_result(name, res, nonce)
+
+
+def _segments(stream: str, nonces: Sequence[str]) -> dict[str, str]:
+    """A bundle's output cut at its begin lines: each probe's own part (empty if it never began)."""
+    marks = sorted((m.start(), m.end(), m.group(1)) for m in
+                   re.finditer(rf"^{re.escape(BEGIN_MARKER)} (\S+)$\n?", stream, re.MULTILINE)
+                   if m.group(1) in nonces)
+    out = dict.fromkeys(nonces, "")
+    for i, (_start, end, nonce) in enumerate(marks):
+        stop = marks[i + 1][0] if i + 1 < len(marks) else len(stream)
+        out[nonce] = stream[end:stop]
+    return out
+
+
+def run_bundle(session: Session, python: PythonInfo, calls: Sequence[tuple[str, Mapping[str, Any]]],
+               shared: Sequence[str], *, timeout: float, extra_dirs: tuple[str, ...] = ()) -> list[ProbeResult]:
+    """Run *calls* as one bundle (see :func:`compose_bundle`); one result per call, in order.
+
+    Each result is what :func:`run_probe` would give for that probe alone: its own stdout and
+    stderr (cut from the bundle's by the begin lines), its own exit status and time.  A probe
+    the bundle never began (an earlier one hung until the outer limit) is ``started=False``.
+    """
+    nonces = [secrets.token_hex(8) for _ in calls]
+    program = compose_bundle([(n, p, nonce) for (n, p), nonce in zip(calls, nonces)], shared, timeout, extra_dirs)
+    res = session.exec([python.command, "-"], stdin=program, timeout=len(calls) * (timeout + 5))
+    out, err = text(res.stdout), text(res.stderr)
+    m = re.search(rf"^{re.escape(SHARED_MARKER)} \S+ (yes|no)$", err, re.MULTILINE)
+    shared_ok = bool(m and m.group(1) == "yes")
+    err = re.sub(rf"^{re.escape(SHARED_MARKER)} .*$\n?", "", err, flags=re.MULTILINE)
+    exits = {g[0]: (int(g[1]), float(g[2])) for g in
+             re.findall(rf"^{re.escape(EXIT_MARKER)} (\S+) (-?\d+) ([0-9.]+)$", err, re.MULTILINE)}
+    err = re.sub(rf"^{re.escape(EXIT_MARKER)} .*$\n?", "", err, flags=re.MULTILINE)
+    outs, errs = _segments(out, nonces), _segments(err, nonces)
+    results = []
+    for (name, _params), nonce in zip(calls, nonces):
+        code, seconds = exits.get(nonce, (None, 0.0))
+        began = bool(re.search(rf"^{re.escape(PID_MARKER)} {re.escape(nonce)} ", errs[nonce], re.MULTILINE))
+        one = ExecResult(argv=res.argv, returncode=code, stdout=outs[nonce].encode(), stderr=errs[nonce].encode(),
+                         duration=seconds if code is not None else res.duration,
+                         timed_out=res.timed_out and began and code is None)
+        result = parse_result(name, one, nonce)
+        if res.timed_out or code is None:
+            if began:
+                # The outer limit ended it: its process group is the bundle's.
+                pid = re.search(rf"^{re.escape(PID_MARKER)} {re.escape(nonce)} (\d+)$", errs[nonce], re.MULTILINE)
+                if pid:
+                    session.kill_inside(int(pid.group(1)), python.command)
+            else:
+                result.started = False
+        result.bundle = {"with": [n for n, _ in calls], "shared_imports": list(shared), "shared": shared_ok}
+        results.append(result)
+    return results

@@ -228,8 +228,53 @@ class ImageSession:
                 if not self._queue or self.session is None or self.closed:
                     return
                 planned = self._queue.pop(0)
-                self._running[planned.key] = threading.Event()
-            self._run(planned.key, planned.name, planned.params, None)
+                # Queued probes declaring the same shared imports run with it, as one bundle.
+                shared = (probing.shared_imports(planned.name, self.checks.probe_dirs)
+                          if self.checks.probe_bundles else ())
+                group = [planned]
+                if shared:
+                    group += [p for p in self._queue if p.key not in self._running and p.key not in self.probes
+                              and probing.shared_imports(p.name, self.checks.probe_dirs) == shared]
+                    self._queue = [p for p in self._queue if p not in group]
+                for p in group:
+                    self._running[p.key] = threading.Event()
+            if len(group) == 1:
+                self._run(planned.key, planned.name, planned.params, None)
+            else:
+                self._run_bundle(sorted(group, key=lambda p: p.weight), shared)
+
+    def _run_bundle(self, group: Sequence[PlannedProbe], shared: tuple[str, ...]) -> None:
+        """Run *group* as one bundle; each result is then treated as if its probe had run alone."""
+        try:
+            try:
+                session, since = self._current(), time.time()
+                assert self.python_info is not None
+                results = probing.run_bundle(session, self.python_info, [(p.name, p.params) for p in group], shared,
+                                             timeout=self.checks.probe_timeout, extra_dirs=self.checks.probe_dirs)
+            except ProbeError as exc:
+                with self._lock:
+                    for p in group:
+                        self._failures[p.key] = exc
+                return
+            for p, result in zip(group, results):
+                try:
+                    if not result.started and self.session is session and session.alive():
+                        # Never began (an earlier probe of the bundle used up its time): alone.
+                        result = self._probe_in(session, p.name, p.params, None)
+                    else:
+                        result = self._recover(session, since, result, p.name, p.params, None)
+                except ProbeError as exc:
+                    with self._lock:
+                        self._failures[p.key] = exc
+                else:
+                    with self._lock:
+                        self.probes[p.key] = result
+        finally:
+            with self._lock:
+                for p in group:
+                    event = self._running.pop(p.key, None)
+                    if event is not None:
+                        event.set()
 
     def close(self) -> None:
         """From now on start nothing: no first start, no restart, no queued probe."""

@@ -99,6 +99,24 @@ def test_host_required_rows_fail_instead_of_skipping(host_libs: None, pytester: 
     assert cells["transformers.cuda"]["status"] == "skip"
 
 
+@NO_GPU_HOST
+def test_host_torch_and_transformers_share_torch_unless_told_not_to(host_libs: None,
+                                                                    pytester: pytest.Pytester) -> None:
+    """The bundle on the host's own Python; --no-probe-bundles runs each probe alone."""
+    _run(pytester, "--image", "host", "--probe-jobs", "2", "-k", "torch or transformers").assert_outcomes(
+        passed=3, skipped=2)
+    cells = _cells(pytester, "host")
+    bundled = cells["torch.cpu"]["probes"]["torch_device"]["bundle"]
+    assert bundled["with"] == ["torch_device", "transformers_infer"] and bundled["shared_imports"] == ["torch"]
+    assert cells["transformers.cpu"]["probes"]["transformers_infer"]["bundle"] == bundled
+    _run(pytester, "--image", "host", "--probe-jobs", "2", "-k", "torch or transformers",
+         "--no-probe-bundles").assert_outcomes(passed=3, skipped=2)
+    cells = _cells(pytester, "host")
+    assert "bundle" not in cells["torch.cpu"]["probes"]["torch_device"]
+    assert "bundle" not in cells["transformers.cpu"]["probes"]["transformers_infer"]
+    assert cells["torch.cpu"]["status"] == cells["transformers.cpu"]["status"] == "pass"
+
+
 def test_hf_model_runs_a_model_directory_instead(host_libs: None, pytester: pytest.Pytester, tmp_path: Path) -> None:
     import torch
     import transformers
@@ -130,7 +148,7 @@ def test_hf_model_missing_directory_fails_as_image_fault(host_libs: None, pytest
 @NO_GPU_HOST
 def test_full_image_cpu_rows_pass_gpu_rows_skip(pytester: pytest.Pytester, full_image: str) -> None:
     column = f"docker://{full_image}"
-    result = _run(pytester, "--image", column)
+    result = _run(pytester, "--image", column, "--probe-jobs", "2")
     result.assert_outcomes(passed=4, skipped=3)
     cells = _cells(pytester, column)
     for row in CPU_ROWS:
@@ -138,6 +156,13 @@ def test_full_image_cpu_rows_pass_gpu_rows_skip(pytester: pytest.Pytester, full_
     for row in GPU_ROWS:
         assert cells[row]["detail"].startswith(NO_GPU), cells[row]
     assert cells["transformers.cache"]["detail"].startswith("HF cache writable: /root/.cache/huggingface/hub")
+    # torch_device and transformers_infer ran as one bundle, torch imported once before both
+    # (its import is silent in this image), so neither probe spent time importing torch.
+    torch_run = cells["torch.cpu"]["probes"]["torch_device"]
+    tf_run = cells["transformers.cpu"]["probes"]["transformers_infer"]
+    assert torch_run["bundle"] == tf_run["bundle"] == {
+        "with": ["torch_device", "transformers_infer"], "shared_imports": ["torch"], "shared": True}
+    assert torch_run["timings"]["import"] < 0.05, torch_run
 
 
 @pytest.mark.docker

@@ -242,6 +242,144 @@ def test_unknown_probe_is_a_probe_error(host_session: Session, python: probing.P
         run_probe(host_session, python, "no_such_probe", {}, timeout=10)
 
 
+# -- bundles: probes sharing their heavy imports (probes/_envelope.py, bundle) ------------------
+
+
+SHARER = """
+SHARED_IMPORTS = ("{mod}",)
+
+def run(params, ctx):
+    import os, sys
+    print("stdout of " + params["tag"])
+    sys.stderr.write("stderr of " + params["tag"] + "\\n")
+    with ctx.capture_warnings():
+        import {mod}
+    return {{"imported_in": {mod}.PID, "me": os.getpid(), "tag": params["tag"],
+             "warnings": [w["message"] for w in ctx.warnings]}}
+"""
+
+MODULES = {
+    "clean": "import os\nPID = os.getpid()\n",
+    "warns": "import os, warnings\nwarnings.warn('noisy import', DeprecationWarning)\nPID = os.getpid()\n",
+    "prints": "import os, sys\nsys.stderr.write('banner at import\\n')\nPID = os.getpid()\n",
+    "raises": "raise ImportError('this module is broken')\n",
+}
+
+
+@pytest.fixture
+def shared_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A module on the host Python's path that records which process imported it."""
+    kind = request.param
+    name = f"ccshared_{kind}_{secrets.token_hex(3)}"
+    (tmp_path / f"{name}.py").write_text(MODULES[kind])
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    return name
+
+
+def _sharers(monkeypatch: pytest.MonkeyPatch, mod: str, names: tuple[str, ...] = ("share_a", "share_b")) -> None:
+    real = probing.probe_source
+    source = SHARER.format(mod=mod)
+
+    def probe_source(probe: str, *args: Any, **kwargs: Any) -> str:
+        return source if probe in names else real(probe, *args, **kwargs)
+
+    monkeypatch.setattr(probing, "probe_source", probe_source)
+
+
+@pytest.mark.parametrize("shared_module", ["clean"], indirect=True)
+def test_bundle_imports_once_and_keeps_each_probes_output_apart(
+        host_session: Session, python: probing.PythonInfo, monkeypatch: pytest.MonkeyPatch, shared_module: str) -> None:
+    _sharers(monkeypatch, shared_module)
+    assert probing.shared_imports("share_a") == (shared_module,)
+    a, b = probing.run_bundle(host_session, python, [("share_a", {"tag": "A"}), ("share_b", {"tag": "B"})],
+                              probing.shared_imports("share_a"), timeout=60)
+    assert a.ok and b.ok, (a.summary(), a.stderr, b.summary(), b.stderr)
+    # Imported once, in the zygote: neither probe's own process, the same for both.
+    assert a.facts["imported_in"] == b.facts["imported_in"]
+    assert a.facts["imported_in"] not in (a.facts["me"], b.facts["me"]) and a.facts["me"] != b.facts["me"]
+    assert a.bundle == b.bundle == {"with": ["share_a", "share_b"], "shared_imports": [shared_module], "shared": True}
+    # Each probe's evidence is its own; no protocol line is left in it.
+    assert (a.stdout, b.stdout) == ("stdout of A", "stdout of B")
+    assert (a.stderr, b.stderr) == ("stderr of A", "stderr of B")
+    assert a.started and b.started and a.returncode == b.returncode == 0 and 0 < a.duration < 60
+
+
+@pytest.mark.parametrize("shared_module", ["warns", "prints", "raises"], indirect=True)
+def test_bundle_with_a_noisy_import_lets_each_probe_import_for_itself(
+        host_session: Session, python: probing.PythonInfo, monkeypatch: pytest.MonkeyPatch, shared_module: str) -> None:
+    """An import that warns, prints or fails is not shared: each probe must see that itself."""
+    _sharers(monkeypatch, shared_module)
+    a, b = probing.run_bundle(host_session, python, [("share_a", {"tag": "A"}), ("share_b", {"tag": "B"})],
+                              (shared_module,), timeout=60)
+    assert a.bundle["shared"] is False and b.bundle["shared"] is False
+    if "raises" in shared_module:
+        for r in (a, b):
+            assert r.status == "error" and "this module is broken" in (r.error or ""), r.summary()
+        return
+    assert a.ok and b.ok, (a.summary(), b.summary())
+    for r in (a, b):
+        assert r.facts["imported_in"] == r.facts["me"]  # its own import
+    if "warns" in shared_module:
+        assert a.facts["warnings"] == b.facts["warnings"] == ["noisy import"]
+    else:
+        assert "banner at import" in a.stderr and "banner at import" in b.stderr
+
+
+CRASH = """
+SHARED_IMPORTS = ("json",)
+
+def run(params, ctx):
+    import os, signal
+    os.kill(os.getpid(), signal.SIGSEGV)
+"""
+
+HANG_SHARED = """
+SHARED_IMPORTS = ("json",)
+
+def run(params, ctx):
+    import subprocess, sys, time
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", params["marker"]])
+    time.sleep(600)
+"""
+
+FINE = """
+SHARED_IMPORTS = ("json",)
+
+def run(params, ctx):
+    import os
+    alive = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if params["marker"].encode() in f.read():
+                    alive.append(pid)
+        except (OSError, ValueError):
+            pass
+    return {"fine": True, "left_by_hang": alive}
+"""
+
+
+def test_bundle_survives_a_crash_and_a_timeout_and_kills_what_the_timed_out_probe_left(
+        host_session: Session, python: probing.PythonInfo, monkeypatch: pytest.MonkeyPatch) -> None:
+    sources = {"crash": CRASH, "hang": HANG_SHARED, "fine": FINE}
+    real = probing.probe_source
+    monkeypatch.setattr(probing, "probe_source",
+                        lambda probe, *a, **k: sources[probe] if probe in sources else real(probe, *a, **k))
+    marker = f"containercheck-test-bundle-hang-{secrets.token_hex(6)}"
+    try:
+        crash, hang, fine = probing.run_bundle(
+            host_session, python, [("crash", {}), ("hang", {"marker": marker}), ("fine", {"marker": marker})],
+            ("json",), timeout=2)
+        assert crash.status == "crashed" and crash.returncode == -11, crash.summary()
+        assert hang.status == "timeout", (hang.status, hang.returncode, hang.stderr)
+        # The hung probe's child was killed before the next probe began.
+        assert fine.ok and fine.facts == {"fine": True, "left_by_hang": []}, fine.facts
+        assert processes_with(marker) == []
+    finally:
+        for pid in processes_with(marker):
+            os.kill(int(pid), 9)
+
+
 # -- run_bounded ------------------------------------------------------------------------------
 
 

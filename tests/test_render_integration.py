@@ -209,13 +209,19 @@ def test_update_baselines_needs_a_baseline_dir(pytester: pytest.Pytester) -> Non
 @pytest.mark.docker
 @NO_GPU_HOST
 def test_full_image_renders_both_backends(pytester: pytest.Pytester, full_image: str) -> None:
-    result = _run(pytester, "--image", full_image, *ONLY_RENDER)
+    result = _run(pytester, "--image", full_image, "--probe-jobs", "2", *ONLY_RENDER)
     result.assert_outcomes(passed=2)
     cells = _cells(pytester)
     for backend in ("osmesa", "egl"):
         cell = cells[(f"render.{backend}", f"docker://{full_image}")]
         assert cell["detail"].startswith("llvmpipe (software), Mesa 22.3.6, ")
         assert cell["detail"].endswith("= baseline (exact)")  # bookworm's Mesa + vtk 9.7: the shipped fingerprint
+        # Both backends ran in one bundle with pyvista/VTK imported once, before either was
+        # forked; each still got the window class it asked for (the detail above).
+        run = cell["probes"]["render"]
+        assert run["bundle"] == {"with": ["render", "render"], "shared_imports": ["numpy", "pyvista",
+                                                                                  "pyvista.plotting"], "shared": True}
+        assert run["timings"]["import"] < 0.05, run
 
 
 @pytest.mark.docker
