@@ -86,8 +86,12 @@ def _xt_train(ctx, xgb, np, data, device, legacy):
     import time
 
     x_train, y_train, x_test, y_test = data
+    # One thread: the check is where the booster trained and what it computed, not speed.  The
+    # suite runs other probes on every core meanwhile, and OpenMP threads that spin-wait for
+    # each other (libgomp's default OMP_WAIT_POLICY spins before sleeping) turned a 0.04 s
+    # training into 1.4 s on 2 busy CPUs (measured under Apptainer with "nthread": 2).
     params = {"objective": "binary:logistic", "max_depth": 4, "eta": 0.3, "seed": 0,
-              "nthread": 2, "tree_method": "hist"}
+              "nthread": 1, "tree_method": "hist"}
     if legacy:  # xgboost < 2.0 has no `device`; GPU training was tree_method=gpu_hist
         if device == "cuda":
             params.update(tree_method="gpu_hist", gpu_id=0)

@@ -1,7 +1,8 @@
 """The per-image engine: one running image per process, its interpreter and probe results.
 
 No pytest in here: the ``container`` fixture (:mod:`.container`) asks a :class:`SessionPool`
-for an image's :class:`ImageSession`; the first request starts the image, every probe for that
+for an image's :class:`ImageSession`; the first request starts the image (or the plugin has
+started it already, while pytest collected: :meth:`SessionPool.prestart`), every probe for that
 image runs in it, and the pool stops them all at the end of the run (also on Ctrl-C).  Probe
 results are cached per image and parameters, so checks that read the same facts run the probe
 once.  Once :meth:`SessionPool.stop_all` has begun nothing is started or restarted again.
@@ -52,6 +53,9 @@ class ImageSession:
         self.restarts: list[str] = []
         """Why each earlier container of this image stopped (it was replaced by a new one)."""
         self._restart_lock = threading.Lock()
+        self._python_lock = threading.Lock()
+        self._workers_lock = threading.Lock()
+        self._plan_set = bool(plan)
         self.closed = False
         """Set when teardown or an interrupt began: no container is started after that."""
 
@@ -79,19 +83,41 @@ class ImageSession:
     def ensure_python(self) -> PythonInfo:
         """Find the image's interpreter once; re-raise the same error later."""
         session = self.ensure_started()
-        if self.python_error is not None:
-            raise self.python_error
-        if self.python_info is None:
+        with self._python_lock:
+            if self.python_error is not None:
+                raise self.python_error
+            if self.python_info is None:
+                try:
+                    self.python_info = probing.find_python(
+                        session, session.python_candidates(self.checks.container_python))
+                except ProbeError as exc:
+                    self.python_error = exc
+                    raise
+                session.facts["python"] = {"command": self.python_info.command,
+                                           "version": ".".join(map(str, self.python_info.version)),
+                                           "executable": self.python_info.executable}
+            return self.python_info
+
+    def prestart(self) -> None:
+        """Start the image and find its interpreter in the background, now (pytest is still
+        collecting); the planned probes start as soon as both that and :meth:`set_plan` are done.
+        A failure is kept and raised to the first test that uses the image, as without this."""
+        def run() -> None:
             try:
-                self.python_info = probing.find_python(
-                    session, session.python_candidates(self.checks.container_python))
-            except ProbeError as exc:
-                self.python_error = exc
-                raise
-            session.facts["python"] = {"command": self.python_info.command,
-                                       "version": ".".join(map(str, self.python_info.version)),
-                                       "executable": self.python_info.executable}
-        return self.python_info
+                self.ensure_python()
+            except (RuntimeFault, ProbeError):
+                return
+            self._start_workers()
+
+        threading.Thread(target=run, name="containercheck-prestart", daemon=True).start()
+
+    def set_plan(self, plan: Sequence[PlannedProbe]) -> None:
+        """The probes the selected checks declared (known once collection is finished)."""
+        with self._lock:
+            self._queue = sorted(dict.fromkeys(plan), key=lambda p: -p.weight)
+            self._plan_set = True
+        if self.python_info is not None:
+            self._start_workers()
 
     def probe(self, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ProbeResult:
         """The result of probe *name* with *params*: cached, awaited, or run now."""
@@ -213,12 +239,13 @@ class ImageSession:
             self.session = None
 
     def _start_workers(self) -> None:
-        if self._workers or self.checks.probe_jobs < 2 or not self._queue:
-            return
-        for i in range(min(self.checks.probe_jobs, len(self._queue))):
-            t = threading.Thread(target=self._work, name=f"containercheck-probe-{i}", daemon=True)
-            self._workers.append(t)
-            t.start()
+        with self._workers_lock:
+            if self._workers or self.checks.probe_jobs < 2 or not self._queue or self.closed:
+                return
+            for i in range(min(self.checks.probe_jobs, len(self._queue))):
+                t = threading.Thread(target=self._work, name=f"containercheck-probe-{i}", daemon=True)
+                self._workers.append(t)
+                t.start()
 
     def _work(self) -> None:
         while True:
@@ -304,6 +331,18 @@ class SessionPool:
         self.sessions: dict[str, ImageSession] = {}
         self.closed = False
 
+    def prestart(self, targets: Sequence[Target]) -> None:
+        """Start every image now, in the background, while pytest collects (see
+        :meth:`ImageSession.prestart`); only for a run that will run tests in this process."""
+        for target in targets:
+            if not self.closed:
+                self.get(target).prestart()
+
+    def set_plans(self) -> None:
+        """Hand each created session the plan collection made for it."""
+        for image, session in list(self.sessions.items()):
+            session.set_plan(self.plans.get(image, ()))
+
     def get(self, target: Target) -> ImageSession:
         """The session of *target*, created (not started) on first use."""
         if target.id not in self.sessions:
@@ -314,12 +353,26 @@ class SessionPool:
         return self.sessions[target.id]
 
     def stop_all(self) -> None:
-        """Stop every session; from now on nothing is started or restarted."""
+        """Stop every session, all at once (an Apptainer instance takes about a second to stop);
+        from now on nothing is started or restarted."""
         self.closed = True
-        for s in self.sessions.values():
+        sessions = list(self.sessions.values())
+        for s in sessions:
+            s.close()  # first: no worker starts another probe while the others are being stopped
+
+        def stop(s: ImageSession) -> None:
             try:
                 s.stop()
             except Exception:  # one broken session must not keep the others alive
                 pass
+
+        threads = [threading.Thread(target=stop, args=(s,), name="containercheck-stop", daemon=True)
+                   for s in sessions[1:]]
+        for t in threads:
+            t.start()
+        if sessions:
+            stop(sessions[0])  # in this thread: a single image needs no other
+        for t in threads:
+            t.join()
 
 

@@ -172,3 +172,42 @@ def test_stale_container_from_a_killed_run_is_reaped(pytester: pytest.Pytester, 
                     "--network", "none", "--entrypoint", "sleep", base_image, "600"], check=True, capture_output=True)
     _run(pytester, "--image", base_image, "--no-builtin-checks")
     assert not [n for n in containers_with_label() if n.startswith("containercheck-stale-")]
+
+
+# -- the image starts while pytest collects --------------------------------------------------------
+
+SEEN_DURING_COLLECTION = """
+import os, subprocess, time
+
+def pytest_collection_modifyitems(session, config, items):
+    # Collection is not finished yet: is this pytest's container already there?
+    label = "org.containercheck.owner=%s/%d" % (os.uname().nodename, os.getpid())
+    deadline = time.monotonic() + float(os.environ["WAIT_S"])
+    seen = ""
+    while not seen and time.monotonic() < deadline:
+        seen = subprocess.run(["docker", "ps", "--filter", "label=" + label, "--format", "{{.Names}}"],
+                              capture_output=True, text=True).stdout.strip()
+        time.sleep(0.05)
+    with open("seen.txt", "w") as f:
+        f.write(seen)
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("args, wait_s, started", [((), "60", True), (("--collect-only",), "3", False)],
+                         ids=["run", "collect-only"])
+def test_the_image_starts_while_pytest_collects(pytester: pytest.Pytester, base_image: str,
+                                                monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...],
+                                                wait_s: str, started: bool) -> None:
+    """The container starts when collection begins (plugin.pytest_collection), not at the first
+    test; under --collect-only nothing starts."""
+    pytester.makepyfile(seenplugin=SEEN_DURING_COLLECTION)  # a plugin: the checks live outside this dir
+    monkeypatch.setenv("WAIT_S", wait_s)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(pytester.path), os.environ.get("PYTHONPATH", "")]))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "seenplugin", "--image", base_image,
+                                           "--matrix-json", "m.json", *args, *ONLY_SYSTEM)
+    assert result.ret == 0, result.stdout.str()[-2000:]
+    seen = (pytester.path / "seen.txt").read_text()
+    assert bool(seen) is started, seen
+    if started:
+        assert seen.startswith("containercheck-") and leftovers(pytester.path / "m.json") == []
