@@ -160,7 +160,7 @@ CPU_WRAP = ("import resource,subprocess,sys,time;t=time.time();subprocess.run([s
             "print('%.3f %.3f'%(r.ru_utime+r.ru_stime,time.time()-t))")
 
 
-def limit(image: str, startup_s: float) -> None:
+def limit(image: str, startup_s: float) -> float:
     """The physical limit: what the suite's probes need, each run alone in one warm container.
 
     CPU-seconds (user + system, children included) and wall time of each probe run on its own,
@@ -204,8 +204,44 @@ def limit(image: str, startup_s: float) -> None:
     floor_probes = max(bundled / cores, chain)
     print(f"  CPU need: {separate:.2f} s as separate probes, {bundled:.2f} s with bundles; on {cores} cores "
           f"at least {bundled / cores:.2f} s; the longest chain (torch bundle) {chain:.2f} s")
-    print(f"  => probes alone cannot end sooner than {floor_probes:.2f} s; with start-up (s) {startup_s:.2f} s, "
-          f"the suite's limit is about {floor_probes + startup_s:.2f} s plus the container's start and removal")
+    t0 = time.monotonic()
+    subprocess.run(["docker", "run", "-d", "--rm", "--network", "none", "--name", name, "--entrypoint", "sleep",
+                    image, "infinity"], capture_output=True, check=True)
+    started = time.monotonic() - t0
+    t0 = time.monotonic()
+    subprocess.run(["docker", "rm", "--force", name], capture_output=True, check=True)
+    removed = time.monotonic() - t0
+    total = startup_s + started + floor_probes + removed
+    print(f"  => probes alone cannot end sooner than {floor_probes:.2f} s; with start-up (s) {startup_s:.2f} s, a "
+          f"container's start {started:.2f} s and removal {removed:.2f} s: about {total:.2f} s for the suite")
+    return total
+
+
+def limit_apptainer(sif: str, startup_s: float) -> float:
+    """Apptainer's limit: the torch bundle in a freshly started instance (every run mounts the
+    SIF anew, so squashfuse reads and decompresses the libraries cold), and the instance's own
+    start and stop."""
+    sys.path.insert(0, str(HERE.parent))
+    from pytest_containercheck import probing
+
+    name = f"containercheck-bench-limit-{os.getpid()}"
+    program = probing.compose_bundle([("torch_device", {}, "t"), ("transformers_infer", {}, "f")], ("torch",), 600)
+    t0 = time.monotonic()
+    subprocess.run(["apptainer", "instance", "start", *userns(), "--cleanenv", sif, name], capture_output=True,
+                   check=True)
+    started = time.monotonic() - t0
+    try:
+        out = subprocess.run(["apptainer", "exec", "--cleanenv", f"instance://{name}", "python3", "-c", CPU_WRAP],
+                             input=program, capture_output=True, check=True).stdout.decode().split()
+    finally:
+        t0 = time.monotonic()
+        subprocess.run(["apptainer", "instance", "stop", "--force", name], capture_output=True)
+        stopped = time.monotonic() - t0
+    cpu, chain = float(out[0]), float(out[1])
+    total = startup_s + started + chain + stopped
+    print(f"  Apptainer: instance start {started:.2f} s, torch bundle on a cold mount {cpu:.2f} / {chain:.2f} s, "
+          f"instance stop {stopped:.2f} s => about {total:.2f} s for the suite")
+    return total
 
 
 def full_image() -> str:
@@ -278,7 +314,14 @@ def main() -> int:
     if base:
         g, h = m("g"), m("h")
         print(f"(h)/(g) = {h / g:.2f}  (Podman vs Docker, same image and rows, target <= 1.30)")
-    limit(image, m("s"))
+    docker_limit = limit(image, m("s"))
+    print(f"  (b) = {b:.2f} s is {b / docker_limit:.2f}x that limit; the limit is {docker_limit / a:.2f}x (a) and "
+          f"{docker_limit / c:.2f}x (c)")
+    if sif:
+        app_limit = limit_apptainer(sif, m("s"))
+        e = m("e")
+        print(f"  (e) = {e:.2f} s is {e / app_limit:.2f}x that limit; Apptainer's limit over Docker's: "
+              f"{app_limit / docker_limit:.2f}")
 
     if not args.skip_xdist:
         tags = [f"containercheck-bench/img{i}:latest" for i in range(4)]

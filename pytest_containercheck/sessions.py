@@ -124,14 +124,22 @@ class ImageSession:
         key = probe_key(name, params)
         self.ensure_python()
         self._start_workers()
+        group: list[PlannedProbe] = []
+        shared: tuple[str, ...] = ()
         with self._lock:
             done = key in self.probes or key in self._failures
             event = self._running.get(key)
             mine = not done and event is None
             if mine:
+                if env is None:  # a planned probe: the planned ones sharing its imports come along
+                    group, shared = self._take_bundle(next((p for p in self._queue if p.key == key), None))
                 self._queue = [p for p in self._queue if p.key != key]
                 event = self._running[key] = threading.Event()
-        if mine:
+                for p in group:
+                    self._running.setdefault(p.key, threading.Event())
+        if mine and len(group) > 1:
+            self._run_bundle(sorted(group, key=lambda p: p.weight), shared)
+        elif mine:
             self._run(key, name, params, env)
         elif event is not None:
             event.wait()
@@ -255,20 +263,27 @@ class ImageSession:
                 if not self._queue or self.session is None or self.closed:
                     return
                 planned = self._queue.pop(0)
-                # Queued probes declaring the same shared imports run with it, as one bundle.
-                shared = (probing.shared_imports(planned.name, self.checks.probe_dirs)
-                          if self.checks.probe_bundles else ())
-                group = [planned]
-                if shared:
-                    group += [p for p in self._queue if p.key not in self._running and p.key not in self.probes
-                              and probing.shared_imports(p.name, self.checks.probe_dirs) == shared]
-                    self._queue = [p for p in self._queue if p not in group]
+                group, shared = self._take_bundle(planned)
                 for p in group:
                     self._running[p.key] = threading.Event()
             if len(group) == 1:
                 self._run(planned.key, planned.name, planned.params, None)
             else:
                 self._run_bundle(sorted(group, key=lambda p: p.weight), shared)
+
+    def _take_bundle(self, planned: PlannedProbe | None) -> tuple[list[PlannedProbe], tuple[str, ...]]:
+        """*planned* and the queued probes declaring the same shared imports (taken off the
+        queue; the caller holds the lock and marks them running), and those imports."""
+        if planned is None:
+            return [], ()
+        shared = probing.shared_imports(planned.name, self.checks.probe_dirs) if self.checks.probe_bundles else ()
+        group = [planned]
+        if shared:
+            group += [p for p in self._queue if p is not planned and p.key not in self._running
+                      and p.key not in self.probes and p.key not in self._failures
+                      and probing.shared_imports(p.name, self.checks.probe_dirs) == shared]
+            self._queue = [p for p in self._queue if p not in group]
+        return group, shared
 
     def _run_bundle(self, group: Sequence[PlannedProbe], shared: tuple[str, ...]) -> None:
         """Run *group* as one bundle; each result is then treated as if its probe had run alone."""

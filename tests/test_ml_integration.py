@@ -109,6 +109,12 @@ def test_host_torch_and_transformers_share_torch_unless_told_not_to(host_libs: N
     bundled = cells["torch.cpu"]["probes"]["torch_device"]["bundle"]
     assert bundled["with"] == ["torch_device", "transformers_infer"] and bundled["shared_imports"] == ["torch"]
     assert cells["transformers.cpu"]["probes"]["transformers_infer"]["bundle"] == bundled
+    # One probe at a time, on demand (--probe-jobs 1, as each xdist worker on a small machine):
+    # the first check that asks for torch_device gets transformers_infer run with it, bundled.
+    _run(pytester, "--image", "host", "--probe-jobs", "1", "-k", "torch or transformers").assert_outcomes(
+        passed=3, skipped=2)
+    assert _cells(pytester, "host")["torch.cpu"]["probes"]["torch_device"]["bundle"]["with"] == [
+        "torch_device", "transformers_infer"]
     _run(pytester, "--image", "host", "--probe-jobs", "2", "-k", "torch or transformers",
          "--no-probe-bundles").assert_outcomes(passed=3, skipped=2)
     cells = _cells(pytester, "host")

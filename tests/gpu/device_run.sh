@@ -46,4 +46,37 @@ if [ -z "$found" ] && [ -e /usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.
 else
     echo "NVIDIA EGL vendor file in a default directory: ${found:-none}" >> "$K/gl-env.txt"
 fi
-PYTHONUNBUFFERED=1 KIT_PACK="$DEST/kit.tgz" bash "$ROOT/tests/gpu/run_kit.sh" "$K"
+export PYTHONUNBUFFERED=1
+# KIT_FAULTS=1 (default): after the kit, two faults a GPU node really has, on the same machine,
+# each as a matrix and raw probe facts under $K/faults/<name>/ (packed with the rest):
+#   gpu-hidden          CUDA_VISIBLE_DEVICES="" (a job without a GPU on a GPU node): the silent CPU
+#                       fallback of torch, xgboost and transformers the product exists to catch;
+#   egl-vendor-missing  __EGL_VENDOR_LIBRARY_FILENAMES names no file (an image without NVIDIA's
+#                       EGL vendor file): what EGL rendering does then.
+KIT_PACK="" bash "$ROOT/tests/gpu/run_kit.sh" "$K"
+status=$?
+if [ "${KIT_FAULTS:-1}" = 1 ] && [ ! -e "$K/SKIPPED" ]; then
+    export PYTHONPATH="$ROOT:${KIT_SITE:-/tmp/containercheck-kit-site}${PYTHONPATH:+:$PYTHONPATH}"
+    for fault in gpu-hidden egl-vendor-missing; do
+        F="$K/faults/$fault"
+        mkdir -p "$F"
+        case $fault in
+            gpu-hidden) set -- env CUDA_VISIBLE_DEVICES= ;;
+            egl-vendor-missing) set -- env __EGL_VENDOR_LIBRARY_FILENAMES=/nonexistent/10_nvidia.json ;;
+        esac
+        W=$(mktemp -d)
+        printf '[pytest]\n' > "$W/pytest.ini"
+        ( cd "$W" && timeout 300 "$@" python3 -m pytest -c "$W/pytest.ini" -p no:cacheprovider \
+            -p no:containercheck -p pytest_containercheck.plugin --image host --host-python "$(command -v python3)" \
+            --require-gpu --require-hw-render -rA --matrix-json "$F/matrix.json" --matrix-md "$F/matrix.md" ) \
+            > "$F/pytest.log" 2>&1
+        echo "kit: fault $fault: pytest exited $?" | tee -a "$K/kit.log"
+        rm -rf "$W"
+        "$@" python3 "$ROOT/tests/gpu/kit.py" record "$F/probes" 150 >> "$F/record.log" 2>&1
+    done
+fi
+tar czf "$DEST/kit.tgz" -C "$K" . && echo "kit: packed $K into $DEST/kit.tgz"
+for f in kit.log verdict.txt SKIPPED; do
+    [ -e "$K/$f" ] && cp "$K/$f" "$DEST/"
+done
+exit "$status"
