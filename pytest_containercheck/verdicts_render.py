@@ -118,6 +118,32 @@ def _broken_vendor_fix(entry: Mapping[str, Any]) -> str:
             f"{entry.get('path')} without the driver, remove that file from the image")
 
 
+def vendor_variable_problem(facts: Mapping[str, Any], runtime: str) -> tuple[str, str, str] | None:
+    """``__EGL_VENDOR_LIBRARY_FILENAMES`` (or ``_DIRS``) names vendor files that do not exist:
+    (what it hides, fix, fault), else None.
+
+    glvnd reads only the files that variable names, so a stale value hides the vendor files in
+    the default directories (the probe lists them as ``hidden_default_files``). Seen on an H200
+    (tests/data/render/h200-egl-vendor-missing-egl.json): with the variable naming a missing
+    file, no EGL vendor loaded although /usr/share/glvnd/egl_vendor.d/10_nvidia.json was there,
+    and VTK fell back to OSMesa. Installing Mesa's EGL would only make EGL render on the CPU.
+    """
+    vendor = facts.get("egl_vendor_files") or {}
+    search = str(vendor.get("search") or "default")
+    if not search.startswith("__EGL_VENDOR_LIBRARY_"):
+        return None
+    files = vendor.get("files") or []
+    gone = [str(f.get("path")) for f in files if str(f.get("error") or "").startswith("FileNotFoundError")]
+    if not gone or any(f.get("loaded") for f in files):
+        return None
+    hidden = [str(p) for p in vendor.get("hidden_default_files") or []]
+    what = (f"{search} names {', '.join(gone)}, which does not exist"
+            + (f", and hides {', '.join(hidden)} from glvnd" if hidden else ""))
+    fix = (f"unset {search} where it is set (the image's environment, or the launch), or point it at an existing "
+           "vendor file" + (f" such as {hidden[0]}" if hidden else " (NVIDIA's 10_nvidia.json for the GPU)"))
+    return what, fix, "host" if runtime == "host" else "image"
+
+
 def broken_nvidia_vendor(facts: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The NVIDIA glvnd EGL vendor file whose library does not load, if there is one."""
     for f in (facts.get("egl_vendor_files") or {}).get("files") or []:
@@ -242,12 +268,16 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
                                  fix="install the system libraries the error names (e.g. libxrender1, libgomp1)",
                                  fault="image")
     missing = missing_libraries(facts, backend)
+    stale = vendor_variable_problem(facts, runtime) if "egl-vendor" in missing else None
     window = facts.get("window_class")
     if facts.get("scene_error"):
         return Verdict("fail", f"the scene script raised {facts['scene_error']}",
                              fix="fix the scene script (see the evidence for its traceback)")
     if window and window != requested:
         # VTK creates the requested window class, or quietly another one that works.
+        if stale is not None:
+            return Verdict("fail", f"VTK fell back from {requested} to {window}: no EGL vendor library loads: "
+                                   f"{stale[0]}", fix=stale[1], fault=stale[2])
         cause = _missing_text(missing) if missing else (_first_vtk_message(facts) or "VTK gave no reason")
         return Verdict("fail", f"VTK fell back from {requested} to {window}: {cause}",
                              fix=_install_fix(list(missing)) if missing else
@@ -255,6 +285,9 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
                              fault="image" if missing else None)
     if not facts.get("rendered"):
         where = f"{facts.get('render_exit')} during {facts.get('render_stage')}"
+        if stale is not None:
+            return Verdict("fail", f"{backend} cannot render: no EGL vendor library loads: {stale[0]} (render {where})",
+                           fix=stale[1], fault=stale[2])
         if missing:
             fix = _install_fix(list(missing))
             broken = broken_nvidia_vendor(facts) if host_has_gpu and "egl-vendor" in missing else None

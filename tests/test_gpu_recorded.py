@@ -234,3 +234,100 @@ def test_constructed_render_gpu_facts_match_the_recorded_vendor_entry() -> None:
     assert nvidia and set(nvidia[0]) == {"path", "library_path", "origin", "loaded"}
     assert set(real["libraries"]["libEGL_nvidia.so.0"]) == {"loaded", "path"}
     assert real["gl_version"] == "4.6.0 NVIDIA 580.159.04" and real["gl_vendor"] == "NVIDIA Corporation"
+
+
+# -- the same machine, second run (2026-11-29 23:08 UTC): bundles, and two faults of GPU nodes --------
+
+
+def test_the_gpu_rows_pass_with_probe_bundles_on_the_h200() -> None:
+    """The second kit run, after probe bundles (_envelope.bundle) were added: torch imported once
+    in a zygote and CUDA first touched in the children forked from it; pyvista/VTK imported once
+    and EGL opened in the children.  The same rows passed as in the first run."""
+    matrix = envelope("gpu/h200-bundled-matrix.json")
+    cells = {c["row"]: c for c in matrix["cells"]}
+    for row in ("torch.cuda", "transformers.cuda", "render.egl", "xgboost.cuda", "system.libcuda"):
+        assert cells[row]["status"] == "pass", cells[row]
+    torch_run = cells["torch.cuda"]["probes"]["torch_device"]
+    assert torch_run["bundle"] == {"with": ["torch_device", "transformers_infer"], "shared_imports": ["torch"],
+                                   "shared": True}
+    assert torch_run["timings"]["import"] < 0.05  # torch came from the zygote
+    assert cells["render.egl"]["probes"]["render"]["bundle"]["shared"] is True
+    assert "NVIDIA H200" in cells["render.egl"]["detail"]
+    assert [p.split(":")[0] for p in _kit().judge(matrix)] == ["render.osmesa"]
+
+
+@pytest.fixture
+def hidden_host() -> dict[str, Any]:
+    """hostinfo.gather() with CUDA_VISIBLE_DEVICES="": nvidia-smi ignores it, so still a GPU host."""
+    return copy.deepcopy(dict(envelope("ml/host_facts_h200_gpu_hidden.json")["facts"]))
+
+
+def test_a_job_without_its_gpu_fails_every_compute_row_as_the_hosts(hidden_host: dict[str, Any]) -> None:
+    """CUDA_VISIBLE_DEVICES="" on the H200 (a Slurm job on a GPU node without --gres): torch sees
+    no device, xgboost trains on the CPU after its own warning, transformers would run on the CPU.
+    Each is a FAIL whose fault is the host's and whose fix names CUDA_VISIBLE_DEVICES, never a
+    pass: this is the silent CPU fallback the plugin exists for, observed for real."""
+    assert hidden_host["has_gpu"] is True
+    torch = facts("ml/torch_h200_gpu_hidden.json")
+    assert torch["cuda"] == {"arch_list": [], "compiled": True, "device_count": 0, "devices": [],
+                             "is_available": False}
+    xgb = facts("ml/xgboost_h200_gpu_hidden.json")
+    # xgboost src/context.cc, CUDAOrdinal() / the device fallback: both warnings, seen verbatim.
+    said = [w["message"] for w in xgb["train"]["cuda"]["warnings"]]
+    assert xgb["train"]["cuda"]["booster_device"] == "cpu"
+    assert any("context.cc:55: No visible GPU is found, setting device to CPU." in m for m in said)
+    assert any("Device is changed from GPU to CPU as we couldn't find any available GPU" in m for m in said)
+    tf = facts("ml/transformers_h200_gpu_hidden.json")
+    assert tf["selected_device"] == "cpu"
+    for verdict in (verdicts_ml.torch_cuda(torch, hidden_host), verdicts_ml.xgboost_cuda(xgb, hidden_host),
+                    verdicts_ml.transformers_cuda(tf, hidden_host)):
+        assert (verdict.status, verdict.fault) == ("fail", "host"), verdict
+        assert verdict.fix is not None and "CUDA_VISIBLE_DEVICES" in verdict.fix
+    # The CPU rows are unaffected.
+    assert verdicts_ml.torch_cpu(torch).status == verdicts_ml.xgboost_cpu(xgb).status == "pass"
+    # cuInit answers CUDA_ERROR_NO_DEVICE (cuda.h: 100): the host's, naming the variable.
+    system = facts("gpu/h200-gpu-hidden-system.json")
+    assert system["libcuda"]["cuInit"] == 100
+    v = verdicts_gpu.libcuda(system, hidden_host)
+    assert (v.status, v.fault) == ("fail", "host") and "CUDA_VISIBLE_DEVICES" in (v.fix or "")
+    # The matrix the plugin wrote in that run says the same.
+    cells = {c["row"]: c for c in envelope("gpu/h200-gpu-hidden-matrix.json")["cells"]}
+    assert {r: (cells[r]["status"], cells[r]["fault"]) for r in ("torch.cuda", "xgboost.cuda", "transformers.cuda",
+                                                                  "system.libcuda")} == dict.fromkeys(
+        ("torch.cuda", "xgboost.cuda", "transformers.cuda", "system.libcuda"), ("fail", "host"))
+
+
+def test_egl_still_renders_on_the_gpu_when_cuda_cannot_see_it() -> None:
+    """Observed: with CUDA_VISIBLE_DEVICES="" NVIDIA's EGL still listed its device and rendered on
+    the H200, so render.egl passes there (truly: it ran on the GPU) while every CUDA row fails."""
+    egl = facts("render/h200-gpu-hidden-egl.json")
+    assert egl["gl_renderer"] == "NVIDIA H200/PCIe/SSE2" and egl["egl_device_count"] == 1
+    v = verdicts_render.render_verdict(egl, "egl", require_hw_render=True, require_gpu=True, host_has_gpu=True,
+                                       runtime="host")
+    assert v.status == "pass", v
+    cells = {c["row"]: c for c in envelope("gpu/h200-gpu-hidden-matrix.json")["cells"]}
+    assert cells["render.egl"]["status"] == "pass"
+
+
+def test_a_vendor_variable_naming_a_missing_file_is_named_with_its_fix() -> None:
+    """__EGL_VENDOR_LIBRARY_FILENAMES=/nonexistent/10_nvidia.json on the H200: glvnd loads no
+    vendor, VTK falls back to OSMesa (absent there, so it crashes).  The fix is the variable,
+    not installing Mesa's EGL (which would render on the CPU): the run's matrix suggested
+    libegl-mesa0 before this was fixed."""
+    egl = facts("render/h200-egl-vendor-missing-egl.json")
+    assert egl["egl_vendor_files"]["search"] == "__EGL_VENDOR_LIBRARY_FILENAMES"
+    assert egl["egl_vendor_files"]["hidden_default_files"] == ["/usr/share/glvnd/egl_vendor.d/10_nvidia.json"]
+    assert egl["window_class"] == "vtkOSOpenGLRenderWindow"
+    recorded = {c["row"]: c for c in envelope("gpu/h200-egl-vendor-missing-matrix.json")["cells"]}["render.egl"]
+    assert "libegl-mesa0" in (recorded["fix"] or "")  # what that run said: the defect fixed here
+    for runtime, fault in (("host", "host"), ("docker", "image"), ("apptainer", "image")):
+        v = verdicts_render.render_verdict(egl, "egl", require_hw_render=True, require_gpu=True, host_has_gpu=True,
+                                           runtime=runtime)
+        assert (v.status, v.fault) == ("fail", fault), v
+        assert "__EGL_VENDOR_LIBRARY_FILENAMES names /nonexistent/10_nvidia.json, which does not exist" in v.detail
+        assert "hides /usr/share/glvnd/egl_vendor.d/10_nvidia.json" in v.detail
+        assert v.fix is not None and "libegl-mesa0" not in v.fix and "unset __EGL_VENDOR_LIBRARY_FILENAMES" in v.fix
+    # A variable naming a file that exists but whose library fails is another case (not this one).
+    other = copy.deepcopy(egl)
+    other["egl_vendor_files"]["files"][0]["error"] = "OSError: libEGL_nvidia.so.0: cannot open shared object file"
+    assert verdicts_render.vendor_variable_problem(other, "docker") is None
