@@ -148,7 +148,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if image is not None:
             plan = state.pool.plans.setdefault(image, [])
             plan += [p for p in plan_from_markers(item, state.checks) if p not in plan]
-    state.pool.set_plans()  # images started while collecting begin their probes now
 
 
 def image_of_nodeid(nodeid: str, image_ids: list[str]) -> str | None:

@@ -96,20 +96,6 @@ def _install_sigterm(config: pytest.Config) -> None:
     config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, on_term)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection(session: pytest.Session) -> None:
-    """A run that will run tests here starts its images now, while pytest collects (about a
-    third of a second, which a container's start and its interpreter's discovery fit in).
-    Not under --collect-only, not in an xdist controller (its workers run the images), not in
-    a worker (it learns its images from the scheduler later)."""
-    config = session.config
-    state = config.stash.get(STATE, None)
-    if (state is None or config.option.collectonly or getattr(config, "workerinput", None) is not None
-            or config.pluginmanager.has_plugin("dsession")):
-        return
-    state.pool.prestart(state.targets)
-
-
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:

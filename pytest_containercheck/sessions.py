@@ -1,8 +1,7 @@
 """The per-image engine: one running image per process, its interpreter and probe results.
 
 No pytest in here: the ``container`` fixture (:mod:`.container`) asks a :class:`SessionPool`
-for an image's :class:`ImageSession`; the first request starts the image (or the plugin has
-started it already, while pytest collected: :meth:`SessionPool.prestart`), every probe for that
+for an image's :class:`ImageSession`; the first request starts the image, every probe for that
 image runs in it, and the pool stops them all at the end of the run (also on Ctrl-C).  Probe
 results are cached per image and parameters, so checks that read the same facts run the probe
 once.  Once :meth:`SessionPool.stop_all` has begun nothing is started or restarted again.
@@ -55,7 +54,6 @@ class ImageSession:
         self._restart_lock = threading.Lock()
         self._python_lock = threading.Lock()
         self._workers_lock = threading.Lock()
-        self._plan_set = bool(plan)
         self.closed = False
         """Set when teardown or an interrupt began: no container is started after that."""
 
@@ -97,27 +95,6 @@ class ImageSession:
                                            "version": ".".join(map(str, self.python_info.version)),
                                            "executable": self.python_info.executable}
             return self.python_info
-
-    def prestart(self) -> None:
-        """Start the image and find its interpreter in the background, now (pytest is still
-        collecting); the planned probes start as soon as both that and :meth:`set_plan` are done.
-        A failure is kept and raised to the first test that uses the image, as without this."""
-        def run() -> None:
-            try:
-                self.ensure_python()
-            except (RuntimeFault, ProbeError):
-                return
-            self._start_workers()
-
-        threading.Thread(target=run, name="containercheck-prestart", daemon=True).start()
-
-    def set_plan(self, plan: Sequence[PlannedProbe]) -> None:
-        """The probes the selected checks declared (known once collection is finished)."""
-        with self._lock:
-            self._queue = sorted(dict.fromkeys(plan), key=lambda p: -p.weight)
-            self._plan_set = True
-        if self.python_info is not None:
-            self._start_workers()
 
     def probe(self, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ProbeResult:
         """The result of probe *name* with *params*: cached, awaited, or run now."""
@@ -345,18 +322,6 @@ class SessionPool:
         """Per target id: the probes its collected (and selected) checks declared."""
         self.sessions: dict[str, ImageSession] = {}
         self.closed = False
-
-    def prestart(self, targets: Sequence[Target]) -> None:
-        """Start every image now, in the background, while pytest collects (see
-        :meth:`ImageSession.prestart`); only for a run that will run tests in this process."""
-        for target in targets:
-            if not self.closed:
-                self.get(target).prestart()
-
-    def set_plans(self) -> None:
-        """Hand each created session the plan collection made for it."""
-        for image, session in list(self.sessions.items()):
-            session.set_plan(self.plans.get(image, ()))
 
     def get(self, target: Target) -> ImageSession:
         """The session of *target*, created (not started) on first use."""
