@@ -52,8 +52,6 @@ class ImageSession:
         self.restarts: list[str] = []
         """Why each earlier container of this image stopped (it was replaced by a new one)."""
         self._restart_lock = threading.Lock()
-        self._python_lock = threading.Lock()
-        self._workers_lock = threading.Lock()
         self.closed = False
         """Set when teardown or an interrupt began: no container is started after that."""
 
@@ -81,20 +79,19 @@ class ImageSession:
     def ensure_python(self) -> PythonInfo:
         """Find the image's interpreter once; re-raise the same error later."""
         session = self.ensure_started()
-        with self._python_lock:
-            if self.python_error is not None:
-                raise self.python_error
-            if self.python_info is None:
-                try:
-                    self.python_info = probing.find_python(
-                        session, session.python_candidates(self.checks.container_python))
-                except ProbeError as exc:
-                    self.python_error = exc
-                    raise
-                session.facts["python"] = {"command": self.python_info.command,
-                                           "version": ".".join(map(str, self.python_info.version)),
-                                           "executable": self.python_info.executable}
-            return self.python_info
+        if self.python_error is not None:
+            raise self.python_error
+        if self.python_info is None:
+            try:
+                self.python_info = probing.find_python(
+                    session, session.python_candidates(self.checks.container_python))
+            except ProbeError as exc:
+                self.python_error = exc
+                raise
+            session.facts["python"] = {"command": self.python_info.command,
+                                       "version": ".".join(map(str, self.python_info.version)),
+                                       "executable": self.python_info.executable}
+        return self.python_info
 
     def probe(self, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ProbeResult:
         """The result of probe *name* with *params*: cached, awaited, or run now."""
@@ -224,13 +221,12 @@ class ImageSession:
             self.session = None
 
     def _start_workers(self) -> None:
-        with self._workers_lock:
-            if self._workers or self.checks.probe_jobs < 2 or not self._queue or self.closed:
-                return
-            for i in range(min(self.checks.probe_jobs, len(self._queue))):
-                t = threading.Thread(target=self._work, name=f"containercheck-probe-{i}", daemon=True)
-                self._workers.append(t)
-                t.start()
+        if self._workers or self.checks.probe_jobs < 2 or not self._queue:
+            return
+        for i in range(min(self.checks.probe_jobs, len(self._queue))):
+            t = threading.Thread(target=self._work, name=f"containercheck-probe-{i}", daemon=True)
+            self._workers.append(t)
+            t.start()
 
     def _work(self) -> None:
         while True:

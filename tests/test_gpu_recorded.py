@@ -13,12 +13,12 @@ everything.  The constructed GPU facts used elsewhere (``test_verdicts_ml.py``,
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_gpu_kit import kit  # tests/gpu/kit.py, loaded once
 
 from pytest_containercheck import imagecompare, verdicts_gpu, verdicts_ml, verdicts_render
 
@@ -179,14 +179,6 @@ def test_osmesa_without_libosmesa_on_the_gpu_machine_fails_as_the_images() -> No
 # -- the kit's own verdict on the matrix it brought back -------------------------------------------
 
 
-def _kit() -> Any:
-    spec = importlib.util.spec_from_file_location("containercheck_gpu_kit_rec", ROOT / "tests" / "gpu" / "kit.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_the_recorded_matrix_passes_every_gpu_row() -> None:
     matrix = envelope("gpu/h200-matrix.json")
     cells = {c["row"]: c for c in matrix["cells"]}
@@ -196,7 +188,7 @@ def test_the_recorded_matrix_passes_every_gpu_row() -> None:
         assert cells[row]["status"] == "pass", cells[row]
     assert "NVIDIA H200" in cells["render.egl"]["detail"]
     # The kit's verdict on it: one problem, the bare machine's missing OSMesa.
-    problems = _kit().judge(matrix)
+    problems = kit.judge(matrix)
     assert len(problems) == 1 and problems[0].startswith("render.osmesa: FAIL [image fault]"), problems
 
 
@@ -253,7 +245,7 @@ def test_the_gpu_rows_pass_with_probe_bundles_on_the_h200() -> None:
     assert torch_run["timings"]["import"] < 0.05  # torch came from the zygote
     assert cells["render.egl"]["probes"]["render"]["bundle"]["shared"] is True
     assert "NVIDIA H200" in cells["render.egl"]["detail"]
-    assert [p.split(":")[0] for p in _kit().judge(matrix)] == ["render.osmesa"]
+    assert [p.split(":")[0] for p in kit.judge(matrix)] == ["render.osmesa"]
 
 
 @pytest.fixture
