@@ -407,7 +407,15 @@ def bundle(calls, shared):
     zygote = os.fork()
     if zygote == 0:
         os.close(ready_r)
+        # An import that hangs (a stalled network file system) ends the zygote like a probe's
+        # watchdog would; the probes then run without it, each under its own watchdog.
+        limit = max([c["timeout"] or 0 for c in calls] or [0])
+        if limit and hasattr(signal, "SIGALRM"):
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(int(limit) + 1)
         clean = _bundle_silent_import(shared)
+        if hasattr(signal, "SIGALRM"):
+            signal.alarm(0)
         os.write(ready_w, b"1" if clean else b"0")
         os.close(ready_w)
         if clean:

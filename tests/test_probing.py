@@ -263,6 +263,7 @@ MODULES = {
     "warns": "import os, warnings\nwarnings.warn('noisy import', DeprecationWarning)\nPID = os.getpid()\n",
     "prints": "import os, sys\nsys.stderr.write('banner at import\\n')\nPID = os.getpid()\n",
     "raises": "raise ImportError('this module is broken')\n",
+    "hangs": "import os, time\ntime.sleep(600)\nPID = os.getpid()\n",
 }
 
 
@@ -323,6 +324,21 @@ def test_bundle_with_a_noisy_import_lets_each_probe_import_for_itself(
         assert a.facts["warnings"] == b.facts["warnings"] == ["noisy import"]
     else:
         assert "banner at import" in a.stderr and "banner at import" in b.stderr
+
+
+@pytest.mark.parametrize("shared_module", ["hangs"], indirect=True)
+def test_bundle_with_a_hanging_import_times_each_probe_out_once(
+        host_session: Session, python: probing.PythonInfo, monkeypatch: pytest.MonkeyPatch, shared_module: str) -> None:
+    """The zygote's import hangs: its own watchdog ends it after the probe timeout, and each probe
+    then imports for itself and times out under its own watchdog, not under the bundle's outer
+    limit (two probes x (timeout + 5) s)."""
+    _sharers(monkeypatch, shared_module)
+    t0 = time.monotonic()
+    a, b = probing.run_bundle(host_session, python, [("share_a", {"tag": "A"}), ("share_b", {"tag": "B"})],
+                              (shared_module,), timeout=2)
+    assert (a.status, b.status) == ("timeout", "timeout"), (a.summary(), b.summary())
+    assert a.started and b.started and a.bundle["shared"] is False
+    assert time.monotonic() - t0 < 3 * 3 + 5  # zygote ~3 s, then ~3 s per probe
 
 
 CRASH = """
