@@ -362,17 +362,16 @@ def run_bundle(session: Session, python: PythonInfo, calls: Sequence[tuple[str, 
     results = []
     for (name, _params), nonce in zip(calls, nonces):
         code, seconds = exits.get(nonce, (None, 0.0))
-        began = bool(re.search(rf"^{re.escape(PID_MARKER)} {re.escape(nonce)} ", errs[nonce], re.MULTILINE))
+        pid = re.search(rf"^{re.escape(PID_MARKER)} {re.escape(nonce)} (\d+)$", errs[nonce], re.MULTILINE)
+        began = pid is not None
         one = ExecResult(argv=res.argv, returncode=code, stdout=outs[nonce].encode(), stderr=errs[nonce].encode(),
                          duration=seconds if code is not None else res.duration,
                          timed_out=res.timed_out and began and code is None)
         result = parse_result(name, one, nonce)
         if res.timed_out or code is None:
-            if began:
+            if pid is not None:
                 # The outer limit ended it: its process group is the bundle's.
-                pid = re.search(rf"^{re.escape(PID_MARKER)} {re.escape(nonce)} (\d+)$", errs[nonce], re.MULTILINE)
-                if pid:
-                    session.kill_inside(int(pid.group(1)), python.command)
+                session.kill_inside(int(pid.group(1)), python.command)
             else:
                 result.started = False
         result.bundle = {"with": [n for n, _ in calls], "shared_imports": list(shared), "shared": shared_ok}
