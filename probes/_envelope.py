@@ -1,7 +1,8 @@
 # Container side: the harness every probe runs inside.
 #
 # The host sends one program on the interpreter's stdin: this file, then the probe's
-# source, then a call `main(run, PARAMS, NONCE, TIMEOUT)`.  So this file and every probe
+# source, then a call `main(run, PARAMS, NONCE, TIMEOUT)` (preceded by `lower_priority(N)` for a
+# probe that starts while a heavier one of the same image runs).  So this file and every probe
 # must be stdlib-only at import time, run on Python 3.7+, and never use
 # `from __future__` (it would not be the first statement of the combined program).
 #
@@ -229,6 +230,15 @@ def _jsonable(value):
         if isinstance(value, (list, tuple, set)):
             return [_jsonable(v) for v in value]
         return repr(value)
+
+
+def lower_priority(increment):
+    """Run at a lower CPU priority (niceness +increment): this probe started while a heavier
+    one runs, and should take the CPU time that one leaves over, not share it evenly."""
+    try:
+        os.nice(increment)
+    except (AttributeError, OSError):  # no nice(2) here: run at the normal priority
+        pass
 
 
 def main(run, params, nonce, timeout, bundled=False):

@@ -128,6 +128,10 @@ class Container:
                                       "timings": result.timings}
         if result.bundle:
             self._cell["probes"][name]["bundle"] = dict(result.bundle)
+        if result.nice:
+            self._cell["probes"][name]["nice"] = result.nice
+        if result.guess_dropped:
+            self._cell["probes"][name]["guess_dropped"] = result.guess_dropped
         if result.restarted:
             self._cell["evidence"]["container_restarted"] = (
                 f"probe {name} ran in a new container: the previous one stopped ({result.restarted})")
@@ -245,6 +249,7 @@ class Container:
 
     def _python(self) -> PythonInfo:
         self._started()
+        self._image.start_workers()  # the planned probes start while the interpreter is looked for
         problem: ProbeError | None = None
         try:
             return self._image.ensure_python()

@@ -106,15 +106,20 @@ def available_probes(extra_dirs: tuple[str, ...] = ()) -> list[str]:
     return sorted(names)
 
 
+def _niceness(nice: int) -> str:
+    """The statement that lowers the probe's CPU priority first (nothing when *nice* is 0)."""
+    return f"\nlower_priority({int(nice)})\n" if nice else ""
+
+
 def compose(name: str, params: Mapping[str, Any], nonce: str, timeout: float | None,
-            extra_dirs: tuple[str, ...] = ()) -> bytes:
-    """The complete program sent on stdin for one probe run."""
+            extra_dirs: tuple[str, ...] = (), nice: int = 0) -> bytes:
+    """The complete program sent on stdin for one probe run (at niceness +*nice*)."""
     if name.startswith("_"):
         raise ProbeError(f"invalid probe name {name!r}")
     envelope = probe_source("_envelope")
     body = probe_source(name, extra_dirs)
     call = f"\nmain(run, json.loads({json.dumps(dict(params))!r}), {nonce!r}, {timeout!r})\n"
-    return (envelope + "\n\n" + body + "\n" + call).encode("utf-8")
+    return (envelope + _niceness(nice) + "\n\n" + body + "\n" + call).encode("utf-8")
 
 
 @cache
@@ -146,9 +151,10 @@ def shared_imports(name: str, extra_dirs: tuple[str, ...] = ()) -> tuple[str, ..
 
 
 def compose_bundle(calls: Sequence[tuple[str, Mapping[str, Any], str]], shared: Sequence[str],
-                   timeout: float | None, extra_dirs: tuple[str, ...] = ()) -> bytes:
+                   timeout: float | None, extra_dirs: tuple[str, ...] = (), nice: int = 0) -> bytes:
     """The program for a bundle: *calls* ``(name, params, nonce)`` one after the other in forked
-    children, after importing *shared* once (see ``bundle`` in ``probes/_envelope.py``)."""
+    children, after importing *shared* once (see ``bundle`` in ``probes/_envelope.py``); all
+    at niceness +*nice*."""
     docs = []
     for name, params, nonce in calls:
         if name.startswith("_"):
@@ -156,7 +162,7 @@ def compose_bundle(calls: Sequence[tuple[str, Mapping[str, Any], str]], shared: 
         docs.append({"name": name, "source": probe_source(name, extra_dirs), "params": dict(params),
                      "nonce": nonce, "timeout": timeout})
     call = f"\nbundle(json.loads({json.dumps(docs)!r}), {list(shared)!r})\n"
-    return (probe_source("_envelope") + "\n" + call).encode("utf-8")
+    return (probe_source("_envelope") + _niceness(nice) + "\n" + call).encode("utf-8")
 
 
 @dataclasses.dataclass
@@ -226,6 +232,11 @@ class ProbeResult:
     """Whether the interpreter got as far as running the probe (it printed its pid line)."""
     restarted: str = ""
     """Set when the probe ran in a new container because the previous one stopped: why it stopped."""
+    nice: int = 0
+    """The niceness it ran at, when lowered (it started while the image's heaviest probe ran)."""
+    guess_dropped: str = ""
+    """The interpreter it first ran with while the image's was looked for, when the search found
+    another: that run was dropped, and this result is from the interpreter found."""
     bundle: dict[str, Any] = dataclasses.field(default_factory=dict)
     """When it ran in a bundle: ``with`` (the probes, in order), ``shared_imports``, and
     ``shared`` (whether they were imported once, or each probe imported them itself)."""
@@ -314,10 +325,11 @@ def parse_result(name: str, res: ExecResult, nonce: str) -> ProbeResult:
 
 def run_probe(session: Session, python: PythonInfo, name: str, params: Mapping[str, Any],
               *, timeout: float, env: Mapping[str, str] | None = None,
-              extra_dirs: tuple[str, ...] = ()) -> ProbeResult:
-    """Run probe *name* in *session* and return its result; never raises for probe faults."""
+              extra_dirs: tuple[str, ...] = (), nice: int = 0) -> ProbeResult:
+    """Run probe *name* in *session* (at niceness +*nice*) and return its result; never raises
+    for probe faults."""
     nonce = secrets.token_hex(8)
-    program = compose(name, params, nonce, timeout, extra_dirs)
+    program = compose(name, params, nonce, timeout, extra_dirs, nice)
     res = session.exec([python.command, "-"], stdin=program, env=env, timeout=timeout + 5)
     if res.timed_out or res.returncode in _ALARM_EXITS:
         # Either side's timeout killed only the interpreter; its children (same process
@@ -325,7 +337,9 @@ def run_probe(session: Session, python: PythonInfo, name: str, params: Mapping[s
         m = re.search(rf"^{PID_MARKER} {nonce} (\d+)$", text(res.stderr), re.MULTILINE)
         if m:
             session.kill_inside(int(m.group(1)), python.command)
-    return parse_result(name, res, nonce)
+    result = parse_result(name, res, nonce)
+    result.nice = nice
+    return result
 
 
 def _segments(stream: str, nonces: Sequence[str]) -> dict[str, str]:
@@ -341,7 +355,8 @@ def _segments(stream: str, nonces: Sequence[str]) -> dict[str, str]:
 
 
 def run_bundle(session: Session, python: PythonInfo, calls: Sequence[tuple[str, Mapping[str, Any]]],
-               shared: Sequence[str], *, timeout: float, extra_dirs: tuple[str, ...] = ()) -> list[ProbeResult]:
+               shared: Sequence[str], *, timeout: float, extra_dirs: tuple[str, ...] = (),
+               nice: int = 0) -> list[ProbeResult]:
     """Run *calls* as one bundle (see :func:`compose_bundle`); one result per call, in order.
 
     Each result is what :func:`run_probe` would give for that probe alone: its own stdout and
@@ -349,7 +364,8 @@ def run_bundle(session: Session, python: PythonInfo, calls: Sequence[tuple[str, 
     the bundle never began (an earlier one hung until the outer limit) is ``started=False``.
     """
     nonces = [secrets.token_hex(8) for _ in calls]
-    program = compose_bundle([(n, p, nonce) for (n, p), nonce in zip(calls, nonces)], shared, timeout, extra_dirs)
+    program = compose_bundle([(n, p, nonce) for (n, p), nonce in zip(calls, nonces)], shared, timeout, extra_dirs,
+                             nice)
     res = session.exec([python.command, "-"], stdin=program, timeout=len(calls) * (timeout + 5))
     out, err = text(res.stdout), text(res.stderr)
     m = re.search(rf"^{re.escape(SHARED_MARKER)} \S+ (yes|no)$", err, re.MULTILINE)
@@ -375,5 +391,6 @@ def run_bundle(session: Session, python: PythonInfo, calls: Sequence[tuple[str, 
             else:
                 result.started = False
         result.bundle = {"with": [n for n, _ in calls], "shared_imports": list(shared), "shared": shared_ok}
+        result.nice = nice
         results.append(result)
     return results

@@ -22,6 +22,8 @@ from .runtimes import LaunchOptions, RuntimeFault, Session, Target, get_runtime
 MAX_RESTARTS = 3
 """How often one image's container is started again after it stopped mid-run."""
 CLOSED = "the run is ending (teardown or interrupt): nothing is started any more"
+BACKGROUND_NICE = 10
+"""Niceness (inside the image) of probes started while the image's heaviest probe runs."""
 
 
 class ImageSession:
@@ -32,6 +34,16 @@ class ImageSession:
     worker threads inside the image, heaviest first, so imports of torch, VTK and
     transformers overlap instead of queueing.  A check asking for a probe that no worker
     has picked up yet runs it at once itself; one that is running is waited for.
+
+    Two things keep the heaviest probe (the longest chain: torch, then transformers) from
+    waiting on anything else:
+
+    * The workers start as soon as the image runs, while its interpreter is still being
+      looked for, with the first candidate (``python3``).  When the search settles on
+      another interpreter, or on none, what they ran with the guess is thrown away: they
+      run again with the one found, or fail with the search's error.
+    * Probes that start while the heaviest one runs get a lower CPU priority inside the
+      image (``nice`` +10), so on a small machine they take the CPU time it leaves over.
     """
 
     def __init__(self, target: Target, launch: LaunchOptions, checks: CheckOptions,
@@ -43,6 +55,9 @@ class ImageSession:
         self.start_error: RuntimeFault | None = None
         self.python_info: PythonInfo | None = None
         self.python_error: ProbeError | None = None
+        self._python_lock = threading.Lock()
+        self._lead: str | None = None
+        """The key of the first probe a worker took (the heaviest) while it runs; "" after."""
         self.probes: dict[str, ProbeResult] = {}
         self._lock = threading.Lock()
         self._queue = sorted(dict.fromkeys(plan), key=lambda p: -p.weight)  # stable: declaration order
@@ -79,25 +94,46 @@ class ImageSession:
     def ensure_python(self) -> PythonInfo:
         """Find the image's interpreter once; re-raise the same error later."""
         session = self.ensure_started()
-        if self.python_error is not None:
-            raise self.python_error
-        if self.python_info is None:
-            try:
-                self.python_info = probing.find_python(
-                    session, session.python_candidates(self.checks.container_python))
-            except ProbeError as exc:
-                self.python_error = exc
-                raise
-            session.facts["python"] = {"command": self.python_info.command,
-                                       "version": ".".join(map(str, self.python_info.version)),
-                                       "executable": self.python_info.executable}
-        return self.python_info
+        with self._python_lock:
+            if self.python_error is not None:
+                raise self.python_error
+            if self.python_info is None:
+                try:
+                    info = probing.find_python(session, session.python_candidates(self.checks.container_python))
+                except ProbeError as exc:
+                    self.python_error = exc
+                    raise
+                session.facts["python"] = {"command": info.command, "version": ".".join(map(str, info.version)),
+                                           "executable": info.executable}
+                self.python_info = info
+            return self.python_info
+
+
+    def _python_for_worker(self) -> tuple[PythonInfo, bool]:
+        """The interpreter a worker runs with, and whether it is the first candidate, guessed
+        while the search runs (see :meth:`_confirmed`)."""
+        info = self.python_info
+        if info is not None:
+            return info, False
+        session = self._current()
+        return PythonInfo(session.python_candidates(self.checks.container_python)[0], (0, 0, 0), ""), True
+
+    def _confirmed(self, guessed: PythonInfo) -> PythonInfo | None:
+        """After a run with a *guessed* interpreter: None when the search found that one (the
+        results stand), else the interpreter found, to run again with; ProbeError when none, or
+        when the image is gone (the run ended while the search waited for it)."""
+        try:
+            info = self.ensure_python()
+        except RuntimeFault as exc:
+            raise ProbeError(str(exc), fix=exc.fix, evidence=exc.evidence) from None
+        return None if info.command == guessed.command else info
 
     def probe(self, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None = None) -> ProbeResult:
         """The result of probe *name* with *params*: cached, awaited, or run now."""
         key = probe_key(name, params)
+        self.ensure_started()
+        self.start_workers()
         self.ensure_python()
-        self._start_workers()
         group: list[PlannedProbe] = []
         shared: tuple[str, ...] = ()
         with self._lock:
@@ -112,9 +148,9 @@ class ImageSession:
                 for p in group:
                     self._running.setdefault(p.key, threading.Event())
         if mine and len(group) > 1:
-            self._run_bundle(sorted(group, key=lambda p: p.weight), shared)
+            self._run_bundle(sorted(group, key=lambda p: p.weight), shared, self.ensure_python())
         elif mine:
-            self._run(key, name, params, env)
+            self._run(key, name, params, env, self.ensure_python())
         elif event is not None:
             event.wait()
         if key in self._failures:
@@ -122,15 +158,23 @@ class ImageSession:
         return self.probes[key]
 
     def _probe_in(self, session: Session, name: str, params: Mapping[str, Any],
-                  env: Mapping[str, str] | None) -> ProbeResult:
-        assert self.python_info is not None
-        return probing.run_probe(session, self.python_info, name, params, timeout=self.checks.probe_timeout,
-                                 env=env, extra_dirs=self.checks.probe_dirs)
+                  env: Mapping[str, str] | None, python: PythonInfo | None = None, nice: int = 0) -> ProbeResult:
+        python = python or self.python_info
+        assert python is not None
+        return probing.run_probe(session, python, name, params, timeout=self.checks.probe_timeout,
+                                 env=env, extra_dirs=self.checks.probe_dirs, nice=nice)
 
-    def _run(self, key: str, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None) -> None:
+    def _run(self, key: str, name: str, params: Mapping[str, Any], env: Mapping[str, str] | None,
+             python: PythonInfo, guessed: bool = False, nice: int = 0) -> None:
         try:
             session, since = self._current(), time.time()
-            result = self._probe_in(session, name, params, env)
+            result = self._probe_in(session, name, params, env, python, nice)
+            if guessed:
+                found = self._confirmed(python)
+                if found is not None:
+                    session, since = self._current(), time.time()
+                    result = self._probe_in(session, name, params, env, found)
+                    result.guess_dropped = python.command
             result = self._recover(session, since, result, name, params, env)
         except ProbeError as exc:
             with self._lock:
@@ -220,7 +264,9 @@ class ImageSession:
                     return
             self.session = None
 
-    def _start_workers(self) -> None:
+    def start_workers(self) -> None:
+        """Start the workers of the planned probes (once; they may start before the image's
+        interpreter is known, see :meth:`_python_for_worker`)."""
         if self._workers or self.checks.probe_jobs < 2 or not self._queue:
             return
         for i in range(min(self.checks.probe_jobs, len(self._queue))):
@@ -233,16 +279,34 @@ class ImageSession:
             with self._lock:
                 while self._queue and (self._queue[0].key in self.probes or self._queue[0].key in self._running):
                     self._queue.pop(0)
-                if not self._queue or self.session is None or self.closed:
+                if not self._queue or self.session is None or self.closed or self.python_error is not None:
                     return
                 planned = self._queue.pop(0)
                 group, shared = self._take_bundle(planned)
                 for p in group:
                     self._running[p.key] = threading.Event()
-            if len(group) == 1:
-                self._run(planned.key, planned.name, planned.params, None)
-            else:
-                self._run_bundle(sorted(group, key=lambda p: p.weight), shared)
+                lead = self._lead is None
+                if lead:
+                    self._lead = planned.key
+                nice = BACKGROUND_NICE if self._lead else 0
+            try:
+                try:
+                    python, guessed = self._python_for_worker()
+                except ProbeError as exc:  # the container is gone for good
+                    with self._lock:
+                        for p in group:
+                            self._failures[p.key] = exc
+                            self._running.pop(p.key).set()
+                    return
+                if len(group) == 1:
+                    self._run(planned.key, planned.name, planned.params, None, python, guessed, 0 if lead else nice)
+                else:
+                    self._run_bundle(sorted(group, key=lambda p: p.weight), shared, python, guessed,
+                                     0 if lead else nice)
+            finally:
+                if lead:
+                    with self._lock:
+                        self._lead = ""
 
     def _take_bundle(self, planned: PlannedProbe | None) -> tuple[list[PlannedProbe], tuple[str, ...]]:
         """*planned* and the queued probes declaring the same shared imports (taken off the
@@ -258,14 +322,22 @@ class ImageSession:
             self._queue = [p for p in self._queue if p not in group]
         return group, shared
 
-    def _run_bundle(self, group: Sequence[PlannedProbe], shared: tuple[str, ...]) -> None:
+    def _run_bundle(self, group: Sequence[PlannedProbe], shared: tuple[str, ...], python: PythonInfo,
+                    guessed: bool = False, nice: int = 0) -> None:
         """Run *group* as one bundle; each result is then treated as if its probe had run alone."""
         try:
             try:
                 session, since = self._current(), time.time()
-                assert self.python_info is not None
-                results = probing.run_bundle(session, self.python_info, [(p.name, p.params) for p in group], shared,
-                                             timeout=self.checks.probe_timeout, extra_dirs=self.checks.probe_dirs)
+                calls = [(p.name, p.params) for p in group]
+                results = probing.run_bundle(session, python, calls, shared, timeout=self.checks.probe_timeout,
+                                             extra_dirs=self.checks.probe_dirs, nice=nice)
+                found = self._confirmed(python) if guessed else None
+                if found is not None:
+                    session, since = self._current(), time.time()
+                    results = probing.run_bundle(session, found, calls, shared, timeout=self.checks.probe_timeout,
+                                                 extra_dirs=self.checks.probe_dirs)
+                    for result in results:
+                        result.guess_dropped = python.command
             except ProbeError as exc:
                 with self._lock:
                     for p in group:

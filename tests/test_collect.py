@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 import sys
@@ -84,6 +85,42 @@ def test_deselected_checks_start_no_planned_probe(pytester: pytest.Pytester) -> 
     out.unlink()
     pytester.runpytest(*common).assert_outcomes(passed=2)
     assert sorted(out.read_text().split()) == ["mark_a", "mark_b"]
+
+
+def test_probes_beside_the_heaviest_run_at_a_lower_priority(pytester: pytest.Pytester) -> None:
+    """While the heaviest planned probe runs, the others get nice +10 (they take the CPU it
+    leaves over); the heaviest keeps the run's own priority.  Seen by the probes themselves."""
+    probes = pytester.mkdir("p")
+    (probes / "heavy.py").write_text(
+        "def run(params, ctx):\n"
+        "    import os, time\n"
+        "    nice = os.nice(0)\n"
+        "    time.sleep(1.5)  # still running when the light one starts\n"
+        "    return {'nice': nice}\n")
+    (probes / "light.py").write_text(
+        "def run(params, ctx):\n"
+        "    import os\n"
+        "    return {'nice': os.nice(0)}\n")
+    pytester.makepyfile(test_prio="""
+        import pytest
+
+        @pytest.mark.containercheck_probe("heavy", weight=10)
+        def test_heavy(container):
+            container.note(str(container.facts("heavy")["nice"]))
+
+        @pytest.mark.containercheck_probe("light", weight=1)
+        def test_light(container):
+            container.note(str(container.facts("light")["nice"]))
+    """)
+    result = pytester.runpytest("--image", "host", "test_prio.py", "--no-builtin-checks", "--probe-dir", "p",
+                                "--probe-jobs", "2", "--matrix-json", "m.json")
+    result.assert_outcomes(passed=2)
+    cells = {c["row"]: c for c in json.loads((pytester.path / "m.json").read_text())["cells"]}
+    own = os.nice(0)  # this test's own priority (a CI runner may already run niced)
+    assert cells["heavy"]["detail"] == str(own)
+    assert "nice" not in cells["heavy"]["probes"]["heavy"]
+    assert cells["light"]["detail"] == str(min(own + 10, 19))
+    assert cells["light"]["probes"]["light"]["nice"] == 10
 
 
 @pytest.mark.parametrize(("expr", "selected"), [

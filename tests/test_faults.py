@@ -508,6 +508,23 @@ def test_hostile_images(pytester: pytest.Pytester, image_factory: Callable[[str]
     assert leftovers(pytester.path / "m.json") == []
 
 
+def test_python_named_only_python_runs_every_probe_with_it(pytester: pytest.Pytester,
+                                                           image_factory: Callable[[str], str]) -> None:
+    """Probes start with ``python3`` while the image's interpreter is still looked for; in an
+    image whose Python 3 is only ``python`` those runs are dropped and the probes run again
+    with ``python``: every cell is that interpreter's, none says "python3 not found"."""
+    image = image_factory("python-named")
+    result = _run(pytester, "--image", image, *ONLY_SYSTEM, "--matrix-json", "m.json")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
+    cells = _cells(_matrix(pytester))
+    col = f"docker://{image}"
+    assert cells[("system.python", col)]["detail"] == "CPython 3.11.2 (/usr/bin/python)"
+    for row in ("system.python", "system.os", "system.writable_cache"):
+        assert cells[(row, col)]["status"] == "pass"
+        assert cells[(row, col)]["probes"]["system"]["guess_dropped"] == "python3"
+    assert leftovers(pytester.path / "m.json") == []
+
+
 def test_no_sleep_and_no_python_names_the_fix(pytester: pytest.Pytester, image_factory: Callable[[str], str]) -> None:
     """Neither ``sleep`` nor Python on the image's PATH: one clear error per cell, no leftover.
 

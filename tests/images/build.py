@@ -290,6 +290,8 @@ RECIPES: dict[str, Recipe] = {
                description="base whose default user is uid 1000 (HOME=/root not writable)"),
         Recipe("nosleep", "base", remove=("usr/bin/sleep",),
                description="base without /usr/bin/sleep (distroless-style)"),
+        Recipe("python-named", "base", remove=("usr/bin/python3",), links=(("usr/bin/python", "python3.11"),),
+               description="base whose Python 3 is named only 'python' (no python3 on PATH)"),
         Recipe(
             "python2",
             "nopython",
