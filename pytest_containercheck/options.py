@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -100,9 +100,10 @@ OPTIONS: list[Option] = [
     Option("--runtime", "cc_runtime", "containercheck_runtime", None, "auto",
      {"type": _choice("--runtime", _RUNTIMES), "metavar": "NAME"},
      f"runtime for every --image ({', '.join(_RUNTIMES)}); default: detect from the image"),
-    Option("--gpus", "cc_gpus", "containercheck_gpus", None, "all", {"type": _gpus, "metavar": "VALUE"},
-     "GPUs for Docker/Podman (--gpus value; 'none' disables GPU flags for every runtime); default all"),
-    Option("--apptainer-gpu", "cc_apptainer_gpu", "containercheck_apptainer_gpu", None, "nv",
+    Option("--gpus", "cc_gpus", "containercheck_gpus", None, None, {"type": _gpus, "metavar": "VALUE"},
+     "GPUs for Docker/Podman (--gpus value; 'none' disables GPU flags for every runtime); default all, "
+     "or none on a host without a GPU for this run (where the GPU rows skip)"),
+    Option("--apptainer-gpu", "cc_apptainer_gpu", "containercheck_apptainer_gpu", None, None,
      {"type": _choice("--apptainer-gpu", _APPTAINER_GPU), "metavar": "FLAG"},
      "Apptainer GPU support: nv (--nv, default), nvccli (--nv --nvccli), rocm, none"),
     Option("--require-gpu", "cc_require_gpu", "containercheck_require_gpu", "bool", False, {"action": "store_true"},
@@ -193,13 +194,28 @@ def images(config: pytest.Config) -> list[str]:
     return list(value(config, "cc_images") or [])
 
 
+def gpus_for_host(launch: LaunchOptions, host: Mapping[str, Any]) -> None:
+    """No GPU request on a host without a GPU for this run, unless ``--gpus`` or
+    ``--apptainer-gpu`` was given.
+
+    Every GPU row skips on such a host whatever the image was started with (see
+    ``Container.gpu_expected``), so a request (refused by Docker and Podman without the
+    NVIDIA toolkit, warned about by ``apptainer --nv``) only costs the start time.
+    """
+    if launch.gpus_auto and not host.get("has_gpu"):
+        launch.gpus = "none"
+        launch.gpus_why = f"not requested: {host.get('gpu_summary') or 'host has no GPU'}; --gpus all requests it"
+
+
 def read(config: pytest.Config) -> tuple[list[Target], LaunchOptions, CheckOptions]:
     """The run's targets and options; :class:`pytest.UsageError` on bad input."""
     runtime = value(config, "cc_runtime")
     oci_default = "docker" if shutil.which("docker") or not shutil.which("podman") else "podman"
     targets = parse_targets(images(config), runtime, oci_default)
     launch = LaunchOptions(
-        run_id="", gpus=value(config, "cc_gpus"), apptainer_gpu=value(config, "cc_apptainer_gpu"),
+        run_id="", gpus=value(config, "cc_gpus") or "all",
+        gpus_auto=not value(config, "cc_gpus") and not value(config, "cc_apptainer_gpu"),
+        apptainer_gpu=value(config, "cc_apptainer_gpu") or "nv",
         network=value(config, "cc_network"), runtime_args=tuple(value(config, "cc_runtime_args") or ()),
         env=_container_env(list(value(config, "cc_container_env") or [])),
         host_python=value(config, "cc_host_python"), keep_loaded=bool(value(config, "cc_keep_loaded")),

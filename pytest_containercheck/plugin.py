@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 import signal
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
@@ -24,7 +25,7 @@ import pytest
 from . import collect, hooks, hostinfo, options
 from .container import container
 from .reporter import MATRIX_KEY, MatrixReporter, required_row_report
-from .runtimes import get_runtime
+from .runtimes import Target, get_runtime
 from .sessions import SessionPool
 from .state import STATE, RunState
 
@@ -52,16 +53,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if problem:
         raise pytest.UsageError(problem)
     workerinput = getattr(config, "workerinput", None)
+    runtime_facts: dict[str, dict[str, Any]] = {}
     if workerinput is not None:  # xdist worker: the controller already checked everything
         shared = workerinput["containercheck"]
-        launch.run_id, host, runtime_facts = shared["run_id"], shared["host"], {}
+        launch.run_id, host = shared["run_id"], shared["host"]
     else:
         launch.run_id = secrets.token_hex(4)
-        host = hostinfo.gather(t.runtime for t in targets)
-        archives = options.check_archives(config, targets)
-        runtime_facts = {t.id: {**archives.get(t.id, {}), **get_runtime(t.runtime).preflight(t)} for t in targets}
-        for name in dict.fromkeys(t.runtime for t in targets):
-            get_runtime(name).reap_stale()
+        host, runtime_facts = _look_around(config, targets)
+    options.gpus_for_host(launch, host)
     state = RunState(targets=targets, launch=launch, checks=checks, host=host,
                      pool=SessionPool(launch, checks), runtime_facts=runtime_facts)
     config.stash[STATE] = state
@@ -83,6 +82,26 @@ def pytest_configure(config: pytest.Config) -> None:
         # Also schedules each image's items on one worker (see XdistHooks).
         config.pluginmanager.register(XdistHooks(state), "containercheck-xdist")
     _install_sigterm(config)
+
+
+def _look_around(config: pytest.Config, targets: list[Target]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Host facts, each image's preflight (a usage error if it is unusable) and the removal
+    of what killed earlier runs left behind, all at once: each mostly waits on a runtime's
+    command line (``docker info``, ``docker version``, ``docker image inspect``, ``docker ps``)."""
+    runtimes = list(dict.fromkeys(t.runtime for t in targets))
+
+    def preflight() -> dict[str, dict[str, Any]]:
+        archives = options.check_archives(config, targets)
+        return {t.id: {**archives.get(t.id, {}), **get_runtime(t.runtime).preflight(t)} for t in targets}
+
+    with ThreadPoolExecutor(max_workers=2 + len(runtimes), thread_name_prefix="containercheck-setup") as pool:
+        host = pool.submit(hostinfo.gather, runtimes)
+        facts = pool.submit(preflight)
+        swept = [pool.submit(get_runtime(name).reap_stale) for name in runtimes]
+        runtime_facts = facts.result()  # its usage error first
+        for sweep in swept:
+            sweep.result()
+        return host.result(), runtime_facts
 
 
 def _install_sigterm(config: pytest.Config) -> None:

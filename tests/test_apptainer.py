@@ -72,6 +72,9 @@ def test_builtin_suite_as_root_with_userns(pytester: pytest.Pytester, base_sif: 
     column = data["columns"][0]
     assert column["facts"]["runtime"] == "apptainer" and column["facts"]["sif_id"]
     assert column["facts"]["launch"]["instance"].startswith("containercheck-")
+    if not data["hosts"][column["host"]]["has_gpu"]:  # no GPU evidence on this host: no --nv asked for
+        gpu = column["facts"]["launch"]["gpu"]
+        assert gpu["requested"] == "none" and gpu["flags"] == [] and gpu["why"].startswith("not requested: ")
     assert instances(run_id=data["meta"]["run_id"]) == [] and orphan_squashfuse() == []
 
 

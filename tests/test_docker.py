@@ -57,7 +57,8 @@ def _cells(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def test_base_and_nopython_images(pytester: pytest.Pytester, base_image: str, nopython_image: str) -> None:
-    result = _run(pytester, "--image", base_image, "--image", nopython_image, "--matrix-json", "m.json", *ONLY_SYSTEM)
+    result = _run(pytester, "--image", base_image, "--image", nopython_image, "--matrix-json", "m.json", *ONLY_SYSTEM,
+                  "--gpus", "all")
     assert result.ret == 1  # the no-Python image errors
     cells = _cells(pytester.path / "m.json")
     base, nopy = f"docker://{base_image}", f"docker://{nopython_image}"
@@ -72,13 +73,34 @@ def test_base_and_nopython_images(pytester: pytest.Pytester, base_image: str, no
         assert cells[(row, base)]["detail"].startswith("host has no NVIDIA GPU")
     data = json.loads((pytester.path / "m.json").read_text())
     launch = next(c for c in data["columns"] if c["id"] == base)["facts"]["launch"]
-    # This host has no NVIDIA Container Toolkit: Docker refuses --gpus all, we start without.
+    # --gpus all, given: this host has no NVIDIA Container Toolkit, so Docker refuses it and we
+    # start without.
     assert launch["gpu"]["attached"] is False
     assert 'could not select device driver "" with capabilities: [[gpu]]' in launch["gpu"]["error"]
     assert "--gpus" in launch["gpu"]["tried"] and "--gpus" not in launch["run_command"]
     assert "--privileged" not in launch["run_command"]
     assert launch["run_command"][launch["run_command"].index("--network") + 1] == "none"
     assert leftovers(pytester.path / "m.json") == []
+
+
+def test_no_gpu_is_requested_on_a_host_without_one(pytester: pytest.Pytester, base_image: str) -> None:
+    """Without --gpus, a host with no GPU evidence starts the image without GPU flags (every GPU
+    row skips there whatever the image got); the launch facts and the HTML report say why."""
+    result = _run(pytester, "--image", base_image, "--matrix-json", "m.json", "--matrix-html", "m.html",
+                  *ONLY_SYSTEM)
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    data = json.loads((pytester.path / "m.json").read_text())
+    launch = data["columns"][0]["facts"]["launch"]
+    if data["hosts"][data["columns"][0]["host"]]["has_gpu"]:  # a GPU runner: it is asked for
+        assert launch["gpu"]["requested"] == "all" and "why" not in launch["gpu"]
+        return
+    assert launch["gpu"]["requested"] == "none" and launch["gpu"]["attached"] is False
+    assert launch["gpu"]["why"].startswith("not requested: host has no NVIDIA GPU (")
+    assert "tried" not in launch["gpu"] and "--gpus" not in launch["run_command"]
+    cells = _cells(pytester.path / "m.json")
+    for row in ("system.gpu_devices", "system.nvidia_smi", "system.libcuda"):
+        assert cells[(row, f"docker://{base_image}")]["status"] == "skip"
+    assert "not requested: host has no NVIDIA GPU" in (pytester.path / "m.html").read_text()
 
 
 def test_probe_timeout_is_killed_inside_the_container(pytester: pytest.Pytester, base_image: str) -> None:

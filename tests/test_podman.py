@@ -30,13 +30,14 @@ def podman_base(docker: str) -> str:
 
 def test_podman_runs_the_system_checks(pytester: pytest.Pytester, podman_base: str) -> None:
     result = pytester.runpytest_subprocess("--image", f"podman://{podman_base}", "--matrix-json", "m.json",
-                                           *ONLY_SYSTEM, timeout=600)
+                                           "--gpus", "all", *ONLY_SYSTEM, timeout=600)
     data = json.loads((pytester.path / "m.json").read_text())
     cells = {c["row"]: c for c in data["cells"]}
     assert cells["system.python"]["status"] == "pass", result.stdout.str()[-3000:]
     assert cells["system.os"]["detail"].startswith("Debian GNU/Linux 12")
     launch = data["columns"][0]["facts"]["launch"]
-    # No CDI spec on this host: podman refuses the GPU device, the run goes on without it.
+    # --gpus all, given, and no CDI spec on this host: podman refuses the GPU device, the run
+    # goes on without it.
     assert launch["gpu"]["error"] == "Error: setting up CDI devices: unresolvable CDI devices nvidia.com/gpu=all"
     assert "nvidia-ctk cdi generate" in launch["gpu"]["fix"]
     assert podman_containers(data["meta"]["run_id"]) == []

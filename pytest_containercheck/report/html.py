@@ -297,7 +297,7 @@ def _column_facts(matrix: Matrix, column: Column) -> dict[str, tuple[str, str]]:
     gpu = _mapping(launch.get("gpu"))
     if gpu:
         attached = "attached" if gpu.get("attached") else "not attached"
-        out["GPU in image"] = (attached, str(gpu.get("error") or gpu.get("fix") or ""))
+        out["GPU in image"] = (attached, str(gpu.get("error") or gpu.get("fix") or gpu.get("why") or ""))
     if launch.get("started_in_s") is not None:
         out["started in"] = (_seconds(launch.get("started_in_s")), str(launch.get("container") or ""))
     slurm = host.get("slurm") or {}

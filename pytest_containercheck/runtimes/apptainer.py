@@ -394,6 +394,8 @@ class ApptainerRuntime(Runtime):
         flags = self.gpu_flags_for(options)
         gpu: dict[str, Any] = {"requested": "none" if options.gpus == "none" else options.apptainer_gpu,
                                "flags": flags, "attached": bool(flags), "error": None, "warnings": []}
+        if options.gpus_why:
+            gpu["why"] = options.gpus_why
         res = run_bounded(self.start_command(target, options, name, home), env=self.launch_env(options),
                           timeout=START_TIMEOUT_S)
         err = text(res.stderr)

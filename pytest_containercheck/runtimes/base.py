@@ -117,6 +117,10 @@ class LaunchOptions:
     run_id: str
     gpus: str = "all"
     """Docker ``--gpus`` value; ``none`` disables GPU flags for every runtime."""
+    gpus_auto: bool = False
+    """``--gpus`` was not given: ``all``, or ``none`` on a host without GPU evidence."""
+    gpus_why: str = ""
+    """Why no GPU is requested, when :func:`..options.gpus_for_host` decided so."""
     apptainer_gpu: str = "nv"
     """``nv``, ``nvccli``, ``rocm`` or ``none``: which Apptainer GPU flag to pass."""
     network: str = "none"

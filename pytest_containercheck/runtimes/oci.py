@@ -277,6 +277,8 @@ class OCIRuntime(Runtime):
         name = _container_name(options.run_id)
         gpus = options.gpus
         gpu: dict[str, Any] = {"requested": options.gpus, "attached": options.gpus != "none", "error": None}
+        if options.gpus_why:
+            gpu["why"] = options.gpus_why
         missing: list[str] = []
         not_found: re.Match[str] | None = None
         for keepalive in KEEPALIVES:
