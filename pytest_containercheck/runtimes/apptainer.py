@@ -33,6 +33,7 @@ import pwd
 import re
 import shutil
 import struct
+import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -234,6 +235,7 @@ class ApptainerRuntime(Runtime):
         self.executable = executable or name
         self.env_prefix = "APPTAINERENV_" if self.executable == "apptainer" else "SINGULARITYENV_"
         """How apptainer is told variables for the image (Singularity: ``SINGULARITYENV_``)."""
+        self._versions: dict[str, ExecResult] = {}
 
     def resolve_executable(self) -> str | None:
         """``apptainer`` if present, else ``singularity`` (older clusters), else None."""
@@ -245,10 +247,16 @@ class ApptainerRuntime(Runtime):
                 return found
         return None
 
+    def _version(self) -> ExecResult:
+        """``EXECUTABLE --version``, asked once per executable (preflight, then every start)."""
+        cached = self._versions.get(self.executable)
+        if cached is None or cached.returncode != 0:
+            cached = self._versions[self.executable] = run_bounded([self.executable, "--version"], timeout=30)
+        return cached
+
     def _learn_product(self) -> str:
         """``apptainer --version`` names the product; Apptainer's own ``singularity`` is still Apptainer."""
-        res = run_bounded([self.executable, "--version"], timeout=30)
-        out = text(res.stdout)
+        out = text(self._version().stdout)
         self.env_prefix = "APPTAINERENV_" if "apptainer" in out.lower() else "SINGULARITYENV_"
         return out
 
@@ -303,7 +311,7 @@ class ApptainerRuntime(Runtime):
                 f"--image {target.spec}: neither 'apptainer' nor 'singularity' is on PATH; "
                 "'module load apptainer' on clusters, or install Apptainer"
             )
-        res = run_bounded([self.executable, "--version"], timeout=30)
+        res = self._version()
         if res.returncode != 0:
             raise pytest.UsageError(
                 f"--image {target.spec}: '{self.executable} --version' failed ({last_line(res.stderr)}); "
@@ -493,8 +501,63 @@ def _mentions_nvccli(stderr: str) -> bool:
     return "nvidia-container-cli" in low or "nvccli" in low
 
 
-def _stop_instance(executable: str, name: str) -> None:
-    run_bounded([executable, "instance", "stop", "--force", name], timeout=60)
+def _stop_instance(executable: str, name: str, timeout: float = 60) -> None:
+    """``apptainer instance stop --force NAME``, done once the instance's master has exited.
+
+    The master (the starter process named ``Apptainer instance: USER [NAME]``, a child of PID 1)
+    unmounts the SIF, waits for squashfuse, deletes the instance file and exits last; ``instance
+    stop`` then polls every 10 ms until the master's pid is gone (apptainer
+    internal/app/apptainer/instance_linux.go ``killInstance``).  A zombie still has its pid, so
+    the command waits for PID 1 to reap it: immediate under systemd, but 1-2 s under a PID 1
+    that reaps lazily (this development VM's).  Once the master has exited and the command has
+    had 0.1 s to notice, it is ended: nothing of the instance is left by then.
+    """
+    master = _instance_master(name)
+    try:
+        proc = subprocess.Popen([executable, "instance", "stop", "--force", name], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return
+    deadline = time.monotonic() + timeout
+    exited_at: float | None = None
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if master is not None and exited_at is None and _exited(master):
+                exited_at = time.monotonic()
+            if exited_at is not None and time.monotonic() - exited_at > 0.1:
+                break
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _instance_master(name: str) -> int | None:
+    """The pid of instance *name*'s master (its process title is ``Apptainer instance: USER
+    [NAME]``, ``Singularity`` for SingularityCE: apptainer internal/pkg/instance
+    ``ProcName``), or None."""
+    title = re.compile(rb"^(?:Apptainer|Singularity) instance: [^\x00\[]* \[" + re.escape(name.encode())
+                       + rb"\]\x00?$")
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if title.match(fh.read(4096)):
+                        return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+def _exited(pid: int) -> bool:
+    """Whether process *pid* is gone, or a zombie (it has exited; only its reaping is left)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X")
 
 
 def parse_version(output: str) -> str:
