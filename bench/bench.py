@@ -35,22 +35,45 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = [HERE / "manual" / n for n in ("render.py", "xgb.py", "transformers_infer.py")]
 
 
-#: pytest runs import the plugin from this tree, not from whatever copy is installed.
-TREE_ENV = {**os.environ,
-            "PYTHONPATH": os.pathsep.join([str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])])}
+def tree_env(tree: Path) -> dict[str, str]:
+    """pytest runs import the plugin from *tree*, not from whatever copy is installed, with
+    bytecode caching on, as for an installed copy (pip compiles it): a shell that exports
+    PYTHONDONTWRITEBYTECODE would otherwise compile the plugin anew on every run."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
 
 
-def timed(argv: Sequence[str], stdin: bytes | None = None, cwd: str | None = None) -> tuple[float, str]:
+TREE_ENV = tree_env(HERE.parent)
+BUSY: dict[str, list[float]] = {}
+"""Per mode: CPU-seconds the whole machine spent during each run (every process: pytest, the
+runtime's CLI, daemons and shims, the probes), from /proc/stat."""
+
+
+def machine_busy() -> float:
+    """CPU-seconds this machine has spent busy since boot (all CPUs; /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def timed(argv: Sequence[str], stdin: bytes | None = None, cwd: str | None = None,
+          env: Mapping[str, str] | None = None, mode: str | None = None) -> tuple[float, str]:
+    busy0 = machine_busy()
     t0 = time.monotonic()
-    res = subprocess.run(list(argv), input=stdin, capture_output=True, cwd=cwd, timeout=1800, env=TREE_ENV)
+    res = subprocess.run(list(argv), input=stdin, capture_output=True, cwd=cwd, timeout=1800,
+                         env=dict(env or TREE_ENV))
     wall = time.monotonic() - t0
+    if mode:
+        BUSY.setdefault(mode, []).append(machine_busy() - busy0)
     out = res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
     if res.returncode not in (0, 1):  # pytest exits 1 when a check fails: still a complete run
         raise SystemExit(f"benchmark step failed ({res.returncode}): {' '.join(argv)}\n{out[-3000:]}")
@@ -72,12 +95,12 @@ def floor(image: str) -> tuple[float, int]:
     return wall, len(SCRIPTS)
 
 
-def plugin(images: Sequence[str], *extra: str) -> tuple[float, int]:
+def plugin(images: Sequence[str], *extra: str, tree: Path | None = None, mode: str | None = None) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         args = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--matrix-json", "m.json"]
         for image in images:
             args += ["--image", image]
-        wall, _ = timed([*args, *extra], cwd=tmp)
+        wall, _ = timed([*args, *extra], cwd=tmp, env=tree_env(tree) if tree else None, mode=mode)
         cells = json.loads((Path(tmp) / "m.json").read_text())["cells"]
     return wall, len(cells)
 
@@ -234,13 +257,22 @@ def limit_apptainer(sif: str, startup_s: float) -> float:
         out = subprocess.run(["apptainer", "exec", "--cleanenv", f"instance://{name}", "python3", "-c", CPU_WRAP],
                              input=program, capture_output=True, check=True).stdout.decode().split()
     finally:
+        from pytest_containercheck.runtimes.apptainer import _stop_instance
+
         t0 = time.monotonic()
-        subprocess.run(["apptainer", "instance", "stop", "--force", name], capture_output=True)
+        _stop_instance("apptainer", name)  # as the plugin stops it: done when the master has exited
         stopped = time.monotonic() - t0
+    # The command alone, for comparison: it also waits for PID 1 to reap the master.
+    subprocess.run(["apptainer", "instance", "start", *userns(), "--cleanenv", sif, name], capture_output=True,
+                   check=True)
+    t0 = time.monotonic()
+    subprocess.run(["apptainer", "instance", "stop", "--force", name], capture_output=True)
+    stop_command = time.monotonic() - t0
     cpu, chain = float(out[0]), float(out[1])
     total = startup_s + started + chain + stopped
     print(f"  Apptainer: instance start {started:.2f} s, torch bundle on a cold mount {cpu:.2f} / {chain:.2f} s, "
-          f"instance stop {stopped:.2f} s => about {total:.2f} s for the suite")
+          f"instance stop {stopped:.2f} s ('apptainer instance stop' itself: {stop_command:.2f} s, as it waits "
+          f"for PID 1 to reap the exited master) => about {total:.2f} s for the suite")
     return total
 
 
@@ -258,7 +290,13 @@ def main() -> int:
     parser.add_argument("--skip-xdist", action="store_true")
     parser.add_argument("--skip-apptainer", action="store_true")
     parser.add_argument("--skip-podman", action="store_true")
+    parser.add_argument("--baseline-tree", type=Path, metavar="DIR",
+                        help="also run (b) with the plugin imported from DIR, a checkout of an earlier commit "
+                             "(git worktree add DIR COMMIT), interleaved with the others: the before/after of a change")
     args = parser.parse_args()
+    if args.baseline_tree and not (args.baseline_tree / "pytest_containercheck" / "__init__.py").is_file():
+        parser.error(f"--baseline-tree {args.baseline_tree}: no pytest_containercheck/ there; make one with "
+                     "'git worktree add DIR COMMIT'")
     image = args.image or full_image()
     sif = None if args.skip_apptainer else full_sif(image)
     print(f"image: {image}\nmachine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
@@ -266,10 +304,13 @@ def main() -> int:
     timed(["docker", "run", "--rm", "--network", "none", image, "true"])  # warm the page cache for all modes
 
     modes = {"(a) manual, 3 x docker run": lambda: manual(image),
-             "(b) pytest --image (built-in suite)": lambda: plugin([image]),
+             "(b) pytest --image (built-in suite)": lambda: plugin([image], mode="b"),
              "(b0) the same, --no-probe-bundles": lambda: plugin([image], "--no-probe-bundles"),
              "(c) floor, 1 container + 1 process": lambda: floor(image),
              "(s) start-up: pytest --image --collect-only": lambda: startup(image)}
+    if args.baseline_tree:
+        baseline = args.baseline_tree.resolve()
+        modes["(bB) (b) with the plugin from --baseline-tree"] = lambda: plugin([image], tree=baseline, mode="bB")
     if sif:
         print(f"sif: {sif}")
         sif_args = [f"--runtime-arg={a}" for a in userns()]
@@ -306,6 +347,12 @@ def main() -> int:
     print(f"\n(b)/(a) = {b / a:.2f}  (target <= 0.70, with {n_checks('b')} checks vs {n_checks('a')})")
     print(f"(b)/(c) = {b / c:.2f}  (target <= 0.80)")
     print(f"(b)/(b0) = {b / b0:.2f}  (probe bundles against every probe in its own interpreter)")
+    if args.baseline_tree:
+        print(f"(b)/(bB) = {b / m('bB'):.2f}  (this tree against {args.baseline_tree})")
+    for tag, busy in BUSY.items():
+        print(f"({tag}) kept the machine busy {statistics.median(busy):.2f} CPU-seconds (median; every process, "
+              f"/proc/stat), {statistics.median(busy) / (os.cpu_count() or 1):.2f} s of wall time on "
+              f"{os.cpu_count()} CPUs")
     if sif:
         d, e, e0, f1, f2 = m("d"), m("e"), m("e0"), m("f1"), m("f2")
         print(f"(e)/(b) = {e / b:.2f}  (Apptainer vs Docker, target <= 1.20); (e)/(d) = {e / d:.2f}; "
