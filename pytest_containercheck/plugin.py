@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 import signal
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
@@ -125,17 +125,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
-    """Reports are written, then every container removed, with SIGINT/SIGTERM held off: a
-    second Ctrl-C (or the SIGTERM after it) during the clean-up would cut a ``docker rm``
-    short and leave its container running, and turn the end of the run into a traceback."""
+    """Every container is removed while the reports are written (all tests are over), with
+    SIGINT/SIGTERM held off until both are done: a second Ctrl-C (or the SIGTERM after it)
+    during the clean-up would cut a ``docker rm`` short and leave its container running, and
+    turn the end of the run into a traceback."""
     held = _hold_signals()
+    state = session.config.stash.get(STATE, None)
+    stopped: Callable[[], None] | None = None
     try:
+        # Every test is over: the containers are removed while the reports are written.
+        stopped = state.pool.begin_stop() if state is not None else None
         yield
     finally:
-        state = session.config.stash.get(STATE, None)
         try:
+            if stopped is not None:
+                stopped()
             if state is not None:
-                state.pool.stop_all()
+                state.pool.stop_all()  # the stop did not begin (it raised): at least now
         finally:
             for sig, handler in held.items():
                 signal.signal(sig, handler)

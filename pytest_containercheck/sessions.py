@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import probing
@@ -147,10 +147,11 @@ class ImageSession:
                 event = self._running[key] = threading.Event()
                 for p in group:
                     self._running.setdefault(p.key, threading.Event())
+        nice = BACKGROUND_NICE if self._lead else 0  # the heaviest planned probe runs meanwhile
         if mine and len(group) > 1:
-            self._run_bundle(sorted(group, key=lambda p: p.weight), shared, self.ensure_python())
+            self._run_bundle(sorted(group, key=lambda p: p.weight), shared, self.ensure_python(), nice=nice)
         elif mine:
-            self._run(key, name, params, env, self.ensure_python())
+            self._run(key, name, params, env, self.ensure_python(), nice=nice)
         elif event is not None:
             event.wait()
         if key in self._failures:
@@ -401,8 +402,13 @@ class SessionPool:
         return self.sessions[target.id]
 
     def stop_all(self) -> None:
-        """Stop every session, all at once (an Apptainer instance takes about a second to stop);
-        from now on nothing is started or restarted."""
+        """Stop every session, all at once; from now on nothing is started or restarted."""
+        self.begin_stop()()
+
+    def begin_stop(self) -> Callable[[], None]:
+        """Close every session and start stopping them all at once, on threads (each container's
+        removal or instance stop waits on the runtime); returns what waits for them to finish.
+        The run's reports are written meanwhile."""
         self.closed = True
         sessions = list(self.sessions.values())
         for s in sessions:
@@ -415,12 +421,14 @@ class SessionPool:
                 pass
 
         threads = [threading.Thread(target=stop, args=(s,), name="containercheck-stop", daemon=True)
-                   for s in sessions[1:]]
+                   for s in sessions]
         for t in threads:
             t.start()
-        if sessions:
-            stop(sessions[0])  # in this thread: a single image needs no other
-        for t in threads:
-            t.join()
+
+        def wait() -> None:
+            for t in threads:
+                t.join()
+
+        return wait
 
 
