@@ -373,10 +373,14 @@ def main() -> int:
         print(f"sif: {sif}")
         sif_args = [f"--runtime-arg={a}" for a in userns()]
         modes.update({"(d) manual, 3 x apptainer exec": lambda: manual_sif(sif),
-                      "(e) pytest --image IMAGE.sif": lambda: plugin([sif], *sif_args),
+                      "(e) pytest --image IMAGE.sif": lambda: plugin([sif], *sif_args, mode="e"),
                       "(e0) the same, --no-probe-bundles": lambda: plugin([sif], *sif_args, "--no-probe-bundles"),
                       "(f1) probes, one apptainer exec each": lambda: probes_exec(sif),
                       "(f2) probes, exec into one instance": lambda: probes_instance(sif)})
+        if args.baseline_tree:
+            baseline_sif = args.baseline_tree.resolve()
+            modes["(eB) (e) with the plugin from --baseline-tree"] = lambda: plugin([sif], *sif_args,
+                                                                                   tree=baseline_sif, mode="eB")
     base = None if args.skip_podman else podman_base()
     if base:
         docker_ref, podman_ref = base
@@ -416,6 +420,8 @@ def main() -> int:
         print(f"(e)/(b) = {e / b:.2f}  (Apptainer vs Docker, target <= 1.20); (e)/(d) = {e / d:.2f}; "
               f"(e)/(e0) = {e / e0:.2f} (bundles)")
         print(f"(f2)/(f1) = {f2 / f1:.2f}  (instance vs one exec per probe)")
+        if args.baseline_tree:
+            print(f"(e)/(eB) = {e / m('eB'):.2f}  (this tree against {args.baseline_tree})")
     if base:
         g, h = m("g"), m("h")
         print(f"(h)/(g) = {h / g:.2f}  (Podman vs Docker, same image and rows, target <= 1.30)")

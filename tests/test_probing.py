@@ -420,3 +420,38 @@ def test_run_bounded_passes_stdin_and_env() -> None:
     code = "import os, sys; sys.stdout.write(sys.stdin.read().upper() + os.environ['CC_TEST'])"
     res = run_bounded([sys.executable, "-c", code], stdin=b"abc", env={**os.environ, "CC_TEST": "!"}, timeout=60)
     assert (res.returncode, res.stdout, res.dropped) == (0, b"ABC!", 0)
+
+
+def test_run_bounded_timeout_kills_the_process_group() -> None:
+    code = ("import subprocess, sys, time\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(600)\n")
+    res = run_bounded([sys.executable, "-c", code], timeout=2)
+    assert res.timed_out and res.returncode is None
+    child = int(res.stdout.split()[0])
+    for _ in range(100):  # SIGKILLed with its group; gone once reaped (it was re-parented)
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"the timed-out command's child {child} still runs")
+
+
+def test_run_bounded_is_woken_by_the_exit_not_by_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a pidfd, waiting with a timeout never sleeps in a poll loop (Popen.wait(timeout)
+    sleeps up to 50 ms between checks: an exit noticed that late delays every docker call)."""
+    if not hasattr(os, "pidfd_open"):
+        pytest.skip("no os.pidfd_open on this Python")
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError(f"polled: time.sleep({seconds})")
+
+    monkeypatch.setattr(time, "sleep", no_sleep)
+    res = run_bounded([sys.executable, "-c", "import time; time.perf_counter(); print('done')"], timeout=60)
+    assert (res.returncode, res.stdout, res.timed_out) == (0, b"done\n", False)
