@@ -19,10 +19,17 @@ apptainer build docker-archive://):
       `apptainer exec IMAGE.sif` (SIF mounted per probe) vs as `apptainer exec instance://`
       into one instance (SIF mounted once; instance start and stop included);
 
-then four images (tags of the same image) under `pytest -n 0` and `-n 2`.  Prints median wall
-times, the ratios (b)/(a), (b)/(c), (e)/(b), and how many checks each ran.
+then the physical limit (each probe and bundle alone; the torch bundle beside a nice-19 busy
+loop; the probes scheduled as the suite schedules them, without pytest), and four images (tags of
+the same image) under `pytest -n 0` and `-n 2`.  Prints median wall times, the ratios (b)/(a),
+(b)/(c), (e)/(b), how many checks each ran, and the CPU-seconds the machine spent on each pytest
+run.  --baseline-tree DIR adds (bB) and (eB): (b) and (e) with the plugin from DIR, a checkout of
+an earlier commit (git worktree add DIR COMMIT), for the before and after of a change.
 
-    python3 bench/bench.py [--image REF] [--repeat 3] [--skip-xdist] [--skip-apptainer]
+    .tox/py/bin/python bench/bench.py [--image REF] [--repeat 3] [--skip-xdist] [--skip-apptainer]
+                                      [--skip-podman] [--baseline-tree DIR]
+
+Run it with a Python that has the plugin's dependencies (pytest, numpy, Pillow, scikit-image).
 """
 
 from __future__ import annotations
