@@ -140,8 +140,6 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
         try:
             if stopped is not None:
                 stopped()
-            if state is not None:
-                state.pool.stop_all()  # the stop did not begin (it raised): at least now
         finally:
             for sig, handler in held.items():
                 signal.signal(sig, handler)

@@ -108,7 +108,6 @@ class ImageSession:
                 self.python_info = info
             return self.python_info
 
-
     def _python_for_worker(self) -> tuple[PythonInfo, bool]:
         """The interpreter a worker runs with, and whether it is the first candidate, guessed
         while the search runs (see :meth:`_confirmed`)."""
@@ -287,9 +286,9 @@ class ImageSession:
                 for p in group:
                     self._running[p.key] = threading.Event()
                 lead = self._lead is None
+                nice = 0 if lead or not self._lead else BACKGROUND_NICE  # beside the heaviest: lower
                 if lead:
                     self._lead = planned.key
-                nice = BACKGROUND_NICE if self._lead else 0
             try:
                 try:
                     python, guessed = self._python_for_worker()
@@ -300,10 +299,9 @@ class ImageSession:
                             self._running.pop(p.key).set()
                     return
                 if len(group) == 1:
-                    self._run(planned.key, planned.name, planned.params, None, python, guessed, 0 if lead else nice)
+                    self._run(planned.key, planned.name, planned.params, None, python, guessed, nice)
                 else:
-                    self._run_bundle(sorted(group, key=lambda p: p.weight), shared, python, guessed,
-                                     0 if lead else nice)
+                    self._run_bundle(sorted(group, key=lambda p: p.weight), shared, python, guessed, nice)
             finally:
                 if lead:
                     with self._lock:
