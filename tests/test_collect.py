@@ -101,8 +101,15 @@ def test_probes_beside_the_heaviest_run_at_a_lower_priority(pytester: pytest.Pyt
         "def run(params, ctx):\n"
         "    import os\n"
         "    return {'nice': os.nice(0)}\n")
+    (probes / "asked.py").write_text(
+        "def run(params, ctx):\n"
+        "    import os\n"
+        "    return {'nice': os.nice(0)}\n")
     pytester.makepyfile(test_prio="""
         import pytest
+
+        def test_asked(container):  # no plan: run on demand, while the heavy one runs
+            container.note(str(container.facts("asked")["nice"]))
 
         @pytest.mark.containercheck_probe("heavy", weight=10)
         def test_heavy(container):
@@ -114,13 +121,15 @@ def test_probes_beside_the_heaviest_run_at_a_lower_priority(pytester: pytest.Pyt
     """)
     result = pytester.runpytest("--image", "host", "test_prio.py", "--no-builtin-checks", "--probe-dir", "p",
                                 "--probe-jobs", "2", "--matrix-json", "m.json")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
     cells = {c["row"]: c for c in json.loads((pytester.path / "m.json").read_text())["cells"]}
     own = os.nice(0)  # this test's own priority (a CI runner may already run niced)
     assert cells["heavy"]["detail"] == str(own)
     assert "nice" not in cells["heavy"]["probes"]["heavy"]
     assert cells["light"]["detail"] == str(min(own + 10, 19))
     assert cells["light"]["probes"]["light"]["nice"] == 10
+    assert cells["asked"]["detail"] == str(min(own + 10, 19))
+    assert cells["asked"]["probes"]["asked"]["nice"] == 10
 
 
 @pytest.mark.parametrize(("expr", "selected"), [
