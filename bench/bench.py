@@ -236,13 +236,12 @@ def limit(image: str, startup_s: float) -> float:
         for name_, params in suite:  # warm the page cache
             alone(probing.compose(name_, params, "warm", 600))
         single = {f"{n} {p.get('backend', '')}".strip(): alone(probing.compose(n, p, "x", 600)) for n, p in suite}
-        torch_bundle = alone(probing.compose_bundle([("torch_device", {}, "t"), ("transformers_infer", {}, "f")],
-                                                    ("torch",), 600))
+        torch_program = probing.compose_bundle([("torch_device", {}, "t"), ("transformers_infer", {}, "f")],
+                                               ("torch",), 600)
+        torch_bundle = alone(torch_program)
         render_bundle = alone(probing.compose_bundle([("render", {"backend": "osmesa"}, "o"),
                                                       ("render", {"backend": "egl"}, "e")],
                                                      ("numpy", "pyvista", "pyvista.plotting"), 600))
-        torch_program = probing.compose_bundle([("torch_device", {}, "t"), ("transformers_infer", {}, "f")],
-                                               ("torch",), 600)
         # Do this VM's two CPUs run independently?  The torch bundle beside a busy loop that only
         # takes what is left over (nice 19), on the other CPU.
         burned = []

@@ -132,7 +132,7 @@ class ImageSession:
         key = probe_key(name, params)
         self.ensure_started()
         self.start_workers()
-        self.ensure_python()
+        python = self.ensure_python()
         group: list[PlannedProbe] = []
         shared: tuple[str, ...] = ()
         with self._lock:
@@ -148,9 +148,9 @@ class ImageSession:
                     self._running.setdefault(p.key, threading.Event())
         nice = BACKGROUND_NICE if self._lead else 0  # the heaviest planned probe runs meanwhile
         if mine and len(group) > 1:
-            self._run_bundle(sorted(group, key=lambda p: p.weight), shared, self.ensure_python(), nice=nice)
+            self._run_bundle(sorted(group, key=lambda p: p.weight), shared, python, nice=nice)
         elif mine:
-            self._run(key, name, params, env, self.ensure_python(), nice=nice)
+            self._run(key, name, params, env, python, nice=nice)
         elif event is not None:
             event.wait()
         if key in self._failures:

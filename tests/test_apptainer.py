@@ -84,23 +84,18 @@ def test_instance_stop_ends_once_the_instance_is_gone(base_sif: Path) -> None:
     file: nothing of the instance is left, and no ``instance stop`` command either."""
     from pytest_containercheck.runtimes.apptainer import _instance_master, _stop_instance
 
-    name = f"containercheck-stoptest-{os.getpid()}"
+    name = f"containercheck-{os.getpid()}-stoptest"
     subprocess.run(["apptainer", "instance", "start", "--userns", "--cleanenv", str(base_sif), name],
                    capture_output=True, check=True, timeout=120)
     master = _instance_master(name)
-    assert master is not None and name in instances_listed()
+    assert master is not None and name in instances(pid=os.getpid())
     _stop_instance("apptainer", name)
-    assert name not in instances_listed()
+    assert name not in instances(pid=os.getpid())
     state = Path(f"/proc/{master}/stat").read_text().split()[2] if Path(f"/proc/{master}").exists() else "gone"
     assert state in ("Z", "gone")
     stops = subprocess.run(["pgrep", "-f", f"instance stop --force {name}$"], capture_output=True, text=True)
     assert stops.stdout == ""
     assert orphan_squashfuse() == []
-
-
-def instances_listed() -> list[str]:
-    res = subprocess.run(["apptainer", "instance", "list", "--json"], capture_output=True, text=True, timeout=60)
-    return [str(i["instance"]) for i in json.loads(res.stdout or "{}").get("instances") or []]
 
 
 def test_root_without_userns_is_apptainers_failure_not_the_images(pytester: pytest.Pytester, base_sif: Path) -> None:
