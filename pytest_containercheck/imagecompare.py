@@ -28,10 +28,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-from PIL import Image
-
 from .verdict import Verdict
 
 if TYPE_CHECKING:
@@ -67,7 +63,14 @@ UPDATE_MODES = ("missing", "failed", "all")
 _SAFE = re.compile(r"[^a-z0-9.+-]+")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+-]*$")
 
-Pixels = npt.NDArray[np.uint8]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Pixels = npt.NDArray[np.uint8]
+
+# numpy and Pillow are imported where pixels are handled, not with the module: the render
+# checks import it at collection, and a run without render rows never needs either.
 
 
 # -- fingerprints --------------------------------------------------------------------------
@@ -184,12 +187,17 @@ def renderer_label(facts: Mapping[str, Any]) -> str:
 
 def load_rgb(png: bytes) -> Pixels:
     """Decode PNG bytes to an (h, w, 3) uint8 array (alpha dropped: renders are opaque)."""
+    import numpy as np
+    from PIL import Image
+
     with Image.open(io.BytesIO(png)) as im:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
 def encode_png(pixels: Pixels) -> bytes:
     """Encode an (h, w, 3|4) uint8 array as PNG."""
+    from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
     return buf.getvalue()
@@ -244,6 +252,8 @@ def compare_arrays(result: Pixels, baseline: Pixels, *, exact: bool,
                    max_strong_fraction: float = MAX_STRONG_DIFF_FRACTION,
                    max_differing_pixels: int = EXACT_MAX_DIFFERING_PIXELS) -> Comparison:
     """Compare two (h, w, 3) uint8 arrays; see :func:`compare` for the rules."""
+    import numpy as np
+
     mode = "exact" if exact else "tolerant"
     rs, bs = _size(result), _size(baseline)
     if rs != bs:
@@ -305,6 +315,8 @@ def diff_image(a: bytes, b: bytes) -> bytes:
     difference.  Images of different sizes are compared on the larger canvas: what only
     one of them covers counts as fully different.
     """
+    import numpy as np
+
     x, y = load_rgb(a), load_rgb(b)
     h, w = max(x.shape[0], y.shape[0]), max(x.shape[1], y.shape[1])
     xa = np.zeros((h, w, 3), np.int16)

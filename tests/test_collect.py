@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# Loaded once here: pytester's in-process runs unload what they imported, and numpy (which the
+# render checks import when they compare a render) cannot be loaded twice in one process.
+import numpy  # noqa: F401
 import pytest
 
-# Loaded once here: pytester's in-process runs unload what they imported, and numpy (which the
-# render checks import) cannot be loaded twice in one process.
 import pytest_containercheck.imagecompare  # noqa: F401
 from pytest_containercheck.probing import probe_source
 from pytest_containercheck.runtimes import RuntimeFault, Target
@@ -168,3 +169,19 @@ def test_a_stopped_session_is_not_restarted() -> None:
     pool.stop_all()
     with pytest.raises(RuntimeFault, match=re.escape(CLOSED)):
         image.ensure_started()
+
+
+def test_a_run_without_render_rows_imports_no_image_library(pytester: pytest.Pytester) -> None:
+    """numpy, Pillow and scikit-image are for comparing renders: the render checks import the
+    comparison at collection, but it imports them only when a render is compared."""
+    pytester.makepyfile(modules="""
+        import sys
+
+        def pytest_unconfigure(config):
+            with open("modules", "w") as f:
+                f.write(" ".join(m for m in ("numpy", "PIL", "skimage") if m in sys.modules))
+    """)
+    result = pytester.runpytest_subprocess("-p", "modules", "--image", "host", "-k", "system", "-v")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    assert "deselected" in result.stdout.str()  # the render checks were collected, then deselected
+    assert (pytester.path / "modules").read_text() == ""
