@@ -148,6 +148,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if image is not None:
             plan = state.pool.plans.setdefault(image, [])
             plan += [p for p in plan_from_markers(item, state.checks) if p not in plan]
+    state.pool.planned()
 
 
 def image_of_nodeid(nodeid: str, image_ids: list[str]) -> str | None:

@@ -84,6 +84,19 @@ def pytest_configure(config: pytest.Config) -> None:
     _install_sigterm(config)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> None:
+    """A test run in this process (not xdist, not --collect-only): start the images now, while
+    their checks are collected, instead of at the first test."""
+    config = session.config
+    state = config.stash.get(STATE, None)
+    if state is None or getattr(config, "workerinput", None) is not None \
+            or config.pluginmanager.getplugin("dsession") is not None \
+            or config.option.collectonly or getattr(config.option, "setupplan", False):
+        return
+    state.pool.start_early(state.targets)
+
+
 def _look_around(config: pytest.Config, targets: list[Target]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Host facts, each image's preflight (a usage error if it is unusable) and the removal
     of what killed earlier runs left behind, all at once: each mostly waits on a runtime's

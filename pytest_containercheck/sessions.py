@@ -67,8 +67,16 @@ class ImageSession:
         self.restarts: list[str] = []
         """Why each earlier container of this image stopped (it was replaced by a new one)."""
         self._restart_lock = threading.Lock()
+        self._stop_lock = threading.Lock()
         self.closed = False
         """Set when teardown or an interrupt began: no container is started after that."""
+
+    def set_plan(self, plan: Sequence[PlannedProbe]) -> None:
+        """The probes the selected checks declared, for a session created before collection
+        ended (see :meth:`SessionPool.start_early`); too late once its workers run."""
+        with self._lock:
+            if not self._workers:
+                self._queue = sorted(dict.fromkeys(plan), key=lambda p: -p.weight)
 
     def ensure_started(self) -> Session:
         """Start the image once; re-raise the same fault for every later test."""
@@ -369,14 +377,16 @@ class ImageSession:
         self.closed = True
 
     def stop(self) -> None:
-        """Close, then remove the running container (if any)."""
+        """Close, then remove the running container (if any); a second call meanwhile returns
+        once the container is gone, not before."""
         self.close()
-        with self._restart_lock:
-            session, self.session = self.session, None
-            if self.start_error is None:
-                self.start_error = RuntimeFault(CLOSED)
-        if session is not None:
-            session.stop()
+        with self._stop_lock:
+            with self._restart_lock:
+                session, self.session = self.session, None
+                if self.start_error is None:
+                    self.start_error = RuntimeFault(CLOSED)
+            if session is not None:
+                session.stop()
 
 
 class SessionPool:
@@ -398,6 +408,32 @@ class SessionPool:
                 session.close()
             self.sessions[target.id] = session
         return self.sessions[target.id]
+
+    def start_early(self, targets: Sequence[Target]) -> None:
+        """Start *targets* now, each on a thread, while pytest collects their checks (this
+        process runs them all: no xdist).  A start that fails is kept, and the image's first
+        test reports it, as if that test had started it; collection then hands each session
+        its plan (:meth:`planned`)."""
+        def start(s: ImageSession) -> None:
+            try:
+                s.ensure_started()
+            except Exception:  # kept as the session's start_error; its first test reports it
+                pass
+
+        for target in targets:
+            threading.Thread(target=start, args=(self.get(target),), name="containercheck-start",
+                             daemon=True).start()
+
+    def planned(self) -> None:
+        """Collection is over: the sessions started early get their plans, and those of images
+        whose checks were all deselected are removed (at once, on threads; :meth:`stop_all`
+        waits for them)."""
+        for target_id, s in self.sessions.items():
+            if target_id in self.plans:
+                s.set_plan(self.plans[target_id])
+            else:
+                s.close()
+                threading.Thread(target=s.stop, name="containercheck-stop", daemon=True).start()
 
     def stop_all(self) -> None:
         """Stop every session, all at once; from now on nothing is started or restarted."""

@@ -195,3 +195,89 @@ def test_stale_container_from_a_killed_run_is_reaped(pytester: pytest.Pytester, 
     _run(pytester, "--image", base_image, "--no-builtin-checks")
     assert not [n for n in containers_with_label() if n.startswith("containercheck-stale-")]
 
+
+
+# For a plugin module loaded with -p (the built-in checks lie outside the test directory, so a
+# conftest.py there would not load): the images of this run's containers, as Docker lists them.
+OURS = """
+import os, subprocess, time
+
+def ours():
+    res = subprocess.run(["docker", "ps", "--all", "--filter",
+                          "label=org.containercheck.owner=%s/%d" % (os.uname().nodename, os.getpid()),
+                          "--format", "{{.Image}}"], capture_output=True, text=True, check=True)
+    return res.stdout.split()
+
+def wait_for(predicate, seconds=30):
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+"""
+
+
+def test_images_start_while_their_checks_are_collected(pytester: pytest.Pytester, base_image: str) -> None:
+    """The image starts as collection begins, not at its first test: at the end of collection
+    its container is there (without the early start it would not be, until the first test)."""
+    pytester.makepyfile(watch=OURS + """
+def pytest_collection_finish(session):
+    wait_for(ours)
+    with open("seen", "w") as f:
+        f.write(" ".join(ours()))
+""")
+    result = _run(pytester, "-p", "watch", "--image", base_image, "--matrix-json", "m.json", *ONLY_SYSTEM)
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    assert (pytester.path / "seen").read_text() == base_image
+    assert leftovers(pytester.path / "m.json") == []
+
+
+def test_collect_only_starts_no_image(pytester: pytest.Pytester, base_image: str) -> None:
+    pytester.makepyfile(watch=OURS + """
+def pytest_collection_finish(session):
+    time.sleep(2)  # an image started as collection began would be there by now (it takes ~0.2 s)
+    with open("seen", "w") as f:
+        f.write(" ".join(ours()))
+""")
+    result = _run(pytester, "-p", "watch", "--image", base_image, "--collect-only", *ONLY_SYSTEM)
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    assert (pytester.path / "seen").read_text() == ""
+
+
+def test_an_image_whose_checks_are_all_deselected_is_removed_as_collection_ends(
+        pytester: pytest.Pytester, base_image: str, nopython_image: str) -> None:
+    """Both images start while their checks are collected; -k deselects every check of one of
+    them, and its container goes at the end of collection, while the other image's run goes on."""
+    pytester.makepyfile(watch=OURS + """
+def pytest_collection_modifyitems(config, items):
+    wait_for(lambda: len(ours()) == 2)
+    with open("seen", "w") as f:
+        f.write(" ".join(sorted(ours())))
+""")
+    pytester.makepyfile(test_gone=OURS + f"""
+def test_other_image_is_gone(container):
+    assert wait_for(lambda: {nopython_image!r} not in ours()), ours()
+    assert ours() == [{base_image!r}]
+    container.note("only " + container.id + " is running")
+""")
+    result = _run(pytester, "-p", "watch", "--image", base_image, "--image", nopython_image, "test_gone.py",
+                  "--no-builtin-checks", "-k", "not nopython", "--matrix-json", "m.json")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    assert (pytester.path / "seen").read_text() == " ".join(sorted([base_image, nopython_image]))
+    data = json.loads((pytester.path / "m.json").read_text())
+    assert [(c["row"], c["column"], c["status"]) for c in data["cells"]] == [
+        ("other_image_is_gone", f"docker://{base_image}", "pass")]
+    assert leftovers(pytester.path / "m.json") == []
+
+
+def test_interrupt_during_collection_leaves_no_container(pytester: pytest.Pytester, base_image: str) -> None:
+    """Ctrl-C while the checks are collected, with the image already started for them."""
+    pytester.makepyfile(watch=OURS + """
+def pytest_collection_modifyitems(config, items):
+    with open("pid", "w") as f:
+        f.write(str(os.getpid()))
+    assert wait_for(ours)
+    raise KeyboardInterrupt
+""")
+    result = _run(pytester, "-p", "watch", "--image", base_image, *ONLY_SYSTEM)
+    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()[-3000:]
+    assert owned_by(int((pytester.path / "pid").read_text())) == []
