@@ -1,7 +1,8 @@
 """The per-image engine: one running image per process, its interpreter and probe results.
 
 No pytest in here: the ``container`` fixture (:mod:`.container`) asks a :class:`SessionPool`
-for an image's :class:`ImageSession`; the first request starts the image, every probe for that
+for an image's :class:`ImageSession`; the first request starts the image (unless
+:meth:`SessionPool.start_early` did, while the checks were collected), every probe for that
 image runs in it, and the pool stops them all at the end of the run (also on Ctrl-C).  Probe
 results are cached per image and parameters, so checks that read the same facts run the probe
 once.  Once :meth:`SessionPool.stop_all` has begun nothing is started or restarted again.
