@@ -61,7 +61,7 @@ class ImageSession:
         """The key of the first probe a worker took (the heaviest) while it runs; "" after."""
         self.probes: dict[str, ProbeResult] = {}
         self._lock = threading.Lock()
-        self._queue = sorted(dict.fromkeys(plan), key=lambda p: -p.weight)  # stable: declaration order
+        self._queue: list[PlannedProbe] = []
         self._running: dict[str, threading.Event] = {}
         self._failures: dict[str, ProbeError] = {}
         self._workers: list[threading.Thread] = []
@@ -71,10 +71,12 @@ class ImageSession:
         self._stop_lock = threading.Lock()
         self.closed = False
         """Set when teardown or an interrupt began: no container is started after that."""
+        self.set_plan(plan)
 
     def set_plan(self, plan: Sequence[PlannedProbe]) -> None:
-        """The probes the selected checks declared, for a session created before collection
-        ended (see :meth:`SessionPool.start_early`); too late once its workers run."""
+        """The probes the selected checks declared, heaviest first (stable: declaration order);
+        given later to a session created before collection ended (see
+        :meth:`SessionPool.start_early`), too late once its workers run."""
         with self._lock:
             if not self._workers:
                 self._queue = sorted(dict.fromkeys(plan), key=lambda p: -p.weight)
