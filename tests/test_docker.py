@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -287,13 +288,13 @@ def test_under_xdist_each_image_starts_once(pytester: pytest.Pytester, base_imag
                                             nopython_image: str) -> None:
     """With -n 2 the images start on the workers that run their checks, not also early on the
     controller: Docker saw one container created per image for the run."""
-    since = subprocess.run(["date", "+%s.%N"], capture_output=True, text=True, check=True).stdout.strip()
+    since = f"{time.time():.3f}"
     pytester.makepyfile(test_one="def test_one(container):\n    container.note(container.id)\n")
     result = _run(pytester, "-n", "2", "--image", base_image, "--image", nopython_image, "test_one.py",
                   "--no-builtin-checks", "--matrix-json", "m.json")
     assert result.ret == 0, result.stdout.str()[-3000:]
     run_id = json.loads((pytester.path / "m.json").read_text())["meta"]["run_id"]
-    until = subprocess.run(["date", "+%s.%N"], capture_output=True, text=True, check=True).stdout.strip()
+    until = f"{time.time():.3f}"
     events = subprocess.run(["docker", "events", "--since", since, "--until", until, "--filter", "event=create",
                              "--filter", f"label=org.containercheck.run={run_id}", "--format", "{{.From}}"],
                             capture_output=True, text=True, timeout=60, check=True).stdout.split()
