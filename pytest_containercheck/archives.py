@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import stat
 import tarfile
-from typing import Any, Final
+from typing import IO, Any, Final
 
 BLOCK: Final = 512
 KINDS: Final = ("docker-archive", "oci-archive")
@@ -54,6 +55,11 @@ class ArchiveInfo:
     """Every digest-named blob was hashed and matched its name."""
     labels: dict[str, str] = dataclasses.field(default_factory=dict)
     """The image config's labels."""
+    diff_ids: tuple[str, ...] = ()
+    """The config's ``rootfs.diff_ids``: the uncompressed layers, the same however the image is
+    stored (a Docker engine, Podman, an OCI layout whose config was rewritten)."""
+    run_config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """What the config says about running it (:func:`run_config`), for comparing like with like."""
 
     def facts(self) -> dict[str, Any]:
         """Builtins for the column's facts."""
@@ -181,7 +187,8 @@ def _docker_archive(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], m
         digests += list(zip(layers, (str(d) for d in diff_ids)))
     info = ArchiveInfo(path=path, kind="docker-archive", config_digest=digest,
                        repo_tags=tuple(str(t) for t in entry.get("RepoTags") or []), layers=len(layers), size=size,
-                       labels=_labels(config_json))
+                       labels=_labels(config_json), diff_ids=tuple(str(d) for d in diff_ids),
+                       run_config=run_config(config_json))
     return info, digests
 
 
@@ -205,15 +212,92 @@ def _oci_archive(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], inde
         manifest = _read_json(tar, members, name, spec, path)
     config = str((manifest.get("config") or {}).get("digest") or "")
     _need(members, _blob(config), "the image config", spec, path)
-    labels = _labels(_read_json(tar, members, _blob(config), spec, path))
+    config_json = _read_json(tar, members, _blob(config), spec, path)
+    labels = _labels(config_json)
     layers = [str(x.get("digest") or "") for x in manifest.get("layers") or []]
     for layer in layers:
         _need(members, _blob(layer), "layer", spec, path)
     tag = (desc.get("annotations") or {}).get("org.opencontainers.image.ref.name")
+    diff_ids = ((config_json.get("rootfs") or {}).get("diff_ids") or []) if isinstance(config_json, dict) else []
     info = ArchiveInfo(path=path, kind="oci-archive", config_digest=config, repo_tags=(str(tag),) if tag else (),
-                       layers=len(layers), size=size, labels=labels)
+                       layers=len(layers), size=size, labels=labels, diff_ids=tuple(str(d) for d in diff_ids),
+                       run_config=run_config(config_json))
     # Every blob is named by its digest (OCI image layout).
     return info, [(_blob(d), d) for d in (config, *layers)]
+
+
+_RUN_KEYS: Final = ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "Labels")
+
+
+def run_config(config: Any) -> dict[str, Any]:
+    """The parts of an image config (an archive's, or ``docker/podman image inspect``'s ``Config``
+    with ``Architecture`` and ``Os``) that decide how the image runs, normalised so that the
+    same image compares equal however it was stored: empty and missing are alike."""
+    if not isinstance(config, dict):
+        return {}
+    inner = config.get("config") if "config" in config or "rootfs" in config else config.get("Config")
+    inner = inner if isinstance(inner, dict) else {}
+    out: dict[str, Any] = {key: inner.get(key) or None for key in _RUN_KEYS}
+    out["architecture"] = config.get("architecture") or config.get("Architecture") or None
+    out["os"] = config.get("os") or config.get("Os") or None
+    return out
+
+
+#: Where an archive names its image: ``docker load`` and ``podman load`` tag the loaded image
+#: with these, moving a tag the user already had onto the archive's image.
+_OCI_NAME_ANNOTATIONS: Final = ("org.opencontainers.image.ref.name", "io.containerd.image.name")
+
+
+def _untag(name: str, data: bytes) -> bytes | None:
+    """The metadata member *name* without the names that would tag the loaded image; None to
+    drop the member; *data* unchanged when it names nothing."""
+    if name == "repositories":  # legacy docker save: {"repo": {"tag": "<id>"}}
+        return None
+    if name not in ("manifest.json", "index.json"):
+        return data
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return data
+    if name == "manifest.json" and isinstance(doc, list):
+        for entry in doc:
+            if isinstance(entry, dict):
+                entry["RepoTags"] = None
+    elif name == "index.json" and isinstance(doc, dict):
+        for desc in doc.get("manifests") or []:
+            annotations = desc.get("annotations") if isinstance(desc, dict) else None
+            if isinstance(annotations, dict):
+                for key in _OCI_NAME_ANNOTATIONS:
+                    annotations.pop(key, None)
+    return json.dumps(doc).encode()
+
+
+def write_untagged(path: str, out: IO[bytes]) -> None:
+    """Write the archive at *path* to *out* as an uncompressed tar that names no image.
+
+    ``docker load`` and ``podman load`` give the loaded image the archive's names (``RepoTags``,
+    an OCI ``ref.name``), taking a name away from the image the user had under it; the image
+    loaded from this stream has no name, so nothing the user had is retagged, and removing it
+    afterwards removes only what the run loaded.  Layers are copied as they are.
+    """
+    with tarfile.open(path, "r:*") as src, tarfile.open(fileobj=out, mode="w|") as dst:
+        dst.copybufsize = _READ_CHUNK  # type: ignore[attr-defined]  # 16 KiB by default (not in the stubs)
+        for member in src:
+            if member.isfile():
+                fh = src.extractfile(member)
+                assert fh is not None
+                name = member.name.removeprefix("./")
+                if name in ("repositories", "manifest.json", "index.json") and member.size <= 64 << 20:
+                    data = _untag(name, fh.read())
+                    if data is None:
+                        continue
+                    copy = tarfile.TarInfo(member.name)
+                    copy.size, copy.mode, copy.mtime = len(data), member.mode, member.mtime
+                    dst.addfile(copy, io.BytesIO(data))
+                else:
+                    dst.addfile(member, fh)
+            else:
+                dst.addfile(member)
 
 
 def _labels(config: Any) -> dict[str, str]:

@@ -22,6 +22,7 @@ from .collect import row_name
 from .matrix import CELL_KEY, CellRecord, new_cell
 from .policy import CheckOptions
 from .probing import ProbeError, ProbeResult, PythonInfo
+from .redact import Redactor
 from .runtimes import RuntimeFault, Session, Target
 from .runtimes.base import text
 from .sessions import ImageSession
@@ -51,16 +52,19 @@ class CommandResult:
 class Container:
     """What a test gets as ``container``: one image on this host, plus its matrix cell."""
 
-    def __init__(self, image: ImageSession, host: dict[str, Any], options: CheckOptions, cell: CellRecord) -> None:
+    def __init__(self, image: ImageSession, host: dict[str, Any], options: CheckOptions, cell: CellRecord,
+                 redact: Redactor | None = None) -> None:
         self._image = image
         self._host = host
         self._options = options
         self._cell = cell
+        self._redact = redact or Redactor({})
+        """Keeps ``--container-env`` values out of the cell and the failure message."""
 
     def start(self) -> dict[str, Any]:
         """Start the image (once per run) and return how it was launched; an error cell if it cannot."""
         facts = self._started().facts
-        self._cell["column_facts"] = dict(facts)
+        self._cell["column_facts"] = self._redact(dict(facts))
         return facts
 
     # -- about the image and the host -------------------------------------------------
@@ -153,11 +157,11 @@ class Container:
 
     def note(self, text_: str) -> None:
         """Set the one-line detail shown in this test's matrix cell."""
-        self._cell["detail"] = " ".join(str(text_).split())[:300]
+        self._cell["detail"] = self._redact.text(" ".join(str(text_).split()))[:300]
 
     def evidence(self, key: str, value: Any) -> None:
         """Attach small evidence (builtins only) to the cell, for JSON and HTML reports."""
-        self._cell["evidence"][key] = _builtins(value)
+        self._cell["evidence"][key] = self._redact(_builtins(value))
 
     def artifact(self, name: str, data: bytes, suffix: str = ".png") -> Path:
         """Write *data* under ``--artifacts-dir`` and reference it from the cell."""
@@ -177,6 +181,7 @@ class Container:
         """Fail this check: *reason* is the cell's detail, *fix* what to do, *fault* whose."""
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}")
+        reason, fix = self._redact.text(reason), self._redact(fix)
         self._cell.update({"detail": " ".join(reason.split())[:300], "fix": fix, "fault": fault})
         msg = f"[{fault} fault] {reason}" if fault else reason
         if fix:
@@ -185,6 +190,7 @@ class Container:
 
     def error(self, reason: str, *, fix: str | None = None, evidence: str = "", fault: str | None = None) -> NoReturn:
         """The check could not be carried out (image would not start, probe crashed)."""
+        reason, fix, evidence = self._redact.text(reason), self._redact(fix), self._redact.text(evidence)
         self._cell.update({"status": "error", "detail": " ".join(reason.split())[:300], "fix": fix, "fault": fault})
         if evidence:
             self._cell["evidence"]["output"] = evidence[-4000:]
@@ -212,6 +218,7 @@ class Container:
 
     def skip(self, reason: str) -> NoReturn:
         """Skip this check with *reason* (shown in the cell)."""
+        reason = self._redact.text(reason)
         self._cell["detail"] = " ".join(reason.split())[:300]
         pytest.skip(reason)
 
@@ -286,6 +293,6 @@ def container(request: pytest.FixtureRequest) -> Container:
     target: Target = request.param
     cell = new_cell(row_name(request.node), target.id)
     request.node.user_properties.append((CELL_KEY, cell))
-    c = Container(state.pool.get(target), state.host, state.checks, cell)
+    c = Container(state.pool.get(target), state.host, state.checks, cell, Redactor(state.launch.env))
     c.start()  # a launch failure is an error in setup, not a failed check
     return c

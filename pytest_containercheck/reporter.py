@@ -19,6 +19,7 @@ import pytest
 from . import junit, options
 from .collect import image_of_nodeid, row_name
 from .matrix import CELL_KEY, STATUSES, Cell, CellRecord, Column, Matrix, cell_record
+from .redact import redact_args
 from .report import render_html, render_json, render_markdown, render_terminal
 from .state import STATE, RunState
 
@@ -73,7 +74,7 @@ class MatrixReporter:
         self.host = host_key(state.host)
         self.matrix = Matrix()
         self.matrix.hosts[self.host] = state.host
-        self.matrix.meta = {"run_id": state.launch.run_id, "pytest_args": list(config.invocation_params.args)}
+        self.matrix.meta = {"run_id": state.launch.run_id, "pytest_args": redact_args(config.invocation_params.args)}
         for t in state.targets:
             self.matrix.add_column(Column(id=t.id, host=self.host, spec=t.spec, runtime=t.runtime, ref=t.ref,
                                           facts=dict(state.runtime_facts.get(t.id, {}))))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pytest_containercheck.archives import ArchiveError, inspect_archive, is_tar
+from pytest_containercheck.archives import ArchiveError, inspect_archive, is_tar, run_config, write_untagged
 
 from conftest import cut_copy
 from test_plugin import ONLY_SYSTEM
@@ -50,6 +51,40 @@ def test_oci_layout_archive_gives_its_config_digest(tmp_path: Path) -> None:
     info = inspect_archive(str(tmp_path / "img.tar"), "img.tar", verify=True)
     assert (info.kind, info.config_digest, info.repo_tags, info.layers, info.verified) == (
         "oci-archive", digest, ("team/img:1.4",), 1, True)
+
+
+def test_untagged_copy_names_no_image(tmp_path: Path, saved: Path) -> None:
+    # docker/podman load tag the loaded image with the archive's names, taking the name from an
+    # image the user has under it; the stream the plugin loads names nothing, layers unchanged.
+    _oci_tar(tmp_path / "oci.tar")
+    for src in (tmp_path / "oci.tar", saved):
+        out = tmp_path / f"untagged-{src.name}"
+        with open(out, "wb") as fh:
+            write_untagged(str(src), fh)
+        before, after = inspect_archive(str(src), "src", verify=True), inspect_archive(str(out), "out", verify=True)
+        assert before.repo_tags and after.repo_tags == ()
+        assert (after.kind, after.config_digest, after.diff_ids, after.layers) == (
+            before.kind, before.config_digest, before.diff_ids, before.layers)
+        with tarfile.open(src) as a, tarfile.open(out) as b:
+            names = {m.name for m in a} - {"repositories"}
+            assert {m.name for m in b} == names
+            for name in names - {"manifest.json", "index.json"}:
+                fa, fb = a.extractfile(name), b.extractfile(name)
+                assert (fa.read() if fa else None) == (fb.read() if fb else None), name
+            if "index.json" in names:
+                index = json.load(b.extractfile("index.json"))  # type: ignore[arg-type]
+                assert all(not {"org.opencontainers.image.ref.name", "io.containerd.image.name"}
+                           & set(m.get("annotations") or {}) for m in index["manifests"])
+
+
+def test_run_config_compares_like_with_like() -> None:
+    archive = {"architecture": "amd64", "os": "linux", "rootfs": {"diff_ids": []},
+               "config": {"Env": ["PATH=/bin"], "Cmd": ["bash"], "Labels": None, "WorkingDir": ""}}
+    inspect = {"Id": "sha256:x", "Architecture": "amd64", "Os": "linux",
+               "Config": {"Env": ["PATH=/bin"], "Cmd": ["bash"], "Labels": {}, "User": "", "Image": "sha256:y"}}
+    assert run_config(archive) == run_config(inspect) != {}
+    inspect["Config"]["Env"] = ["PATH=/bin", "A=1"]  # type: ignore[index]
+    assert run_config(archive) != run_config(inspect)
 
 
 def test_missing_layer_is_named(tmp_path: Path) -> None:
@@ -150,6 +185,49 @@ def test_loaded_image_is_kept_on_request(pytester: pytest.Pytester, own_archive:
         assert again.ret == 0 and launch["archive"]["loaded"] is False and _engine_has(image_id)
     finally:
         subprocess.run(["docker", "rmi", "--force", image_id], capture_output=True, timeout=120)
+
+
+def _build(base_image: str, tag: str, label: str) -> str:
+    built = subprocess.run(["docker", "build", "--quiet", "--tag", tag, "-"],
+                           input=f"FROM {base_image}\nLABEL org.containercheck.archive-test={label}\n",
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    return built.stdout.strip()
+
+
+def _docker_id(ref: str) -> str | None:
+    res = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True,
+                         timeout=60)
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def test_loading_an_archive_leaves_the_users_tag_alone(pytester: pytest.Pytester, base_image: str,
+                                                       tmp_path: Path) -> None:
+    """The user saved build A as team/app:dev, then rebuilt: team/app:dev is build B now.  Checking
+    a.tar loads A without a name and removes only that; team/app:dev still names B.  Checking b.tar
+    (the build the tag names) loads nothing and removes nothing."""
+    tag = f"containercheck-test/usertag:{os.getpid()}"
+    old = _build(base_image, tag, "a")
+    subprocess.run(["docker", "save", "-o", str(tmp_path / "a.tar"), tag], check=True, timeout=300)
+    new = _build(base_image, tag, "b")
+    subprocess.run(["docker", "rmi", old], check=True, capture_output=True, timeout=120)
+    subprocess.run(["docker", "save", "-o", str(tmp_path / "b.tar"), tag], check=True, timeout=300)
+    try:
+        result = pytester.runpytest_subprocess("--image", str(tmp_path / "a.tar"), "--matrix-json", "a.json",
+                                               *ONLY_SYSTEM)
+        assert result.ret == 0, result.stdout.str()[-3000:]
+        launch = json.loads((pytester.path / "a.json").read_text())["columns"][0]["facts"]["launch"]
+        assert launch["archive"]["loaded"] is True and launch["archive"]["image_id"] == old
+        assert _docker_id(tag) == new, "the user's tag must still name their own build"
+        assert _docker_id(old) is None, "the image this run loaded must be removed at the end"
+        result = pytester.runpytest_subprocess("--image", str(tmp_path / "b.tar"), "--matrix-json", "b.json",
+                                               *ONLY_SYSTEM)
+        assert result.ret == 0, result.stdout.str()[-3000:]
+        launch = json.loads((pytester.path / "b.json").read_text())["columns"][0]["facts"]["launch"]
+        assert launch["archive"]["loaded"] is False
+        assert _docker_id(tag) == new
+    finally:
+        subprocess.run(["docker", "rmi", "--force", tag, old], capture_output=True, timeout=120)
 
 
 def test_bad_archive_is_a_usage_error_before_anything_starts(pytester: pytest.Pytester, saved: Path) -> None:

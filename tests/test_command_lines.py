@@ -18,7 +18,7 @@ from pytest_containercheck.targets import parse_target
 
 IMAGE = "registry:5000/team/name:1.4"
 NAME = "containercheck-r1-42-1"
-CAPS = "NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics"
+CAPS = "NVIDIA_DRIVER_CAPABILITIES"
 
 
 def _prefix(executable: str) -> list[str]:
@@ -78,10 +78,30 @@ def test_runtime_args_come_before_the_image_and_user_env_is_passed() -> None:
     argv = OCIRuntime("docker").run_command(parse_target(IMAGE), options, NAME, "all")
     assert argv[argv.index("--network") + 1] == "bridge"
     # The user's capabilities win over our default.
-    tail = ["--env", "OMP_NUM_THREADS=2", "--env", "NVIDIA_DRIVER_CAPABILITIES=compute",
+    tail = ["--env", "OMP_NUM_THREADS", "--env", "NVIDIA_DRIVER_CAPABILITIES",
             "--shm-size=1g", "--ipc", "host", IMAGE, "600"]  # fmt: skip
     assert argv[-len(tail) :] == tail
-    assert CAPS not in argv
+    assert OCIRuntime("docker").container_env(options, "all")["NVIDIA_DRIVER_CAPABILITIES"] == "compute"
+    assert OCIRuntime("docker").container_env(LaunchOptions(run_id="r1"), "all") == {
+        "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,graphics"}
+    assert OCIRuntime("docker").container_env(LaunchOptions(run_id="r1"), "none") == {}
+
+
+def test_values_never_reach_the_command_line() -> None:
+    # Any local user reads command lines (ps, /proc/PID/cmdline); a --container-env value is
+    # often a token.  docker/podman 'run --env NAME' and 'exec --env NAME' read the value
+    # from the client's environment, which only the same user can read.
+    secret = "hf_SeCrEtVaLuE123"
+    options = LaunchOptions(run_id="r1", env={"HF_TOKEN": secret})
+    for rt in (OCIRuntime("docker"), OCIRuntime("podman")):
+        argv = rt.run_command(parse_target(IMAGE), options, NAME, "none")
+        assert not any(secret in a for a in argv), argv
+        assert argv[argv.index("HF_TOKEN") - 1] == "--env"
+        env = rt.client_env(rt.container_env(options, "none"))
+        assert env is not None and env["HF_TOKEN"] == secret and env["PATH"] == os.environ["PATH"]
+        exec_argv = rt.exec_command(NAME, ["true"], {"HF_TOKEN": secret})
+        assert exec_argv == [rt.executable, "exec", "--interactive", "--env", "HF_TOKEN", NAME, "true"]
+    assert OCIRuntime.client_env({}) is None  # nothing to carry: the client inherits ours
 
 
 def test_oci_executable_can_differ_from_name() -> None:
@@ -93,7 +113,7 @@ def test_oci_executable_can_differ_from_name() -> None:
 def test_docker_exec_command() -> None:
     rt = OCIRuntime("docker")
     assert rt.exec_command(NAME, ["python3", "-"], {"K": "V", "A": "b c"}) == [
-        "docker", "exec", "--interactive", "--env", "K=V", "--env", "A=b c", NAME, "python3", "-",
+        "docker", "exec", "--interactive", "--env", "K", "--env", "A", NAME, "python3", "-",
     ]  # fmt: skip
     assert rt.exec_command(NAME, ["true"]) == ["docker", "exec", "--interactive", NAME, "true"]
     assert rt.command_line(parse_target(IMAGE), LaunchOptions(run_id="r1"), ["python3", "-"]) == [

@@ -664,6 +664,53 @@ def test_safe_defaults_and_verbatim_input(pytester: pytest.Pytester, base_image:
     assert leftovers(matrix) == []
 
 
+SECRET_CHECKS = """
+import os
+
+def test_values_arrive(container):
+    env = dict(ln.split("=", 1) for ln in container.run(["env"]).stdout.splitlines() if "=" in ln)
+    assert env.get("CC_TOKEN") == os.environ["CC_EXPECT_1"] and env.get("HF_TOKEN") == os.environ["CC_EXPECT_2"]
+    container.evidence("env", {k: env[k] for k in ("CC_TOKEN", "HF_TOKEN")})
+    container.note("token " + env["CC_TOKEN"] + " seen")
+
+def test_fails_naming_the_token(container):
+    token = container.run(["printenv", "HF_TOKEN"]).stdout.strip()
+    container.fail("the hub refused " + token, fix="rotate " + token)
+"""
+
+
+def test_container_env_values_reach_no_report(pytester: pytest.Pytester, base_image: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value passed with --container-env (given on the command line, or named and taken from
+    the host) arrives in the image, and is in no file the run writes, not in its terminal
+    output, and not on the docker command lines it records: only the names are."""
+    first, second = f"cc1-{os.getpid()}-SeCrEt-value", f"hf_{os.getpid()}SeCrEtHostToken"
+    monkeypatch.setenv("HF_TOKEN", second)
+    monkeypatch.setenv("CC_EXPECT_1", first)
+    monkeypatch.setenv("CC_EXPECT_2", second)
+    pytester.makepyfile(test_secret=SECRET_CHECKS)
+    result = _run(pytester, "--image", base_image, "test_secret.py", "--no-builtin-checks", "-rA",
+                  "--container-env", f"CC_TOKEN={first}", "--container-env", "HF_TOKEN",
+                  "--matrix-json", "m.json", "--matrix-md", "m.md", "--matrix-html", "m.html",
+                  "--junitxml", "j.xml")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "the hub refused $HF_TOKEN" in result.stdout.str()
+    for secret in (first, second):
+        assert secret not in result.stdout.str() + result.stderr.str()
+        for name in ("m.json", "m.md", "m.html", "j.xml"):
+            assert secret not in (pytester.path / name).read_text(), name
+    data = _matrix(pytester)
+    assert "CC_TOKEN=<redacted>" in data["meta"]["pytest_args"]
+    run_command = _launch(data, f"docker://{base_image}")["run_command"]
+    assert run_command[run_command.index("CC_TOKEN") - 1] == "--env"
+    assert run_command[run_command.index("HF_TOKEN") - 1] == "--env"
+    cells = _cells(data)
+    assert cells[("values_arrive", f"docker://{base_image}")]["evidence"]["env"] == {
+        "CC_TOKEN": "$CC_TOKEN", "HF_TOKEN": "$HF_TOKEN"}
+    assert cells[("values_arrive", f"docker://{base_image}")]["detail"] == "token $CC_TOKEN seen"
+    assert leftovers(pytester.path / "m.json") == []
+
+
 # -- concurrency ----------------------------------------------------------------------------------
 
 

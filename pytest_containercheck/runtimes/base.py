@@ -16,9 +16,10 @@ import os
 import select
 import signal
 import subprocess
+import tarfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, ClassVar, Final
 
 from ..archives import ArchiveError, ArchiveInfo, inspect_archive
@@ -217,12 +218,16 @@ def _pump(stream: IO[bytes], sink: _BoundedSink) -> None:
 def run_bounded(
     argv: Sequence[str],
     *,
-    stdin: bytes | None = None,
+    stdin: bytes | Callable[[IO[bytes]], None] | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     new_session: bool = True,
 ) -> ExecResult:
     """Run *argv* (never through a shell) with bounded output and a hard timeout.
+
+    *stdin* is the bytes to send, or a function that writes them to the pipe it is given
+    (for streams too large to hold, such as an image archive): it runs in a thread, so the
+    timeout also bounds a process that stops reading.
 
     On timeout the whole process group is killed; the caller is responsible for anything
     the process left *inside* a container (see :meth:`Session.kill_inside`).
@@ -249,17 +254,14 @@ def run_bounded(
     ]
     for p in pumps:
         p.start()
+    feeder: threading.Thread | None = None
     if stdin is not None:
         assert proc.stdin is not None
-        try:
-            proc.stdin.write(stdin)
-        except (BrokenPipeError, OSError):
-            pass  # the process exited early; its exit status tells the story
-        finally:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+        feeder = threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True)
+        if callable(stdin):
+            feeder.start()
+        else:
+            feeder.run()
     timed_out = False
     try:
         _wait(proc, timeout)
@@ -272,6 +274,8 @@ def run_bounded(
         proc.wait()
         raise
     deadline = time.monotonic() + 5
+    if feeder is not None and feeder.ident is not None:
+        feeder.join(timeout=5)
     for p in pumps:
         p.join(timeout=max(0.0, deadline - time.monotonic()))
     if new_session and any(p.is_alive() for p in pumps):
@@ -289,6 +293,23 @@ def run_bounded(
         timed_out=timed_out,
         dropped=sinks[0].dropped + sinks[1].dropped,
     )
+
+
+def _feed(pipe: IO[bytes], data: bytes | Callable[[IO[bytes]], None]) -> None:
+    try:
+        if callable(data):
+            data(pipe)
+        else:
+            pipe.write(data)
+    except (OSError, ValueError, EOFError, tarfile.TarError):
+        # The process exited early (or was killed), or the stream could not be read to its
+        # end: the process sees its input cut short, and its exit status tells the story.
+        pass
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float | None) -> None:

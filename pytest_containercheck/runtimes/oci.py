@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from ..archives import ArchiveInfo, run_config, write_untagged
 from .base import (
     ExecResult,
     Health,
@@ -71,6 +72,10 @@ def gpu_refusal(stderr: str, runtime: str) -> dict[str, str]:
                         "(--container-env NVIDIA_DISABLE_REQUIRE=1)")}
     return {"error": lines[0] if lines else stderr.strip()[-300:], "fault": "host", "fix": TOOLKIT_FIX[runtime]}
 
+
+#: ``docker load``: "Loaded image ID: sha256:<hex>"; ``podman load``: "Loaded image: sha256:<hex>"
+#: (older: "Loaded image(s): ..."), for an archive that names no image.
+_LOADED_ID = re.compile(r"Loaded image(?: ID)?(?:\(s\))?: (?:sha256:)?([0-9a-f]{64})\b")
 
 _DAEMON_DOWN = re.compile(r"cannot connect to the docker daemon|is the docker daemon running|"
                           r"connection refused|no such file or directory.*\.sock", re.IGNORECASE)
@@ -138,12 +143,25 @@ class OCIRuntime(Runtime):
             gpus = f'"{gpus}"'
         return ["--gpus", gpus]
 
+    def container_env(self, options: LaunchOptions, gpus: str) -> dict[str, str]:
+        """The variables set in the session's container: ``--container-env`` values and, with
+        GPUs, the NVIDIA driver capabilities the image needs."""
+        env = dict(options.env)
+        if gpus != "none":
+            # Without "graphics", the NVIDIA hook mounts no EGL/GL libraries and EGL falls
+            # back to Mesa's llvmpipe without an error.
+            env.setdefault("NVIDIA_DRIVER_CAPABILITIES", "compute,utility,graphics")
+        return env
+
     def run_command(self, target: Target, options: LaunchOptions, name: str, gpus: str,
                     keepalive: Sequence[str] = KEEPALIVES[0]) -> list[str]:
         """The ``docker run`` line that starts the session's long-lived container.
 
         *keepalive* is the entrypoint and its arguments (see :data:`KEEPALIVES`); the
-        container's lifetime in seconds follows them.
+        container's lifetime in seconds follows them.  Variables are named (``--env NAME``),
+        never given with their values: the client reads each from its own environment
+        (:meth:`client_env`), so no value is on a command line that ``ps`` shows, or in the
+        launch facts the reports keep.
         """
         argv = [
             self.executable, "run", "--detach", "--rm", "--pull", "never",
@@ -154,22 +172,24 @@ class OCIRuntime(Runtime):
             "--entrypoint", keepalive[0],
         ]
         argv += self.gpu_flags(gpus)
-        env = dict(options.env)
-        if gpus != "none":
-            # Without "graphics", the NVIDIA hook mounts no EGL/GL libraries and EGL falls
-            # back to Mesa's llvmpipe without an error.
-            env.setdefault("NVIDIA_DRIVER_CAPABILITIES", "compute,utility,graphics")
-        for key, value in env.items():
-            argv += ["--env", f"{key}={value}"]
+        for key in self.container_env(options, gpus):
+            argv += ["--env", key]
         argv += list(options.runtime_args)
         argv += [target.ref, *keepalive[1:], str(options.lifetime)]
         return argv
 
+    @staticmethod
+    def client_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
+        """The docker/podman client's environment that carries the values of *env*
+        (``--env NAME`` takes the value of ``NAME`` from it); None: the client inherits ours."""
+        return {**os.environ, **env} if env else None
+
     def exec_command(self, container: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
-        """The ``docker exec`` line that runs *argv* in a running container."""
+        """The ``docker exec`` line that runs *argv* in a running container; the values of
+        *env* travel in the client's environment (:meth:`client_env`)."""
         cmd = [self.executable, "exec", "--interactive"]
-        for key, value in (env or {}).items():
-            cmd += ["--env", f"{key}={value}"]
+        for key in env or {}:
+            cmd += ["--env", key]
         return [*cmd, container, *argv]
 
     def command_line(self, target: Target, options: LaunchOptions, argv: Sequence[str]) -> list[str]:
@@ -240,21 +260,60 @@ class OCIRuntime(Runtime):
     # -- sessions ------------------------------------------------------------------
 
     def load_archive(self, target: Target) -> tuple[str, dict[str, Any]]:
-        """The image of an archive target, loaded unless the engine has it already: (image id, facts)."""
+        """The image of an archive target, loaded unless the engine has it already: (image id, facts).
+
+        Nothing the user has is renamed: the archive is loaded without its names
+        (:func:`~..archives.write_untagged`), so ``docker load`` does not move a tag of the
+        user's onto it, and the clean-up removes only the nameless image the run loaded.
+        """
         info = target_archive(target)
-        image = info.config_digest
-        have = run_bounded([self.executable, "image", "inspect", "--format", "{{.Id}}", image], timeout=60)
-        if have.returncode == 0:
-            return image, {"config_digest": image, "loaded": False, "prepared": f"{self.name} already had it"}
+        present = self.find_image(info)
+        if present is not None:
+            image, how = present
+            return image, {"config_digest": info.config_digest, "loaded": False,
+                           "prepared": f"{self.name} already had it{how}"}
         t0 = time.monotonic()
-        res = run_bounded([self.executable, "load", "--input", target.ref], timeout=3600)
+        res = run_bounded([self.executable, "load"], stdin=lambda pipe: write_untagged(target.ref, pipe),
+                          timeout=3600)
         if res.returncode != 0 or res.timed_out:
             raise RuntimeFault(f"'{self.executable} load' failed: {runtime_error(text(res.stderr)) or 'timed out'}",
                                fix="check the archive (--verify-archive) and the engine's disk space",
                                evidence=text(res.stderr)[-4000:], fault="host")
         took = round(time.monotonic() - t0, 1)
-        return image, {"config_digest": image, "loaded": True, "load_seconds": took,
-                       "prepared": f"{self.executable} load {took:.1f} s"}
+        loaded = _LOADED_ID.search(text(res.stdout))
+        image = f"sha256:{loaded.group(1)}" if loaded else info.config_digest
+        return image, {"config_digest": info.config_digest, "loaded": True, "load_seconds": took,
+                       "image_id": image, "prepared": f"{self.executable} load {took:.1f} s"}
+
+    def find_image(self, info: ArchiveInfo) -> tuple[str, str] | None:
+        """The engine's own image that is the archive's image: (its id, how it was recognised), or None.
+
+        Compared like with like: by the config digest (the image id of a ``docker save`` in
+        Docker, and of any archive the engine loaded before), else, for each name in the
+        archive, the image under that name when its layers (``rootfs.diff_ids``) and run
+        configuration are the archive's -- Podman rewrites the config when it saves an OCI
+        archive, so the archive's config digest is never Podman's id for the image it came from.
+        """
+        have = run_bounded([self.executable, "image", "inspect", "--format", "{{.Id}}", info.config_digest],
+                           timeout=60)
+        if have.returncode == 0:
+            return info.config_digest, ""
+        if not info.diff_ids or not info.run_config:
+            return None
+        for tag in info.repo_tags:
+            res = run_bounded([self.executable, "image", "inspect", tag], timeout=60)
+            if res.returncode != 0:
+                continue
+            try:
+                local = json.loads(res.stdout)[0]
+                layers = tuple((local.get("RootFS") or {}).get("Layers") or ())
+                image_id = str(local["Id"])
+            except (ValueError, IndexError, KeyError, TypeError, AttributeError):
+                continue
+            if layers == info.diff_ids and run_config(local) == info.run_config:
+                image_id = image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
+                return image_id, f" as {tag} (same layers and configuration)"
+        return None
 
     def start(self, target: Target, options: LaunchOptions) -> Session:
         if target.archive:
@@ -263,7 +322,7 @@ class OCIRuntime(Runtime):
                 session = self._start(dataclasses.replace(target, ref=image), options)
             except BaseException:
                 if loaded["loaded"] and not options.keep_loaded:
-                    run_bounded([self.executable, "rmi", "--force", image], timeout=120)
+                    remove_loaded(self.executable, image)
                 raise
             session.target = target
             session.facts.update(archive=loaded)
@@ -283,13 +342,13 @@ class OCIRuntime(Runtime):
         not_found: re.Match[str] | None = None
         for keepalive in KEEPALIVES:
             argv = self.run_command(target, options, name, gpus, keepalive)
-            res = run_bounded(argv, timeout=120)
+            res = run_bounded(argv, env=self.client_env(self.container_env(options, gpus)), timeout=120)
             gpu_error = _GPU_UNAVAILABLE.search(text(res.stderr)) if res.returncode != 0 else None
             if gpu_error and gpus != "none":
                 gpu.update(attached=False, tried=argv, **gpu_refusal(text(res.stderr), self.name))
                 gpus = "none"
                 argv = self.run_command(target, options, name, gpus, keepalive)
-                res = run_bounded(argv, timeout=120)
+                res = run_bounded(argv, env=self.client_env(self.container_env(options, gpus)), timeout=120)
             if res.returncode == 0:
                 session = OCISession(self, target, name, text(res.stdout).strip(), argv, gpu)
                 session.facts["keepalive"] = keepalive[0]
@@ -401,7 +460,8 @@ class OCISession(Session):
 
     def exec(self, argv: Sequence[str], *, stdin: bytes | None = None,
              env: Mapping[str, str] | None = None, timeout: float | None = None) -> ExecResult:
-        return run_bounded(self.runtime.exec_command(self.name, argv, env), stdin=stdin, timeout=timeout)
+        return run_bounded(self.runtime.exec_command(self.name, argv, env), stdin=stdin,
+                           env=self.runtime.client_env(env), timeout=timeout)
 
     def kill_inside(self, pid: int, python: str) -> None:
         code = "import os,sys\ntry:\n os.killpg(int(sys.argv[1]), 9)\nexcept OSError:\n pass"
@@ -464,7 +524,20 @@ class OCISession(Session):
         self._stopped = True
         run_bounded(remove_command(self.runtime.executable, [self.name]), timeout=60)
         if self.remove_image:
-            run_bounded([self.runtime.executable, "rmi", "--force", self.remove_image], timeout=120)
+            remove_loaded(self.runtime.executable, self.remove_image)
+
+
+def remove_loaded(executable: str, image: str) -> None:
+    """Remove the nameless image a run loaded from an archive, unless a name now points at it
+    (someone tagged it during the run: it is theirs now)."""
+    res = run_bounded([executable, "image", "inspect", "--format", "{{json .RepoTags}}", image], timeout=60)
+    try:
+        names = json.loads(res.stdout) if res.returncode == 0 else None
+    except ValueError:
+        names = None
+    if res.returncode == 0 and names:
+        return
+    run_bounded([executable, "rmi", image], timeout=120)
 
 
 def remove_command(executable: str, names: Sequence[str]) -> list[str]:
