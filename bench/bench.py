@@ -162,7 +162,7 @@ PROBES = (("system", {}), ("render", {"backend": "osmesa"}), ("render", {"backen
 
 def probe_programs() -> list[bytes]:
     sys.path.insert(0, str(HERE.parent))
-    from pytest_containercheck import probing
+    from pytest_containercheck.engine import probing
 
     return [probing.compose(name, params, f"bench{i}", 600) for i, (name, params) in enumerate(PROBES)]
 
@@ -221,7 +221,7 @@ def limit(image: str, startup_s: float) -> float:
     chain that must run in order (the torch bundle: torch, then transformers, which imports it).
     """
     sys.path.insert(0, str(HERE.parent))
-    from pytest_containercheck import probing
+    from pytest_containercheck.engine import probing
 
     name = f"containercheck-bench-limit-{os.getpid()}"
     subprocess.run(["docker", "run", "-d", "--rm", "--network", "none", "--name", name, "--entrypoint", "sleep",
@@ -308,7 +308,7 @@ def limit_apptainer(sif: str, startup_s: float) -> float:
     SIF anew, so squashfuse reads and decompresses the libraries cold), and the instance's own
     start and stop."""
     sys.path.insert(0, str(HERE.parent))
-    from pytest_containercheck import probing
+    from pytest_containercheck.engine import probing
 
     name = f"containercheck-bench-limit-{os.getpid()}"
     program = probing.compose_bundle([("torch_device", {}, "t"), ("transformers_infer", {}, "f")], ("torch",), 600)
@@ -320,7 +320,7 @@ def limit_apptainer(sif: str, startup_s: float) -> float:
         out = subprocess.run(["apptainer", "exec", "--cleanenv", f"instance://{name}", "python3", "-c", CPU_WRAP],
                              input=program, capture_output=True, check=True).stdout.decode().split()
     finally:
-        from pytest_containercheck.runtimes.apptainer import _stop_instance
+        from pytest_containercheck.engine.runtimes.apptainer import _stop_instance
 
         t0 = time.monotonic()
         _stop_instance("apptainer", name)  # as the plugin stops it: done when the master has exited

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from .collect import image_of_nodeid
 from .reporter import MATRIX_KEY
+from .rows import image_of_nodeid
 from .state import RunState
 
 

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import probing
-from .diff import KINDS, REGRESSION, diff_columns
-from .diff import render_markdown as render_diff_markdown
-from .matrix import Column, Matrix, merge, same_image
-from .report import render_html, render_json, render_markdown, render_terminal
+from .engine import probing
+from .engine.diff import KINDS, REGRESSION, diff_columns
+from .engine.diff import render_markdown as render_diff_markdown
+from .engine.matrix import Column, Matrix, merge, same_image
+from .engine.report import render_html, render_json, render_markdown, render_terminal
 
 #: Largest matrix file read (a merge of many nodes is a few MiB; anything bigger is not ours).
 MAX_INPUT_BYTES = 256 * 2**20

@@ -10,24 +10,26 @@ the :class:`~.verdict.Verdict` to :meth:`Container.apply`.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import re
+import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
-from .collect import row_name
-from .matrix import CELL_KEY, CellRecord, new_cell
-from .policy import CheckOptions
-from .probing import ProbeError, ProbeResult, PythonInfo
-from .redact import Redactor
-from .runtimes import RuntimeFault, Session, Target
-from .runtimes.base import text
-from .sessions import ImageSession
+from .engine.matrix import CELL_KEY, CellRecord, new_cell
+from .engine.policy import CheckOptions
+from .engine.probing import ProbeError, ProbeResult, PythonInfo
+from .engine.redact import Redactor
+from .engine.runtimes import RuntimeFault, Session, Target
+from .engine.runtimes.base import text
+from .engine.sessions import ImageSession
+from .engine.verdict import FAULTS, Verdict
+from .rows import row_name
 from .state import STATE
-from .verdict import FAULTS, Verdict
 
 __all__ = ["CommandResult", "Container", "container"]
 
@@ -81,7 +83,7 @@ class Container:
 
     @property
     def host(self) -> dict[str, Any]:
-        """Host facts (see :mod:`pytest_containercheck.hostinfo`)."""
+        """Host facts (see :mod:`pytest_containercheck.engine.hostinfo`)."""
         return self._host
 
     @property
@@ -296,3 +298,32 @@ def container(request: pytest.FixtureRequest) -> Container:
     c = Container(state.pool.get(target), state.host, state.checks, cell, Redactor(state.launch.env))
     c.start()  # a launch failure is an error in setup, not a failed check
     return c
+
+
+def shadowing_fixture(config: pytest.Config) -> str | None:
+    """Why a fixture named ``container`` from a conftest.py or another plugin cannot be used, or None.
+
+    Such a fixture hides the plugin's own from every test under it, the built-in checks
+    included: they would fail with AttributeError.  One that asks for ``container`` itself
+    (the documented way to wrap a fixture) keeps the plugin's and is fine.
+    """
+    ours = container
+    for plugin in config.pluginmanager.get_plugins():
+        if not isinstance(plugin, types.ModuleType):
+            continue
+        for attr, obj in list(vars(plugin).items()):
+            if obj is ours:
+                continue
+            marker = getattr(obj, "_fixture_function_marker", None) or getattr(obj, "_pytestfixturefunction", None)
+            if marker is None or (getattr(marker, "name", None) or attr) != "container":
+                continue
+            try:
+                wraps_ours = "container" in inspect.signature(obj).parameters
+            except (TypeError, ValueError):
+                wraps_ours = False
+            if not wraps_ours:
+                where = getattr(plugin, "__file__", None) or plugin.__name__
+                return (f"{where} defines a fixture named 'container', which hides pytest-containercheck's own "
+                        f"from every test under it (the built-in checks too); rename it (e.g. my_container), or "
+                        f"make it take 'container' to wrap the plugin's")
+    return None

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from .matrix import Matrix
+    from .engine.matrix import Matrix
 
 
 def pytest_containercheck_matrix(matrix: Matrix, config: pytest.Config) -> None:

@@ -18,11 +18,11 @@ from typing import Any, Literal, NamedTuple
 
 import pytest
 
-from . import probing
-from .archives import ArchiveError, inspect_archive
-from .policy import CheckOptions
-from .runtimes import LaunchOptions, Target, get_runtime, runtime_names
-from .targets import parse_targets
+from .engine import probing
+from .engine.archives import ArchiveError, inspect_archive
+from .engine.policy import CheckOptions
+from .engine.runtimes import LaunchOptions, Target, get_runtime, runtime_names
+from .engine.targets import parse_targets
 
 MAX_PROBE_TIMEOUT = 24 * 3600
 """Seconds: no probe may outlive its container (whose lifetime is bounded by as much)."""

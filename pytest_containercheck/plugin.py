@@ -22,11 +22,13 @@ from typing import Any
 
 import pytest
 
-from . import collect, hooks, hostinfo, options
-from .container import container
+from . import collect, hooks, options, rows
+from .container import container, shadowing_fixture
+from .engine import hostinfo
+from .engine.errors import UsageProblem
+from .engine.runtimes import Target, get_runtime
+from .engine.sessions import SessionPool
 from .reporter import MATRIX_KEY, MatrixReporter, required_row_report
-from .runtimes import Target, get_runtime
-from .sessions import SessionPool
 from .state import STATE, RunState
 
 SIGTERM_KEY = pytest.StashKey[Any]()
@@ -43,13 +45,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for line in collect.MARKERS:
+    try:
+        _configure(config)
+    except UsageProblem as exc:  # the engine's usage errors become pytest's, here only
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _configure(config: pytest.Config) -> None:
+    for line in rows.MARKERS:
         config.addinivalue_line("markers", line)
     config.pluginmanager.register(collect, "containercheck-collect")
     if not options.images(config):
         return
     targets, launch, checks = options.read(config)
-    problem = collect.shadowing_fixture(config)
+    problem = shadowing_fixture(config)
     if problem:
         raise pytest.UsageError(problem)
     workerinput = getattr(config, "workerinput", None)

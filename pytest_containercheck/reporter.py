@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from . import junit, options
-from .collect import image_of_nodeid, row_name
-from .matrix import CELL_KEY, STATUSES, Cell, CellRecord, Column, Matrix, cell_record
-from .redact import redact_args
-from .report import render_html, render_json, render_markdown, render_terminal
+from .engine.matrix import CELL_KEY, STATUSES, Cell, CellRecord, Column, Matrix, cell_record
+from .engine.redact import redact_args
+from .engine.report import render_html, render_json, render_markdown, render_terminal
+from .rows import image_of_nodeid, row_name
 from .state import STATE, RunState
 
 MATRIX_KEY = pytest.StashKey["MatrixReporter"]()

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from .policy import CheckOptions
-from .runtimes import LaunchOptions, Target
-from .sessions import SessionPool
+from .engine.policy import CheckOptions
+from .engine.runtimes import LaunchOptions, Target
+from .engine.sessions import SessionPool
 
 __all__ = ["STATE", "CheckOptions", "RunState"]
 

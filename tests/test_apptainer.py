@@ -82,7 +82,7 @@ def test_instance_stop_ends_once_the_instance_is_gone(base_sif: Path) -> None:
     """``instance stop`` returns when PID 1 has reaped the instance's master; ours returns when the
     master has exited (a zombie or gone), after it unmounted the SIF and deleted the instance
     file: nothing of the instance is left, and no ``instance stop`` command either."""
-    from pytest_containercheck.runtimes.apptainer import _instance_master, _stop_instance
+    from pytest_containercheck.engine.runtimes.apptainer import _instance_master, _stop_instance
 
     name = f"containercheck-{os.getpid()}-stoptest"
     subprocess.run(["apptainer", "instance", "start", "--userns", "--cleanenv", str(base_sif), name],

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pytest_containercheck.archives import ArchiveError, inspect_archive, is_tar, run_config, write_untagged
+from pytest_containercheck.engine.archives import ArchiveError, inspect_archive, is_tar, run_config, write_untagged
 
 from conftest import cut_copy
 from test_plugin import ONLY_SYSTEM

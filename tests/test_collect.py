@@ -15,11 +15,11 @@ from typing import Any
 import numpy  # noqa: F401
 import pytest
 
-import pytest_containercheck.imagecompare  # noqa: F401
-from pytest_containercheck.probing import probe_source
-from pytest_containercheck.runtimes import RuntimeFault, Target
-from pytest_containercheck.runtimes.base import LaunchOptions
-from pytest_containercheck.sessions import CLOSED, SessionPool
+import pytest_containercheck.engine.imagecompare  # noqa: F401
+from pytest_containercheck.engine.probing import probe_source
+from pytest_containercheck.engine.runtimes import RuntimeFault, Target
+from pytest_containercheck.engine.runtimes.base import LaunchOptions
+from pytest_containercheck.engine.sessions import CLOSED, SessionPool
 from pytest_containercheck.state import CheckOptions
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -9,12 +9,12 @@ import subprocess
 
 import pytest
 
-from pytest_containercheck.runtimes import LaunchOptions, RuntimeFault, get_runtime
-from pytest_containercheck.runtimes.apptainer import ApptainerRuntime, home_path, parse_version
-from pytest_containercheck.runtimes.base import last_line
-from pytest_containercheck.runtimes.host import HostRuntime
-from pytest_containercheck.runtimes.oci import _GPU_UNAVAILABLE, _HELP_HINT, LABEL_OWNER, LABEL_RUN, OCIRuntime
-from pytest_containercheck.targets import parse_target
+from pytest_containercheck.engine.runtimes import LaunchOptions, RuntimeFault, get_runtime
+from pytest_containercheck.engine.runtimes.apptainer import ApptainerRuntime, home_path, parse_version
+from pytest_containercheck.engine.runtimes.base import last_line
+from pytest_containercheck.engine.runtimes.host import HostRuntime
+from pytest_containercheck.engine.runtimes.oci import _GPU_UNAVAILABLE, _HELP_HINT, LABEL_OWNER, LABEL_RUN, OCIRuntime
+from pytest_containercheck.engine.targets import parse_target
 
 IMAGE = "registry:5000/team/name:1.4"
 NAME = "containercheck-r1-42-1"
@@ -301,7 +301,7 @@ def test_podman_gpu_count_means_the_first_n_devices() -> None:
 def test_containers_are_removed_without_waiting_out_a_grace_period() -> None:
     # podman rm --force sends SIGTERM and waits 10 s before SIGKILL; `sleep` as PID 1 ignores
     # SIGTERM, so every run waited 10 s per container (podman rm --help: "-t, --time ... (default 10)").
-    from pytest_containercheck.runtimes.oci import remove_command
+    from pytest_containercheck.engine.runtimes.oci import remove_command
 
     assert remove_command("podman", ["a", "b"]) == ["podman", "rm", "--force", "--time", "0", "a", "b"]
     assert remove_command("/usr/bin/podman", ["a"])[3:5] == ["--time", "0"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_containercheck.diff import classify
+from pytest_containercheck.engine.diff import classify
 
 ML = str(Path(__file__).resolve().parent.parent / "pytest_containercheck" / "checks" / "test_ml.py")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_containercheck import hostinfo
+from pytest_containercheck.engine import hostinfo
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "tests" / "gpu" / "run_kit.sh"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from test_gpu_kit import kit  # tests/gpu/kit.py, loaded once
 
-from pytest_containercheck import imagecompare, verdicts_gpu, verdicts_ml, verdicts_render
+from pytest_containercheck.engine import imagecompare, verdicts_gpu, verdicts_ml, verdicts_render
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pytest_containercheck import imagecompare as ic
+from pytest_containercheck.engine import imagecompare as ic
 
 DATA = Path(__file__).resolve().parent / "data" / "render"
 KEY = "llvmpipe_mesa-22.3.6_vtk9.7_aa-none"

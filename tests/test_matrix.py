@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pytest_containercheck.matrix import SCHEMA, SCHEMA_VERSION, Cell, Column, Matrix, merge
-from pytest_containercheck.report import render_json, render_terminal
+from pytest_containercheck.engine.matrix import SCHEMA, SCHEMA_VERSION, Cell, Column, Matrix, merge
+from pytest_containercheck.engine.report import render_json, render_terminal
 
 IMG = "docker://img:1"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pytest_containercheck import hostinfo
+from pytest_containercheck.engine import hostinfo
 
 #: These tests pin the outcomes of a host without a GPU (rows that skip, --require-gpu failing
 #: them).  On a GPU runner they do not apply: tests/gpu/run_kit.sh checks the GPU outcomes.

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_containercheck import hostinfo
+from pytest_containercheck.engine import hostinfo
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

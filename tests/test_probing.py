@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pytest_containercheck import probing
-from pytest_containercheck.probing import (
+from pytest_containercheck.engine import probing
+from pytest_containercheck.engine.probing import (
     PID_MARKER,
     RESULT_MARKER,
     ProbeResult,
@@ -23,9 +23,9 @@ from pytest_containercheck.probing import (
     parse_result,
     run_probe,
 )
-from pytest_containercheck.runtimes import LaunchOptions, Session, get_runtime
-from pytest_containercheck.runtimes.base import HEAD_LIMIT, TAIL_LIMIT, ExecResult, run_bounded
-from pytest_containercheck.targets import parse_target
+from pytest_containercheck.engine.runtimes import LaunchOptions, Session, get_runtime
+from pytest_containercheck.engine.runtimes.base import HEAD_LIMIT, TAIL_LIMIT, ExecResult, run_bounded
+from pytest_containercheck.engine.targets import parse_target
 
 NONCE = "0123456789abcdef"
 

@@ -1,8 +1,8 @@
-"""``--container-env`` values stay out of what a run records (pytest_containercheck.redact)."""
+"""``--container-env`` values stay out of what a run records (pytest_containercheck.engine.redact)."""
 
 from __future__ import annotations
 
-from pytest_containercheck.redact import REDACTED, Redactor, looks_secret, redact_args
+from pytest_containercheck.engine.redact import REDACTED, Redactor, looks_secret, redact_args
 
 TOKEN = "hf_AbCdEfGhIjKlMnOp"
 
@@ -19,16 +19,20 @@ def test_pytest_args_keep_names_and_lose_values() -> None:
 
 
 def test_cells_lose_every_passed_value() -> None:
-    redact = Redactor({"HF_TOKEN": TOKEN, "DB_PASSWORD": "s3cr", "XDG_CACHE_HOME": "/tmp/cache", "FLAG": "1"})
+    redact = Redactor({"HF_TOKEN": TOKEN, "DB_PASSWORD": "s3cr", "HUB_URL": "https://u:p4ss@hub", "FLAG": "1",
+                       "XDG_CACHE_HOME": "/tmp/cache", "API_KEY": "/not/a/path/but/a/key"})
     cell = {
-        "detail": f"token {TOKEN} refused; cache /tmp/cache/hf not writable; 1 GPU",
+        "detail": f"token {TOKEN} refused by https://u:p4ss@hub; cache /tmp/cache/hf not writable; 1 GPU; "
+                  "key /not/a/path/but/a/key",
         "evidence": {"env": {"HF_TOKEN": TOKEN, "DB_PASSWORD": "s3cr", "FLAG": "1", "OTHER": "1"},
                      "argv": ["curl", "-H", f"Authorization: Bearer {TOKEN}"], "n": 1, "ok": True},
         "pair": ("x", f"pw=s3cr;{TOKEN}"),
     }
     out = redact(cell)
     assert TOKEN not in repr(out) and "s3cr" not in repr(out)
-    assert out["detail"] == "token $HF_TOKEN refused; cache $XDG_CACHE_HOME/hf not writable; 1 GPU"
+    # An absolute path is kept (rows reason about paths; a token does not start with '/'),
+    # unless its name looks like a secret's.
+    assert out["detail"] == "token $HF_TOKEN refused by $HUB_URL; cache /tmp/cache/hf not writable; 1 GPU; key $API_KEY"
     # Under the variable's own name, any value goes, however short; elsewhere short values stay,
     # so the reports are not garbled ("1 GPU").
     assert out["evidence"]["env"] == {"HF_TOKEN": "$HF_TOKEN", "DB_PASSWORD": "$DB_PASSWORD", "FLAG": "$FLAG",

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from pytest_containercheck import hostinfo
-from pytest_containercheck.imagecompare import SHIPPED_DIR, fingerprint
+from pytest_containercheck.engine import hostinfo
+from pytest_containercheck.engine.imagecompare import SHIPPED_DIR, fingerprint
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -65,7 +65,7 @@ def _cells(pytester: pytest.Pytester) -> dict[tuple[str, str], dict[str, Any]]:
 def host_key() -> str:
     """This machine's renderer fingerprint, from its own GL strings (skips without pyvista)."""
     _needs_pyvista()
-    from pytest_containercheck.dev import try_probe
+    from pytest_containercheck.engine.dev import try_probe
 
     facts = try_probe("render", quiet=True, backend="egl").facts
     return fingerprint(facts.get("gl_renderer"), facts.get("gl_version"), facts.get("vtk_version"), "none").key

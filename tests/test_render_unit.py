@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pytest_containercheck.imagecompare import compare_arrays, load_rgb
-from pytest_containercheck.verdicts_render import (
+from pytest_containercheck.engine.imagecompare import compare_arrays, load_rgb
+from pytest_containercheck.engine.verdicts_render import (
     NVIDIA_VENDOR_JSON,
     egl_device_used,
     egl_software_cause,
@@ -389,7 +389,7 @@ def test_ssim_rejects_noise_without_strong_differences() -> None:
 def test_probe_reports_egl_device_facts_only_for_egl_windows(backend: str) -> None:
     """Real run of the render probe on this interpreter (skips without pyvista)."""
     pytest.importorskip("pyvista")
-    from pytest_containercheck.dev import try_probe
+    from pytest_containercheck.engine.dev import try_probe
 
     f = try_probe("render", quiet=True, backend=backend).facts
     if f.get("window_class") != "vtkEGLRenderWindow":

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pytest_containercheck.matrix import Cell, Column, Matrix, merge
-from pytest_containercheck.report import render_html, render_markdown
+from pytest_containercheck.engine.matrix import Cell, Column, Matrix, merge
+from pytest_containercheck.engine.report import render_html, render_markdown
 
 from test_plugin import ONLY_SYSTEM
 

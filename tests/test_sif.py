@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_containercheck.runtimes.apptainer import SIF_HEADER_LEN, check_sif
+from pytest_containercheck.engine.errors import UsageProblem
+from pytest_containercheck.engine.runtimes.apptainer import SIF_HEADER_LEN, check_sif
 
 DESCR_OFFSET, DESCR_SIZE = 128, 256
 DATA_OFFSET, DATA_SIZE = 384, 100
@@ -69,7 +70,7 @@ def test_trailing_bytes_after_data_are_fine(tmp_path: Path) -> None:
 
 def test_truncated_data_is_reported(tmp_path: Path) -> None:
     path = write_sif(tmp_path / "cut.sif", size=FULL_SIZE - 1)
-    with pytest.raises(pytest.UsageError) as info:
+    with pytest.raises(UsageProblem) as info:
         check_sif(str(path), "cut.sif")
     message = str(info.value)
     assert "truncated" in message
@@ -82,20 +83,20 @@ def test_truncated_descriptors_are_reported(tmp_path: Path) -> None:
     path = tmp_path / "cut.sif"
     path.write_bytes(sif_header(data_offset=SIF_HEADER_LEN, data_size=0) + b"\0" * 10)
     needed = DESCR_OFFSET + DESCR_SIZE
-    with pytest.raises(pytest.UsageError, match=rf"truncated \(138 bytes on disk, its header says {needed}\)"):
+    with pytest.raises(UsageProblem, match=rf"truncated \(138 bytes on disk, its header says {needed}\)"):
         check_sif(str(path), "cut.sif")
 
 
 def test_truncated_inside_the_header(tmp_path: Path) -> None:
     path = write_sif(tmp_path / "cut.sif", size=100)
-    with pytest.raises(pytest.UsageError, match=r"truncated \(100 bytes, header alone needs 128\)"):
+    with pytest.raises(UsageProblem, match=r"truncated \(100 bytes, header alone needs 128\)"):
         check_sif(str(path), "cut.sif")
 
 
 def test_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.sif"
     path.touch()
-    with pytest.raises(pytest.UsageError, match=r"is empty; copy the \.sif again"):
+    with pytest.raises(UsageProblem, match=r"is empty; copy the \.sif again"):
         check_sif(str(path), "empty.sif")
 
 
@@ -103,7 +104,7 @@ def test_empty_file(tmp_path: Path) -> None:
 def test_foreign_file_names_the_expected_magic(tmp_path: Path, kind: str, data: bytes) -> None:
     path = tmp_path / f"image.{kind}"
     path.write_bytes(data)
-    with pytest.raises(pytest.UsageError) as info:
+    with pytest.raises(UsageProblem) as info:
         check_sif(str(path), path.name)
     message = str(info.value)
     assert "is not a SIF image (expected magic 'SIF_MAGIC' at byte 32; found " in message
@@ -114,17 +115,17 @@ def test_foreign_file_names_the_expected_magic(tmp_path: Path, kind: str, data: 
 def test_file_too_short_for_the_magic(tmp_path: Path) -> None:
     path = tmp_path / "tiny.sif"
     path.write_bytes(b"#!/bin/sh\n")
-    with pytest.raises(pytest.UsageError, match=r"only 10 bytes, too short for a SIF header"):
+    with pytest.raises(UsageProblem, match=r"only 10 bytes, too short for a SIF header"):
         check_sif(str(path), "tiny.sif")
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(pytest.UsageError, match=r"no such file .*nope\.sif'; check the path to the \.sif image"):
+    with pytest.raises(UsageProblem, match=r"no such file .*nope\.sif'; check the path to the \.sif image"):
         check_sif(str(tmp_path / "nope.sif"), "nope.sif")
 
 
 def test_directory(tmp_path: Path) -> None:
-    with pytest.raises(pytest.UsageError, match="is a directory; sandbox directories are not supported"):
+    with pytest.raises(UsageProblem, match="is a directory; sandbox directories are not supported"):
         check_sif(str(tmp_path), "sandbox")
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_containercheck.targets import Target, is_oci_reference, parse_target, parse_targets
+from pytest_containercheck.engine.errors import UsageProblem
+from pytest_containercheck.engine.targets import Target, is_oci_reference, parse_target, parse_targets
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 
@@ -77,13 +78,13 @@ def test_runtime_option_overrides_detection() -> None:
     [("docker://alpine", "apptainer"), ("apptainer://app.sif", "docker"), ("podman://alpine", "host")],
 )
 def test_prefix_conflicting_with_runtime_is_a_usage_error(spec: str, runtime: str) -> None:
-    with pytest.raises(pytest.UsageError, match="drop one of them") as info:
+    with pytest.raises(UsageProblem, match="drop one of them") as info:
         parse_target(spec, runtime=runtime)
     assert f"--runtime={runtime}" in str(info.value)
 
 
 def test_unknown_prefix_lists_the_known_ones() -> None:
-    with pytest.raises(pytest.UsageError, match=r"unknown prefix 'oci://'; use one of docker://, podman://"):
+    with pytest.raises(UsageProblem, match=r"unknown prefix 'oci://'; use one of docker://, podman://"):
         parse_target("oci://alpine")
 
 
@@ -92,7 +93,7 @@ def test_unknown_prefix_lists_the_known_ones() -> None:
     ["Alpine", "team/Name:1", "my image", "img;rm -rf /", "$(x)", "img`id`", "img|cat", "img&&x", "docker://a b"],
 )
 def test_invalid_reference_is_a_usage_error_naming_the_fix(spec: str) -> None:
-    with pytest.raises(pytest.UsageError) as info:
+    with pytest.raises(UsageProblem) as info:
         parse_target(spec)
     message = str(info.value)
     assert "not a valid image reference" in message
@@ -103,23 +104,23 @@ def test_invalid_reference_is_a_usage_error_naming_the_fix(spec: str) -> None:
 
 def test_reference_longer_than_255_is_rejected() -> None:
     assert not is_oci_reference("a" * 256)
-    with pytest.raises(pytest.UsageError, match="not a valid image reference"):
+    with pytest.raises(UsageProblem, match="not a valid image reference"):
         parse_target("a" * 256)
 
 
 def test_directory_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(pytest.UsageError, match=r"is a directory; give a \.sif file"):
+    with pytest.raises(UsageProblem, match=r"is a directory; give a \.sif file"):
         parse_target(str(tmp_path))
 
 
 @pytest.mark.parametrize("spec", ["", "   "])
 def test_empty_is_a_usage_error(spec: str) -> None:
-    with pytest.raises(pytest.UsageError, match=r"empty value; give an image reference, a \.sif path or 'host'"):
+    with pytest.raises(UsageProblem, match=r"empty value; give an image reference, a \.sif path or 'host'"):
         parse_target(spec)
 
 
 def test_sif_prefix_without_path_is_a_usage_error() -> None:
-    with pytest.raises(pytest.UsageError, match=r"missing \.sif path after the prefix"):
+    with pytest.raises(UsageProblem, match=r"missing \.sif path after the prefix"):
         parse_target("apptainer://")
 
 
@@ -132,7 +133,7 @@ def test_duplicates_collapse_to_one_target_in_order() -> None:
 
 def test_same_sif_name_in_two_directories_is_refused() -> None:
     # Both would be the column "apptainer://app.sif"; silently checking only one is wrong.
-    with pytest.raises(pytest.UsageError, match=r"old/app\.sif.*new/app\.sif.*same column id"):
+    with pytest.raises(UsageProblem, match=r"old/app\.sif.*new/app\.sif.*same column id"):
         parse_targets(["old/app.sif", "new/app.sif"])
 
 

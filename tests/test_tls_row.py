@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pytest_containercheck import verdicts_system as system
-from pytest_containercheck.dev import try_probe
+from pytest_containercheck.engine import verdicts_system as system
+from pytest_containercheck.engine.dev import try_probe
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from pytest_containercheck import hostinfo
-from pytest_containercheck import verdicts_gpu as gpu
 from pytest_containercheck.container import Container
-from pytest_containercheck.matrix import new_cell
-from pytest_containercheck.policy import CheckOptions
-from pytest_containercheck.runtimes.oci import gpu_refusal
+from pytest_containercheck.engine import hostinfo
+from pytest_containercheck.engine import verdicts_gpu as gpu
+from pytest_containercheck.engine.matrix import new_cell
+from pytest_containercheck.engine.policy import CheckOptions
+from pytest_containercheck.engine.runtimes.oci import gpu_refusal
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pytest_containercheck import verdicts_ml as ml
+from pytest_containercheck.engine import verdicts_ml as ml
 
 DATA = Path(__file__).resolve().parent / "data" / "ml"
 

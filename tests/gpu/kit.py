@@ -3,7 +3,7 @@
 Run by ``tests/gpu/run_kit.sh`` with the interpreter under test, from the repository root, with
 the working tree on ``PYTHONPATH`` (nothing is installed).  Three subcommands:
 
-``has-gpu``                      exit 0 when :mod:`pytest_containercheck.hostinfo` finds a GPU, 3 when
+``has-gpu``                      exit 0 when :mod:`pytest_containercheck.engine.hostinfo` finds a GPU, 3 when
                                  not; prints the host's GPU summary either way.
 ``record OUT_DIR``               run each built-in probe on this interpreter and write its envelope
                                  (``<probe>[-<backend>].json``, the ``tests/data`` format) and the host facts.
@@ -91,7 +91,7 @@ def _judge_main(path: str) -> int:
 
 
 def _has_gpu_main() -> int:
-    from pytest_containercheck import hostinfo
+    from pytest_containercheck.engine import hostinfo
 
     facts = hostinfo.nvidia_facts()
     print(facts["gpu_summary"])
@@ -99,14 +99,14 @@ def _has_gpu_main() -> int:
 
 
 def _record_main(out: str, timeout: float) -> int:
-    from pytest_containercheck import hostinfo
-    from pytest_containercheck.dev import try_probe
+    from pytest_containercheck.engine import hostinfo
+    from pytest_containercheck.engine.dev import try_probe
 
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     source = {"host": socket.gethostname(), "python": sys.executable, "python_version": platform.python_version(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "how": "tests/gpu/kit.py record (pytest_containercheck.dev.try_probe, --image host)"}
+              "how": "tests/gpu/kit.py record (pytest_containercheck.engine.dev.try_probe, --image host)"}
     (outdir / "host_facts.json").write_text(json.dumps({"source": source, "facts": hostinfo.gather(["docker"])},
                                                        indent=1, default=str), encoding="utf-8")
     for name, params, stem in PROBES:

@@ -24,9 +24,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 sys.path.insert(0, str(ROOT))
 
-from pytest_containercheck import hostinfo, probing  # noqa: E402
-from pytest_containercheck.runtimes import LaunchOptions, Session, get_runtime  # noqa: E402
-from pytest_containercheck.targets import parse_target  # noqa: E402
+from pytest_containercheck.engine import hostinfo, probing  # noqa: E402
+from pytest_containercheck.engine.runtimes import LaunchOptions, Session, get_runtime  # noqa: E402
+from pytest_containercheck.engine.targets import parse_target  # noqa: E402
 
 FULL = "docker://containercheck-test/full:latest"
 XGB_CPU = "docker://containercheck-test/xgboost-cpu:latest"

@@ -14,8 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytest
-
+from ..errors import UsageProblem
 from .base import ExecResult, LaunchOptions, Runtime, Session, Target, last_line, run_bounded, text
 
 
@@ -74,19 +73,19 @@ def check_host_python(path: str, flag: str = "--host-python", *, runtime_flag: b
         ok = shutil.which(path) is not None
     if not ok:
         hint = "; for a Docker/Podman image, drop --runtime host" if runtime_flag else ""
-        raise pytest.UsageError(f"{where} is not an executable file on this host; give a Python interpreter's "
+        raise UsageProblem(f"{where} is not an executable file on this host; give a Python interpreter's "
                                 f"path{hint}")
     res = run_bounded([path, "-c", _VERSION], timeout=60)
     m = _VERSION_LINE.search(text(res.stdout))
     if res.returncode != 0 or m is None:
         why = "did not answer in 60 s" if res.timed_out else (
             f"exit {res.returncode}: {last_line(res.stderr) or last_line(res.stdout) or 'no output'}")
-        raise pytest.UsageError(f"{where} is not a working Python interpreter ({why}); "
+        raise UsageProblem(f"{where} is not a working Python interpreter ({why}); "
                                 "give the path of a Python 3.7+ interpreter")
     version = tuple(int(g) for g in m.groups())
     dotted = ".".join(map(str, version))
     if version[:2] < MIN_PYTHON:
-        raise pytest.UsageError(f"{where} is Python {dotted}; probes need {MIN_PYTHON[0]}.{MIN_PYTHON[1]}+, "
+        raise UsageProblem(f"{where} is Python {dotted}; probes need {MIN_PYTHON[0]}.{MIN_PYTHON[1]}+, "
                                 "give a newer interpreter")
     return dotted
 

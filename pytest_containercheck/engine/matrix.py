@@ -10,9 +10,7 @@ import dataclasses
 import datetime
 import json
 from collections.abc import Iterable
-from typing import Any, TypedDict, TypeVar, cast
-
-import pytest
+from typing import Any, Protocol, TypedDict, TypeVar, cast
 
 CELL_KEY = "containercheck"
 """Key of the ``user_properties`` entry that carries a test's matrix cell."""
@@ -23,6 +21,28 @@ STATUSES = ("pass", "fail", "error", "skip", "interrupted")
 """``interrupted``: the check began but the run ended (Ctrl-C, SIGTERM) before it did: not run."""
 _RANK = {"pass": 0, "skip": 1, "interrupted": 2, "fail": 3, "error": 4}
 INTERRUPTED_DETAIL = "not run to the end: the run was interrupted (Ctrl-C or SIGTERM) while this check ran"
+
+
+class ReportLike(Protocol):
+    """What the matrix reads of a test report: pytest's ``TestReport`` has it, and so does any
+    stand-in, so the engine folds reports without importing pytest."""
+
+    @property
+    def when(self) -> str | None: ...
+    @property
+    def nodeid(self) -> str: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def passed(self) -> bool: ...
+    @property
+    def skipped(self) -> bool: ...
+    @property
+    def longrepr(self) -> Any: ...
+    @property
+    def longreprtext(self) -> str: ...
+    @property
+    def user_properties(self) -> Any: ...
 
 
 class CellRecord(TypedDict):
@@ -52,7 +72,7 @@ def new_cell(row: str, column: str) -> CellRecord:
             "evidence": {}, "artifacts": {}, "probes": {}, "column_facts": {}}
 
 
-def cell_record(report: pytest.TestReport) -> CellRecord | None:
+def cell_record(report: ReportLike) -> CellRecord | None:
     """The cell a test attached to *report*, if any."""
     for key, value in reversed(report.user_properties):
         if key == CELL_KEY and isinstance(value, dict):
@@ -146,7 +166,7 @@ class Matrix:
     def get(self, row: str, column: tuple[str, str]) -> Cell | None:
         return self.cells.get((row, column[0], column[1]))
 
-    def update_from_report(self, report: pytest.TestReport, host: str) -> None:
+    def update_from_report(self, report: ReportLike, host: str) -> None:
         """Fold one setup/call/teardown report into its cell."""
         raw = cell_record(report)
         if raw is None:
@@ -361,14 +381,14 @@ def merge(matrices: Iterable[Matrix]) -> Matrix:
     return out
 
 
-def _skip_reason(report: pytest.TestReport) -> str:
+def _skip_reason(report: ReportLike) -> str:
     lr = report.longrepr
     if isinstance(lr, tuple) and len(lr) == 3:
         return str(lr[2]).removeprefix("Skipped: ")
     return str(lr or "skipped").splitlines()[0]
 
 
-def _failure_line(report: pytest.TestReport) -> str:
+def _failure_line(report: ReportLike) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     msg = getattr(crash, "message", None) if crash is not None else None
     if not msg:

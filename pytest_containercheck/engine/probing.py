@@ -79,8 +79,9 @@ class ProbeError(Exception):
 
 def probe_dirs() -> list[Path]:
     """Where probe sources live: inside the installed package, or the source checkout."""
-    here = Path(__file__).resolve().parent
-    return [p for p in (here / "probes", here.parent / "probes") if (p / "_envelope.py").is_file()]
+    package = Path(__file__).resolve().parent.parent  # pytest_containercheck/
+    # The wheel carries them in the package; a checkout has them beside it.
+    return [p for p in (package / "probes", package.parent / "probes") if (p / "_envelope.py").is_file()]
 
 
 @cache

@@ -1,4 +1,4 @@
-"""Renderers: pure functions from a :class:`~pytest_containercheck.matrix.Matrix` to text."""
+"""Renderers: pure functions from a :class:`~pytest_containercheck.engine.matrix.Matrix` to text."""
 
 from .html import render_html
 from .json_ import render_json

@@ -39,8 +39,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytest
-
+from ..errors import UsageProblem
 from .base import (
     ExecResult,
     Health,
@@ -165,7 +164,7 @@ def classify_failure(stderr: str) -> tuple[str, str]:
 def check_sif(path: str, spec: str) -> dict[str, Any]:
     """Validate a SIF file from its header before anything is launched.
 
-    Raises :class:`pytest.UsageError` for a missing, empty, foreign, truncated or non-regular
+    Raises :class:`UsageProblem` for a missing, empty, foreign, truncated or non-regular
     file.  Never blocks: a FIFO or a device is refused from its ``stat``, before it is opened.
     """
     import stat  # here, not at the top: this function is the only user in this module
@@ -173,50 +172,50 @@ def check_sif(path: str, spec: str) -> dict[str, Any]:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise pytest.UsageError(f"--image {spec}: no such file {path!r}; check the path to the .sif image") from None
+        raise UsageProblem(f"--image {spec}: no such file {path!r}; check the path to the .sif image") from None
     except OSError as exc:
-        raise pytest.UsageError(
+        raise UsageProblem(
             f"--image {spec}: cannot read {path!r} ({exc.strerror}); check its permissions") from None
     if stat.S_ISDIR(st.st_mode):
-        raise pytest.UsageError(
+        raise UsageProblem(
             f"--image {spec}: {path!r} is a directory; sandbox directories are not supported, "
             "build a SIF with 'apptainer build image.sif <dir>'"
         )
     if not stat.S_ISREG(st.st_mode):
         kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) \
             else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file"
-        raise pytest.UsageError(f"--image {spec}: {path!r} is {kind}, not a .sif file; give the path of a SIF image")
+        raise UsageProblem(f"--image {spec}: {path!r} is {kind}, not a .sif file; give the path of a SIF image")
     size = st.st_size
     try:
         # O_NONBLOCK: a file swapped for a FIFO after the stat still cannot block us.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise pytest.UsageError(f"--image {spec}: {path!r} is not a regular file, not a .sif file")
+                raise UsageProblem(f"--image {spec}: {path!r} is not a regular file, not a .sif file")
             header = fh.read(SIF_HEADER_LEN)
     except OSError as exc:
-        raise pytest.UsageError(
+        raise UsageProblem(
             f"--image {spec}: cannot read {path!r} ({exc.strerror}); check its permissions") from None
     if size == 0:
-        raise pytest.UsageError(f"--image {spec}: {path!r} is empty; copy the .sif again")
+        raise UsageProblem(f"--image {spec}: {path!r} is empty; copy the .sif again")
     magic = header[SIF_LAUNCH_LEN:SIF_LAUNCH_LEN + len(SIF_MAGIC)]
     if magic != SIF_MAGIC:
         if len(header) < SIF_LAUNCH_LEN + len(SIF_MAGIC):
             why = f"only {size} bytes, too short for a SIF header"
         else:
             why = f"found {magic!r} at offset {SIF_LAUNCH_LEN}"
-        raise pytest.UsageError(
+        raise UsageProblem(
             f"--image {spec}: {path!r} is not a SIF image (expected magic 'SIF_MAGIC' at byte "
             f"{SIF_LAUNCH_LEN}; {why}); build one with 'apptainer build'"
         )
     if len(header) < SIF_HEADER_LEN:
-        raise pytest.UsageError(
+        raise UsageProblem(
             f"--image {spec}: {path!r} is truncated ({size} bytes, header alone needs {SIF_HEADER_LEN}); copy it again"
         )
     _free, _total, d_off, d_size, data_off, data_size = _SIF_OFFSETS.unpack_from(header, 80)
     needed = max(d_off + d_size, data_off + data_size)
     if needed > size:
-        raise pytest.UsageError(
+        raise UsageProblem(
             f"--image {spec}: {path!r} is truncated ({size} bytes on disk, its header says "
             f"{needed}); the copy did not finish, copy it again"
         )
@@ -307,13 +306,13 @@ class ApptainerRuntime(Runtime):
         # An archive was checked and identified by archives.inspect_archive; it is converted at start.
         facts: dict[str, Any] = {} if target.archive else check_sif(target.ref, target.spec)
         if self.resolve_executable() is None:
-            raise pytest.UsageError(
+            raise UsageProblem(
                 f"--image {target.spec}: neither 'apptainer' nor 'singularity' is on PATH; "
                 "'module load apptainer' on clusters, or install Apptainer"
             )
         res = self._version()
         if res.returncode != 0:
-            raise pytest.UsageError(
+            raise UsageProblem(
                 f"--image {target.spec}: '{self.executable} --version' failed ({last_line(res.stderr)}); "
                 "check the installation"
             )
@@ -323,13 +322,13 @@ class ApptainerRuntime(Runtime):
             except (OSError, struct.error):
                 parts = []
             if not any(p["parttype"] == SIF_PART_PRIMSYS for p in parts):
-                raise pytest.UsageError(
+                raise UsageProblem(
                     f"--image {target.spec}: {target.ref!r} has no root file system partition (its SIF descriptors "
                     f"list {len(parts)} partition(s), none of them the primary system one); rebuild it with "
                     "'apptainer build'")
         problem = userns_problem()
         if problem:
-            raise pytest.UsageError(f"--image {target.spec}: {problem}")
+            raise UsageProblem(f"--image {target.spec}: {problem}")
         facts.update(runtime=self.executable, runtime_version=parse_version(text(res.stdout)))
         if not target.archive:
             facts.update(sif_id=sif_id(target.ref), labels=self.labels(target.ref))

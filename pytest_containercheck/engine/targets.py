@@ -19,10 +19,9 @@ import os
 import re
 import stat
 
-import pytest
-
 from .archives import KINDS as ARCHIVE_PREFIXES
 from .archives import ArchiveError, inspect_archive, is_tar
+from .errors import UsageProblem
 from .runtimes import Target, family_of, runtime_names
 
 __all__ = ["Target", "is_oci_reference", "parse_target", "parse_targets"]
@@ -48,23 +47,23 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
 
     *runtime* is ``--runtime`` (``auto`` to detect), *oci_default* the OCI runtime to use
     for plain references when auto-detecting (docker, or podman when only podman exists).
-    Raises :class:`pytest.UsageError` with a one-line fix on bad input.
+    Raises :class:`UsageProblem` with a one-line fix on bad input.
     """
     text = spec.strip()
     if not text:
-        raise pytest.UsageError("--image: empty value; give an image reference, a .sif path or 'host'")
+        raise UsageProblem("--image: empty value; give an image reference, a .sif path or 'host'")
     prefix, sep, rest = text.partition("://")
     if sep and prefix in ARCHIVE_PREFIXES:
         return _archive_target(spec, rest, prefix, runtime, oci_default)
     if sep:
         if prefix not in runtime_names():
-            raise pytest.UsageError(
+            raise UsageProblem(
                 f"--image {spec!r}: unknown prefix {prefix + '://'!r}; "
                 f"use one of {', '.join(n + '://' for n in (*runtime_names(), *ARCHIVE_PREFIXES))}"
             )
         chosen, ref = prefix, rest
         if runtime != "auto" and runtime != chosen and not _compatible(runtime, chosen):
-            raise pytest.UsageError(
+            raise UsageProblem(
                 f"--image {spec!r} names runtime {chosen!r} but --runtime={runtime}; drop one of them"
             )
         if runtime != "auto":
@@ -76,12 +75,12 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
     elif text == "host":
         chosen, ref = "host", "host"
     elif (kind := _special_file(text)) is not None:
-        raise pytest.UsageError(f"--image {spec!r} is {kind}, not an image file; give a .sif file, an image "
+        raise UsageProblem(f"--image {spec!r} is {kind}, not an image file; give a .sif file, an image "
                                 "reference or 'host'")
     elif text.endswith(".sif") or os.path.isfile(text):
         chosen, ref = "apptainer", text
     elif os.path.isdir(text):
-        raise pytest.UsageError(
+        raise UsageProblem(
             f"--image {spec!r} is a directory; give a .sif file, an image reference or 'host'"
         )
     else:
@@ -92,15 +91,15 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
         ref = ref or "host"
     elif family == "oci":
         if not is_oci_reference(ref):
-            raise pytest.UsageError(
+            raise UsageProblem(
                 f"--image {spec!r}: not a valid image reference (expected name[:tag][@sha256:...], "
                 "lower-case); for a .sif file give its path"
             )
     elif family == "sif":
         if not ref:
-            raise pytest.UsageError(f"--image {spec!r}: missing .sif path after the prefix")
+            raise UsageProblem(f"--image {spec!r}: missing .sif path after the prefix")
         if (kind := _special_file(ref)) is not None:
-            raise pytest.UsageError(f"--image {spec!r}: {ref!r} is {kind}, not a .sif file; give a .sif file")
+            raise UsageProblem(f"--image {spec!r}: {ref!r} is {kind}, not a .sif file; give a .sif file")
     return Target(runtime=chosen, ref=ref, spec=spec)
 
 
@@ -108,14 +107,14 @@ def _archive_target(spec: str, path: str, kind: str, runtime: str, oci_default: 
     """An image archive run by *runtime* (auto: the OCI default): loaded, or converted to a SIF."""
     chosen = oci_default if runtime == "auto" else runtime
     if family_of(chosen) == "host":
-        raise pytest.UsageError(f"--image {spec!r} is an image archive: it needs docker, podman or apptainer, "
+        raise UsageProblem(f"--image {spec!r} is an image archive: it needs docker, podman or apptainer, "
                                 "not --runtime host")
     if not path:
-        raise pytest.UsageError(f"--image {spec!r}: missing archive path after the prefix")
+        raise UsageProblem(f"--image {spec!r}: missing archive path after the prefix")
     if (what := _special_file(path)) is not None:
-        raise pytest.UsageError(f"--image {spec!r}: {path!r} is {what}, not an image archive")
+        raise UsageProblem(f"--image {spec!r}: {path!r} is {what}, not an image archive")
     if not os.path.isfile(path):
-        raise pytest.UsageError(f"--image {spec!r}: no such file {path!r}; check the path to the image archive")
+        raise UsageProblem(f"--image {spec!r}: no such file {path!r}; check the path to the image archive")
     if kind == "archive":  # its format names the column; a broken one is reported by the archive check
         try:
             kind = inspect_archive(path, spec).kind
@@ -159,7 +158,7 @@ def parse_targets(specs: list[str], runtime: str = "auto", oci_default: str = "d
         elif os.path.realpath(first.ref) != os.path.realpath(target.ref):
             # Only SIF ids (the basename) can collide: old/app.sif and new/app.sif would share a
             # column and one image would silently go unchecked.
-            raise pytest.UsageError(
+            raise UsageProblem(
                 f"--image {first.spec!r} and --image {spec!r} are different images with the same column id "
                 f"{target.id!r}; rename one of the files"
             )

@@ -12,6 +12,10 @@ them out of what the run records:
   value of at least :data:`MIN_TEXT_LEN` characters (:data:`MIN_SECRET_TEXT_LEN` when the name
   looks like a secret's) becomes ``$NAME``.  Shorter values are left in free text, where
   replacing every ``1`` or ``all`` would garble the reports.
+
+An absolute path (``HF_HOME=/scratch/hf``, ``SSL_CERT_FILE=/etc/ssl/x.pem``) is kept, unless the
+name looks like a secret's: paths are what the rows reason about ("... does not exist"), and a
+token or password does not start with ``/``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ _ENV_OPTIONS: Final = ("--container-env",)
 _ENV_INI: Final = "containercheck_container_env="
 
 
+_PATH = re.compile(r"^/\S*$")
+
+
 def looks_secret(name: str) -> bool:
     """Whether variable *name* reads like a secret's (``HF_TOKEN``, ``DB_PASSWORD``, ``API_KEY``)."""
     return bool(_SECRET_NAME.search(name))
@@ -39,7 +46,7 @@ class Redactor:
     __slots__ = ("_env", "_texts")
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = dict(env)
+        self._env = {name: value for name, value in env.items() if looks_secret(name) or not _PATH.match(value)}
         pairs = [(value, name) for name, value in self._env.items()
                  if len(value) >= (MIN_SECRET_TEXT_LEN if looks_secret(name) else MIN_TEXT_LEN)]
         # Longest first, so a value that contains another is replaced whole.

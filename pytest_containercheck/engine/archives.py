@@ -30,12 +30,14 @@ import stat
 import tarfile
 from typing import IO, Any, Final
 
+from .errors import UsageProblem
+
 BLOCK: Final = 512
 KINDS: Final = ("docker-archive", "oci-archive")
 _READ_CHUNK = 1 << 20
 
 
-class ArchiveError(Exception):
+class ArchiveError(UsageProblem):
     """The archive cannot be used; str() is one line naming the fix."""
 
 

@@ -2,7 +2,7 @@
 
 Each function takes the facts a probe reported (``probes/torch_device.py``,
 ``probes/xgboost_train.py``, ``probes/transformers_infer.py``) and, for GPU rows, the host
-facts (:mod:`pytest_containercheck.hostinfo`), and returns a :class:`Verdict`.  Nothing
+facts (:mod:`pytest_containercheck.engine.hostinfo`), and returns a :class:`Verdict`.  Nothing
 here runs a probe or touches pytest, so every rule is unit-tested on facts recorded from
 real runs (``tests/data/ml/``).
 

@@ -1,7 +1,7 @@
 """The one small interface every runtime family implements.
 
 ``Runtime.preflight(target)`` checks (once, on the xdist controller) that the runtime is
-installed, reachable and has the image, raising :class:`pytest.UsageError` with a one-line
+installed, reachable and has the image, raising :class:`UsageProblem` with a one-line
 fix otherwise. ``Runtime.start(target, options)`` returns a :class:`Session`;
 ``Session.exec(argv, ...)`` runs one process inside the image; ``Session.stop()`` removes
 everything the session started.
@@ -435,7 +435,7 @@ class Runtime(abc.ABC):
         self.name = name
 
     def check_options(self, options: LaunchOptions) -> None:
-        """Raise :class:`pytest.UsageError` when *options* cannot work with this runtime."""
+        """Raise :class:`UsageProblem` when *options* cannot work with this runtime."""
         return None
 
     def gpu_flags_for(self, options: LaunchOptions) -> list[str]:
@@ -450,7 +450,7 @@ class Runtime(abc.ABC):
     def preflight(self, target: Target) -> dict[str, Any]:
         """Check the runtime and the image are usable; return runtime facts.
 
-        Raises :class:`pytest.UsageError` with a one-line message naming the fix.
+        Raises :class:`UsageProblem` with a one-line message naming the fix.
         """
 
     @abc.abstractmethod

@@ -18,9 +18,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytest
-
 from ..archives import ArchiveInfo, run_config, write_untagged
+from ..errors import UsageProblem
 from .base import (
     ExecResult,
     Health,
@@ -123,7 +122,7 @@ class OCIRuntime(Runtime):
         """Refuse ``--runtime-arg`` values that would override a flag the plugin sets itself."""
         problem = owned_flag(options.runtime_args)
         if problem:
-            raise pytest.UsageError(problem)
+            raise UsageProblem(problem)
 
     def reap_stale(self) -> list[str]:
         return reap_stale(self.executable)
@@ -201,14 +200,14 @@ class OCIRuntime(Runtime):
         exe = shutil.which(self.executable)
         if exe is None:
             pkg = "docker.io (Debian/Ubuntu) or docker-ce" if self.name == "docker" else "podman"
-            raise pytest.UsageError(
+            raise UsageProblem(
                 f"--image {target.spec}: {self.executable!r} is not installed; install {pkg}, "
                 "or pick another runtime with --runtime"
             )
         fmt = "{{.Server.Version}}" if self.name == "docker" else "{{.Client.Version}}"
         res = run_bounded([self.executable, "version", "--format", fmt], timeout=30)
         if res.returncode != 0 or res.timed_out:
-            raise pytest.UsageError(self._daemon_problem(target, res))
+            raise UsageProblem(self._daemon_problem(target, res))
         version = text(res.stdout).strip()
         if target.archive:  # checked and identified by archives.inspect_archive; loaded at start
             return {"runtime": self.name, "runtime_version": version}
@@ -216,8 +215,8 @@ class OCIRuntime(Runtime):
         if inspect.returncode != 0:
             msg = last_line(inspect.stderr)
             if _DAEMON_DOWN.search(msg) or _PERMISSION.search(msg):
-                raise pytest.UsageError(self._daemon_problem(target, inspect))
-            raise pytest.UsageError(
+                raise UsageProblem(self._daemon_problem(target, inspect))
+            raise UsageProblem(
                 f"--image {target.spec}: image {target.ref!r} not found by {self.name} "
                 f"({msg or 'no such image'}); pull or build it first "
                 f"('{self.executable} pull {target.ref}'), or check the name with '{self.executable} images'"
