@@ -7,60 +7,54 @@ skips them.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import NamedTuple
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))  # the tests' helpers module, in any import mode
+
+from helpers import (
+    ROOT,
+    NonRootEnv,
+    apptainer_problem,
+    docker_problem,
+    load_build,
+    load_tool,
+    tree_pythonpath,
+)
+from slurm_recipe import load_slurm, slurm_problem
 
 
-def load_tool(name: str) -> ModuleType:
-    """tests/images/<name>.py as a module: the test images' recipes (build), Apptainer (apptainer),
-    Slurm (slurm) provisioning.  Loaded once per process; they import each other by name."""
-    module_name = f"containercheck_test_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    if str(ROOT / "tests" / "images") not in sys.path:
-        sys.path.insert(0, str(ROOT / "tests" / "images"))
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "tests" / "images" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(autouse=True)
+def _subprocesses_test_the_tree(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Every Python a test starts (pytester's ``runpytest_subprocess``, ``python -m pytest`` or
+    ``python -m pytest_containercheck.cli`` through ``subprocess``) loads the plugin from this
+    tree, never from an installed copy.
+
+    pytester puts only its own directory on the child's ``PYTHONPATH``; site-packages comes next,
+    so a non-editable install (the README's) would be what those runs test.  ``PYTHONPATH``
+    entries precede site-packages.  Tests of an installed copy (tests/test_install.py) remove it.
+    ``tests/test_layout.py`` fails when this is not so.
+    """
+    if not request.node.path.is_relative_to(ROOT / "tests"):
+        return  # the built-in checks, run with this checkout as their rootdir: not our tests
+    monkeypatch.setenv("PYTHONPATH", tree_pythonpath(os.environ.get("PYTHONPATH")))
+    # A terminal's width (COLUMNS from the shell that started pytest) would wrap the plugin's
+    # lines in the runs the tests start; tests of the width set it themselves.
+    monkeypatch.delenv("COLUMNS", raising=False)
 
 
-def load_build() -> ModuleType:
-    """tests/images/build.py as a module (the test-image recipes)."""
-    return load_tool("build")
 
 
-def cut_copy(src: Path, dst: Path, fraction: float = 0.5) -> Path:
-    """*dst*: the first *fraction* of *src*, as a transfer that stopped part-way leaves it."""
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        fout.write(fin.read(int(src.stat().st_size * fraction)))
-    return dst
 
 
-def docker_problem() -> str | None:
-    """Why Docker cannot be used here, or None when it works."""
-    try:
-        res = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
-                             capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        return "the docker command is not installed (run: python3 tests/images/provision.py)"
-    except subprocess.TimeoutExpired:
-        return "'docker info' did not answer in 60 s"
-    if res.returncode != 0:
-        return f"the Docker daemon is not usable: {res.stderr.strip().splitlines()[-1:]}"
-    return None
+
+
 
 
 @pytest.fixture(scope="session")
@@ -103,45 +97,17 @@ def full_image(image_factory: Callable[[str], str]) -> str:
     return image_factory("full")
 
 
-def containers_with_label(label: str = "org.containercheck.run") -> list[str]:
-    """Names of every container (running or not) carrying *label* (``key`` or ``key=value``)."""
-    res = subprocess.run(["docker", "ps", "--all", "--filter", f"label={label}", "--format", "{{.Names}}"],
-                         capture_output=True, text=True, timeout=60, check=True)
-    return [n for n in res.stdout.split() if n]
 
 
-def leftovers(matrix_json: Path) -> list[str]:
-    """Containers still present from the run that wrote *matrix_json* (by its run id)."""
-    import json
-
-    run_id = json.loads(matrix_json.read_text())["meta"]["run_id"]
-    return containers_with_label(f"org.containercheck.run={run_id}")
 
 
-def owned_by(pid: int) -> list[str]:
-    """Containers started by the pytest process *pid* on this host."""
-    return containers_with_label(f"org.containercheck.owner={os.uname().nodename}/{pid}")
 
 
-def podman_containers(run_id: str) -> list[str]:
-    """Podman containers still present from run *run_id*."""
-    res = subprocess.run(["podman", "ps", "--all", "--filter", f"label=org.containercheck.run={run_id}",
-                          "--format", "{{.Names}}"], capture_output=True, text=True, timeout=60, check=True)
-    return [n for n in res.stdout.split() if n]
 
 
 # -- Apptainer -------------------------------------------------------------------------------
 
 
-def apptainer_problem() -> str | None:
-    """Why Apptainer cannot be used here, or None when ``apptainer version`` answers."""
-    try:
-        res = subprocess.run(["apptainer", "version"], capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        return "apptainer is not installed (run: python3 tests/images/provision.py)"
-    if res.returncode != 0:
-        return f"'apptainer version' failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}"
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -178,12 +144,6 @@ def full_sif(sif_factory: Callable[[str], Path]) -> Path:
     return sif_factory("full")
 
 
-class NonRootEnv(NamedTuple):
-    """What a non-root run needs: the user, its venv, and the world-readable copy of the plugin and probes."""
-
-    user: str
-    venv: Path
-    src: Path
 
 
 @pytest.fixture(scope="session")
@@ -250,3 +210,21 @@ def _nonroot_venv() -> Path:
             break
         path.chmod(path.stat().st_mode | 0o005)
     return venv
+
+
+# -- GPU stand-ins (issue 24): a GPU host's answers where only the GPU itself is missing ------------------
+
+
+# -- Slurm -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def slurm_node() -> str:
+    """The test cluster's node name; fails under CI=true (skips elsewhere) when the cluster is not there."""
+    slurm = load_slurm()
+    problem = slurm_problem(slurm)
+    if problem:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Slurm is required under CI=true: {problem}", pytrace=False)
+        pytest.skip(problem)
+    return str(slurm.node_name(slurm.node_line()))

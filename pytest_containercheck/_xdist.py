@@ -23,7 +23,9 @@ class XdistHooks:
         self.state = state
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput["containercheck"] = {"run_id": self.state.launch.run_id, "host": self.state.host}
+        node.workerinput["containercheck"] = {
+            "run_id": self.state.launch.run_id, "host": self.state.host,
+            "expectations": {image: exp.to_dict() for image, exp in self.state.expectations.items()}}
 
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
         """Keep each image whole on one worker, so every image starts once."""

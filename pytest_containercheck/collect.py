@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from . import require
 from .container import shadowing_fixture
 from .engine.policy import CheckOptions
 from .engine.probing import PlannedProbe, canonical_params
@@ -61,12 +62,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 # tryfirst: before pytest's own -k/-m deselection, which must see the row keywords.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if STATE not in config.stash:
+    state = config.stash.get(STATE, None)
+    if state is None:
         return
     items.sort(key=_order)  # stable: keeps each module's own order
     for item in items:
         if target_id(item) is not None:
             item.extra_keyword_matches.add(row_name(item))
+    held = state.names_pending
+    require.check_collected(config, items)  # every row is known now; a wrong name stops the run here
+    if held and starts_early(config):
+        state.pool.start_early(state.targets)  # held until the names were checked
+
+
+def starts_early(config: pytest.Config) -> bool:
+    """Whether this process starts the images while their checks are collected: it runs them
+    all (not an xdist worker or controller) and runs them at all (not --collect-only, --setup-plan)."""
+    return getattr(config, "workerinput", None) is None and config.pluginmanager.getplugin("dsession") is None \
+        and not config.option.collectonly and not getattr(config.option, "setupplan", False)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -12,6 +12,11 @@ xdist workers. So this reads junitxml's own plugin object (``_pytest.junitxml.xm
 finished case is an ``ElementTree`` element by then (``_NodeReporter.finalize`` caches it), the
 same in pytest 8.0 and 9.2. If a pytest changes that, the names stay pytest's and one warning
 says so; nothing else is affected.
+
+Everything of JUnit is here: the cell flattened into ``containercheck.*`` properties
+(:func:`put_properties`, called by the matrix reporter once the cell is final), and the
+``--junit-names`` renaming (:class:`CaseNames`, registered on the controller by :func:`register`;
+the option itself is a record in :data:`.options.OPTIONS`, its choices :data:`MODES`).
 """
 
 from __future__ import annotations
@@ -21,11 +26,69 @@ from typing import Any
 
 import pytest
 
+from .engine.matrix import CELL_KEY, Cell
+
 MODES = ("row", "pytest")
+"""``--junit-names`` choices: ``row`` ('system.python [docker://img:1.4]', the default) or
+``pytest`` (the node id's, 'test_python[docker://img:1.4]')."""
+
+VALUE_WIDTH = 300
+"""Evidence values longer than this are cut in JUnit properties (the JSON/HTML have them whole)."""
+EVIDENCE_LIMIT = 30
+"""At most this many ``containercheck.evidence.*`` properties per test case."""
 
 
 def case_name(row: str, image: str) -> str:
+    """A JUnit test case's name under ``--junit-names row``."""
     return f"{row} [{image}]"
+
+
+def finalizes_case(report: pytest.TestReport) -> bool:
+    """Whether junitxml finalizes a test case from *report*: its teardown report, or the failed
+    call report when the teardown fails too (so the properties must be flat by then)."""
+    return report.when == "teardown" or (report.when == "call" and report.failed)
+
+
+def cell_properties(cell: Cell) -> list[tuple[str, str]]:
+    """A cell as flat string properties for ``--junitxml`` (a dict would be written as its repr)."""
+    props = [("containercheck.row", cell.row), ("containercheck.image", cell.column),
+             ("containercheck.host", cell.host), ("containercheck.status", cell.status),
+             ("containercheck.detail", cell.detail)]
+    props += [(f"containercheck.{k}", v) for k, v in (("fix", cell.fix), ("fault", cell.fault)) if v]
+    evidence: list[tuple[str, str]] = []
+    for key, value in cell.evidence.items():
+        # Scalars, and the scalars one level down: the key facts (renderer, versions, devices).
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for sub, v in items:
+            if v is None or isinstance(v, (dict, list)) or v == "":
+                continue
+            text = " ".join(str(v).split())
+            if len(text) > VALUE_WIDTH:
+                text = text[: VALUE_WIDTH - 1] + "…"
+            evidence.append((f"containercheck.evidence.{key}" + (f".{sub}" if sub else ""), text))
+    return props + evidence[:EVIDENCE_LIMIT]
+
+
+def put_properties(report: pytest.TestReport, cell: Cell) -> None:
+    """Replace the cell record among *report*'s user properties with :func:`cell_properties`."""
+    props = list(report.user_properties)
+    at = next(i for i, (k, _v) in enumerate(props) if k == CELL_KEY)
+    report.user_properties = [*props[:at], *cell_properties(cell), *(p for p in props[at + 1:] if p[0] != CELL_KEY)]
+
+
+class CaseNames:
+    """Renames the finished JUnit test cases ``ROW [IMAGE]`` (``--junit-names row``)."""
+
+    # tryfirst: before junitxml's own pytest_sessionfinish writes the file.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        rename_cases(session.config)
+
+
+def register(config: pytest.Config, mode: str) -> None:
+    """On the controller: rename the test cases unless *mode* (``--junit-names``) is ``pytest``."""
+    if mode == "row" and getattr(config.option, "xmlpath", None):
+        config.pluginmanager.register(CaseNames(), "containercheck-junit-names")
 
 
 def rename_cases(config: pytest.Config) -> int:

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from .engine.expectations import Expectation
+from .engine.lifecycle import SessionPool
 from .engine.policy import CheckOptions
 from .engine.runtimes import LaunchOptions, Target
-from .engine.sessions import SessionPool
 
 __all__ = ["STATE", "CheckOptions", "RunState"]
 
@@ -27,6 +28,14 @@ class RunState:
     """This process's running images and their probe plans."""
     runtime_facts: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     """Per target id: what preflight learned (runtime version, image id), controller only."""
+    expectations: dict[str, Expectation] = dataclasses.field(default_factory=dict)
+    """Per target id: what the CI gate expects of the image (:mod:`.require`); workers get the controller's."""
+    names_pending: bool = False
+    """A row the expectations name is no built-in row: it must be one of the user's own checks,
+    known at the end of collection (:func:`.require.check_collected`); the images do not start
+    before that."""
+    collected_rows: list[str] = dataclasses.field(default_factory=list)
+    """Every row collected in this process, before ``-k``/``-m`` deselected any."""
 
 
 STATE = pytest.StashKey[RunState]()

@@ -16,15 +16,16 @@ import numpy  # noqa: F401
 import pytest
 
 import pytest_containercheck.engine.imagecompare  # noqa: F401
-from pytest_containercheck.engine.probing import probe_source
+from pytest_containercheck.engine.lifecycle import CLOSED, SessionPool
+from pytest_containercheck.engine.probing import available_probes, probe_source
 from pytest_containercheck.engine.runtimes import RuntimeFault, Target
 from pytest_containercheck.engine.runtimes.base import LaunchOptions
-from pytest_containercheck.engine.sessions import CLOSED, SessionPool
 from pytest_containercheck.state import CheckOptions
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
-BUILTIN_PROBES = ("system", "render", "torch_device", "xgboost_train", "transformers_infer")
+#: Every built-in probe, from the probes directory: a new probe is seen without editing this test.
+BUILTIN_PROBES = tuple(available_probes())
 
 
 def _recording_python(pytester: pytest.Pytester) -> tuple[Path, Path]:

@@ -26,10 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_sif import write_sif
 
-from conftest import leftovers
-from test_plugin import ONLY_SYSTEM
+from helpers import ONLY_SYSTEM, leftovers, write_sif
 
 pytestmark = [pytest.mark.docker]
 

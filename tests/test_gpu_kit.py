@@ -3,7 +3,6 @@ verdict (``kit.judge``) on constructed matrices.  On a GPU machine the kit itsel
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,7 +13,11 @@ from typing import Any
 
 import pytest
 
+from pytest_containercheck.checks import builtin_rows
 from pytest_containercheck.engine import hostinfo
+from pytest_containercheck.engine.probing import ON_DEMAND, available_probes
+
+from helpers import load_kit
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "tests" / "gpu" / "run_kit.sh"
@@ -22,15 +25,7 @@ HAS_GPU = bool(hostinfo.nvidia_facts()["has_gpu"])
 no_gpu_here = pytest.mark.skipif(HAS_GPU, reason="this host has a GPU: run tests/gpu/run_kit.sh itself")
 
 
-def _kit_module() -> Any:
-    spec = importlib.util.spec_from_file_location("containercheck_gpu_kit", ROOT / "tests" / "gpu" / "kit.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-kit = _kit_module()
+kit = load_kit()
 
 
 def _run_kit(out: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -89,11 +84,11 @@ def test_kit_gpu_path_fails_loudly_when_rows_do_not_pass(tmp_path: Path) -> None
     assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
     assert "KIT: FAIL" in res.stdout and "- torch.cuda: FAIL" in res.stdout
     for name in ("matrix.json", "matrix.html", "matrix.md", "junit.xml", "pytest.log", "verdict.txt",
-                 "nvidia-smi-q.txt", "probes/host_facts.json", "probes/system.json", "probes/torch_device.json",
-                 "probes/transformers_infer.json", "probes/render-egl.json", "probes/xgboost_train.json"):
+                 "nvidia-smi-q.txt", "probes/host_facts.json",
+                 *(f"probes/{stem}.json" for *_, stem in kit.probe_runs())):
         assert (out / name).is_file(), name
     matrix = json.loads((out / "matrix.json").read_text())
-    assert matrix["complete"] is True and {c["row"] for c in matrix["cells"]} >= set(kit.REQUIRED)
+    assert matrix["complete"] is True and [c["row"] for c in matrix["cells"]] == [r.name for r in builtin_rows()]
     system = json.loads((out / "probes" / "system.json").read_text())
     assert system["status"] == "ok" and system["source"]["python"] == sys.executable
     assert kit.judge(matrix)  # the same verdict as the script's
@@ -104,7 +99,23 @@ def _cell(row: str, status: str = "pass", detail: str = "ok", **more: Any) -> di
 
 
 def _matrix(*cells: dict[str, Any], complete: bool = True) -> dict[str, Any]:
-    return {"complete": complete, "cells": [_cell(r) for r in kit.REQUIRED] + list(cells)}
+    return {"complete": complete, "cells": [_cell(r) for r in kit.required_rows()] + list(cells)}
+
+
+def test_kit_lists_come_from_the_checks_and_the_probes_dir() -> None:
+    """Every built-in row is required or in an optional family, and every probe in probes/ is recorded:
+    a new row or probe is in the kit without editing it."""
+    rows = [r.name for r in builtin_rows()]
+    required = kit.required_rows()
+    assert set(required) | {r for r in rows if r.startswith(kit.OPTIONAL)} == set(rows)
+    assert {"system.tls", "system.nvidia_env", "torch.cuda", "transformers.cuda"} <= set(required)
+    assert not {r for r in required if r.startswith(("render.", "xgboost."))}
+    runs = kit.probe_runs()
+    # Every probe a check declares; the on-demand ones (other interpreters) have no GPU side.
+    assert sorted({name for name, *_ in runs}) == sorted(set(available_probes()) - set(ON_DEMAND))
+    stems = [stem for *_, stem in runs]
+    assert len(set(stems)) == len(stems) and {"render-egl", "render-osmesa", "system", "tls"} <= set(stems)
+    assert ("render", {"backend": "egl"}, "render-egl") in runs
 
 
 def test_judge_passes_when_every_required_row_passes() -> None:
@@ -132,7 +143,8 @@ def test_judge_fails_on_gpu_skips_missing_rows_errors_and_interruptions() -> Non
     assert "torch.cuda: missing from the matrix" in problems
     # a required row may never skip, even for a missing library
     req = _matrix()
-    req["cells"][-1] = _cell("transformers.cuda", "skip", "transformers is not installed in the image")
+    req["cells"] = [_cell("transformers.cuda", "skip", "transformers is not installed in the image")
+                    if c["row"] == "transformers.cuda" else c for c in req["cells"]]
     assert kit.judge(req) == ["transformers.cuda: SKIP on a GPU machine: transformers is not installed in the image"]
 
 
@@ -141,7 +153,8 @@ def test_judge_main_exit_codes(tmp_path: Path) -> None:
     good.write_text(json.dumps(_matrix()))
     bad.write_text(json.dumps(_matrix(_cell("torch.cuda", "fail", "no kernels"))))
     script = str(ROOT / "tests" / "gpu" / "kit.py")
-    ok = subprocess.run([sys.executable, script, "judge", str(good)], capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # as run_kit.sh runs it: the plugin from the tree
+    ok = subprocess.run([sys.executable, script, "judge", str(good)], capture_output=True, text=True, env=env)
     assert ok.returncode == 0 and "KIT: PASS" in ok.stdout
-    no = subprocess.run([sys.executable, script, "judge", str(bad)], capture_output=True, text=True)
+    no = subprocess.run([sys.executable, script, "judge", str(bad)], capture_output=True, text=True, env=env)
     assert no.returncode == 1 and "KIT: FAIL (1 problem(s))" in no.stdout and "torch.cuda: FAIL no kernels" in no.stdout

@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_gpu_kit import kit  # tests/gpu/kit.py, loaded once
 
 from pytest_containercheck.engine import imagecompare, verdicts_gpu, verdicts_ml, verdicts_render
 
+from helpers import load_kit
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
+
+kit = load_kit()  # tests/gpu/kit.py, loaded once
 
 
 def envelope(path: str) -> dict[str, Any]:

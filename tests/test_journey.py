@@ -1,7 +1,7 @@
 """The users' whole journey, as one test, on a small image: build -> docker save -> the pre-transfer
-check of the tar -> apptainer build img.sif docker-archive://img.tar -> the README's Slurm acceptance
-run on img.sif -> containercheck merge of the build host's and the cluster's results, which must
-see one image.  Each step's time is printed (run with -s to see them)."""
+check of the tar -> apptainer build img.sif docker-archive://img.tar -> the documented Slurm
+acceptance (docs/how-to/cluster.md) run on img.sif -> containercheck merge of the build host's and
+the cluster's results, which must see one image.  Each step's time is printed (run with -s to see them)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,8 @@ from typing import Any
 
 import pytest
 
-from conftest import NonRootEnv
-from test_slurm import slurm_node, submit_recipe
-
-__all__ = ["slurm_node"]  # the Slurm fixture, shared with test_slurm.py
+from helpers import NonRootEnv
+from slurm_recipe import submit_recipe
 
 pytestmark = [pytest.mark.slurm, pytest.mark.apptainer, pytest.mark.docker]
 
@@ -61,7 +59,7 @@ def test_build_save_check_convert_accept_merge(base_image: str, apptainer: Any, 
         sif = journey_dir / "img.sif"
         step("apptainer build", ["apptainer", "build", str(sif), f"docker-archive://{tar}"])
         sif.chmod(0o644)
-        # 4. the acceptance run, as the README submits it
+        # 4. the acceptance run, as the documented recipe submits it
         t0 = time.monotonic()
         with submit_recipe(sif, slurm_node, nonroot_env) as run:
             times["slurm acceptance"] = time.monotonic() - t0

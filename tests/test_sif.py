@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import struct
 import sys
 import tarfile
 from pathlib import Path
@@ -20,24 +19,7 @@ import pytest
 from pytest_containercheck.engine.errors import UsageProblem
 from pytest_containercheck.engine.runtimes.apptainer import SIF_HEADER_LEN, check_sif
 
-DESCR_OFFSET, DESCR_SIZE = 128, 256
-DATA_OFFSET, DATA_SIZE = 384, 100
-FULL_SIZE = DATA_OFFSET + DATA_SIZE
-
-
-def sif_header(*, data_offset: int = DATA_OFFSET, data_size: int = DATA_SIZE) -> bytes:
-    """A well-formed SIF global header."""
-    launch = b"#!/usr/bin/env run-singularity\n".ljust(32, b"\0")
-    head = launch + b"SIF_MAGIC\0" + b"01\0" + b"02\0" + bytes(range(16))
-    head += struct.pack("<8q", 1_700_000_000, 1_700_000_001, 47, 48, DESCR_OFFSET, DESCR_SIZE, data_offset, data_size)
-    assert len(head) == SIF_HEADER_LEN
-    return head
-
-
-def write_sif(path: Path, size: int = FULL_SIZE) -> Path:
-    body = sif_header() + b"\xab" * (FULL_SIZE - SIF_HEADER_LEN)
-    path.write_bytes(body[:size])
-    return path
+from helpers import DESCR_OFFSET, DESCR_SIZE, FULL_SIZE, sif_header, write_sif
 
 
 def tar_bytes() -> bytes:
@@ -58,7 +40,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\0\0\0\rIHDR" + b"\0" * 64
 
 def test_valid_sif_returns_facts(tmp_path: Path) -> None:
     path = write_sif(tmp_path / "ok.sif")
-    assert check_sif(str(path), "ok.sif") == {"sif_size": FULL_SIZE, "sif_version": "01"}
+    assert check_sif(str(path), "ok.sif") == {"sif_size": FULL_SIZE, "sif_version": "01", "sif_arch": "amd64"}
 
 
 def test_trailing_bytes_after_data_are_fine(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
-"""The README's Slurm recipe, run as written on a real Slurm cluster, as a non-root user, with a SIF.
+"""The documented Slurm recipe (docs/how-to/cluster.md), run as written on a real Slurm cluster, as a
+non-root user, with a SIF.
 
-``acceptance.sbatch`` and ``submit.sh`` are read from README.md (the two ``bash`` blocks of
+``acceptance.sbatch`` and ``submit.sh`` are read from docs/how-to/cluster.md (the two ``bash`` blocks of
 "On-cluster acceptance with Slurm", found by their ``# acceptance.sbatch`` / ``# submit.sh``
 lines), so the documentation cannot drift from what is tested.  The cluster is the one
 ``tests/images/slurm.py`` starts: this machine as its only node, in two partitions ``part-a``
@@ -19,175 +20,47 @@ without Slurm, that two jobs on one node stay two columns with their own Slurm i
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from conftest import ROOT, NonRootEnv, load_tool
-from test_plugin import ONLY_SYSTEM
+from helpers import ONLY_SYSTEM, NonRootEnv
+from slurm_recipe import PARTITIONS, RecipeRun, queued, submit_recipe
 
 pytestmark = [pytest.mark.slurm]
 
-README = ROOT / "README.md"
-SECTION = "## On-cluster acceptance with Slurm"
-PARTITIONS = ("part-a", "part-b")
-WAIT_S = 600.0
 #: The rows --require-gpu must fail on a node without a GPU (host fault), whatever the image.
 GPU_ROWS = ("system.gpu_devices", "system.nvidia_smi", "system.libcuda")
-SACCT_FIELDS = ("JobID", "JobName", "Partition", "Start", "End", "State", "ExitCode", "NodeList", "User", "WorkDir")
 
 
-def recipe_scripts(readme: str) -> dict[str, str]:
-    """{'acceptance.sbatch': ..., 'submit.sh': ...}: the README's bash blocks of the Slurm section."""
-    start = readme.index(SECTION)
-    end = readme.find("\n## ", start + len(SECTION))
-    section = readme[start:end if end >= 0 else len(readme)]
-    scripts: dict[str, str] = {}
-    for block in re.findall(r"^```bash\n(.*?)^```", section, re.S | re.M):
-        for name in ("acceptance.sbatch", "submit.sh"):
-            if re.search(rf"^# {re.escape(name)}\b", block, re.M):
-                assert name not in scripts, f"two blocks of the README's Slurm section say '# {name}'"
-                scripts[name] = block
-    assert sorted(scripts) == ["acceptance.sbatch", "submit.sh"], f"README's Slurm section has only {sorted(scripts)}"
-    return scripts
 
 
-def load_slurm() -> ModuleType:
-    """tests/images/slurm.py as a module (the test cluster's provisioning)."""
-    return load_tool("slurm")
 
 
-def slurm_problem(slurm: ModuleType) -> str | None:
-    """Why the test cluster cannot be used, or None when its node is usable in both partitions."""
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return "Slurm is not installed (run: python3 tests/images/provision.py)"
-    parts = slurm.sinfo()
-    if not parts:
-        return "slurmctld does not answer 'sinfo' (run: python3 tests/images/slurm.py)"
-    missing = [p for p in PARTITIONS if not any(s in slurm.USABLE_STATES for _, s in parts.get(p, []))]
-    if missing:
-        return (f"no usable node in partition(s) {' '.join(missing)}: sinfo says {parts} "
-                "(run: python3 tests/images/slurm.py)")
-    return None
 
 
-@pytest.fixture(scope="session")
-def slurm_node() -> str:
-    """The test cluster's node name; fails under CI=true (skips elsewhere) when the cluster is not there."""
-    slurm = load_slurm()
-    problem = slurm_problem(slurm)
-    if problem:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Slurm is required under CI=true: {problem}", pytrace=False)
-        pytest.skip(problem)
-    return str(slurm.node_name(slurm.node_line()))
 
 
-@dataclasses.dataclass
-class RecipeRun:
-    """One ``bash submit.sh`` and the jobs it submitted, once none is left in the queue."""
-
-    shared: Path
-    node: str
-    user: str
-    submit: subprocess.CompletedProcess[str]
-    jobs: dict[str, dict[str, str]]
-    """sacct records (``sacct -c``, job completion data) by job id."""
-    seconds: float
-
-    def acceptance(self) -> dict[str, dict[str, str]]:
-        """The acceptance jobs by partition."""
-        return {j["Partition"]: j for j in self.jobs.values() if j["JobName"] == "containercheck"}
-
-    def merge(self) -> dict[str, str]:
-        (job,) = [j for j in self.jobs.values() if j["JobName"] == "containercheck-merge"]
-        return job
-
-    def result(self, job_id: str, suffix: str) -> Path:
-        return self.shared / "results" / f"{job_id}-{self.node}{suffix}"
 
 
-def _wrappers(bindir: Path, env: NonRootEnv) -> None:
-    """``pytest`` and ``containercheck`` as a venv with the plugin installed would have them."""
-    python = env.venv / "bin" / "python"
-    bindir.mkdir()
-    (bindir / "pytest").write_text(
-        f'#!/bin/sh\nPYTHONPATH={env.src} exec {python} -m pytest -p pytest_containercheck.plugin "$@"\n')
-    (bindir / "containercheck").write_text(
-        f'#!/bin/sh\nPYTHONPATH={env.src} exec {python} -m pytest_containercheck.cli "$@"\n')
-    for script in bindir.iterdir():
-        script.chmod(0o755)
 
 
-def _queued(user: str, workdir: Path) -> list[str]:
-    """Ids of this user's jobs still in the queue that were submitted from *workdir*."""
-    res = subprocess.run(["squeue", "--noheader", "--user", user, "--format", "%i %Z"],
-                         capture_output=True, text=True, timeout=60, check=True)
-    return [line.split()[0] for line in res.stdout.splitlines() if line.split()[1:] == [str(workdir)]]
 
 
-def _sacct(job_ids: list[str]) -> dict[str, dict[str, str]]:
-    res = subprocess.run(["sacct", "--completion", "--parsable2", "--noheader", "--jobs", ",".join(job_ids),
-                          "--format", ",".join(SACCT_FIELDS)], capture_output=True, text=True, timeout=60, check=True)
-    records = [dict(zip(SACCT_FIELDS, line.split("|"), strict=True)) for line in res.stdout.splitlines() if line]
-    return {r["JobID"]: r for r in records}
 
 
-@contextlib.contextmanager
-def submit_recipe(image: Path, slurm_node: str, nonroot_env: NonRootEnv) -> Iterator[RecipeRun]:
-    """The README's recipe for *image*, submitted as the test user from a fresh directory, run to its end."""
-    user = nonroot_env.user
-    shared = Path(tempfile.mkdtemp(prefix="containercheck-slurm-"))
-    for name, text in recipe_scripts(README.read_text()).items():
-        (shared / name).write_text(text)
-    _wrappers(shared / "bin", nonroot_env)
-    for path in [shared, *shared.rglob("*")]:
-        shutil.chown(path, user, user)
-    env = {"HOME": f"/home/{user}", "USER": user, "LOGNAME": user, "LANG": "C.UTF-8",
-           "PATH": f"{shared / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-           "IMAGE": str(image), "PARTITIONS": " ".join(PARTITIONS),
-           # The node has no GPU gres: overrides the script's '#SBATCH --gres=gpu:1'.
-           "SBATCH_GRES": "none"}
-    started = time.monotonic()
-    submit = subprocess.run(["runuser", "-u", user, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
-                             "bash", "submit.sh"], cwd=shared, capture_output=True, text=True, timeout=120)
-    seen: set[str] = set()
-    try:
-        assert submit.returncode == 0, f"submit.sh failed: {submit.stdout}{submit.stderr}"
-        deadline = started + WAIT_S
-        while queued := _queued(user, shared):
-            seen.update(queued)
-            if time.monotonic() > deadline:
-                squeue = subprocess.run(["squeue"], capture_output=True, text=True, timeout=60).stdout
-                pytest.fail(f"jobs {' '.join(queued)} still queued after {WAIT_S:.0f}s:\n{squeue}", pytrace=False)
-            time.sleep(1.0)
-        seconds = time.monotonic() - started
-        sys.stderr.write(f"[slurm] submit.sh to the end of the merge job: {seconds:.1f}s\n")
-        yield RecipeRun(shared, slurm_node, user, submit, _sacct(sorted(seen, key=int)), seconds)
-    finally:
-        leftover = _queued(user, shared)
-        if leftover:
-            subprocess.run(["scancel", *leftover], timeout=60, check=False)
-        shutil.rmtree(shared, ignore_errors=True)
 
 
 @pytest.fixture
 def recipe(slurm_node: str, nonroot_env: NonRootEnv, base_sif: Path) -> Iterator[RecipeRun]:
-    """The README's recipe on the base test image's SIF."""
+    """The documented recipe on the base test image's SIF."""
     with submit_recipe(base_sif, slurm_node, nonroot_env) as run:
         yield run
 
@@ -301,7 +174,7 @@ def _check_merge(recipe: RecipeRun) -> None:
 
 def _check_nothing_left(recipe: RecipeRun) -> None:
     """No job in the queue, no apptainer instance of the user from these runs, no private home left."""
-    assert _queued(recipe.user, recipe.shared) == []
+    assert queued(recipe.user, recipe.shared) == []
     run_ids = [_json(recipe.result(j["JobID"], ".json"))["meta"]["run_id"] for j in recipe.acceptance().values()]
     listed = subprocess.run(["runuser", "-u", recipe.user, "--", "apptainer", "instance", "list", "--json"],
                             capture_output=True, text=True, timeout=60)

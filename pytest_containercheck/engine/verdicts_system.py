@@ -1,5 +1,8 @@
 """Verdicts for system rows that judge one probe's facts: pure functions, like ``verdicts_ml``.
 
+:func:`os_and_glibc` and :func:`writable_cache` judge the ``system`` probe (``probes/system.py``):
+is the image a glibc system new enough for manylinux wheels, and can code write its caches?
+
 :func:`tls` judges ``probes/tls.py``: can HTTPS certificates be verified inside the image?  An
 image without CA certificates starts fine and imports everything; it fails only when code first
 downloads something (``torch.hub``, ``urllib``, a model hub, ``pip``) with
@@ -27,7 +30,10 @@ from typing import Any
 
 from .verdict import Verdict, failed, passed
 
-__all__ = ["CA_FILE_VARIABLES", "ca_package_fix", "tls"]
+__all__ = ["CA_FILE_VARIABLES", "MIN_GLIBC", "ca_package_fix", "os_and_glibc", "tls", "writable_cache"]
+
+#: Oldest glibc that PyPI's manylinux2014 wheels (torch, vtk, xgboost) load on.
+MIN_GLIBC = (2, 17)
 
 #: Variables naming a CA bundle *file*: a tool that reads one that names no bundle verifies
 #: nothing (``requests`` raises "Could not find a suitable TLS CA certificate bundle").
@@ -52,6 +58,37 @@ def ca_package_fix(os_release: Mapping[str, Any] | None) -> str:
         if ids & names:
             return command
     return f"{_APT} (Debian/Ubuntu) or {_DNF} (RHEL/Fedora)"
+
+
+def os_and_glibc(facts: Mapping[str, Any]) -> Verdict:
+    """``system.os``: a glibc system at least :data:`MIN_GLIBC` (the ``system`` probe's facts).
+
+    Fails (the image's fault) on musl or another libc, on an unknown libc version, and on a glibc
+    older than manylinux2014's; passes naming the OS, the libc and the machine.
+    """
+    release = (facts.get("os_release") or {}).get("PRETTY_NAME") or "unknown OS (no /etc/os-release)"
+    glibc = facts.get("glibc") or {}
+    if glibc.get("name") != "glibc" or not glibc.get("version"):
+        return failed(f"{release}: not a glibc system ({glibc}); manylinux wheels (torch, vtk) will not load",
+                      fix="use a glibc-based base image (Debian, Ubuntu, RHEL), not Alpine/musl", fault="image")
+    version = tuple(int(p) for p in str(glibc["version"]).split(".")[:2])
+    if version < MIN_GLIBC:
+        return failed(f"glibc {glibc['version']} is older than 2.17; manylinux2014 wheels will not load",
+                      fix="rebuild on a newer base image", fault="image")
+    return passed(f"{release}, {glibc.get('name')} {glibc.get('version')}, {facts.get('machine')}")
+
+
+def writable_cache(facts: Mapping[str, Any]) -> Verdict:
+    """``system.writable_cache``: HOME and the cache directories the ``system`` probe tried are
+    writable; fails (the image's fault) naming each one that is not."""
+    writable = facts.get("writable") or {}
+    bad = [f"{k} ({v['path']}: {v.get('error')})" for k, v in writable.items() if not v["writable"]]
+    if bad:
+        return failed("not writable: " + ", ".join(bad), fault="image",
+                      fix="point HOME/XDG_CACHE_HOME/HF_HOME/TORCH_HOME at a writable directory "
+                          "(e.g. --container-env XDG_CACHE_HOME=/tmp/cache; Apptainer: --writable-tmpfs "
+                          "or bind a scratch directory)")
+    return passed(", ".join(f"{k} {v['path']}" for k, v in writable.items()) + " writable")
 
 
 def _int(value: Any) -> int:
@@ -155,3 +192,19 @@ def tls(facts: Mapping[str, Any]) -> Verdict:
     else:
         detail = f"{openssl}: {hashed} CAs in {capath.get('path')} (looked up by hash on demand)"
     return passed(detail + certifi_note)
+
+
+def other_interpreter(missing: str, pythons: Mapping[str, Any], current: str) -> Verdict | None:
+    """A row skipped because *missing* is not installed for *current* (the interpreter probes
+    ran with): when another interpreter in the image has it (``pythons`` probe facts), the image
+    keeps its environment where an entrypoint or a login shell activates it, and the row fails
+    naming the ``--container-python`` to use; None when no other interpreter has it."""
+    for info in pythons.get("interpreters") or []:
+        if isinstance(info, dict) and (info.get("modules") or {}).get(missing):
+            exe = str(info.get("executable"))
+            return failed(f"{missing} is not installed for {current}, the interpreter on the image's PATH, but "
+                          f"{exe} (Python {info.get('version')}) has it: the image's environment is activated by "
+                          "its entrypoint or a login shell, which checks do not run",
+                          fix=f"--container-python {exe} (or put its bin directory first on PATH: ENV PATH in "
+                              "the image)", fault=None)
+    return None

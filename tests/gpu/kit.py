@@ -11,7 +11,8 @@ the working tree on ``PYTHONPATH`` (nothing is installed).  Three subcommands:
                                  passed, 1 otherwise (each problem on its own line).
 
 ``judge`` is a pure function of the matrix file (:func:`judge`), tested on constructed matrices
-in ``tests/test_gpu_kit.py``.
+in ``tests/test_gpu_kit.py``.  Which rows must pass and which probes are recorded are derived
+from the built-in checks' markers (:func:`pytest_containercheck.checks.builtin_rows`), never listed here.
 """
 
 from __future__ import annotations
@@ -26,26 +27,37 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-#: Rows that must pass on a GPU machine: nothing has to be carried in for them.
-REQUIRED = ("system.gpu_devices", "system.nvidia_smi", "system.libcuda", "torch.cpu", "torch.cuda",
-            "transformers.cpu", "transformers.cuda")
 #: Row families whose library may be absent on the bare machine (no xgboost, no VTK unless a
 #: wheel was carried in): a skip that says the library is not installed is accepted for them.
 OPTIONAL = ("xgboost.", "render.")
 NOT_INSTALLED = ("not installed", "no module named")
 
-#: (probe, params, file stem): what ``record`` runs, most important first.
-PROBES: tuple[tuple[str, dict[str, Any], str], ...] = (
-    ("system", {}, "system"),
-    ("torch_device", {}, "torch_device"),
-    ("transformers_infer", {}, "transformers_infer"),
-    ("render", {"backend": "egl"}, "render-egl"),
-    ("render", {"backend": "osmesa"}, "render-osmesa"),
-    ("xgboost_train", {}, "xgboost_train"),
-)
+
+def _builtin_rows() -> list[Any]:
+    # The plugin is imported only here: `has-gpu` must answer even where it does not import.
+    from pytest_containercheck.checks import builtin_rows
+
+    return builtin_rows()
 
 
-def judge(matrix: Mapping[str, Any], required: Sequence[str] = REQUIRED,
+def required_rows() -> tuple[str, ...]:
+    """Rows that must be in the matrix and pass on a GPU machine: every built-in row (from the
+    checks' row markers) outside the :data:`OPTIONAL` families; nothing has to be carried in for them."""
+    return tuple(r.name for r in _builtin_rows() if not r.name.startswith(OPTIONAL))
+
+
+def probe_runs() -> tuple[tuple[str, dict[str, Any], str], ...]:
+    """(probe, params, file stem) for each probe the built-in checks declare, once per parameter
+    set, in matrix order: what ``record`` runs (``render`` once per backend: ``render-egl.json``)."""
+    runs: dict[tuple[str, str], tuple[str, dict[str, Any], str]] = {}
+    for row in _builtin_rows():
+        for name, params_json in row.probes:
+            params = json.loads(params_json)
+            runs.setdefault((name, params_json), (name, params, "-".join([name, *map(str, params.values())])))
+    return tuple(runs.values())
+
+
+def judge(matrix: Mapping[str, Any], required: Sequence[str] | None = None,
           optional: Sequence[str] = OPTIONAL) -> list[str]:
     """The problems in *matrix* (a ``--matrix-json`` document); empty when the kit passes.
 
@@ -53,6 +65,7 @@ def judge(matrix: Mapping[str, Any], required: Sequence[str] = REQUIRED,
     library is not installed; so is a required row that is missing or did not pass, and an
     incomplete matrix (pytest was interrupted).
     """
+    required = required_rows() if required is None else required
     problems: list[str] = []
     if not matrix.get("complete", False):
         problems.append("matrix incomplete: the run was interrupted (see pytest.log)")
@@ -109,7 +122,7 @@ def _record_main(out: str, timeout: float) -> int:
               "how": "tests/gpu/kit.py record (pytest_containercheck.engine.dev.try_probe, --image host)"}
     (outdir / "host_facts.json").write_text(json.dumps({"source": source, "facts": hostinfo.gather(["docker"])},
                                                        indent=1, default=str), encoding="utf-8")
-    for name, params, stem in PROBES:
+    for name, params, stem in probe_runs():
         t0 = time.monotonic()
         try:
             res = try_probe(name, timeout=timeout, quiet=True, **params)

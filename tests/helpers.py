@@ -1,0 +1,196 @@
+"""Helpers shared by the project's tests: one module, imported by name (``from helpers import ...``).
+
+The root ``conftest.py`` puts this directory on ``sys.path``, so the tests do not depend on
+pytest's import mode, and no test module imports another (fixtures live in ``conftest.py``).
+What is here: the checkout's root and tools (``load_tool`` for ``tests/images/*.py``), the
+runtimes' availability and leftovers, command-line fragments, and the SIF header builder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import NamedTuple
+
+import pytest
+
+from pytest_containercheck.engine import hostinfo
+from pytest_containercheck.engine.runtimes.apptainer import SIF_HEADER_LEN
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The checkout under test."""
+
+
+def tree_pythonpath(current: str | None = None) -> str:
+    """*current* ``PYTHONPATH`` with this checkout first: a Python started with it imports
+    ``pytest_containercheck`` (and its pytest11 entry point) from the tree under test."""
+    rest = [p for p in (current or "").split(os.pathsep) if p and p != str(ROOT)]
+    return os.pathsep.join([str(ROOT), *rest])
+
+
+def load_tool(name: str) -> ModuleType:
+    """tests/images/<name>.py as a module: the test images' recipes (build), Apptainer (apptainer),
+    Slurm (slurm) provisioning.  Loaded once per process; they import each other by name."""
+    module_name = f"containercheck_test_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    if str(ROOT / "tests" / "images") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests" / "images"))
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "tests" / "images" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_build() -> ModuleType:
+    """tests/images/build.py as a module (the test-image recipes)."""
+    return load_tool("build")
+
+
+def cut_copy(src: Path, dst: Path, fraction: float = 0.5) -> Path:
+    """*dst*: the first *fraction* of *src*, as a transfer that stopped part-way leaves it."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.write(fin.read(int(src.stat().st_size * fraction)))
+    return dst
+
+
+def docker_problem() -> str | None:
+    """Why Docker cannot be used here, or None when it works."""
+    try:
+        res = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                             capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        return "the docker command is not installed (run: python3 tests/images/provision.py)"
+    except subprocess.TimeoutExpired:
+        return "'docker info' did not answer in 60 s"
+    if res.returncode != 0:
+        return f"the Docker daemon is not usable: {res.stderr.strip().splitlines()[-1:]}"
+    return None
+
+
+def containers_with_label(label: str = "org.containercheck.run") -> list[str]:
+    """Names of every container (running or not) carrying *label* (``key`` or ``key=value``)."""
+    res = subprocess.run(["docker", "ps", "--all", "--filter", f"label={label}", "--format", "{{.Names}}"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return [n for n in res.stdout.split() if n]
+
+
+def leftovers(matrix_json: Path) -> list[str]:
+    """Containers still present from the run that wrote *matrix_json* (by its run id)."""
+    import json
+
+    run_id = json.loads(matrix_json.read_text())["meta"]["run_id"]
+    return containers_with_label(f"org.containercheck.run={run_id}")
+
+
+def owned_by(pid: int) -> list[str]:
+    """Containers started by the pytest process *pid* on this host."""
+    return containers_with_label(f"org.containercheck.owner={os.uname().nodename}/{pid}")
+
+
+def podman_containers(run_id: str) -> list[str]:
+    """Podman containers still present from run *run_id*."""
+    res = subprocess.run(["podman", "ps", "--all", "--filter", f"label=org.containercheck.run={run_id}",
+                          "--format", "{{.Names}}"], capture_output=True, text=True, timeout=60, check=True)
+    return [n for n in res.stdout.split() if n]
+
+
+def apptainer_problem() -> str | None:
+    """Why Apptainer cannot be used here, or None when ``apptainer version`` answers."""
+    try:
+        res = subprocess.run(["apptainer", "version"], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        return "apptainer is not installed (run: python3 tests/images/provision.py)"
+    if res.returncode != 0:
+        return f"'apptainer version' failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}"
+    return None
+
+
+class NonRootEnv(NamedTuple):
+    """What a non-root run needs: the user, its venv, and the world-readable copy of the plugin and probes."""
+
+    user: str
+    venv: Path
+    src: Path
+
+
+def standin_nvidia_smi(bindir: Path) -> Path:
+    """An ``nvidia-smi`` in *bindir* answering as the lent H200's did (tests/data/gpu/h200-nvidia-smi-query.csv,
+    its driver banner): put *bindir* first on PATH and the host facts say "1 NVIDIA GPU(s)", so the GPU rows
+    run their verdicts on what the runtime really set up.  A stand-in: tests/data/gpu-runtimes/README.md."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    smi = bindir / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        "  --query-gpu=*) echo 'NVIDIA H200, 580.159.04, 143771 MiB, 9.0, GPU-8f05ccfd-4c44-c258-0df0-4b8089176541';;\n"
+        "  *) echo '| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0     |';;\n"
+        "esac\n")
+    smi.chmod(0o755)
+    return smi
+
+
+# -- command-line fragments ----------------------------------------------------------------
+
+
+#: These tests pin the outcomes of a host without a GPU (rows that skip, --require-gpu failing
+#: them).  On a GPU runner they do not apply: tests/gpu/run_kit.sh checks the GPU outcomes.
+NO_GPU_HOST = pytest.mark.skipif(bool(hostinfo.nvidia_facts()["has_gpu"]),
+                                 reason="asserts a host without a GPU; on a GPU host run tests/gpu/run_kit.sh")
+
+
+#: The system checks alone: the other built-in modules are tested in their own files, and
+#: pinning outcome counts to the whole suite would break whenever a check is added.
+SYSTEM = str(Path(__file__).resolve().parent.parent / "pytest_containercheck" / "checks" / "test_system.py")
+
+
+ONLY_SYSTEM = ("--no-builtin-checks", SYSTEM)
+
+
+# -- SIF files --------------------------------------------------------------------------------------
+
+
+DESCR_OFFSET, DESCR_SIZE = 128, 256
+
+
+DATA_OFFSET, DATA_SIZE = 384, 100
+
+
+FULL_SIZE = DATA_OFFSET + DATA_SIZE
+
+
+def sif_header(*, data_offset: int = DATA_OFFSET, data_size: int = DATA_SIZE) -> bytes:
+    """A well-formed SIF global header."""
+    launch = b"#!/usr/bin/env run-singularity\n".ljust(32, b"\0")
+    head = launch + b"SIF_MAGIC\0" + b"01\0" + b"02\0" + bytes(range(16))
+    head += struct.pack("<8q", 1_700_000_000, 1_700_000_001, 47, 48, DESCR_OFFSET, DESCR_SIZE, data_offset, data_size)
+    assert len(head) == SIF_HEADER_LEN
+    return head
+
+
+def write_sif(path: Path, size: int = FULL_SIZE) -> Path:
+    body = sif_header() + b"\xab" * (FULL_SIZE - SIF_HEADER_LEN)
+    path.write_bytes(body[:size])
+    return path
+
+
+# -- the GPU kit --------------------------------------------------------------------------------------
+
+
+def load_kit() -> ModuleType:
+    """tests/gpu/kit.py as a module (loaded once per process)."""
+    if "containercheck_gpu_kit" in sys.modules:
+        return sys.modules["containercheck_gpu_kit"]
+    spec = importlib.util.spec_from_file_location("containercheck_gpu_kit", ROOT / "tests" / "gpu" / "kit.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
