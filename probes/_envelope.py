@@ -52,6 +52,19 @@ class ProbeContext(object):
     # Helpers shared by the probes.  Each probe travels alone (this file + one probe), so
     # what two probes need lives here, not copied into both.  Stdlib only, imported lazily.
 
+    def scratch_file(self):
+        """A file to capture output in: a temporary file, or one in memory (memfd) when the
+        image has no writable temporary directory (--read-only): what a probe does needs no
+        file, so a read-only /tmp must not turn it into an error."""
+        import tempfile
+
+        try:
+            return tempfile.TemporaryFile()
+        except (IOError, OSError):
+            if not hasattr(os, "memfd_create"):  # Python < 3.8: nothing else to write to
+                raise
+        return os.fdopen(os.memfd_create("containercheck-capture"), "w+b")
+
     def exc_text(self, exc):
         """An exception as a fact: "TypeName: message", at most 2000 characters."""
         return ("%s: %s" % (type(exc).__name__, exc))[:2000]
@@ -322,8 +335,11 @@ def _bundle_silent_import(modules):
 
     try:
         sink = tempfile.TemporaryFile()
-    except Exception:  # no writable temporary directory: cannot tell, so do not share
-        return False
+    except Exception:  # no writable temporary directory: hold it in memory (memfd), else do not share
+        try:
+            sink = os.fdopen(os.memfd_create("containercheck-sink"), "w+b")
+        except Exception:
+            return False
     saved = [os.dup(1), os.dup(2)]
     clean = True
     try:

@@ -88,7 +88,6 @@ def _render_isolated(func, params, ctx=None):
     import os
     import signal
     import sys
-    import tempfile
     import traceback
 
     def describe(exc):
@@ -106,7 +105,8 @@ def _render_isolated(func, params, ctx=None):
 
     sys.stdout.flush()
     sys.stderr.flush()
-    capture = tempfile.TemporaryFile()
+    # Without ctx (render.py loaded on its own, by its unit tests) a plain temporary file.
+    capture = ctx.scratch_file() if ctx is not None else __import__("tempfile").TemporaryFile()
     read_fd, write_fd = os.pipe()
     remaining = signal.alarm(0) if hasattr(signal, "alarm") else 0
     if remaining:
@@ -432,6 +432,22 @@ def _render_normalise_aa(value):
     return value
 
 
+def _render_vtk_dist():
+    """Which distributions provide VTK: PyPI's ``vtk`` or Kitware's ``vtk-osmesa`` / ``vtk-egl``
+    (wheels.vtk.org), with versions; {} without metadata (Python 3.7, a source build)."""
+    try:
+        from importlib import metadata
+    except ImportError:
+        return {}
+    found = {}
+    for name in ("vtk", "vtk-osmesa", "vtk-egl"):
+        try:
+            found[name] = metadata.version(name)
+        except Exception:
+            continue
+    return found
+
+
 def _render_pyvista_dist():
     """pyvista's installed version and its VTK requirement, from its metadata (3.8+)."""
     try:
@@ -466,7 +482,7 @@ def _render_frames(ctx, params, send):
     except Exception as exc:
         send({"facts": {"vtk_import_error": ctx.exc_text(exc)}})
         return
-    send({"facts": {"vtk_version": vtkVersion.GetVTKVersion()}})
+    send({"facts": {"vtk_version": vtkVersion.GetVTKVersion(), "vtk_dist": _render_vtk_dist()}})
     try:
         import numpy as np
         import pyvista as pv

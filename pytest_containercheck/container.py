@@ -13,6 +13,9 @@ import dataclasses
 import inspect
 import os
 import re
+import shutil
+import sys
+import textwrap
 import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,14 +23,18 @@ from typing import Any, NoReturn
 
 import pytest
 
+from . import require
+from .engine.lifecycle import ImageSession
 from .engine.matrix import CELL_KEY, CellRecord, new_cell
+from .engine.outputs import write_file
 from .engine.policy import CheckOptions
-from .engine.probing import ProbeError, ProbeResult, PythonInfo
+from .engine.probing import LIBRARY_MODULES, ProbeError, ProbeResult, PythonInfo
 from .engine.redact import Redactor
 from .engine.runtimes import RuntimeFault, Session, Target
 from .engine.runtimes.base import text
-from .engine.sessions import ImageSession
+from .engine.textsafe import visible, visible_all
 from .engine.verdict import FAULTS, Verdict
+from .engine.verdicts_system import other_interpreter
 from .rows import row_name
 from .state import STATE
 
@@ -66,7 +73,7 @@ class Container:
     def start(self) -> dict[str, Any]:
         """Start the image (once per run) and return how it was launched; an error cell if it cannot."""
         facts = self._started().facts
-        self._cell["column_facts"] = self._redact(dict(facts))
+        self._cell["column_facts"] = visible_all(self._redact(dict(facts)))
         return facts
 
     # -- about the image and the host -------------------------------------------------
@@ -157,25 +164,23 @@ class Container:
 
     # -- the cell --------------------------------------------------------------------------
 
+    def _text(self, value: str | None) -> str | None:
+        """*value* as the cell and pytest's report may show it: no ``--container-env`` value, no
+        raw control character (the text may come from the image's files)."""
+        return None if value is None else visible(self._redact.text(value))
+
     def note(self, text_: str) -> None:
         """Set the one-line detail shown in this test's matrix cell."""
-        self._cell["detail"] = self._redact.text(" ".join(str(text_).split()))[:300]
+        self._cell["detail"] = visible(self._redact.text(" ".join(str(text_).split())), lines=False)[:300]
 
     def evidence(self, key: str, value: Any) -> None:
         """Attach small evidence (builtins only) to the cell, for JSON and HTML reports."""
-        self._cell["evidence"][key] = self._redact(_builtins(value))
+        self._cell["evidence"][key] = visible_all(self._redact(_builtins(value)))
 
     def artifact(self, name: str, data: bytes, suffix: str = ".png") -> Path:
         """Write *data* under ``--artifacts-dir`` and reference it from the cell."""
-        base = Path(self.options.artifacts_dir)
-        sub = base / _slug(self.id) / _slug(self._cell["row"])
-        created = [d for d in (base, sub.parent, sub) if not d.exists()]
-        sub.mkdir(parents=True, exist_ok=True)
-        for d in created:  # not world-writable under any umask; directories we did not create are left alone
-            d.chmod(0o755)
-        path = sub / f"{_slug(name)}{suffix}"
-        path.write_bytes(data)
-        os.chmod(path, 0o644)
+        path = Path(self.options.artifacts_dir) / _slug(self.id) / _slug(self._cell["row"]) / f"{_slug(name)}{suffix}"
+        write_file(path, data)  # 0644, and 0755 for the directories it creates, whatever the umask
         self._cell["artifacts"][name] = str(path)
         return path
 
@@ -183,31 +188,50 @@ class Container:
         """Fail this check: *reason* is the cell's detail, *fix* what to do, *fault* whose."""
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}")
-        reason, fix = self._redact.text(reason), self._redact(fix)
+        reason, fix = self._text(reason) or "", self._text(fix)
         self._cell.update({"detail": " ".join(reason.split())[:300], "fix": fix, "fault": fault})
         msg = f"[{fault} fault] {reason}" if fault else reason
         if fix:
             msg += f"\nFix: {fix}"
-        pytest.fail(msg, pytrace=False)
+        pytest.fail(_fit(msg), pytrace=False)
 
     def error(self, reason: str, *, fix: str | None = None, evidence: str = "", fault: str | None = None) -> NoReturn:
         """The check could not be carried out (image would not start, probe crashed)."""
-        reason, fix, evidence = self._redact.text(reason), self._redact(fix), self._redact.text(evidence)
+        reason, fix, evidence = self._text(reason) or "", self._text(fix), self._text(evidence) or ""
         self._cell.update({"status": "error", "detail": " ".join(reason.split())[:300], "fix": fix, "fault": fault})
         if evidence:
             self._cell["evidence"]["output"] = evidence[-4000:]
         msg = reason + (f"\nFix: {fix}" if fix else "")
         if evidence:
             msg += f"\n--- evidence ---\n{evidence[-4000:]}"
-        pytest.fail(msg, pytrace=False)
+        pytest.fail(_fit(msg), pytrace=False)
 
     def apply(self, verdict: Verdict) -> None:
         """Make *verdict* this cell's outcome: a fail or skip ends the test, a pass sets the note."""
         if verdict.status == "fail":
             self.fail(verdict.detail, fix=verdict.fix, fault=verdict.fault)
         if verdict.status == "skip":
+            if verdict.missing:
+                elsewhere = self._elsewhere(verdict.missing)
+                if elsewhere is not None:
+                    self.fail(elsewhere.detail, fix=elsewhere.fix, fault=elsewhere.fault)
             self.skip(verdict.detail)
         self.note(verdict.note or verdict.detail)
+
+    def _elsewhere(self, module: str) -> Verdict | None:
+        """Another interpreter in the image that has *module* (see ``probes/pythons.py``), as a
+        failing verdict; None when there is none (or the search itself failed)."""
+        python = self._image.python_info
+        if self.target.runtime == "host" or python is None:
+            return None
+        try:
+            result = self._image.probe("pythons", {"modules": list(LIBRARY_MODULES), "current": python.executable})
+        except ProbeError:
+            return None
+        if not result.ok:
+            return None
+        self.evidence("other_interpreters", result.facts.get("interpreters"))
+        return other_interpreter(module, result.facts, python.executable)
 
     def gpu_row(self, image_verdict: Verdict | None, gpu_verdict: Callable[[], Verdict]) -> None:
         """The shape of every GPU row: first what the image alone decides (a build that can
@@ -220,7 +244,7 @@ class Container:
 
     def skip(self, reason: str) -> NoReturn:
         """Skip this check with *reason* (shown in the cell)."""
-        reason = self._redact.text(reason)
+        reason = self._text(reason) or ""
         self._cell["detail"] = " ".join(reason.split())[:300]
         pytest.skip(reason)
 
@@ -240,7 +264,9 @@ class Container:
         if not gpu.get("attached"):
             self.fail(f"host has {self.host.get('gpu_summary')}, but the image was started without GPU access: "
                       f"{gpu.get('error') or 'GPU flags disabled (--gpus none)'}",
-                      fix=gpu.get("fix") or "drop '--gpus none'", fault=gpu.get("fault") or "host")
+                      fix=gpu.get("fix") or "drop '--gpus none'",
+                      # None when the launch itself was wrong (--gpus naming a GPU the host lacks)
+                      fault=gpu["fault"] if "fault" in gpu else "host")
         return True
 
     # -- internals -------------------------------------------------------------------------
@@ -265,6 +291,19 @@ class Container:
         except ProbeError as exc:
             problem = exc
         self.error(str(problem), fix=problem.fix, evidence=problem.evidence)
+
+
+def _fit(message: str) -> str:
+    """*message* wrapped to the terminal's width (pytest prints it as it is): long lines of
+    evidence are broken, never cut; the cell keeps them whole."""
+    if not (os.environ.get("COLUMNS") or sys.stdout.isatty()):
+        return message  # a pipe or a file, no width asked for: whole lines, for tools that grep them
+    width = shutil.get_terminal_size((80, 24)).columns
+    lines: list[str] = []
+    for line in message.splitlines():
+        lines += textwrap.wrap(line, width=max(width, 40), subsequent_indent="    ", break_long_words=True,
+                               break_on_hyphens=False, replace_whitespace=False, drop_whitespace=True) or [""]
+    return "\n".join(lines)
 
 
 def _slug(s: str) -> str:
@@ -295,7 +334,8 @@ def container(request: pytest.FixtureRequest) -> Container:
     target: Target = request.param
     cell = new_cell(row_name(request.node), target.id)
     request.node.user_properties.append((CELL_KEY, cell))
-    c = Container(state.pool.get(target), state.host, state.checks, cell, Redactor(state.launch.env))
+    c = Container(state.pool.get(target), state.host, require.options_for(state, target.id), cell,
+                  Redactor(state.launch.env))
     c.start()  # a launch failure is an error in setup, not a failed check
     return c
 

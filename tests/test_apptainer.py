@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import cut_copy
-from test_plugin import ONLY_SYSTEM
+from helpers import ONLY_SYSTEM, cut_copy, standin_nvidia_smi
 
 pytestmark = [pytest.mark.apptainer, pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
@@ -57,6 +56,47 @@ def orphan_squashfuse() -> list[str]:
     """
     res = subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True, timeout=30)
     return [ln for ln in res.stdout.splitlines() if "squashfuse" in ln and ln.split()[1] == "1"]
+
+
+CONTAINED_CHECKS = """
+import os
+
+def test_host_dirs_stay_out(container):
+    marks = os.environ["CC_MARKS"].split(":")
+    for path in marks:  # the host's files in /tmp, /var/tmp and the working directory
+        seen = container.run(["cat", path])
+        assert seen.returncode != 0, (path, seen.stdout)
+    for d in ("/tmp", "/var/tmp", os.getcwd()):
+        wrote = container.run(["sh", "-c", f"echo pwned > {d}/cc-from-image-{os.getpid()}"])
+        if d != os.getcwd():  # /tmp and /var/tmp are writable (private), the host's stay untouched
+            assert wrote.returncode == 0, (d, wrote.stderr)
+    assert container.run(["sh", "-c", "pwd"]).stdout.strip() != os.getcwd()
+    container.note("contained")
+"""
+
+
+def test_host_tmp_and_cwd_are_not_mounted(pytester: pytest.Pytester, base_sif: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apptainer binds the host's /tmp, /var/tmp and working directory read-write by default;
+    an image run by the plugin sees none of them, and writes nothing there, while /tmp and
+    /var/tmp stay writable inside (private directories, removed with the run)."""
+    marks = []
+    for d in ("/tmp", "/var/tmp", str(pytester.path)):
+        mark = Path(d) / f"cc-host-mark-{os.getpid()}"
+        mark.write_text("host secret\n")
+        marks.append(str(mark))
+    monkeypatch.setenv("CC_MARKS", ":".join(marks))
+    pytester.makepyfile(test_contained=CONTAINED_CHECKS)
+    try:
+        result = pytester.runpytest_subprocess("--image", str(base_sif), USERNS, "test_contained.py",
+                                               "--no-builtin-checks", "--matrix-json", "m.json")
+        assert result.ret == 0, result.stdout.str()[-3000:]
+        for d in ("/tmp", "/var/tmp", str(pytester.path)):
+            assert not list(Path(d).glob("cc-from-image-*")), d
+    finally:
+        for mark in marks:
+            Path(mark).unlink(missing_ok=True)
+    assert instances(run_id=_json(pytester.path / "m.json")["meta"]["run_id"]) == []
 
 
 def test_builtin_suite_as_root_with_userns(pytester: pytest.Pytester, base_sif: Path) -> None:
@@ -150,13 +190,16 @@ def test_image_variables_arrive_intact(pytester: pytest.Pytester, base_sif: Path
         def test_env(container):
             out = container.python("import os; print(os.environ['XLA_FLAGS'], os.environ['CUDA_VISIBLE_DEVICES'])")
             assert out.ok, out.stderr
+            assert out.stdout.strip() == "--a=1,--b=2 3", out.stdout
             container.note(out.stdout.strip())
     """)
     result = pytester.runpytest_subprocess("--image", str(base_sif), USERNS, "test_env.py", "--no-builtin-checks",
                                            "--container-env", "XLA_FLAGS=--a=1,--b=2", "--matrix-json", "m.json")
     assert result.ret == 0, result.stdout.str()[-3000:]
     cell = _json(pytester.path / "m.json")["cells"][0]
-    assert cell["detail"] == "--a=1,--b=2 3"
+    # The value arrived whole (asserted in the check); the report names the variable instead of
+    # its value, as for every --container-env value.
+    assert cell["detail"] == "$XLA_FLAGS 3"
 
 
 def test_sif_without_root_filesystem_is_a_usage_error(pytester: pytest.Pytester, apptainer: Any) -> None:
@@ -182,8 +225,11 @@ def test_command_timeout_and_interrupt_leave_no_instance(pytester: pytest.Pytest
         def test_long(container):
             container.python("open({str(marker)!r}, 'w').close(); import time; time.sleep(120)")
     """)
+    # The marker is written inside the instance into the test's directory, bound on purpose
+    # (the host's working directory is not mounted otherwise).
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--image", str(base_sif),
-                             USERNS, "test_slow.py", "--no-builtin-checks", "--matrix-json", "m.json"],
+                             USERNS, f"--runtime-arg=--bind={pytester.path}", "test_slow.py", "--no-builtin-checks",
+                             "--matrix-json", "m.json"],
                             cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -204,7 +250,8 @@ def test_a_killed_pytests_instance_is_reaped_by_the_next_run(pytester: pytest.Py
             container.python("open({str(marker)!r}, 'w').close(); import time; time.sleep(300)")
     """)
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--image", str(base_sif),
-                             USERNS, "test_hang.py", "--no-builtin-checks"], cwd=pytester.path,
+                             USERNS, f"--runtime-arg=--bind={pytester.path}", "test_hang.py", "--no-builtin-checks"],
+                            cwd=pytester.path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while not marker.exists() and time.monotonic() < deadline:
@@ -278,3 +325,100 @@ def test_truncated_sif_is_a_usage_error(pytester: pytest.Pytester, base_sif: Pat
     result = pytester.runpytest_subprocess("--image", str(half))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "is truncated" in result.stderr.str() and "copy it again" in result.stderr.str()
+
+
+# -- --nvccli with a stand-in nvidia-container-cli: apptainer's real lines, judged ------------------------
+#
+# Apptainer 1.4 looks nvidia-container-cli up on its "binary path" ("$PATH:..." by default:
+# internal/pkg/util/bin FindBin); Singularity 3.x's "nvidia-container-cli path" directive is gone.
+# So a stand-in first on PATH is the one apptainer runs (in the user namespace, as
+# "nvidia-container-cli --user configure ... ROOTFS").  See tests/data/gpu-runtimes/README.md.
+
+
+def standin_nvccli(bindir: Path, *, stderr: str = "", log: Path | None = None) -> Path:
+    """An nvidia-container-cli in *bindir* that appends its arguments to *log* and, with *stderr*,
+    prints it and exits 1 as the real one does on failure (``{device}``: its --device value,
+    ``{rootfs}``: its last argument); else exits 0 having done nothing."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    cli = bindir / "nvidia-container-cli"
+    lines = ["#!/bin/sh"]
+    if log is not None:
+        lines.append(f'echo "$@" >> {log}')
+    if stderr:
+        lines += ['for a in "$@"; do case "$a" in --device=*) device="${a#--device=}";; esac; rootfs="$a"; done',
+                  "printf '%s\\n' \"" + stderr.replace("{device}", "$device").replace("{rootfs}", "$rootfs") + "\" >&2",
+                  "exit 1"]
+    cli.write_text("\n".join(lines) + "\n")
+    cli.chmod(0o755)
+    return cli
+
+
+def test_nvccli_success_is_no_gpu_failure(pytester: pytest.Pytester, base_sif: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """apptainer says "INFO: Setting --writable-tmpfs (required by nvidia-container-cli)" when all is
+    well: the GPU is attached.  A host NVIDIA_DRIVER_CAPABILITIES=all reaches nvidia-container-cli
+    as the capabilities apptainer accepts, not as "all" (which apptainer refuses)."""
+    log = tmp_path / "args.log"
+    standin_nvccli(tmp_path / "bin", log=log)
+    standin_nvidia_smi(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("NVIDIA_DRIVER_CAPABILITIES", "all")
+    pytester.runpytest_subprocess("--image", str(base_sif), USERNS, "--apptainer-gpu", "nvccli",
+                                  "--matrix-json", "m.json", *ONLY_SYSTEM)
+    data = _json(pytester.path / "m.json")
+    gpu = data["columns"][0]["facts"]["launch"]["gpu"]
+    assert (gpu["requested"], gpu["attached"], gpu["error"], gpu["warnings"]) == ("nvccli", True, None, []), gpu
+    args = log.read_text().split()
+    assert args[:3] == ["--user", "configure", "--no-cgroups"] and "--device=all" in args
+    assert [a for a in args if a in ("--compute", "--compat32", "--graphics", "--utility", "--video", "--display")
+            ] == ["--compute", "--compat32", "--graphics", "--utility", "--video", "--display"]
+    cells = {c["row"]: c for c in data["cells"]}
+    assert cells["system.python"]["status"] == "pass"
+    assert cells["system.nvidia_env"]["status"] == "pass"
+    assert cells["system.nvidia_env"]["detail"].startswith("apptainer --nvccli: ")
+    # The stand-in set nothing up: no GPU nodes inside, and that is the host's (the driver's) part.
+    assert (cells["system.gpu_devices"]["status"], cells["system.gpu_devices"]["fault"]) == ("fail", "host")
+    assert "started without GPU access" not in cells["system.gpu_devices"]["detail"]
+    assert instances(run_id=data["meta"]["run_id"]) == []
+
+
+#: libnvidia-container's own failures (src/cli/configure.c prefixes, NVML's texts), as the stand-in
+#: prints them: (text, --gpus, fault, words of the fix).  Sources: tests/data/gpu-runtimes/README.md.
+NVCCLI_FAILURES = {
+    "version-mismatch": ("nvidia-container-cli: initialization error: nvml error: driver/library version mismatch",
+                         "all", "host", "reboot the host"),
+    "driver-not-loaded": ("nvidia-container-cli: initialization error: nvml error: driver not loaded", "all", "host",
+                          "modprobe nvidia"),
+    "unknown-device": ("nvidia-container-cli: device error: {device}: unknown device", "device=3", None,
+                       "nvidia-smi -L"),
+    "image-ships-driver": ("nvidia-container-cli: mount error: file creation failed: "
+                           "{rootfs}/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1: file exists", "all", "image",
+                           "remove them from the image"),
+}
+
+
+@pytest.mark.parametrize("case", list(NVCCLI_FAILURES))
+def test_nvccli_failures_are_judged_by_nvidia_container_clis_text(base_sif: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """Real apptainer, failing nvidia-container-cli: the image starts without GPUs, and the GPU facts
+    carry apptainer's FATAL line, libnvidia-container's fault and its fix."""
+    from pytest_containercheck.engine.runtimes import LaunchOptions
+    from pytest_containercheck.engine.runtimes.apptainer import ApptainerRuntime
+    from pytest_containercheck.engine.targets import parse_target
+
+    text, gpus, fault, fix = NVCCLI_FAILURES[case]
+    standin_nvccli(tmp_path / "bin", stderr=text)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    options = LaunchOptions(run_id=f"nvccli{os.getpid()}", gpus=gpus, apptainer_gpu="nvccli",
+                            runtime_args=("--userns",))
+    session = ApptainerRuntime("apptainer").start(parse_target(str(base_sif)), options)
+    try:
+        gpu = session.facts["gpu"]
+        assert session.alive() and gpu["attached"] is False
+        assert gpu["error"].startswith("apptainer: container creation failed: nvidia-container-cli failed with exit "
+                                       "status 1: nvidia-container-cli: "), gpu["error"]
+        assert gpu["fault"] == fault and fix in gpu["fix"], gpu
+        assert "libnvidia-container-tools" not in gpu["fix"]  # it is installed: it failed
+    finally:
+        session.stop()
+    assert instances(run_id=options.run_id) == []

@@ -292,3 +292,13 @@ def test_probes_parse_as_python_3_7_without_name_clashes() -> None:
         for name in names:
             assert name not in seen, f"{name} defined in both {seen[name]} and {path.name}"
             seen[name] = path.name
+
+
+def test_os_release_with_a_byte_that_is_not_utf8(tmp_path: Path) -> None:
+    # One bad byte in /etc/os-release ended the system probe (four rows ERROR, no file named).
+    system = runpy.run_path(str(PROBES / "system.py"))
+    path = tmp_path / "os-release"
+    path.write_bytes(b'NAME="Debian GNU/Linux"\nPRETTY_NAME="Deb\xffian 12"\nID=debian\n')
+    facts = system["_os_release"]((str(path),))
+    assert facts["ID"] == "debian" and facts["PRETTY_NAME"] == "Deb\ufffdian 12"
+    assert facts["_invalid_utf8"] == f"{path}: byte 40 is not UTF-8 (0xff)"

@@ -226,6 +226,33 @@ def test_full_image_renders_both_backends(pytester: pytest.Pytester, full_image:
 
 @pytest.mark.docker
 @NO_GPU_HOST
+def test_read_only_root_still_renders(pytester: pytest.Pytester, full_image: str) -> None:
+    """``--read-only`` (a common hardening flag, no writable /tmp): rendering needs no file, so
+    both render rows still pass; the render probe captures VTK's output in memory (memfd) when
+    it cannot create a temporary file ("No usable temporary directory found" was an ERROR)."""
+    # pyvista imports matplotlib, which itself needs a writable config directory: the same
+    # import fails for anyone running this image read-only. That is the image's and the
+    # launch's (a pair fault), named with its fix, never the probe's own temporary file.
+    result = _run(pytester, "--image", full_image, "--runtime-arg=--read-only", *ONLY_RENDER)
+    result.assert_outcomes(failed=2)
+    cells = _cells(pytester)
+    for backend in ("osmesa", "egl"):
+        cell = cells[(f"render.{backend}", f"docker://{full_image}")]
+        assert cell["status"] == "fail" and cell["fault"] == "pair", cell
+        assert cell["detail"].startswith("import pyvista failed: matplotlib (imported by pyvista) found no writable")
+        assert "MPLCONFIGDIR" in cell["fix"] and "temporary directory found" not in json.dumps(cell)
+    # Given a writable config directory (/dev/shm is a tmpfs even under --read-only), both
+    # rows render with /tmp still read-only.
+    result = _run(pytester, "--image", full_image, "--runtime-arg=--read-only",
+                  "--container-env", "MPLCONFIGDIR=/dev/shm", *ONLY_RENDER)
+    result.assert_outcomes(passed=2)
+    cells = _cells(pytester)
+    for backend in ("osmesa", "egl"):
+        assert cells[(f"render.{backend}", f"docker://{full_image}")]["detail"].startswith("llvmpipe (software)")
+
+
+@pytest.mark.docker
+@NO_GPU_HOST
 def test_missing_gl_libraries_fail_naming_the_packages(pytester: pytest.Pytester, image_factory: Any) -> None:
     noosmesa, nogl = image_factory("render-noosmesa"), image_factory("render-nogl")
     result = _run(pytester, "--image", noosmesa, "--image", nogl, *ONLY_RENDER)

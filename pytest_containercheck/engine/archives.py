@@ -21,16 +21,21 @@ names for them):
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
+import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import stat
 import tarfile
+import zlib
 from typing import IO, Any, Final
 
 from .errors import UsageProblem
+from .platforms import foreign_problem, host_architecture
 
 BLOCK: Final = 512
 KINDS: Final = ("docker-archive", "oci-archive")
@@ -62,26 +67,87 @@ class ArchiveInfo:
     stored (a Docker engine, Podman, an OCI layout whose config was rewritten)."""
     run_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     """What the config says about running it (:func:`run_config`), for comparing like with like."""
+    compression: str | None = None
+    """``gzip``, ``bzip2`` or ``xz`` for a compressed archive (``docker save | gzip``)."""
+    platforms: tuple[str, ...] = ()
+    """For a multi-platform OCI index: every ``os/architecture[/variant]`` it holds."""
+    platform: str = ""
+    """``os/architecture[/variant]`` of the image used (from its config, else the index)."""
 
     def facts(self) -> dict[str, Any]:
         """Builtins for the column's facts."""
         return {"archive": self.path, "archive_format": self.kind, "config_digest": self.config_digest,
                 "repo_tags": list(self.repo_tags), "layers": self.layers, "archive_size": self.size,
-                "archive_verified": self.verified, "labels": dict(self.labels)}
+                "archive_verified": self.verified, "labels": dict(self.labels),
+                "archive_compression": self.compression, "platform": self.platform,
+                **({"platforms": list(self.platforms)} if self.platforms else {})}
+
+
+#: Compressed archives, by magic number: ``docker save | gzip`` is common for transfers, and
+#: ``docker load``, ``podman load`` and ``apptainer build docker-archive://`` read them.
+_COMPRESSED: Final = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"))
+_ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+
+
+def compression(path: str) -> str | None:
+    """``gzip``, ``bzip2`` or ``xz`` when *path*, a regular file, starts with that format's magic
+    number, else None."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    return next((name for magic, name in _COMPRESSED if head.startswith(magic)), None)
 
 
 def is_tar(path: str) -> bool:
-    """Whether *path* is a regular file that starts with a POSIX tar header ("ustar" at byte 257).
+    """Whether *path* is a regular file that starts with a POSIX tar header ("ustar" at byte 257),
+    also inside gzip, bzip2 or xz compression.
 
-    Decides from one 512-byte read: a truncated ``docker save`` still starts like one, so it is
-    taken as an archive and :func:`inspect_archive` says where it broke.
+    Decides from the first 512 bytes: a truncated ``docker save`` still starts like one, so it
+    is taken as an archive and :func:`inspect_archive` says where it broke.
     """
     try:
         st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode) or st.st_size < BLOCK:
+        if not stat.S_ISREG(st.st_mode) or st.st_size < 16:
+            return False
+        packed = compression(path)
+        if packed is None:
+            with open(path, "rb") as fh:
+                return st.st_size >= BLOCK and fh.read(BLOCK)[257:262] == b"ustar"
+        with open_decompressed(path, packed) as zh:
+            return zh.read(BLOCK)[257:262] == b"ustar"
+    except (OSError, EOFError, lzma.LZMAError, ValueError):
+        return False
+
+
+def open_decompressed(path: str, packed: str) -> gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile:
+    """*path*'s content, decompressed as it is read (*packed*: :func:`compression`)."""
+    if packed == "gzip":
+        return gzip.open(path, "rb")
+    if packed == "bzip2":
+        return bz2.open(path, "rb")
+    return lzma.open(path, "rb")
+
+
+def decompress_to(path: str, packed: str, out: str) -> None:
+    """Write *path* decompressed to *out* (for a tool that reads only plain tars: Apptainer 1.4.5's
+    ``docker-archive://`` says "gzip: invalid header" for ``docker save | gzip``)."""
+    with open_decompressed(path, packed) as src, open(out, "wb") as dst:
+        while chunk := src.read(_READ_CHUNK):
+            dst.write(chunk)
+
+
+def is_zstd(path: str) -> bool:
+    """Whether *path* is a regular file, zstd-compressed (``docker save | zstd``): refused with the
+    way out.  Never opens anything but a regular file (a FIFO would block the reader)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
             return False
         with open(path, "rb") as fh:
-            return fh.read(BLOCK)[257:262] == b"ustar"
+            return fh.read(4) == _ZSTD_MAGIC
     except OSError:
         return False
 
@@ -96,18 +162,19 @@ def inspect_archive(path: str, spec: str, *, verify: bool = False, kind: str | N
         size = os.stat(path).st_size
     except OSError as exc:
         raise ArchiveError(f"--image {spec}: cannot read {path!r} ({exc.strerror})") from None
+    packed = compression(path)
     members: dict[str, tarfile.TarInfo] = {}
     try:
-        with tarfile.open(path, "r:") as tar:
+        with tarfile.open(path, "r:*" if packed else "r:") as tar:
             for member in tar:
                 end = member.offset_data + member.size
-                if member.isfile() and end > size:
+                if not packed and member.isfile() and end > size:
                     raise ArchiveError(
                         f"--image {spec}: {path!r} is truncated: it ends inside {member.name!r} ({size} bytes on "
                         f"disk, that member needs {end}); the transfer did not finish, copy it again "
                         "(rsync --partial --append-verify resumes it)")
                 members[member.name.removeprefix("./")] = member
-            if members:
+            if members and not packed:
                 last = list(members.values())[-1]
                 data_end = last.offset_data + -(-last.size // BLOCK) * BLOCK
                 if size < data_end + 2 * BLOCK:  # a tar ends with two zero blocks
@@ -124,16 +191,34 @@ def inspect_archive(path: str, spec: str, *, verify: bool = False, kind: str | N
                 raise ArchiveError(
                     f"--image {spec}: {path!r} is a tar file but not an image archive (no manifest.json, no "
                     "oci-layout + index.json); make one with 'docker save -o img.tar IMAGE'")
+            arch = info.platform.split("/")[1] if info.platform.count("/") >= 1 else None
+            foreign = foreign_problem(arch, spec)
+            if foreign:
+                raise ArchiveError(foreign)
             if verify:
                 _verify(tar, members, digests, spec, path)
                 info = dataclasses.replace(info, verified=True)
-            return info
+            return dataclasses.replace(info, compression=packed)
     except ArchiveError:
         raise
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+        if packed and not isinstance(exc, FileNotFoundError):
+            where = f" after {list(members)[-1]!r}" if members else ""
+            raise ArchiveError(f"--image {spec}: {path!r} is a {packed}-compressed archive that is truncated or "
+                               f"corrupt{where} ({exc}); the transfer did not finish, copy it again") from None
         where = f" after {list(members)[-1]!r}" if members else ""
         raise ArchiveError(f"--image {spec}: {path!r} is not a readable tar archive{where} ({exc}); "
                            "copy it again, or make it with 'docker save -o img.tar IMAGE'") from None
+    except tarfile.TarError as exc:
+        where = f" after {list(members)[-1]!r}" if members else ""
+        raise ArchiveError(f"--image {spec}: {path!r} is not a readable tar archive{where} ({exc}); "
+                           "copy it again, or make it with 'docker save -o img.tar IMAGE'") from None
+    except (AttributeError, TypeError, KeyError, IndexError, RecursionError, ValueError) as exc:
+        # Metadata of a shape no image tool writes (a config that is a list, a layer list that
+        # is a number, ...): the checks above name the common ones; this names the rest.
+        raise ArchiveError(f"--image {spec}: {path!r} is not a valid image archive: its metadata has a shape no "
+                           f"image tool writes ({type(exc).__name__}: {str(exc)[:120]}); save it again with "
+                           "'docker save -o img.tar IMAGE'") from None
 
 
 def _read_json(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str, spec: str, path: str,
@@ -144,13 +229,21 @@ def _read_json(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: 
             raise ArchiveError(f"--image {spec}: {path!r} names {name!r}, which is not in the archive; "
                                "the archive is incomplete: save it again")
         return None
+    if not member.isfile():
+        what = (f"a symbolic link to {member.linkname!r}" if member.issym() else
+                f"a hard link to {member.linkname!r}" if member.islnk() else "not a regular file")
+        raise ArchiveError(f"--image {spec}: {name!r} in {path!r} is {what}: image tools write their metadata as "
+                           "plain files; save the archive again with 'docker save' (and do not use this one)")
+    if member.size > 64 << 20:
+        raise ArchiveError(f"--image {spec}: {name!r} in {path!r} is {member.size} bytes, too big for metadata")
     fh = tar.extractfile(member)
     if fh is None:
         raise ArchiveError(f"--image {spec}: {name!r} in {path!r} is not a file; save the archive again")
-    if member.size > 64 << 20:
-        raise ArchiveError(f"--image {spec}: {name!r} in {path!r} is {member.size} bytes, too big for metadata")
     try:
         return json.loads(fh.read())
+    except RecursionError:
+        raise ArchiveError(f"--image {spec}: {name!r} in {path!r} is nested too deeply to be image metadata; "
+                           "save the archive again with 'docker save'") from None
     except ValueError as exc:
         raise ArchiveError(f"--image {spec}: {name!r} in {path!r} is not valid JSON ({exc}); "
                            "save the archive again") from None
@@ -166,6 +259,22 @@ Digests = list[tuple[str, str]]
 """(member, ``alg:hex`` its content must hash to)."""
 
 
+def _shape(value: Any, kind: type, what: str, spec: str, path: str) -> Any:
+    """*value* when it is a *kind* (dict, list, str), else a one-line error naming *what*."""
+    if not isinstance(value, kind):
+        names: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
+        raise ArchiveError(f"--image {spec}: {what} in {path!r} is {type(value).__name__}, not "
+                           f"{names.get(kind, kind.__name__)}: not what image tools write; save the archive again")
+    return value
+
+
+def _diff_ids(config: Any, spec: str, path: str, where: str) -> list[str]:
+    config = _shape(config, dict, f"the image config {where!r}", spec, path)
+    rootfs = _shape(config.get("rootfs") or {}, dict, f"'rootfs' of the image config {where!r}", spec, path)
+    ids = _shape(rootfs.get("diff_ids") or [], list, f"'rootfs.diff_ids' of {where!r}", spec, path)
+    return [str(_shape(d, str, f"a diff_id of {where!r}", spec, path)) for d in ids]
+
+
 def _docker_archive(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], manifest: Any, spec: str,
                     path: str, size: int) -> tuple[ArchiveInfo, Digests]:
     if not isinstance(manifest, list) or not manifest or not isinstance(manifest[0], dict):
@@ -174,8 +283,11 @@ def _docker_archive(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], m
         raise ArchiveError(f"--image {spec}: {path!r} holds {len(manifest)} images; save one image per archive "
                            "('docker save -o img.tar IMAGE')")
     entry = manifest[0]
-    config = str(entry.get("Config") or "")
-    layers = [str(x) for x in entry.get("Layers") or []]
+    config = str(_shape(entry.get("Config") or "", str, "'Config' of manifest.json", spec, path))
+    layers = [str(_shape(x, str, "a layer of manifest.json", spec, path))
+              for x in _shape(entry.get("Layers") or [], list, "'Layers' of manifest.json", spec, path)]
+    tags = [str(_shape(t, str, "a tag of manifest.json", spec, path))
+            for t in _shape(entry.get("RepoTags") or [], list, "'RepoTags' of manifest.json", spec, path)]
     _need(members, config, "the image config", spec, path)
     for layer in layers:
         _need(members, layer, "layer", spec, path)
@@ -183,14 +295,13 @@ def _docker_archive(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], m
     digest = "sha256:" + os.path.basename(config).removesuffix(".json")
     # Each layer tar hashes to its diff_id in the config (image spec: rootfs.diff_ids).
     config_json = _read_json(tar, members, config, spec, path)
-    diff_ids = (config_json.get("rootfs") or {}).get("diff_ids") or []
+    diff_ids = _diff_ids(config_json, spec, path, config)
     digests = [(config, digest)]
     if len(diff_ids) == len(layers):
-        digests += list(zip(layers, (str(d) for d in diff_ids)))
-    info = ArchiveInfo(path=path, kind="docker-archive", config_digest=digest,
-                       repo_tags=tuple(str(t) for t in entry.get("RepoTags") or []), layers=len(layers), size=size,
-                       labels=_labels(config_json), diff_ids=tuple(str(d) for d in diff_ids),
-                       run_config=run_config(config_json))
+        digests += list(zip(layers, diff_ids))
+    info = ArchiveInfo(path=path, kind="docker-archive", config_digest=digest, repo_tags=tuple(tags),
+                       layers=len(layers), size=size, labels=_labels(config_json), diff_ids=tuple(diff_ids),
+                       run_config=run_config(config_json), platform=_config_platform(config_json))
     return info, digests
 
 
@@ -199,31 +310,71 @@ def _blob(digest: str) -> str:
     return f"blobs/{alg}/{hexpart}"
 
 
+def _platform_name(p: Any) -> str:
+    if not isinstance(p, dict):
+        return "unknown"
+    parts = [str(p.get("os") or "?"), str(p.get("architecture") or "?")]
+    if p.get("variant"):
+        parts.append(str(p["variant"]))
+    return "/".join(parts)
+
+
+def _config_platform(config: Any) -> str:
+    return _platform_name(config) if isinstance(config, dict) and config.get("architecture") else ""
+
+
+def _pick_manifest(descs: list[Any], spec: str, path: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The descriptor of the image for this host among an index's *descs*, and every platform
+    the index holds (empty for a one-image index).  Attestation manifests (BuildKit's
+    ``unknown/unknown``) are not images."""
+    descs = [_shape(d, dict, "a manifest descriptor of index.json", spec, path) for d in descs]
+    if len(descs) == 1:
+        return descs[0], ()
+    images = [d for d in descs if _platform_name(d.get("platform")) != "unknown/unknown"]
+    names = tuple(_platform_name(d.get("platform")) for d in images)
+    arch = host_architecture()
+    for d in images:
+        p = d.get("platform")
+        if isinstance(p, dict) and p.get("os", "linux") == "linux" and p.get("architecture") == arch:
+            return d, names
+    if len(images) == 1 and not isinstance(images[0].get("platform"), dict):
+        return images[0], ()
+    raise ArchiveError(f"--image {spec}: {path!r} holds {len(images)} images for {', '.join(names) or 'no platform'}, "
+                       f"none for this host (linux/{arch}); save the image for linux/{arch} "
+                       f"('docker save --platform linux/{arch}', or build it with --platform linux/{arch})")
+
+
 def _oci_archive(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], index: Any, spec: str, path: str,
                  size: int) -> tuple[ArchiveInfo, Digests]:
-    manifests = index.get("manifests") if isinstance(index, dict) else None
+    manifests = _shape(index, dict, "index.json", spec, path).get("manifests")
     if not manifests:
         raise ArchiveError(f"--image {spec}: index.json in {path!r} lists no manifest; save the archive again")
-    desc = manifests[0]
+    desc, platforms = _pick_manifest(_shape(manifests, list, "'manifests' of index.json", spec, path), spec, path)
+    top_annotations = desc.get("annotations")
     name = _blob(str(desc.get("digest") or ""))
     _need(members, name, "the manifest", spec, path)
-    manifest = _read_json(tar, members, name, spec, path)
-    if isinstance(manifest, dict) and manifest.get("manifests"):  # an index: take its first image
-        name = _blob(str(manifest["manifests"][0].get("digest") or ""))
+    manifest = _shape(_read_json(tar, members, name, spec, path), dict, f"the manifest {name!r}", spec, path)
+    if manifest.get("manifests"):  # a nested index (docker save of a multi-platform image)
+        desc, platforms = _pick_manifest(_shape(manifest["manifests"], list, f"'manifests' of {name!r}", spec, path),
+                                         spec, path)
+        name = _blob(str(desc.get("digest") or ""))
         _need(members, name, "the manifest", spec, path)
-        manifest = _read_json(tar, members, name, spec, path)
-    config = str((manifest.get("config") or {}).get("digest") or "")
+        manifest = _shape(_read_json(tar, members, name, spec, path), dict, f"the manifest {name!r}", spec, path)
+    config_desc = _shape(manifest.get("config") or {}, dict, f"'config' of {name!r}", spec, path)
+    config = str(config_desc.get("digest") or "")
     _need(members, _blob(config), "the image config", spec, path)
     config_json = _read_json(tar, members, _blob(config), spec, path)
-    labels = _labels(config_json)
-    layers = [str(x.get("digest") or "") for x in manifest.get("layers") or []]
+    diff_ids = _diff_ids(config_json, spec, path, _blob(config))
+    layers = [str(_shape(x, dict, f"a layer of {name!r}", spec, path).get("digest") or "")
+              for x in _shape(manifest.get("layers") or [], list, f"'layers' of {name!r}", spec, path)]
     for layer in layers:
         _need(members, _blob(layer), "layer", spec, path)
-    tag = (desc.get("annotations") or {}).get("org.opencontainers.image.ref.name")
-    diff_ids = ((config_json.get("rootfs") or {}).get("diff_ids") or []) if isinstance(config_json, dict) else []
+    annotations = top_annotations if isinstance(top_annotations, dict) else {}
+    tag = annotations.get("org.opencontainers.image.ref.name")
     info = ArchiveInfo(path=path, kind="oci-archive", config_digest=config, repo_tags=(str(tag),) if tag else (),
-                       layers=len(layers), size=size, labels=labels, diff_ids=tuple(str(d) for d in diff_ids),
-                       run_config=run_config(config_json))
+                       layers=len(layers), size=size, labels=_labels(config_json), diff_ids=tuple(diff_ids),
+                       run_config=run_config(config_json), platforms=platforms,
+                       platform=_config_platform(config_json) or _platform_name(desc.get("platform")))
     # Every blob is named by its digest (OCI image layout).
     return info, [(_blob(d), d) for d in (config, *layers)]
 

@@ -17,9 +17,11 @@ CELL_KEY = "containercheck"
 
 SCHEMA = "containercheck-matrix"
 SCHEMA_VERSION = 1
-STATUSES = ("pass", "fail", "error", "skip", "interrupted")
-"""``interrupted``: the check began but the run ended (Ctrl-C, SIGTERM) before it did: not run."""
-_RANK = {"pass": 0, "skip": 1, "interrupted": 2, "fail": 3, "error": 4}
+STATUSES = ("pass", "fail", "error", "skip", "interrupted", "xfail")
+"""``interrupted``: the check began but the run ended (Ctrl-C, SIGTERM) before it did: not run.
+``xfail``: the check failed, and the image's expectations allow that row to fail (an expected
+failure, pytest's ``xfailed``): shown with its reason, not counted as a problem."""
+_RANK = {"pass": 0, "skip": 1, "xfail": 2, "interrupted": 3, "fail": 4, "error": 5}
 INTERRUPTED_DETAIL = "not run to the end: the run was interrupted (Ctrl-C or SIGTERM) while this check ran"
 
 
@@ -116,6 +118,9 @@ class Column:
     runtime: str = ""
     ref: str = ""
     facts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    expectations: dict[str, Any] | None = None
+    """What the CI gate asked of this image and which source said so
+    (:meth:`~.expectations.Expectation.to_dict`); None in a matrix written before it was recorded."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -194,6 +199,11 @@ class Matrix:
                 cell.status = "pass"
                 cell.detail = detail or ""
             return
+        if getattr(report, "wasxfail", None) is not None and report.skipped and report.when == "call":
+            cell.status = "xfail"  # failed, as its expectations allow: the failure is what it shows
+            cell.detail = detail or _failure_line(report)
+            cell.evidence["xfail"] = str(getattr(report, "wasxfail", "") or "")  # why it was allowed
+            return
         if report.skipped:
             cell.status = "skip"
             cell.detail = detail or _skip_reason(report)
@@ -208,12 +218,14 @@ class Matrix:
     # -- queries --------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """Cells per status: pass, fail, error and skip always; ``interrupted`` only when some are."""
+        """Cells per status: pass, fail, error and skip always; ``interrupted`` and ``xfail`` only
+        when some are."""
         out = dict.fromkeys(STATUSES, 0)
         for c in self.cells.values():
             out[c.status] += 1
-        if not out["interrupted"]:
-            del out["interrupted"]
+        for rare in ("interrupted", "xfail"):
+            if not out[rare]:
+                del out[rare]
         return out
 
     def problems(self) -> list[Cell]:
@@ -258,10 +270,16 @@ class Matrix:
         m.complete = bool(data.get("complete", True))
         m.meta = dict(data.get("meta") or {})
         m.hosts = dict(data.get("hosts") or {})
+        for name, host in m.hosts.items():
+            if not isinstance(host, dict):
+                raise ValueError(f"hosts[{name!r}] is a {type(host).__name__}, expected an object")
         for i, c in enumerate(data.get("columns") or []):
             column = _build(Column, c, f"columns[{i}]", ("id", "host"))
             if not isinstance(column.facts, dict):
                 raise ValueError(f"columns[{i}]: 'facts' is a {type(column.facts).__name__}, expected an object")
+            if column.expectations is not None and not isinstance(column.expectations, dict):
+                raise ValueError(f"columns[{i}]: 'expectations' is a {type(column.expectations).__name__}, "
+                                 "expected an object")
             m.add_column(column)
         m.rows = [str(r) for r in data.get("rows") or []]
         for i, c in enumerate(data.get("cells") or []):
@@ -304,16 +322,22 @@ def image_identity(column: Column) -> str | None:
     """What makes two columns the same image: its config digest (= the image ID), from an
     archive's manifest, from ``docker image inspect``, or from the archive a SIF was converted from."""
     facts = column.facts
-    launch_archive = (facts.get("launch") or {}).get("archive") or {}
-    found = facts.get("config_digest") or (facts.get("image") or {}).get("id") or launch_archive.get("config_digest")
-    return str(found) if found else None
+    launch_archive = _obj(_obj(facts.get("launch")).get("archive"))
+    found = facts.get("config_digest") or _obj(facts.get("image")).get("id") or launch_archive.get("config_digest")
+    return str(found) if found and isinstance(found, (str, int)) else None
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """*value* when it is a mapping, else an empty one: facts read from a result file may be of
+    any shape (a merged file is someone else's), and a wrong one is only not used."""
+    return value if isinstance(value, dict) else {}
 
 
 def image_labels(column: Column) -> dict[str, str]:
     """The image's own labels, without the ``org.label-schema.*`` notes Apptainer adds to a SIF."""
     facts = column.facts
-    labels = facts.get("labels") or (facts.get("image") or {}).get("labels") or {}
-    return {k: v for k, v in labels.items() if not k.startswith("org.label-schema.")}
+    labels = _obj(facts.get("labels")) or _obj(_obj(facts.get("image")).get("labels"))
+    return {str(k): str(v) for k, v in labels.items() if not str(k).startswith("org.label-schema.")}
 
 
 def same_image(matrix: Matrix) -> list[dict[str, Any]]:

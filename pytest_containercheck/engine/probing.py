@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from .runtimes.base import ExecResult, Session, last_line, text
 
@@ -166,6 +166,13 @@ def compose_bundle(calls: Sequence[tuple[str, Mapping[str, Any], str]], shared: 
     return (probe_source("_envelope") + _niceness(nice) + "\n" + call).encode("utf-8")
 
 
+ON_DEMAND: Final = ("pythons",)
+"""Probes no check declares: the plugin runs them when a verdict asks (``pythons``: other
+interpreters in the image, when a row skips because its library is absent)."""
+LIBRARY_MODULES: Final = ("torch", "xgboost", "transformers", "pyvista", "vtk")
+"""The modules the ``pythons`` probe looks for: those whose absence skips a built-in row."""
+
+
 @dataclasses.dataclass
 class PythonInfo:
     """The interpreter found in an image."""
@@ -175,13 +182,31 @@ class PythonInfo:
     executable: str
 
 
-def find_python(session: Session, candidates: Sequence[str], timeout: float = 120) -> PythonInfo:
+#: Where images keep interpreters that are not on PATH, for the shell of an image without a
+#: python3 on it (probes/pythons.py looks in the same places, with Python).
+_ELSEWHERE_SH = (
+    'for p in /opt/*/bin/python3 /opt/*/envs/*/bin/python3 /venv/bin/python3 /.venv/bin/python3 '
+    '/app/.venv/bin/python3 /root/.venv/bin/python3 /opt/conda/bin/python3 /usr/local/bin/python3 '
+    '/usr/local/bin/python3.[0-9]* /usr/bin/python3.[0-9]*; do [ -x "$p" ] && [ ! -d "$p" ] && echo "$p"; done'
+)
+#: Variables of the user's ``--container-env`` that change which Python runs, or whether it can.
+_PYTHON_ENV = ("PATH", "PYTHONHOME", "PYTHONPATH", "LD_LIBRARY_PATH", "LD_PRELOAD")
+_NOT_FOUND = re.compile(r"not found|no such file|executable file not found|exit 127\b", re.IGNORECASE)
+
+
+def find_python(session: Session, candidates: Sequence[str], timeout: float = 120,
+                user_env: Mapping[str, str] | None = None) -> PythonInfo:
     """Find a usable interpreter in the image, trying *candidates* in order.
 
-    Raises :class:`ProbeError` when none runs, or the one found is older than 3.7.
+    Raises :class:`ProbeError` when none runs, or the one found is older than 3.7.  The error
+    says whether a candidate was missing or ran and failed, names the variables of the user's
+    ``--container-env`` (*user_env*) that decide which Python runs, and the interpreters the
+    image holds off PATH (a venv or conda environment its entrypoint activates), with the
+    ``--container-python`` to use.
     """
     tried: list[str] = []
     evidence: list[str] = []
+    broken: list[tuple[str, str]] = []
     for cand in candidates:
         nonce = secrets.token_hex(8)
         res = session.exec([cand, "-c", _DISCOVER, nonce], timeout=timeout)
@@ -197,12 +222,38 @@ def find_python(session: Session, candidates: Sequence[str], timeout: float = 12
                     fix="install python3 (3.7 or newer) in the image, or name it with --container-python",
                 )
             return info
-        evidence.append(f"$ {cand} -c ...: exit {res.returncode}: {last_line(res.stderr) or last_line(res.stdout)}")
+        said = last_line(res.stderr) or last_line(res.stdout)
+        evidence.append(f"$ {cand} -c ...: exit {res.returncode}: {said}")
+        if res.returncode not in (126, 127) and not _NOT_FOUND.search(said or ""):
+            # A Python that cannot start says why first ("Fatal Python error: ..."), then more.
+            lines = [ln.strip() for ln in (text(res.stderr) or text(res.stdout)).splitlines() if ln.strip()]
+            why = next((ln for ln in lines if "error" in ln.lower()), said or "no output")
+            broken.append((cand, f"exit {res.returncode}: {why[:160]}"))
         if res.timed_out:
             break
+    env = {k: v for k, v in (user_env or {}).items() if k in _PYTHON_ENV}
+    yours = (f"; your --container-env sets {', '.join(f'{k}={v}' for k, v in env.items())}, which decides "
+             "which Python runs and whether it can start" if env else "")
+    drop = f"drop or fix --container-env {', '.join(env)}; " if env else ""
+    if broken:
+        raise ProbeError(
+            f"{broken[0][0]} is in the image but is not a working Python ({broken[0][1]}){yours}",
+            fix=f"{drop}name a working interpreter with --container-python PATH",
+            evidence="\n".join(evidence),
+        )
+    found = session.exec(["sh", "-c", _ELSEWHERE_SH], timeout=30)
+    elsewhere = [ln.strip() for ln in text(found.stdout).splitlines() if ln.strip().startswith("/")][:5]
+    if elsewhere:
+        evidence.append(f"interpreters off PATH: {', '.join(elsewhere)}")
+        raise ProbeError(
+            f"no {' or '.join(tried)} on the image's PATH, but it holds {', '.join(elsewhere)}{yours}",
+            fix=f"{drop}--container-python {elsewhere[0]} (the environment the image's entrypoint activates), "
+                "or put its bin directory on PATH in the image (ENV PATH)",
+            evidence="\n".join(evidence),
+        )
     raise ProbeError(
-        f"no Python interpreter found in image; tried {', '.join(tried)}",
-        fix="install python3 in the image, or name its interpreter with --container-python",
+        f"no Python interpreter found in image; tried {', '.join(tried)}{yours}",
+        fix=f"{drop}install python3 in the image, or name its interpreter with --container-python",
         evidence="\n".join(evidence),
     )
 

@@ -27,6 +27,10 @@ class Verdict:
     """One of :data:`FAULTS`, or None when it cannot be told."""
     note: str = ""
     """For a pass: the cell's note when it should differ from *detail* (timings, renderer)."""
+    missing: str = ""
+    """For a skip because a Python module is absent (``torch``): that module.  ``container.apply``
+    then looks for other interpreters in the image that have it (an environment its entrypoint
+    activates), and fails the row naming the ``--container-python`` to use."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -45,9 +49,10 @@ def passed(detail: str, note: str = "") -> Verdict:
     return Verdict("pass", detail, note=note)
 
 
-def skipped(detail: str) -> Verdict:
-    """A skip: the row does not apply (library not installed, no GPU on the host)."""
-    return Verdict("skip", detail)
+def skipped(detail: str, missing: str = "") -> Verdict:
+    """A skip: the row does not apply (library not installed, no GPU on the host); *missing*:
+    the Python module whose absence it is (see :attr:`Verdict.missing`)."""
+    return Verdict("skip", detail, missing=missing)
 
 
 def failed(detail: str, fix: str | None, fault: str | None) -> Verdict:

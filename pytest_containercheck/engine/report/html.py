@@ -10,6 +10,7 @@ all markup goes through :func:`fmt`, which escapes its arguments unless they are
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import html
 import json
@@ -17,8 +18,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..expectations import allowance, describe, required_by
 from ..matrix import Cell, Column, Matrix, image_identity, same_image
-from .markdown import cell_where, skip_notes
+from ..textsafe import visible
+from .markdown import cell_where, provenance, skip_notes
 from .terminal import column_titles
 
 #: Artifacts larger than this are linked by path instead of embedded (keeps the page openable).
@@ -59,7 +62,8 @@ table.matrix{border-collapse:collapse;margin-top:.8em}
 background:#fafafa;font-weight:normal}.matrix thead tr.fact th{color:#555}
 .matrix tbody th{font-family:ui-monospace,monospace;font-weight:normal;white-space:nowrap}
 td.pass{background:#e3f4e1}td.fail{background:#fbdcdc}td.error{background:#ffe7c2}td.skip{background:#efefef;color:#555}
-td.interrupted{background:#e6e0f4}
+td.interrupted{background:#e6e0f4}td.xfail{background:#fff3c4}
+.req{font-size:.75em;font-weight:600;color:#7b2cbf;margin-left:.3em}
 td.none{color:#aaa;text-align:center}td.conflict{outline:3px dashed #7b2cbf;outline-offset:-3px}
 summary{cursor:pointer}details .ev{margin-top:.4em;font-size:.9em}
 .fix{background:#fff8d6;border-left:3px solid #e0b000;padding:.2em .4em;margin:.3em 0}
@@ -78,14 +82,16 @@ _JS = ("document.addEventListener('click',function(e){var t=e.target;"
        "if(t.tagName==='IMG'&&t.classList.contains('art')){t.classList.toggle('zoom');}});")
 
 
-def render_html(matrix: Matrix, *, artifact_dirs: Sequence[str | Path] = ()) -> str:
+def _render_html(matrix: Matrix, *, artifact_dirs: Sequence[str | Path] = (),
+                 embed_roots: Sequence[str | Path] | None = None) -> str:
     """The matrix as one self-contained HTML page.
 
     Artifact files named in the cells (render result, baseline, diff) are read and embedded
     as ``data:`` URIs; relative paths are looked up in *artifact_dirs*, then the current
     directory.  A file that cannot be read is named, not embedded.
     """
-    dirs = [Path(d) for d in artifact_dirs]
+    dirs = _Sources([Path(d) for d in artifact_dirs],
+                    [Path(d) for d in (artifact_dirs if embed_roots is None else embed_roots)])
     keys = list(matrix.columns)
     counts = matrix.counts()
     parts: list[Safe] = [Safe("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"),
@@ -108,6 +114,7 @@ def render_html(matrix: Matrix, *, artifact_dirs: Sequence[str | Path] = ()) -> 
         parts.append(Safe('<p class="muted">' + " · ".join(f"{sym} {st}" for st, sym in SYMBOL.items())
                           + " · dashed outline: conflicting results · click a cell for its evidence, "
                           "an image to enlarge it</p>"))
+    parts.append(_expectations(matrix))
     parts.append(_failures(matrix))
     parts.append(_conflicts(matrix))
     parts.append(_duplicates(matrix))
@@ -121,7 +128,7 @@ def render_html(matrix: Matrix, *, artifact_dirs: Sequence[str | Path] = ()) -> 
 
 def _meta(matrix: Matrix) -> Safe:
     meta = matrix.meta
-    items: list[Safe] = []
+    items: list[Safe] = [esc(line) for line in provenance(meta)]
     if meta.get("run_id"):
         items.append(fmt("run <code>{}</code>", meta["run_id"]))
     if meta.get("pytest_args"):
@@ -131,7 +138,7 @@ def _meta(matrix: Matrix) -> Safe:
     return fmt('<p class="muted">{}</p>', join(items, " · ")) if items else Safe("")
 
 
-def _grid(matrix: Matrix, keys: list[tuple[str, str]], dirs: list[Path]) -> Safe:
+def _grid(matrix: Matrix, keys: list[tuple[str, str]], dirs: _Sources) -> Safe:
     titles = column_titles(matrix)
     multi_host = len({h for _, h in keys}) > 1
     head = [fmt("<tr><th>check</th>{}</tr>", join(
@@ -153,13 +160,15 @@ def _grid(matrix: Matrix, keys: list[tuple[str, str]], dirs: list[Path]) -> Safe
                 cells.append(Safe('<td class="none">–</td>'))
                 continue
             cls = cell.status + (" conflict" if (row, *key) in conflicted else "")
-            cells.append(fmt('<td class="{}" id="{}">{}</td>', cls, _anchor(cell), _cell(cell, dirs, notes)))
+            cells.append(fmt('<td class="{}" id="{}">{}</td>', cls, _anchor(cell),
+                             _cell(cell, dirs, notes, required_by(matrix, cell), allowance(matrix, cell))))
         body.append(fmt("<tr><th>{}</th>{}</tr>", row, join(cells)))
     legend = join(fmt('<p class="muted">[{}] skipped: {}</p>', n, d) for d, n in notes.items())
     return fmt('<table class="matrix"><thead>{}</thead><tbody>{}</tbody></table>{}', join(head), join(body), legend)
 
 
-def _cell(cell: Cell, dirs: list[Path], notes: Mapping[str, int]) -> Safe:
+def _cell(cell: Cell, dirs: _Sources, notes: Mapping[str, int], required: Sequence[str] = (),
+          allowed: str | None = None) -> Safe:
     detail = cell.detail or cell.status
     if cell.status == "skip" and cell.detail in notes:
         detail = f"[{notes[cell.detail]}]"  # said once, under the table
@@ -168,13 +177,18 @@ def _cell(cell: Cell, dirs: list[Path], notes: Mapping[str, int]) -> Safe:
                           _seconds(cell.duration), cell.nodeid)]
     if cell.fix:
         ev.append(fmt('<div class="fix"><b>fix:</b> {}</div>', cell.fix))
+    if required:
+        ev.append(fmt("<div>required by {}</div>", ", ".join(required)))
+    if allowed and cell.status == "xfail":
+        ev.append(fmt('<div class="fix"><b>expected failure, allowed to fail by</b> {}</div>', allowed))
     if cell.probes:
         ev.append(_probe_table(cell.probes))
     if cell.evidence:
         ev.append(fmt("<div>evidence</div><pre>{}</pre>", _json(cell.evidence)))
     for name, path in cell.artifacts.items():
         ev.append(fmt("<div>{}: <code>{}</code></div>", name, path))
-    summary = fmt('<summary><span class="sym">{}</span> {}</summary>', SYMBOL[cell.status], detail)
+    mark = fmt('<span class="req" title="required by {}">required</span>', ", ".join(required)) if required else ""
+    summary = fmt('<summary><span class="sym">{}</span>{} {}</summary>', SYMBOL[cell.status], mark, detail)
     thumbs = [_figure(name, path, dirs) for name, path in cell.artifacts.items()]
     shown = [t for t in thumbs if t]
     strip = fmt('<div class="thumbs">{}</div>', join(shown)) if shown else Safe("")
@@ -193,7 +207,7 @@ def _probe_table(probes: Mapping[str, Any]) -> Safe:
                join(rows))
 
 
-def _figure(name: str, path: str, dirs: list[Path]) -> Safe:
+def _figure(name: str, path: str, dirs: _Sources) -> Safe:
     data = _read_artifact(path, dirs)
     if data is None:
         return Safe("")
@@ -205,12 +219,33 @@ def _figure(name: str, path: str, dirs: list[Path]) -> Safe:
                name, path, uri, name.rsplit("-", 1)[-1])
 
 
-def _read_artifact(path: str, dirs: list[Path]) -> bytes | None:
+@dataclasses.dataclass(frozen=True)
+class _Sources:
+    """Where artifact paths are looked up (*bases*), and the only trees files may come from (*roots*)."""
+
+    bases: list[Path]
+    roots: list[Path]
+
+
+def _read_artifact(path: str, dirs: _Sources) -> bytes | None:
+    """The file a cell names, only when it lies inside one of *dirs* (after resolving links and
+    ``..``): a result file is someone else's, and ``/etc/shadow`` or ``../../.ssh/id_rsa`` named
+    in it must not end up inside the page (an artifact is also embedded only when it is a
+    raster image, see :func:`_artifact`)."""
     p = Path(path)
-    for candidate in [p] if p.is_absolute() else [*(d / p for d in dirs), p]:
+    roots = []
+    for d in dirs.roots:
         try:
-            if candidate.is_file() and candidate.stat().st_size <= MAX_EMBED_BYTES:
-                return candidate.read_bytes()
+            roots.append(d.resolve())
+        except OSError:
+            continue
+    for candidate in [p] if p.is_absolute() else [d / p for d in dirs.bases]:
+        try:
+            real = candidate.resolve()
+            if not any(real == root or real.is_relative_to(root) for root in roots):
+                continue
+            if real.is_file() and real.stat().st_size <= MAX_EMBED_BYTES:
+                return real.read_bytes()
         except OSError:
             continue
     return None
@@ -226,6 +261,19 @@ def _failures(matrix: Matrix) -> Safe:
                          cell_where(matrix, c), fmt(" <i>[{} fault]</i>", c.fault) if c.fault else "",
                          c.detail or c.status, fmt('<div class="fix"><b>fix:</b> {}</div>', c.fix) if c.fix else ""))
     return fmt("<h2>Failures</h2><ul>{}</ul>", join(items))
+
+
+def _expectations(matrix: Matrix) -> Safe:
+    """What the gate asked of each image (or that it asked nothing), and every expected failure
+    with why it is allowed."""
+    keys = list(matrix.columns)
+    said = [line for key, title in zip(keys, column_titles(matrix)) if (line := describe(matrix, key, title))]
+    items = [fmt("<li>{}</li>", line) for line in said]
+    for c in (c for r in matrix.rows for key in keys if (c := matrix.get(r, key)) is not None and c.status == "xfail"):
+        items.append(fmt('<li><a href="#{}">{} <b>{}</b> on {}</a>: expected failure: {}; allowed to fail by {}</li>',
+                         _anchor(c), SYMBOL["xfail"], c.row, cell_where(matrix, c), c.detail or "failed",
+                         allowance(matrix, c) or ""))
+    return fmt("<h2>Expectations</h2><ul>{}</ul>", join(items)) if items else Safe("")
 
 
 def _conflicts(matrix: Matrix) -> Safe:
@@ -316,7 +364,8 @@ def _column_facts(matrix: Matrix, column: Column) -> dict[str, tuple[str, str]]:
 
 #: Status symbols for the page.  Not Markdown's emoji: cluster and CI machines often have
 #: no emoji font, and the page must read the same everywhere (these are in DejaVu Sans).
-SYMBOL = {"pass": "\u2714", "fail": "\u2718", "error": "\u26a0", "skip": "\u2013", "interrupted": "\u25a0"}
+SYMBOL = {"pass": "\u2714", "fail": "\u2718", "error": "\u26a0", "skip": "\u2013", "interrupted": "\u25a0",
+          "xfail": "\u2612"}
 
 
 def _anchor(cell: Cell) -> str:
@@ -334,3 +383,13 @@ def _seconds(value: Any) -> str:
 
 def _json(value: Any) -> str:
     return json.dumps(value, indent=1, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def render_html(matrix: Matrix, *, artifact_dirs: Sequence[str | Path] = (),
+                embed_roots: Sequence[str | Path] | None = None) -> str:
+    """The matrix as one self-contained HTML page (see :func:`_render_html`).
+
+    Every control character from the image, an archive or a merged file is shown as an escape
+    (:func:`~pytest_containercheck.engine.textsafe.visible`), never sent raw.
+    """
+    return visible(_render_html(matrix, artifact_dirs=artifact_dirs, embed_roots=embed_roots))

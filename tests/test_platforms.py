@@ -1,0 +1,101 @@
+"""An image built for another CPU architecture is named as such before anything starts (issue
+25, item 12): from a SIF header, an archive's config, or the engine's own image inspect."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from pytest_containercheck.engine.archives import ArchiveError, inspect_archive
+from pytest_containercheck.engine.errors import UsageProblem
+from pytest_containercheck.engine.platforms import SIF_ARCH, emulated, foreign_problem, host_architecture
+from pytest_containercheck.engine.runtimes.apptainer import check_sif
+
+from helpers import FULL_SIZE, SIF_HEADER_LEN, sif_header
+
+OTHER = "arm64" if host_architecture() != "arm64" else "amd64"
+
+
+def test_same_or_unknown_architecture_is_fine(tmp_path: Path) -> None:
+    assert foreign_problem(host_architecture(), "img", binfmt_dir=str(tmp_path)) is None
+    assert foreign_problem(None, "img", binfmt_dir=str(tmp_path)) is None
+    assert foreign_problem("unknown", "img", binfmt_dir=str(tmp_path)) is None
+
+
+def test_foreign_architecture_names_the_fix(tmp_path: Path) -> None:
+    problem = foreign_problem(OTHER, "img:1", binfmt_dir=str(tmp_path))
+    assert problem is not None and "\n" not in problem
+    assert problem.startswith(f"--image img:1: the image is built for linux/{OTHER}, and this host is "
+                              f"linux/{host_architecture()}")
+    assert f"--platform linux/{host_architecture()}" in problem
+
+
+def test_a_registered_emulator_lets_it_run(tmp_path: Path) -> None:
+    # binfmt_misc entries as qemu-user-static registers them (first line "enabled").
+    qemu = {"arm64": "aarch64", "amd64": "x86_64"}[OTHER]
+    (tmp_path / f"qemu-{qemu}").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/x\n")
+    assert emulated(OTHER, str(tmp_path)) and foreign_problem(OTHER, "img", binfmt_dir=str(tmp_path)) is None
+    (tmp_path / f"qemu-{qemu}").write_text("disabled\n")
+    assert not emulated(OTHER, str(tmp_path))
+
+
+def test_sif_header_arch_is_read(tmp_path: Path) -> None:
+    code = next(k for k, v in SIF_ARCH.items() if v == OTHER)
+    head = bytearray(sif_header())
+    head[45:48] = code.encode() + b"\0"
+    path = tmp_path / "arm.sif"
+    path.write_bytes(bytes(head) + b"\xab" * (FULL_SIZE - SIF_HEADER_LEN))
+    with pytest.raises(UsageProblem, match=rf"built for linux/{OTHER}"):
+        check_sif(str(path), "arm.sif")
+
+
+def _foreign_docker_save(src: Path, dst: Path) -> str:
+    """*src* (a docker save tar) with its config's architecture set to OTHER (renamed by its new
+    digest, as the engine would name it); returns the new config digest."""
+    with tarfile.open(src) as tin:
+        manifest = json.loads(tin.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        old = manifest[0]["Config"]
+        config = json.loads(tin.extractfile(old).read())  # type: ignore[union-attr]
+        config["architecture"] = OTHER
+        data = json.dumps(config).encode()
+        new = hashlib.sha256(data).hexdigest() + ".json"
+        manifest[0]["Config"] = new
+        manifest[0]["RepoTags"] = [f"containercheck-test/foreign:{OTHER}"]
+        with tarfile.open(dst, "w") as tout:
+            for member in tin:
+                if member.name in (old, "manifest.json", "repositories"):
+                    continue
+                tout.addfile(member, tin.extractfile(member) if member.isfile() else None)
+            for name, body in ((new, data), ("manifest.json", json.dumps(manifest).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(body)
+                tout.addfile(info, io.BytesIO(body))
+    return "sha256:" + new.removesuffix(".json")
+
+
+@pytest.mark.docker
+def test_foreign_image_and_archive_are_refused_before_start(pytester: pytest.Pytester, base_image: str,
+                                                            tmp_path: Path) -> None:
+    saved = tmp_path / "base.tar"
+    subprocess.run(["docker", "save", "-o", str(saved), base_image], check=True, timeout=300)
+    foreign = tmp_path / "foreign.tar"
+    digest = _foreign_docker_save(saved, foreign)
+    with pytest.raises(ArchiveError, match=rf"built for linux/{OTHER}"):
+        inspect_archive(str(foreign), "foreign.tar")
+    tag = f"containercheck-test/foreign:{OTHER}"
+    subprocess.run(["docker", "load", "--input", str(foreign)], check=True, capture_output=True, timeout=300)
+    try:
+        for image in (str(foreign), tag):
+            result = pytester.runpytest_subprocess("--image", image, "-p", "no:cacheprovider")
+            errors = [ln for ln in result.stderr.lines if ln.startswith("ERROR:")]
+            assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-2000:]
+            assert len(errors) == 1 and f"the image is built for linux/{OTHER}" in errors[0], errors
+            assert "no Python interpreter" not in result.stdout.str() + result.stderr.str()
+    finally:
+        subprocess.run(["docker", "rmi", "--force", tag, digest], capture_output=True, timeout=120)
