@@ -2,18 +2,26 @@
 # Facts only; the checks in pytest_containercheck/checks/test_system.py judge them.
 
 
-def _os_release():
+def _os_release(paths=("/etc/os-release", "/usr/lib/os-release")):
+    # Read as bytes: a file with a byte that is not UTF-8 must not end the probe (it did, as an
+    # error on four rows naming no file); the bad bytes show as U+FFFD and the fact names the file.
     out = {}
-    for path in ("/etc/os-release", "/usr/lib/os-release"):
+    for path in paths:
         try:
-            with open(path) as fh:
-                for line in fh:
-                    key, sep, value = line.strip().partition("=")
-                    if sep:
-                        out[key] = value.strip().strip('"')
-            return out
+            with open(path, "rb") as fh:
+                data = fh.read(65536)
         except (IOError, OSError):
             continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            text = data.decode("utf-8", "replace")
+            out["_invalid_utf8"] = "%s: byte %d is not UTF-8 (0x%02x)" % (path, exc.start, data[exc.start])
+        for line in text.splitlines():
+            key, sep, value = line.strip().partition("=")
+            if sep:
+                out[key] = value.strip().strip('"')
+        return out
     return out
 
 
@@ -103,6 +111,23 @@ _ENV_PREFIXES = ("CUDA", "NVIDIA_", "LD_LIBRARY_PATH", "__EGL", "__GLX", "VTK_",
                  "SINGULARITY_NAME", "SLURM_JOB_ID", "ROCR_", "HIP_", "PYTHONPATH")
 
 
+def _init_env():
+    # The environment of the container's first process (the session's keepalive), as the
+    # runtime set it up: Podman applies a CDI spec's env edits (NVIDIA_VISIBLE_DEVICES=void)
+    # to it but not to 'podman exec' processes like this probe.  None when unreadable.
+    try:
+        with open("/proc/1/environ", "rb") as fh:
+            raw = fh.read(1 << 20)
+    except (IOError, OSError):
+        return None
+    out = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.decode("utf-8", "replace").partition("=")
+        if sep and key.startswith(_ENV_PREFIXES):
+            out[key] = value
+    return out
+
+
 def run(params, ctx):
     import glob
     import os
@@ -134,10 +159,12 @@ def run(params, ctx):
             "nvidia": sorted(glob.glob("/dev/nvidia*")),
             "dri": sorted(glob.glob("/dev/dri/*")),
             "kfd": os.path.exists("/dev/kfd"),
+            "dxg": os.path.exists("/dev/dxg"),
         },
         "nvidia_smi": _nvidia_smi(),
         "libcuda": _libcuda(ctx),
         "env": env,
+        "init_env": _init_env(),
         "writable": {
             "home": _writable(ctx, home),
             "cache": _writable(ctx, cache),

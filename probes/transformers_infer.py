@@ -206,6 +206,34 @@ def _ti_real(ctx, torch, transformers, path, device):
     return {"model": entry}
 
 
+class _TiLog(object):
+    """What transformers logs while the probe runs (its root logger does not propagate): the line
+    that disables a torch below its floor ("Disabling PyTorch because PyTorch >= X is required but
+    found Y") names the floor that 4.x's error leaves out."""
+
+    def __enter__(self):
+        import logging
+
+        self.lines = []
+        lines = self.lines
+
+        class Keep(logging.Handler):
+            def emit(self, record):
+                try:
+                    lines.append(record.getMessage()[:500])
+                except Exception:
+                    pass
+
+        self.handler = Keep(logging.WARNING)
+        self.logger = logging.getLogger("transformers")
+        self.logger.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        return False
+
+
 def run(params, ctx):
     import os
 
@@ -214,7 +242,11 @@ def run(params, ctx):
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     facts = {"installed": False, "offline_env_before": previous}
-    with ctx.capture_warnings():
+    # Always: transformers refuses a torch below its floor, at import (some releases) or only when a
+    # model is built (5.x), and the verdict needs both versions either way.
+    facts["dist_versions"] = ctx.dist_versions(("torch", "transformers", "numpy"))
+    log = _TiLog()
+    with ctx.capture_warnings(), log:
         try:
             with ctx.timed("import"):
                 import torch
@@ -229,8 +261,7 @@ def run(params, ctx):
             # Which one is missing decides the verdict: transformers needs a backend.
             for mod in ("torch", "transformers"):
                 facts[mod + "_installed"] = ctx.module_found(mod)
-            # transformers refuses a torch below its floor: the versions name the mismatch.
-            facts["dist_versions"] = ctx.dist_versions(("torch", "transformers", "numpy"))
+            facts["import_log"] = log.lines[:20]
             return facts
         with ctx.timed("work"):
             facts.update(
@@ -261,5 +292,6 @@ def run(params, ctx):
             else:
                 facts["mode"] = "tiny"
                 facts["models"] = _ti_tiny(ctx, torch, transformers, device)
+    facts["import_log"] = log.lines[:20]
     facts["warnings"] = list(ctx.warnings)
     return facts

@@ -18,11 +18,13 @@ _XT_ROUNDS = 20
 class _XtCapture(object):
     """Capture Python warnings, sys.stdout/sys.stderr and the fds 1 and 2."""
 
+    def __init__(self, ctx):
+        self.ctx = ctx
+
     def __enter__(self):
         import io
         import os
         import sys
-        import tempfile
         import warnings
 
         self.warn_cm = warnings.catch_warnings(record=True)
@@ -33,7 +35,7 @@ class _XtCapture(object):
         self.saved_streams = (sys.stdout, sys.stderr)
         self.py_out = io.StringIO()
         sys.stdout = sys.stderr = self.py_out
-        self.fd_file = tempfile.TemporaryFile()
+        self.fd_file = self.ctx.scratch_file()
         self.saved_fds = (os.dup(1), os.dup(2))
         os.dup2(self.fd_file.fileno(), 1)
         os.dup2(self.fd_file.fileno(), 2)
@@ -98,7 +100,7 @@ def _xt_train(ctx, xgb, np, data, device, legacy):
     else:
         params["device"] = device
     out = {"requested": device, "params": dict(params), "ok": False}
-    cap = _XtCapture()
+    cap = _XtCapture(ctx)
     try:
         with cap:
             t0 = time.perf_counter()
@@ -125,6 +127,20 @@ def _xt_train(ctx, xgb, np, data, device, legacy):
     return out
 
 
+def _xt_cuinit(ctx):
+    # xgboost reports any CUDA initialisation failure as "No visible GPU" (AllVisibleGPUs() swallows
+    # cudaGetDeviceCount's error), so ask the driver itself why: cuInit's code names the cause
+    # (802: Fabric Manager down, 100: no device for this process, 999 ...).
+    lib, out = ctx.load_library("libcuda.so.1")
+    if lib is None:
+        return out
+    try:
+        out["cuInit"] = int(lib.cuInit(0))
+    except Exception as exc:  # a broken stub without the symbol
+        out["error"] = ctx.exc_text(exc)
+    return out
+
+
 def _xt_distribution():
     # Which wheel provides the module: `xgboost` (CUDA-enabled on Linux) or `xgboost-cpu`.
     try:
@@ -141,6 +157,9 @@ def _xt_distribution():
 
 
 def run(params, ctx):
+    import os
+    import sys
+
     facts = {"installed": False}
     with ctx.capture_warnings():
         try:
@@ -156,7 +175,12 @@ def run(params, ctx):
             return facts
         with ctx.timed("work"):
             facts.update(installed=True, version=xgb.__version__, distributions=_xt_distribution(),
-                         module_path=getattr(xgb, "__file__", None))
+                         module_path=getattr(xgb, "__file__", None),
+                         # A conda environment: its xgboost variant (CPU or CUDA) is conda's choice.
+                         conda=os.path.isdir(os.path.join(sys.prefix, "conda-meta")),
+                         # NVIDIA CUDA base images set these: the image is meant for GPUs.
+                         image_env=dict((k, os.environ[k]) for k in ("CUDA_VERSION", "NVIDIA_REQUIRE_CUDA")
+                                        if k in os.environ))
             try:
                 facts["build_info"] = xgb.build_info()
             except Exception as exc:  # xgboost < 1.6 has no build_info()
@@ -171,4 +195,7 @@ def run(params, ctx):
                 ctx.warnings.extend(result["warnings"])
                 if result.get("train_seconds") is not None:
                     ctx.timings["train_" + device] = result["train_seconds"]
+            cuda = facts["train"]["cuda"]
+            if not str(cuda.get("booster_device") or "").startswith("cuda"):
+                facts["libcuda"] = _xt_cuinit(ctx)
     return facts

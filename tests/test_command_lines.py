@@ -9,8 +9,9 @@ import subprocess
 
 import pytest
 
+from pytest_containercheck.engine.errors import UsageProblem
 from pytest_containercheck.engine.runtimes import LaunchOptions, RuntimeFault, get_runtime
-from pytest_containercheck.engine.runtimes.apptainer import ApptainerRuntime, home_path, parse_version
+from pytest_containercheck.engine.runtimes.apptainer import ApptainerRuntime, classify_failure, home_path, parse_version
 from pytest_containercheck.engine.runtimes.base import last_line
 from pytest_containercheck.engine.runtimes.host import HostRuntime
 from pytest_containercheck.engine.runtimes.oci import _GPU_UNAVAILABLE, _HELP_HINT, LABEL_OWNER, LABEL_RUN, OCIRuntime
@@ -142,8 +143,23 @@ def test_apptainer_instance_start_command(executable: str, apptainer_gpu: str, f
     options = LaunchOptions(run_id="r1", apptainer_gpu=apptainer_gpu, env={"K": "V"})
     argv = ApptainerRuntime(executable).start_command(target, options, "containercheck-1-r1-1", "/tmp/h")
     assert argv == [executable, "instance", "start", *flags, "--cleanenv", "--home", f"/tmp/h:{home_path()}",
-                    "/images/app.sif", "containercheck-1-r1-1"]  # fmt: skip
-    assert "--env" not in argv and "--net" not in argv and "--bind" not in argv and "--no-home" not in argv
+                    *_contained("/tmp/h"), "/images/app.sif", "containercheck-1-r1-1"]  # fmt: skip
+    assert "--env" not in argv and "--net" not in argv and "--no-home" not in argv
+
+
+def _contained(home: str) -> list[str]:
+    return ["--no-mount", "tmp,cwd", "--bind", f"{home}/.containercheck-tmp:/tmp",
+            "--bind", f"{home}/.containercheck-var-tmp:/var/tmp"]
+
+
+def test_apptainer_keeps_the_hosts_tmp_and_cwd_out() -> None:
+    # Apptainer binds the host's /tmp, /var/tmp and working directory read-write by default
+    # ("mount tmp", "mount cwd" in apptainer.conf); the session's own private directories
+    # stand in for /tmp and /var/tmp.  Singularity before 3.7 has no --no-mount: --contain.
+    rt = ApptainerRuntime("singularity")
+    assert rt.containment("/h") == _contained("/h")
+    rt.no_mount = False
+    assert rt.containment("/h") == ["--contain"]
 
 
 def test_apptainer_exec_goes_into_the_instance() -> None:
@@ -154,8 +170,8 @@ def test_apptainer_exec_goes_into_the_instance() -> None:
 def test_apptainer_gpus_none_drops_gpu_flags() -> None:
     options = LaunchOptions(run_id="r1", gpus="none", apptainer_gpu="nv", runtime_args=("--contain",))
     argv = ApptainerRuntime("apptainer").start_command(parse_target("app.sif"), options, "n", "/h")
-    assert argv == ["apptainer", "instance", "start", "--cleanenv", "--home", f"/h:{home_path()}", "--contain",
-                    "app.sif", "n"]  # fmt: skip
+    assert argv == ["apptainer", "instance", "start", "--cleanenv", "--home", f"/h:{home_path()}", *_contained("/h"),
+                    "--contain", "app.sif", "n"]  # fmt: skip
 
 
 def test_apptainer_image_variables_travel_in_apptainers_environment() -> None:
@@ -178,7 +194,10 @@ def test_apptainer_image_variables_travel_in_apptainers_environment() -> None:
     ("device=1", "rocm", {}, {"APPTAINERENV_ROCR_VISIBLE_DEVICES": "1"}),
     ("device=1", "nvccli", {}, {"APPTAINERENV_CUDA_VISIBLE_DEVICES": "1", "NVIDIA_VISIBLE_DEVICES": "1",
                                 "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,graphics"}),
-    ("all", "nvccli", {"NVIDIA_DRIVER_CAPABILITIES": "all"}, {"NVIDIA_DRIVER_CAPABILITIES": "all"}),
+    # apptainer rejects "all" ("unknown NVIDIA_DRIVER_CAPABILITIES value: all"): the values of NVIDIA's
+    # "all" that apptainer passes to nvidia-container-cli go instead.
+    ("all", "nvccli", {"NVIDIA_DRIVER_CAPABILITIES": "all"},
+     {"NVIDIA_DRIVER_CAPABILITIES": "compute,compat32,graphics,utility,video,display"}),
 ])
 def test_apptainer_forwards_the_jobs_gpu_selection(gpus: str, apptainer_gpu: str, host: dict[str, str],
                                                   expected: dict[str, str]) -> None:
@@ -306,3 +325,30 @@ def test_containers_are_removed_without_waiting_out_a_grace_period() -> None:
     assert remove_command("podman", ["a", "b"]) == ["podman", "rm", "--force", "--time", "0", "a", "b"]
     assert remove_command("/usr/bin/podman", ["a"])[3:5] == ["--time", "0"]
     assert remove_command("docker", ["a"]) == ["docker", "rm", "--force", "a"]  # SIGKILL at once already
+
+
+def test_apptainer_failure_quotes_the_first_fatal_line() -> None:
+    # Apptainer tidies up after a failed start and says so last; the reason is its FATAL line.
+    stderr = ("INFO:    gocryptfs not found, will not be able to use gocryptfs\n"
+              "FATAL:   container creation failed: mount hook function failure: mount /proc/self/fd/3->/usr: "
+              "no space left on device\n"
+              "ERROR:   container cleanup failed: no instance found\n")
+    reason, _ = classify_failure(stderr)
+    assert reason == ("apptainer: container creation failed: mount hook function failure: mount "
+                      "/proc/self/fd/3->/usr: no space left on device")
+
+
+def test_variables_the_client_reads_itself_travel_in_an_env_file() -> None:
+    # --env NAME takes the value from the client's environment: for PATH, HOME, DOCKER_HOST,
+    # LD_LIBRARY_PATH or a proxy that would change the docker client itself (PATH=/nowhere made
+    # "docker: not found").  Those go in a private --env-file; the rest stay named.
+    options = LaunchOptions(run_id="r1", env={"PATH": "/nowhere", "DOCKER_HOST": "tcp://x", "HF_TOKEN": "t0k3n"})
+    rt = OCIRuntime("docker")
+    argv = rt.run_command(parse_target(IMAGE), options, NAME, "none", env_file="/private/env")
+    assert argv[argv.index("--env-file") + 1] == "/private/env"
+    assert argv[argv.index("HF_TOKEN") - 1] == "--env" and "PATH" not in argv and "DOCKER_HOST" not in argv
+    env = rt.client_env(rt.container_env(options, "none"))
+    assert env is not None and env["PATH"] == os.environ["PATH"] and env["HF_TOKEN"] == "t0k3n"
+    assert env.get("DOCKER_HOST") == os.environ.get("DOCKER_HOST")
+    with pytest.raises(UsageProblem, match="line break"):
+        rt.check_options(LaunchOptions(run_id="r1", env={"PATH": "/a\n/b"}))

@@ -129,6 +129,23 @@ def test_normalize_renderer(renderer: str | None, expected: str) -> None:
     assert ic.normalize_renderer(renderer) == expected
 
 
+@pytest.mark.parametrize(("gl_renderer", "name"), [
+    ("llvmpipe (LLVM 15.0.6, 256 bits)", "llvmpipe"),
+    ("softpipe", "softpipe"),  # GALLIUM_DRIVER=softpipe
+    ("Mesa OffScreen", "swrast"),  # classic OSMesa
+    ("Software Rasterizer", "swrast"),
+    ("SWR (LLVM 11.0.1, 256 bits)", "swrast"),  # OpenSWR
+    ("lavapipe (LLVM 15.0.6, 256 bits)", "lavapipe"),
+    ("virgl (NVIDIA GeForce RTX 3090/PCIe/SSE2)", "virgl"),  # a VM's view of its host's renderer
+])
+def test_every_cpu_renderer_is_software_not_only_llvmpipe(gl_renderer: str, name: str) -> None:
+    """Each renders on the CPU: its fingerprint is software and the cell says so."""
+    assert ic.normalize_renderer(gl_renderer) == name
+    assert ic.fingerprint(gl_renderer, "4.5 (Core Profile) Mesa 22.3.6", "9.3.0").software
+    assert ic.renderer_label({"gl_renderer": gl_renderer}) == f"{name} (software)"
+    assert not ic.fingerprint("NVIDIA H200/PCIe/SSE2", "4.6.0 NVIDIA 580.159.04", "9.5.2").software
+
+
 @pytest.mark.parametrize(("version", "expected"), [
     ("4.5 (Core Profile) Mesa 22.3.6", "mesa-22.3.6"),
     ("4.6 (Compatibility Profile) Mesa 24.0.9-0ubuntu0.1", "mesa-24.0.9-0ubuntu0.1"),

@@ -6,18 +6,46 @@ the reason when Podman cannot run containers here.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_containercheck.engine.archives import inspect_archive
 
-from conftest import load_build, podman_containers
-from test_plugin import ONLY_SYSTEM
+from helpers import ONLY_SYSTEM, load_build, podman_containers, standin_nvidia_smi
+
+#: Podman 4.3 reads every CDI spec in these directories (the CDI library's defaults); it has no
+#: option for another one.  A test that writes a spec holds this lock, and so does every test that
+#: needs there to be none (tests run in parallel: -n 2, and other checkouts on this machine).
+CDI_DIR = Path("/etc/cdi")
+CDI_LOCK = Path("/run/lock/containercheck-cdi.lock")
+
+
+@contextlib.contextmanager
+def cdi_spec(text: str | None = None) -> Iterator[Path]:
+    """Hold the CDI lock; with *text*, as ``/etc/cdi/containercheck-test.yaml`` (removed after, and
+    ``/etc/cdi`` too when this made it)."""
+    CDI_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    path = CDI_DIR / "containercheck-test.yaml"
+    with open(CDI_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = not CDI_DIR.exists()
+        try:
+            if text is not None:
+                CDI_DIR.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+            if made and CDI_DIR.exists() and not any(CDI_DIR.iterdir()):
+                CDI_DIR.rmdir()
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +62,9 @@ def podman_base(docker: str) -> str:
 
 
 def test_podman_runs_the_system_checks(pytester: pytest.Pytester, podman_base: str) -> None:
-    result = pytester.runpytest_subprocess("--image", f"podman://{podman_base}", "--matrix-json", "m.json",
-                                           "--gpus", "all", *ONLY_SYSTEM, timeout=600)
+    with cdi_spec():  # no spec of another test's in /etc/cdi meanwhile
+        result = pytester.runpytest_subprocess("--image", f"podman://{podman_base}", "--matrix-json", "m.json",
+                                               "--gpus", "all", *ONLY_SYSTEM, timeout=600)
     data = json.loads((pytester.path / "m.json").read_text())
     cells = {c["row"]: c for c in data["cells"]}
     assert cells["system.python"]["status"] == "pass", result.stdout.str()[-3000:]
@@ -95,3 +124,114 @@ def test_oci_archive_of_an_image_podman_has(pytester: pytest.Pytester, podman_ba
         assert _podman_id(launch["archive"]["image_id"]) is None, "the image this run loaded must be removed"
     finally:
         subprocess.run(["podman", "rmi", tag], capture_output=True, timeout=120)
+
+
+# -- CDI, for real: a spec shaped like the NVIDIA toolkit's, with harmless device nodes ----------------
+
+
+def _device_nodes(where: Path) -> Path:
+    """Character devices with /dev/null's numbers (1, 3) under the NVIDIA names: what a CDI spec
+    maps into the container is real, reading or writing them does nothing."""
+    where.mkdir(parents=True, exist_ok=True)
+    for name in ("nvidia0", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"):
+        os.mknod(where / name, 0o666 | 0o020000, os.makedev(1, 3))
+    return where
+
+
+def toolkit_shaped_spec(nodes: Path, *, mounts: str = "") -> str:
+    """A CDI spec in the shape 'nvidia-ctk cdi generate' writes (nvidia-container-toolkit
+    cmd/nvidia-ctk/cdi/generate/generate_test.go, expectedSpec): devices "0" and "all" with the GPU
+    node, common edits with NVIDIA_CTK_LIBCUDA_DIR and NVIDIA_VISIBLE_DEVICES=void
+    (pkg/nvcdi/wrapper.go) and the control nodes; no hooks (nvidia-cdi-hook is not here)."""
+    return f"""---
+cdiVersion: 0.5.0
+kind: nvidia.com/gpu
+devices:
+    - name: "0"
+      containerEdits:
+        deviceNodes:
+            - path: /dev/nvidia0
+              hostPath: {nodes}/nvidia0
+    - name: all
+      containerEdits:
+        deviceNodes:
+            - path: /dev/nvidia0
+              hostPath: {nodes}/nvidia0
+containerEdits:
+    env:
+        - NVIDIA_CTK_LIBCUDA_DIR=/lib/x86_64-linux-gnu
+        - NVIDIA_VISIBLE_DEVICES=void
+    deviceNodes:
+        - path: /dev/nvidiactl
+          hostPath: {nodes}/nvidiactl
+        - path: /dev/nvidia-uvm
+          hostPath: {nodes}/nvidia-uvm
+        - path: /dev/nvidia-uvm-tools
+          hostPath: {nodes}/nvidia-uvm-tools
+{mounts}"""
+
+
+def _run_gpu_rows(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, podman_base: str,
+                  spec: str, *args: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The system rows under real Podman on this GPU-less host made to look like a GPU host (a
+    stand-in nvidia-smi), with *spec* in /etc/cdi: (cells by row, the launch facts)."""
+    monkeypatch.setenv("PATH", f"{standin_nvidia_smi(tmp_path / 'bin').parent}:{os.environ['PATH']}")
+    with cdi_spec(spec):
+        pytester.runpytest_subprocess("--image", f"podman://{podman_base}", "--matrix-json", "m.json", *args,
+                                      *ONLY_SYSTEM, timeout=600)
+    data = json.loads((pytester.path / "m.json").read_text())
+    assert podman_containers(data["meta"]["run_id"]) == []
+    return {c["row"]: c for c in data["cells"]}, data["columns"][0]["facts"]["launch"]
+
+
+def test_podman_cdi_spec_like_the_toolkits_is_judged_right(pytester: pytest.Pytester, podman_base: str,
+                                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--gpus all becomes --device nvidia.com/gpu=all; Podman applies the spec: the device nodes and
+    NVIDIA_VISIBLE_DEVICES=void arrive.  void is the spec's own, not the image hiding its GPUs; the
+    nodes are there; only the GPU (its driver: nvidia-smi, libcuda) is not."""
+    cells, launch = _run_gpu_rows(pytester, monkeypatch, tmp_path, podman_base,
+                                  toolkit_shaped_spec(_device_nodes(tmp_path / "nodes")))
+    assert launch["gpu"]["attached"] is True and launch["gpu"]["cdi"] is True and launch["gpu"]["error"] is None
+    assert "nvidia.com/gpu=all" in launch["run_command"]
+    assert cells["system.python"]["status"] == "pass"
+    env = cells["system.nvidia_env"]
+    assert env["status"] == "pass", env
+    assert env["detail"].startswith("NVIDIA_VISIBLE_DEVICES=void is the CDI spec's own")
+    assert "GPU nodes from the spec: /dev/nvidia0" in env["detail"]
+    devices = cells["system.gpu_devices"]
+    assert devices["status"] == "pass" and devices["detail"] == (
+        "/dev/nvidia-uvm, /dev/nvidia-uvm-tools, /dev/nvidia0, /dev/nvidiactl")
+    # The driver is what is missing, and it is the host's to provide.
+    assert (cells["system.nvidia_smi"]["status"], cells["system.nvidia_smi"]["fault"]) == ("fail", "host")
+    assert (cells["system.libcuda"]["status"], cells["system.libcuda"]["fault"]) == ("fail", "host")
+
+
+def test_podman_stale_cdi_spec_says_regenerate_it(pytester: pytest.Pytester, podman_base: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spec naming a driver library of an older driver (what a driver upgrade leaves behind): runc
+    refuses the container; the image runs without GPUs and the GPU rows say to regenerate the spec."""
+    stale = ("    mounts:\n"
+             "        - hostPath: /usr/lib/x86_64-linux-gnu/libcuda.so.535.104.05\n"
+             "          containerPath: /usr/lib/x86_64-linux-gnu/libcuda.so.535.104.05\n"
+             "          options: [ro, nosuid, nodev, bind]\n")
+    cells, launch = _run_gpu_rows(pytester, monkeypatch, tmp_path, podman_base,
+                                  toolkit_shaped_spec(_device_nodes(tmp_path / "nodes"), mounts=stale))
+    gpu = launch["gpu"]
+    assert gpu["attached"] is False and gpu["cause"] == "stale_cdi_spec" and gpu["fault"] == "host"
+    assert 'error mounting "/usr/lib/x86_64-linux-gnu/libcuda.so.535.104.05"' in gpu["error"]
+    assert "nvidia-ctk cdi generate" in gpu["fix"]
+    assert cells["system.python"]["status"] == "pass"
+    row = cells["system.gpu_devices"]
+    assert (row["status"], row["fault"]) == ("fail", "host") and "nvidia-ctk cdi generate" in row["fix"]
+
+
+def test_podman_cdi_device_no_spec_names_is_the_launchs(pytester: pytest.Pytester, podman_base: str,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--gpus device=3 where the spec names only 0 and all: nobody's fault but the launch's."""
+    cells, launch = _run_gpu_rows(pytester, monkeypatch, tmp_path, podman_base,
+                                  toolkit_shaped_spec(_device_nodes(tmp_path / "nodes")), "--gpus", "device=3")
+    gpu = launch["gpu"]
+    assert gpu["error"] == "Error: setting up CDI devices: unresolvable CDI devices nvidia.com/gpu=3"
+    assert (gpu["cause"], gpu["fault"]) == ("unknown_cdi_device", None)
+    row = cells["system.gpu_devices"]
+    assert (row["status"], row["fault"]) == ("fail", None) and "nvidia-ctk cdi list" in row["fix"]

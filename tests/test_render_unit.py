@@ -159,6 +159,20 @@ def test_require_hw_render_fails_egl_on_llvmpipe_without_gpu() -> None:
     assert v.detail == "--require-hw-render: EGL rendered with llvmpipe (software) and the host has no GPU"
 
 
+@pytest.mark.parametrize("gl_renderer", ["softpipe", "Mesa OffScreen", "lavapipe (LLVM 15.0.6, 256 bits)",
+                                         "virgl (NVIDIA GeForce RTX 3090/PCIe/SSE2)"])
+def test_require_hw_render_fails_egl_on_every_software_renderer(gl_renderer: str) -> None:
+    # Edited: the recorded llvmpipe EGL render, with another CPU renderer's GL_RENDERER.
+    f = copy.deepcopy(facts("host-egl"))
+    f["gl_renderer"] = gl_renderer
+    v = render_verdict(f, "egl", require_hw_render=True)
+    assert (v.status, v.fault) == ("fail", "host")
+    assert v.detail.startswith("--require-hw-render: EGL rendered with ") and "(software)" in v.detail
+    # On a GPU host without --require-*, it passes but says why the GPU was not used.
+    soft = render_verdict(on_gpu_host(f, nvidia_lib=False), "egl", host_has_gpu=True)
+    assert soft.status == "pass" and "; host has a GPU: " in soft.detail
+
+
 def test_osmesa_is_software_by_design() -> None:
     v = render_verdict(facts("host-osmesa"), "osmesa", require_hw_render=True, require_gpu=True, host_has_gpu=True)
     assert v.status == "pass" and "CPU-only by design" in v.detail
@@ -195,8 +209,8 @@ def test_gpu_host_apptainer_without_vendor_file_binding() -> None:
     f = on_gpu_host(facts("full-egl"), nvidia_lib=True)
     f["apptainer_libs"] = ["libEGL_nvidia.so.0", "libGLX_nvidia.so.0", "libcuda.so.1", "libnvidia-eglcore.so.550.54.15"]
     reason, fix, fault = egl_software_cause(f, "apptainer")
-    assert fault == "host" and "not the glvnd vendor file 10_nvidia.json" in reason
-    assert "--bind /usr/share/glvnd/egl_vendor.d/10_nvidia.json" in fix
+    assert fault == "host" and "but not its glvnd vendor file 10_nvidia.json" in reason
+    assert "--bind=/usr/share/glvnd/egl_vendor.d/10_nvidia.json" in fix and "Apptainer to 1.4" in fix
 
 
 def test_gpu_host_driver_needs_newer_glibc_is_a_pair_fault() -> None:
@@ -333,7 +347,8 @@ def test_pyvista_needing_a_newer_vtk_says_so() -> None:
     v = render_verdict(f, "egl")
     assert (v.status, v.fault) == ("fail", "image")
     assert "pyvista 0.49.1 needs vtk!=9.4.0, vtk!=9.4.1, vtk<9.8.0, vtk>=9.3.1; the image has VTK 9.2.6" in v.detail
-    assert v.fix is not None and "pip install 'vtk!=9.4.0,vtk!=9.4.1,vtk<9.8.0,vtk>=9.3.1'" in v.fix
+    # one requirement with every specifier ('vtk!=9.4.0,vtk!=9.4.1,...' is not a requirement pip accepts)
+    assert v.fix is not None and "pip install 'vtk!=9.4.0,!=9.4.1,<9.8.0,>=9.3.1'" in v.fix
     assert "libxrender1" not in v.fix
     # A VTK inside the range with another import error is not called a mismatch.
     f.update(vtk_version="9.7.2", pyvista_import_error="ImportError: libXrender.so.1: cannot open shared object")

@@ -9,6 +9,7 @@ gate (``Container.gpu_expected``).  Every message and code is quoted from its so
 
 from __future__ import annotations
 
+import json
 import runpy
 import stat
 from pathlib import Path
@@ -127,13 +128,18 @@ def test_no_gpu_at_all_keeps_the_documented_reason() -> None:
                                    "no /proc/driver/nvidia)")
 
 
-def test_amd_rocm_host_is_a_gpu_host() -> None:
-    found = hostinfo.amd_evidence(exists=lambda p: p in ("/dev/kfd", "/sys/class/kfd"),
+def test_kfd_and_rocm_smi_alone_are_not_an_amd_gpu_host(tmp_path: Path) -> None:
+    """/dev/kfd, /sys/class/kfd and rocm-smi without a GPU node or a render node: no GPU for ROCm
+    (a whole AMD GPU host is in tests/test_gpu_runtimes.py)."""
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "kfd").touch()
+    (tmp_path / "sys" / "class" / "kfd").mkdir(parents=True)
+    found = hostinfo.amd_evidence(root=str(tmp_path),
                                   which=lambda name: "/opt/rocm/bin/rocm-smi" if name == "rocm-smi" else None)
     assert found == ["/dev/kfd", "/sys/class/kfd", "rocm-smi (/opt/rocm/bin/rocm-smi)"]
     host = hostinfo.judge_gpu_host(smi=None, smi_result=None, devices=[], proc_version="", amd=found)
-    assert (host["has_gpu"], host["gpu_vendor"]) == (True, "amd")
-    assert host["gpu_summary"].startswith("an AMD GPU (ROCm: /dev/kfd")
+    assert (host["has_gpu"], host["gpu_vendor"]) == (False, None)
+    assert host["gpu_summary"].startswith("host has no GPU for ROCm: /dev/kfd, /sys/class/kfd")
 
 
 def test_this_machine_is_judged_by_the_same_rules() -> None:
@@ -193,12 +199,72 @@ def test_cuinit_errors_are_judged_by_their_code(rc: int, name: str, fault: str) 
         assert v.detail.endswith("/dev/nvidia-uvm is missing inside") and "nvidia-uvm" in (v.fix or "")
 
 
+@pytest.mark.parametrize("rc", [999, 3])
+def test_a_libcuda_from_a_stubs_directory_is_the_stub_whatever_cuinit_says(rc: int) -> None:
+    """The toolkit's stub (``.../lib64/stubs/libcuda.so``) answers 34 since CUDA 11.1; older stubs answer
+    other codes (999, or one not in the table): the path decides, and the fix names the stubs directory."""
+    facts = {"libcuda": {"loaded": True, "path": "/usr/local/cuda/lib64/stubs/libcuda.so.1", "cuInit": rc},
+             "devices": {"nvidia": ["/dev/nvidia0", "/dev/nvidia-uvm"]}}
+    v = gpu.libcuda(facts, GPU_HOST)
+    assert (v.status, v.fault) == ("fail", "image")
+    assert f"cuInit failed with {rc} (CUDA_ERROR_STUB_LIBRARY, /usr/local/cuda/lib64/stubs/libcuda.so.1)" in v.detail
+    assert "stubs" in (v.fix or "")
+
+
 def test_libcuda_not_loading_and_passing() -> None:
     v = gpu.libcuda({"libcuda": {"loaded": False, "error": "libcuda.so.1: cannot open shared object file"}}, GPU_HOST)
     assert (v.status, v.fault) == ("fail", "host")
     ok = gpu.libcuda({"libcuda": {"loaded": True, "cuInit": 0, "path": "/usr/lib/libcuda.so.1",
                                   "driver_cuda_version": "12.8", "device_count": 1}}, GPU_HOST)
     assert ok.status == "pass" and ok.detail.startswith("CUDA driver API 12.8")
+
+
+def _h200_system_facts() -> dict[str, Any]:
+    """The ``system`` probe's facts on the lent H200 (``tests/data/gpu/h200-system.json``)."""
+    facts: dict[str, Any] = json.loads((ROOT / "tests" / "data" / "gpu" / "h200-system.json").read_text())["facts"]
+    return facts
+
+
+def _with_env(**env: str | None) -> dict[str, Any]:
+    facts = _h200_system_facts()
+    facts["env"] = {k: v for k, v in {**facts["env"], **env}.items() if v is not None}
+    return facts
+
+
+def test_nvidia_env_passes_on_the_h200() -> None:
+    v = gpu.nvidia_env(_h200_system_facts(), "oci")
+    assert v.status == "pass"
+    assert v.detail == ("NVIDIA_VISIBLE_DEVICES=0, NVIDIA_DRIVER_CAPABILITIES=compute,graphics,utility, "
+                        "CUDA_VISIBLE_DEVICES=None")
+    assert gpu.nvidia_env(_with_env(NVIDIA_DRIVER_CAPABILITIES="all"), "oci").status == "pass"
+    assert gpu.nvidia_env(_with_env(NVIDIA_DRIVER_CAPABILITIES=None), "oci").status == "pass"  # the toolkit's default
+
+
+@pytest.mark.parametrize("visible", ["void", "none", ""])
+def test_nvidia_env_fails_when_the_image_hides_every_gpu(visible: str) -> None:
+    facts = _with_env(NVIDIA_VISIBLE_DEVICES=visible)
+    facts["devices"]["nvidia"] = ["/dev/nvidiactl"]  # hidden: no /dev/nvidiaN came in
+    v = gpu.nvidia_env(facts, "oci")
+    assert (v.status, v.fault) == ("fail", "image")
+    assert v.detail == f"NVIDIA_VISIBLE_DEVICES={visible!r} in the image hides every GPU"
+    assert "NVIDIA_VISIBLE_DEVICES" in (v.fix or "")
+
+
+@pytest.mark.parametrize(("caps", "missing"), [("compute,utility", "graphics"), ("utility", "compute, graphics"),
+                                               ("video,display", "compute, utility, graphics")])
+def test_nvidia_env_fails_when_capabilities_are_dropped(caps: str, missing: str) -> None:
+    v = gpu.nvidia_env(_with_env(NVIDIA_DRIVER_CAPABILITIES=caps), "oci")
+    assert (v.status, v.fault) == ("fail", "host")
+    assert v.detail.startswith(f"NVIDIA_DRIVER_CAPABILITIES={caps!r} lacks {missing}: ")
+    assert v.fix == "set NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics (or all)"
+
+
+def test_nvidia_env_is_not_read_by_apptainer() -> None:
+    """Apptainer does not read the image's NVIDIA_* variables: even ``void`` passes, with a note saying so."""
+    v = gpu.nvidia_env(_with_env(NVIDIA_VISIBLE_DEVICES="void", NVIDIA_DRIVER_CAPABILITIES="utility"), "sif", "nv")
+    assert v.status == "pass"
+    assert v.detail.startswith("apptainer --nv: the image's NVIDIA_DRIVER_CAPABILITIES=utility and "
+                               "NVIDIA_VISIBLE_DEVICES=void are not read")
 
 
 # -- Docker's GPU refusals ------------------------------------------------------------------------

@@ -150,8 +150,9 @@ def test_torch_cpu_fails_on_wrong_arithmetic() -> None:
 
 def test_torch_absent_is_a_skip() -> None:
     facts = load("torch_not_installed")
+    # missing: container.apply then looks for another interpreter in the image that has torch.
     assert ml.torch_cpu(facts) == ml.Verdict(
-        "skip", "torch is not installed in the image (ModuleNotFoundError: No module named 'torch')")
+        "skip", "torch is not installed in the image (ModuleNotFoundError: No module named 'torch')", missing="torch")
     assert ml.torch_cuda_build(facts, "--require-gpu was given", {}).status == "skip"  # type: ignore[union-attr]
 
 
@@ -189,7 +190,9 @@ def test_torch_driver_too_old_is_a_pair_fault() -> None:
     v = ml.torch_cuda(facts, gpu_host(cuda="12.8"))
     assert (v.status, v.fault) == ("fail", "pair")
     assert "newer than the host driver supports" in v.detail and "too old (found version 12080)" in v.detail
-    assert v.fix is not None and "whl/cu128" in v.fix and "supports CUDA 13.0" in v.fix
+    # torch 2.13 is published for cu126, cu130 and cu132: on a CUDA 12.8 driver only cu126 runs
+    assert v.fix is not None and "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126" in v.fix
+    assert "supports CUDA 13.0" in v.fix
 
 
 def test_torch_newer_major_without_warning_is_still_a_pair_fault() -> None:
@@ -271,10 +274,11 @@ def test_xgboost_cpu_wheel_fails_cuda_row_as_image_fault_without_any_gpu() -> No
     # what the recording shows: device="cuda" trained on the CPU with only a warning
     assert facts["train"]["cuda"]["booster_device"] == "cpu"
     assert "Device is changed from GPU to CPU" in facts["train"]["cuda"]["warnings"][0]["message"]
-    v = ml.xgboost_cuda_build(facts)
+    v = ml.xgboost_cuda_build(facts, "--require-gpu was given")
     assert v == ml.Verdict(
         "fail", "xgboost 3.2.0 (xgboost-cpu) is built without CUDA (build_info USE_CUDA=False): device='cuda' "
-        "trains on the CPU on every host", "install the `xgboost` wheel (CUDA-enabled), not xgboost-cpu: "
+        "trains on the CPU on every host, and --require-gpu was given",
+        "install the `xgboost` wheel (CUDA-enabled), not xgboost-cpu: "
         "pip uninstall -y xgboost-cpu && pip install xgboost", "image")
 
 
@@ -350,7 +354,8 @@ def test_transformers_missing_model_directory_is_an_image_fault() -> None:
 
 def test_transformers_absent_is_a_skip() -> None:
     facts = load("transformers_not_installed")
-    assert ml.transformers_cpu(facts) == ml.Verdict("skip", "transformers is not installed in the image")
+    assert ml.transformers_cpu(facts) == ml.Verdict("skip", "transformers is not installed in the image",
+                                                    missing="transformers")
     assert ml.transformers_cache(facts).status == "skip"
 
 
@@ -470,6 +475,25 @@ def test_xgboost_cpu_row_fails_when_the_booster_says_cuda() -> None:
     assert v.status == "fail" and "asked for cpu, the booster says device=cuda:0" in v.detail
 
 
+def test_xgboost_cpu_row_fails_when_the_booster_does_not_say_where_it_trained() -> None:
+    """xgboost 3.2 (recorded) without the booster's device: not known to be the CPU, so not a pass."""
+    facts = load("xgboost_host_cuda_wheel")
+    facts["train"]["cpu"]["booster_device"] = None
+    assert ml.xgboost_booster_device(facts, facts["train"]["cpu"]) is None
+    v = ml.xgboost_cpu(facts)
+    assert v.status == "fail" and "asked for cpu, the booster says device=None" in v.detail
+
+
+def test_transformers_cpu_without_the_finite_fact_is_not_finite() -> None:
+    """A run that does not say its output was finite (recorded tiny models, the fact removed) fails:
+    an absent fact is not a finite output."""
+    facts = load("transformers_host_tiny")
+    del facts["models"]["causal_lm"]["cpu"]["finite"]
+    v = ml.transformers_cpu(facts)
+    assert (v.status, v.fault) == ("fail", "image")
+    assert "on the CPU produced NaN/inf" in v.detail
+
+
 def test_xgboost_gpu_accuracy_far_from_the_cpus_fails_even_above_the_minimum() -> None:
     facts = load("xgboost_host_cuda_wheel")
     facts["train"]["cuda"].update(booster_device="cuda:0", warnings=[], accuracy=0.86)  # >= 0.85, 0.06 from 0.92
@@ -488,7 +512,7 @@ def test_xgboost_without_cuda_fix_fits_the_installed_build(dists: list[dict[str,
                                                           needle: str) -> None:
     facts = load("xgboost_cpu_wheel")
     facts.update(distributions=dists, module_path=path)
-    v = ml.xgboost_cuda_build(facts)
+    v = ml.xgboost_cuda_build(facts, "the host has 1 NVIDIA GPU(s)")
     assert v is not None and v.fault == "image" and needle in (v.fix or ""), v
     if "xgboost-cpu" not in str(dists):
         assert "not xgboost-cpu" not in (v.fix or "")

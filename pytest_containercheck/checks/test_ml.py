@@ -3,8 +3,8 @@
 Each row reads one probe's facts and hands them to a pure verdict function in
 :mod:`pytest_containercheck.engine.verdicts_ml` (unit-tested on recorded facts).  GPU rows
 (``container.gpu_row``) run their image checks *before* the GPU gate, so an image that can never use a GPU fails
-even on a host without one: an xgboost without CUDA always, a CPU-only torch when the
-image is meant for GPUs (see :func:`~pytest_containercheck.engine.verdicts_ml.gpu_intent`).
+even on a host without one: an xgboost without CUDA or a CPU-only torch when the image is
+meant for GPUs (see :func:`~pytest_containercheck.engine.verdicts_ml.gpu_intent`); otherwise they skip.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ pytestmark = pytest.mark.containercheck_order(30)
 def _intent(container: Container, row: str, image_env: Any) -> str | None:
     return ml.gpu_intent(row=row, host=container.host, require_gpu=container.options.require_gpu,
                          required_rows=container.options.required_rows,
-                         image_env=image_env if isinstance(image_env, dict) else None)
+                         image_env=image_env if isinstance(image_env, dict) else None,
+                         declared=container.options.intent, declared_by=container.options.intent_source)
 
 
 def _warnings(facts: dict[str, Any]) -> list[str]:
@@ -92,7 +93,9 @@ def test_xgboost_cpu(container: Container) -> None:
 def test_xgboost_cuda(container: Container) -> None:
     """The booster trained with device="cuda" says device=cuda:N and learned the task."""
     facts = _xgboost_facts(container)
-    container.gpu_row(ml.xgboost_cuda_build(facts), lambda: ml.xgboost_cuda(facts, container.host))
+    container.gpu_row(ml.xgboost_cuda_build(facts, _intent(container, "xgboost.cuda", facts.get("image_env")),
+                                            container.host),
+                      lambda: ml.xgboost_cuda(facts, container.host))
 
 
 # -- transformers ------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def _render_row(container: Container, backend: str) -> None:
     verdict = render_verdict(facts, backend, require_hw_render=container.options.require_hw_render,
                              require_gpu=container.options.require_gpu,
                              host_has_gpu=bool(container.host.get("has_gpu")), runtime=container.target.runtime,
-                             timings=res.timings)
+                             timings=res.timings, runtime_version=container.session_facts.get("runtime_version"))
     container.apply(verdict)
     image = check_image(container, res)
     container.note(f"{verdict.note}; {image.summary}")

@@ -78,18 +78,79 @@ def query_nvidia_smi(smi: str, run: Runner = run_bounded) -> dict[str, Any]:
         out["error"] = last_line(res.stdout) or last_line(res.stderr) or f"exit status {res.returncode}"
     banner = run([smi], timeout=60)
     out["cuda_version"] = parse_cuda_version(text(banner.stdout))
+    out["gpu_modes"] = query_gpu_modes(smi, run) if out["gpus"] else {}
     return out
 
 
+#: The modes that decide whether a process may use a GPU at all: ``compute_mode`` (Default,
+#: Exclusive_Process, Prohibited: with Exclusive_Process one CUDA context at a time, and the next
+#: gets cudaErrorDevicesUnavailable) and ``mig.mode.current`` (Enabled: CUDA sees MIG devices only).
+MODE_FIELDS = ("index", "compute_mode", "mig.mode.current")
+
+
+def parse_gpu_modes(output: str, fields: Sequence[str] = MODE_FIELDS) -> dict[str, dict[str, str]]:
+    """``{index: {"compute_mode": ..., "mig_mode": ...}}`` from ``nvidia-smi --query-gpu=<fields>
+    --format=csv,noheader`` (a line that does not have the fields asked for is left out)."""
+    keys = {"compute_mode": "compute_mode", "mig.mode.current": "mig_mode"}
+    modes: dict[str, dict[str, str]] = {}
+    for line in output.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == len(fields) and parts[0].isdigit():
+            modes[parts[0]] = {keys[f]: v for f, v in zip(fields[1:], parts[1:]) if f in keys}
+    return modes
+
+
+def query_gpu_modes(smi: str, run: Runner = run_bounded) -> dict[str, dict[str, str]]:
+    """Each GPU's compute and MIG modes (:data:`MODE_FIELDS`); without the MIG field where the driver
+    does not know it; {} when nvidia-smi cannot answer.  Never raises."""
+    for fields in (MODE_FIELDS, MODE_FIELDS[:2]):
+        res = run([smi, "--query-gpu=" + ",".join(fields), "--format=csv,noheader"], timeout=60)
+        if res.returncode == 0:
+            return parse_gpu_modes(text(res.stdout), fields)
+    return {}
+
+
+#: The KFD topology: one node per CPU socket and per GPU; a GPU's has SIMDs (``simd_count``).
+_KFD_NODES = "sys/class/kfd/kfd/topology/nodes"
+_KFD_GPU = "KFD GPU node "
+_RENDER = "/dev/dri/renderD"
+
+
 def amd_evidence(*, exists: Callable[[str], bool] = os.path.exists,
-                 which: Callable[[str], str | None] = shutil.which) -> list[str]:
-    """What says this host has an AMD GPU for ROCm: ``/dev/kfd`` (the compute device the
-    ROCm runtime opens), ``/sys/class/kfd`` (the amdgpu driver's KFD), ``rocm-smi``."""
-    found = [p for p in ("/dev/kfd", "/sys/class/kfd") if exists(p)]
-    smi = which("rocm-smi")
-    if smi:
-        found.append(f"rocm-smi ({smi})")
+                 which: Callable[[str], str | None] = shutil.which, root: str = "/") -> list[str]:
+    """What says this host has an AMD GPU for ROCm: ``/dev/kfd`` (the compute interface the
+    ROCm runtime opens), ``/sys/class/kfd`` (the amdgpu driver's KFD), each GPU node of the KFD
+    topology (``simd_count`` > 0; CPU nodes have none), the DRI render nodes
+    (``/dev/dri/renderD<N>``, one per GPU) and ``rocm-smi``/``amd-smi``.  *root* is where the
+    file system starts (tests)."""
+    def at(path: str) -> str:
+        return os.path.join(root, path.lstrip("/"))
+
+    found = [p for p in ("/dev/kfd", "/sys/class/kfd") if exists(at(p))]
+    for props in sorted(glob.glob(at(f"{_KFD_NODES}/*/properties"))):
+        try:
+            with open(props, encoding="utf-8", errors="replace") as fh:
+                values = dict(line.split(None, 1) for line in fh if len(line.split(None, 1)) == 2)
+            with open(os.path.join(os.path.dirname(props), "name"), encoding="utf-8", errors="replace") as fh:
+                name = fh.read().strip()
+        except OSError:
+            continue
+        if values.get("simd_count", "0").strip() not in ("", "0"):
+            found.append(f"{_KFD_GPU}{os.path.basename(os.path.dirname(props))} ({name or '?'})")
+    found += [_RENDER + p.rsplit("renderD", 1)[1] for p in sorted(glob.glob(at(_RENDER + "*")))]
+    for tool in ("rocm-smi", "amd-smi"):
+        smi = which(tool)
+        if smi:
+            found.append(f"{tool} ({smi})")
     return found
+
+
+def amd_gpu_host(evidence: Sequence[str]) -> bool:
+    """An AMD GPU for ROCm: ``/dev/kfd``, a GPU node in the KFD topology, and a render node.
+    ``/dev/kfd`` alone is not one: amdgpu creates it with its KFD even where ROCm finds no GPU
+    to use (an integrated GPU without render nodes for this process, a driver without devices)."""
+    return ("/dev/kfd" in evidence and any(e.startswith(_KFD_GPU) for e in evidence)
+            and any(e.startswith(_RENDER) for e in evidence))
 
 
 def judge_gpu_host(*, smi: str | None, smi_result: Mapping[str, Any] | None, devices: Sequence[str],
@@ -101,18 +162,25 @@ def judge_gpu_host(*, smi: str | None, smi_result: Mapping[str, Any] | None, dev
     without a GPU allocation sees the nodes but the device cgroup hides the GPUs).  When it
     is missing or fails otherwise, the device nodes and /proc/driver/nvidia decide (a host
     whose GPU is there but broken is a GPU host: its rows fail, they do not skip).  AMD
-    (ROCm) evidence makes a GPU host when there is no NVIDIA GPU.
+    (ROCm) evidence makes a GPU host when there is no NVIDIA GPU and it is a whole GPU
+    (:func:`amd_gpu_host`).
     """
     result = smi_result or {}
     gpus = list(result.get("gpus") or [])
     smi_error = result.get("error")
     listed_none = bool(smi) and not gpus and (bool(result.get("no_devices")) or smi_error is None)
     nvidia = bool(gpus) or (not listed_none and bool(devices or proc_version))
-    vendor = "nvidia" if nvidia else ("amd" if amd else None)
+    vendor = "nvidia" if nvidia else ("amd" if amd_gpu_host(amd) else None)
     if nvidia:
         why = f"{len(gpus) or len(devices)} NVIDIA GPU(s)"
-    elif amd:
+    elif vendor == "amd":
         why = "an AMD GPU (ROCm: " + ", ".join(amd) + ")"
+    elif "/dev/kfd" in amd:
+        lacks = [what for what, prefix in (("a GPU node in the KFD topology", _KFD_GPU),
+                                           ("a /dev/dri/renderD* node", _RENDER))
+                 if not any(e.startswith(prefix) for e in amd)]
+        why = (f"host has no GPU for ROCm: {', '.join(amd)} without {' and '.join(lacks)} "
+               "(amdgpu's /dev/kfd alone is no GPU: e.g. an integrated GPU ROCm does not use)")
     elif listed_none and (devices or proc_version):
         said = NO_DEVICES if result.get("no_devices") else (smi_error or "no GPUs listed")
         why = (f"host has no NVIDIA GPU for this job: nvidia-smi says '{said}' although "
@@ -134,6 +202,7 @@ def judge_gpu_host(*, smi: str | None, smi_result: Mapping[str, Any] | None, dev
         "nvidia_smi": smi,
         "nvidia_smi_error": smi_error,
         "nvidia_smi_fields": result.get("fields"),
+        "gpu_modes": dict(result.get("gpu_modes") or {}),
         "amd": list(amd),
     }
 
@@ -153,7 +222,10 @@ def nvidia_facts() -> dict[str, Any]:
 
 
 def _driver_from_proc(line: str) -> str | None:
-    m = re.search(r"Kernel Module\s+([0-9.]+)", line)
+    """The driver version in ``/proc/driver/nvidia/version``'s first line, proprietary ("NVRM version:
+    NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 ...") or open ("NVRM version: NVIDIA UNIX
+    Open Kernel Module for x86_64  580.159.04  Release Build  (...)", recorded on the H200)."""
+    m = re.search(r"Kernel Module\b.*?\s(\d+\.\d+(?:\.\d+)*)\s", line + " ")
     return m.group(1) if m else None
 
 

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .outputs import write_file
 from .verdict import Verdict
 
 SSIM_THRESHOLD = 0.95
@@ -472,9 +473,7 @@ def judge_image(png: bytes, *, name: str, backend: str, key: str, baseline_dir: 
     def write(reason: str, comparison: Comparison | None = None, found: Baseline | None = None) -> ImageVerdict:
         assert baseline_dir is not None
         path = Path(baseline_dir) / target_name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(png)
-        path.chmod(0o644)  # baselines get committed and shared: never world-writable, whatever the umask
+        write_file(path, png)  # baselines get committed and shared: 0644 (directories 0755), whatever the umask
         return ImageVerdict("pass", f"{reason}; baseline written: {path}", fingerprint=key, comparison=comparison,
                             baseline=found, written=path)
 

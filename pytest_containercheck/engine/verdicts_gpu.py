@@ -1,12 +1,14 @@
 """Verdicts for the system GPU rows: pure functions of the ``system`` probe's facts.
 
-``system.gpu_devices``, ``system.nvidia_smi`` and ``system.libcuda`` run after the GPU gate
+``system.gpu_devices``, ``system.nvidia_smi``, ``system.libcuda`` and ``system.nvidia_env`` run after the GPU gate
 (``container.gpu_expected()``): the host has a GPU and the image was started with GPU
 access, so what is missing inside is a real defect.  Unit-tested on constructed facts
 (``tests/test_verdicts_gpu.py``; sources in ``tests/data/ml/README.md``).
 
 The ``cuInit`` codes are the driver API's ``CUresult`` values (NVIDIA's ``cuda.h``):
-``CUDA_ERROR_STUB_LIBRARY`` 34, ``CUDA_ERROR_NO_DEVICE`` 100, ``CUDA_ERROR_SYSTEM_DRIVER_MISMATCH``
+``CUDA_ERROR_STUB_LIBRARY`` 34, ``CUDA_ERROR_NO_DEVICE`` 100, ``CUDA_ERROR_SYSTEM_NOT_READY`` 802
+("the system is not yet ready to start any CUDA work ... verify ... all required driver daemons are
+actively running": on NVSwitch systems, the Fabric Manager), ``CUDA_ERROR_SYSTEM_DRIVER_MISMATCH``
 803 ("a mismatch between the versions of the display driver and the CUDA driver"),
 ``CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE`` 804 ("the system was upgraded to run with
 forward compatibility but the visible hardware detected by CUDA does not support this
@@ -21,7 +23,7 @@ from typing import Any
 
 from .verdict import Verdict, failed, passed, skipped
 
-__all__ = ["CUINIT_ERRORS", "gpu_devices", "libcuda", "nvidia_smi"]
+__all__ = ["CUINIT_ERRORS", "explain_cuinit", "gpu_devices", "libcuda", "nvidia_env", "nvidia_smi"]
 
 _GPU_ACCESS = ("start the image with GPU access (Docker --gpus all with the NVIDIA Container Toolkit, "
                "Apptainer --nv); under Slurm request a GPU (--gres=gpu:1)")
@@ -40,6 +42,11 @@ CUINIT_ERRORS: dict[int, tuple[str, str | None, str, str]] = {
           "loaded on the host, or the node was not passed into the container)",
           "on the host: load nvidia_uvm (modprobe nvidia-uvm, or nvidia-modprobe -u -c=0) and check that "
           "/dev/nvidia-uvm exists inside the container"),
+    802: ("CUDA_ERROR_SYSTEM_NOT_READY", "host",
+          "the driver is loaded but the system is not ready for CUDA work: on NVSwitch systems (HGX/DGX "
+          "A100, H100, H200, B200) the NVIDIA Fabric Manager is not running, or does not match the driver",
+          "on the host: start the Fabric Manager (systemctl enable --now nvidia-fabricmanager; install the "
+          "nvidia-fabricmanager package of exactly the driver's version if it is missing), then rerun"),
     803: ("CUDA_ERROR_SYSTEM_DRIVER_MISMATCH", "pair",
           "the libcuda the image loads does not match the host's kernel driver",
           "let the runtime inject the host's libcuda: remove libcuda / cuda-compat from the image's library "
@@ -55,12 +62,20 @@ def gpu_devices(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
     """``system.gpu_devices``: the GPU's device nodes exist inside the image."""
     devices = facts.get("devices") or {}
     if host.get("gpu_vendor") == "amd":
-        if not devices.get("kfd"):
-            return failed(f"the host has {host.get('gpu_summary')} but no /dev/kfd inside the image", fault="host",
-                          fix="pass the ROCm devices in: Docker/Podman --device /dev/kfd --device /dev/dri; "
-                              "Apptainer --rocm (--apptainer-gpu rocm)")
+        render = [d for d in devices.get("dri") or [] if "/renderD" in d]
+        if not devices.get("kfd") or not render:
+            lacks = " and no ".join(w for w, ok in (("/dev/kfd", devices.get("kfd")),
+                                                    ("DRI render node (/dev/dri/renderD*)", render)) if not ok)
+            return failed(f"the host has {host.get('gpu_summary')} but the image has no {lacks}", fault="host",
+                          fix="pass the ROCm devices in (AMD: 'docker run --device /dev/kfd --device /dev/dri'; the "
+                              "plugin does so on an AMD host unless --gpus none); Apptainer: --rocm (--apptainer-gpu "
+                              "rocm); check on the host with 'rocm-smi' or 'amd-smi list'")
         return passed(", ".join(["/dev/kfd", *list(devices.get("dri") or [])]))
     nodes = list(devices.get("nvidia") or [])
+    if devices.get("dxg") and not nodes:
+        # WSL2 passes GPUs through its paravirtualised /dev/dxg, with no /dev/nvidia* at all
+        # (nvidia-container-toolkit pkg/nvcdi/device-wsl.go: dxgDeviceNode = "/dev/dxg").
+        return passed("/dev/dxg (WSL2 GPU paravirtualisation: no /dev/nvidia* nodes under WSL)")
     if not any(re.fullmatch(r"/dev/nvidia\d+", n) for n in nodes):
         return failed(f"the host has {host.get('gpu_summary')} but no /dev/nvidiaN inside the image "
                       f"(found: {', '.join(nodes) or 'nothing'})", fault="host", fix=_GPU_ACCESS)
@@ -96,6 +111,68 @@ def nvidia_smi(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
                             for g in smi["gpus"]))
 
 
+#: 999 with /dev/nvidia-uvm inside: the table's usual cause is ruled out (field experience, not a
+#: documented meaning: see tests/data/ml/README.md).
+_UNKNOWN_WITH_UVM = (
+    "CUDA could not initialise although /dev/nvidia-uvm is present inside, so not for the usual reason",
+    "on the host: check that 'nvidia-smi' works and read the kernel log (dmesg: NVRM and Xid errors); a GPU in an "
+    "error state needs a reset (nvidia-smi -r, as root, with the GPU idle) or a reboot, and so does a driver "
+    "upgraded without one")
+#: 804 from a compat libcuda found through the loader cache (not LD_LIBRARY_PATH): the NVIDIA Container
+#: Toolkit adds an image's /usr/local/cuda/compat when it is newer than the host driver
+#: (nvidia-container-toolkit >= 1.18: the enable-cuda-compat hook, cuda-compat-mode; CHANGELOG.md,
+#: api/config/v1/runtime.go, api/config/v1/features.go).
+_COMPAT_BY_TOOLKIT = (
+    "the image's CUDA forward-compatibility libcuda ({path}) was put on the loader path without LD_LIBRARY_PATH: "
+    "the NVIDIA Container Toolkit (1.18 and later) adds an image's /usr/local/cuda/compat when it is newer than "
+    "the host driver, and this GPU does not support forward compatibility",
+    "upgrade the host driver to one that supports the image's CUDA, or use an image built for the host's CUDA; or "
+    "stop the toolkit adding the compat libraries, on the host in /etc/nvidia-container-runtime/config.toml: "
+    "[features] disable-cuda-compat-lib-hook = true, or cuda-compat-mode = \"disabled\" under "
+    "[nvidia-container-runtime.modes.legacy] (CDI: nvidia-ctk cdi generate --disable-hook enable-cuda-compat)")
+
+
+def _mig_enabled(host: Mapping[str, Any]) -> list[str]:
+    """Indexes of the host's GPUs whose MIG mode is Enabled (``hostinfo`` ``gpu_modes``)."""
+    modes = host.get("gpu_modes") or {}
+    return [str(i) for i, m in sorted(modes.items()) if isinstance(m, Mapping)
+            and str(m.get("mig_mode", "")).strip().lower() == "enabled"]
+
+
+def explain_cuinit(rc: Any, path: str, facts: Mapping[str, Any] | None = None,
+                   host: Mapping[str, Any] | None = None) -> tuple[str, str | None, str, str] | None:
+    """``(name, fault, meaning, fix)`` of a failed ``cuInit`` (:data:`CUINIT_ERRORS`), sharpened by what
+    else the ``system`` probe's *facts* and the *host* facts show; None for a code not in the table.
+
+    A libcuda from a toolkit ``stubs`` directory is the stub whatever it answers.  999 names the missing
+    or present ``/dev/nvidia-uvm``; 804 from a compat libcuda that ``LD_LIBRARY_PATH`` does not name was
+    put there by the container toolkit; 100 on a host whose GPUs are in MIG mode means no MIG device.
+    """
+    known = CUINIT_ERRORS[34] if "/stubs/" in path else (CUINIT_ERRORS.get(rc) if isinstance(rc, int) else None)
+    if known is None:
+        return None
+    name, fault, meaning, fix = known
+    facts, host = facts or {}, host or {}
+    if name == "CUDA_ERROR_UNKNOWN":
+        nodes = list((facts.get("devices") or {}).get("nvidia") or [])
+        if "/dev/nvidia-uvm" in nodes:
+            meaning, fix = _UNKNOWN_WITH_UVM
+        else:
+            meaning += "; /dev/nvidia-uvm is missing inside"
+    elif name == "CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE" and "/compat/" in path:
+        ld_path = str((facts.get("env") or {}).get("LD_LIBRARY_PATH") or "").split(":")
+        if path.rsplit("/", 1)[0] not in ld_path:
+            meaning, fix = _COMPAT_BY_TOOLKIT[0].format(path=path), _COMPAT_BY_TOOLKIT[1]
+    elif name == "CUDA_ERROR_NO_DEVICE" and _mig_enabled(host):
+        mig = ", ".join(_mig_enabled(host))
+        meaning = (f"the host's GPU {mig} is in MIG mode, where CUDA sees only MIG devices, and none is visible "
+                   "to this process (no GPU instance was created, or none was given to this container)")
+        fix = ("create GPU and compute instances on the host (nvidia-smi mig -cgi <profile> -C), and pass a MIG "
+               "device in (Docker --gpus device=MIG-<uuid>, NVIDIA_VISIBLE_DEVICES=MIG-<uuid>; under Slurm a MIG "
+               "gres); nvidia-smi -L lists them")
+    return name, fault, meaning, fix
+
+
 def libcuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
     """``system.libcuda``: libcuda.so.1 loads in the image and ``cuInit(0)`` succeeds."""
     amd = _amd_skip(host, "libcuda")
@@ -109,18 +186,67 @@ def libcuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
     rc = cuda.get("cuInit")
     if rc != 0:
         path = str(cuda.get("path") or "?")
-        known = CUINIT_ERRORS.get(rc) if isinstance(rc, int) else None
-        if "/stubs/" in path:
-            known = CUINIT_ERRORS[34]
+        known = explain_cuinit(rc, path, facts, host)
         if known is None:
             return failed(f"cuInit failed with CUDA error {rc} ({path})" + (f": {cuda['error']}" if cuda.get("error")
                                                                             else ""),
                           fault=None, fix="look the code up in the CUDA driver API's CUresult list; see the evidence")
         name, fault, meaning, fix = known
-        extra = ""
-        if rc == 999:
-            nodes = list((facts.get("devices") or {}).get("nvidia") or [])
-            extra = "; /dev/nvidia-uvm is " + ("present" if "/dev/nvidia-uvm" in nodes else "missing") + " inside"
-        return failed(f"cuInit failed with {rc} ({name}, {path}): {meaning}{extra}", fault=fault, fix=fix)
+        return failed(f"cuInit failed with {rc} ({name}, {path}): {meaning}", fault=fault, fix=fix)
     return passed(f"CUDA driver API {cuda.get('driver_cuda_version')} from {cuda.get('path')}, "
                   f"{cuda.get('device_count')} device(s)")
+
+
+def nvidia_env(facts: Mapping[str, Any], family: str, requested: str | None = None, *, cdi: bool = False,
+               host: Mapping[str, Any] | None = None) -> Verdict:
+    """``system.nvidia_env``: the variables the NVIDIA runtime hooks read hide no GPU and drop no
+    capability.  *family* is the target's runtime family; *requested* the Apptainer GPU flag
+    (``nv``, ``nvccli``) the session asked for; *cdi*: the GPUs were requested as CDI devices
+    (Podman's ``--device nvidia.com/gpu=...``).
+
+    Fails when ``NVIDIA_VISIBLE_DEVICES`` is ``void``, ``none`` or empty and no GPU node is inside
+    (the image's fault), and when ``NVIDIA_DRIVER_CAPABILITIES`` lacks ``compute``, ``utility`` or
+    ``graphics`` (the host's: the launch can set it).  ``void`` under CDI is the spec's own: NVIDIA's
+    generated specs set it in every container (nvidia-container-toolkit ``pkg/nvcdi/wrapper.go``
+    ``GetCommonEdits``, since 1.15) so the NVIDIA runtime makes no further changes; the GPUs come
+    from the spec's device nodes.  A SIF passes with a note: Apptainer does not read the image's
+    values.  An AMD host skips: nothing NVIDIA to read.
+    """
+    amd = _amd_skip(host or {}, "NVIDIA runtime variables")
+    if amd is not None:
+        return amd
+    env = facts.get("env") or {}
+    if family == "sif":
+        # Apptainer's --nv binds the driver whatever the image's NVIDIA_* variables say, and
+        # --nvccli reads them from apptainer's own environment, not the image's
+        # (apptainer internal/pkg/runtime/launch/launcher_linux.go setNvCCLIConfig).
+        return passed(f"apptainer --{requested}: the image's NVIDIA_DRIVER_CAPABILITIES="
+                      f"{env.get('NVIDIA_DRIVER_CAPABILITIES')} and NVIDIA_VISIBLE_DEVICES="
+                      f"{env.get('NVIDIA_VISIBLE_DEVICES')} are not read; CUDA_VISIBLE_DEVICES="
+                      f"{env.get('CUDA_VISIBLE_DEVICES')}")
+    # The container's own environment (its first process's) where the probe could read it: Podman
+    # applies a CDI spec's env edits to it, not to the 'podman exec' process the probe runs in.
+    if family == "oci":
+        env = {**env, **(facts.get("init_env") or {})}
+    visible = env.get("NVIDIA_VISIBLE_DEVICES")
+    nodes = [n for n in (facts.get("devices") or {}).get("nvidia") or [] if re.fullmatch(r"/dev/nvidia\d+", n)]
+    if visible in ("void", "none", "") and cdi:
+        return passed(f"NVIDIA_VISIBLE_DEVICES={visible} is the CDI spec's own (nvidia-ctk sets it so the NVIDIA "
+                      f"runtime changes nothing more); GPU nodes from the spec: {', '.join(nodes) or 'none'}; "
+                      f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')}")
+    if visible in ("void", "none", "") and nodes:
+        return passed(f"NVIDIA_VISIBLE_DEVICES={visible}, yet {', '.join(nodes)} are inside: the runtime injected "
+                      "the GPUs (a CDI spec sets 'void' itself); "
+                      f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')}")
+    if visible in ("void", "none", ""):
+        return failed(f"NVIDIA_VISIBLE_DEVICES={visible!r} in the image hides every GPU", fault="image",
+                      fix="unset NVIDIA_VISIBLE_DEVICES in the image (ENV) or set it to 'all'")
+    caps = env.get("NVIDIA_DRIVER_CAPABILITIES")
+    if caps is not None and "all" not in caps.split(","):
+        missing = [c for c in ("compute", "utility", "graphics") if c not in caps.split(",")]
+        if missing:
+            return failed(f"NVIDIA_DRIVER_CAPABILITIES={caps!r} lacks {', '.join(missing)}: without 'graphics' "
+                          "EGL silently renders on the CPU, without 'compute' CUDA does not load",
+                          fault="host", fix="set NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics (or all)")
+    return passed(f"NVIDIA_VISIBLE_DEVICES={visible}, NVIDIA_DRIVER_CAPABILITIES={caps}, "
+                  f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')}")

@@ -52,6 +52,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .verdict import Verdict, failed, passed, skipped
+from .verdicts_gpu import CUINIT_ERRORS, explain_cuinit
 
 __all__ = [
     "CPU_ATOL",
@@ -102,8 +103,74 @@ XGB_MIN_ACCURACY = 0.85
 #: within a few held-out rows.
 XGB_MAX_ACCURACY_GAP = 0.05
 
-_TORCH_CUDA_FIX = ("install a CUDA build of torch, e.g. pip install torch=={base} --index-url "
-                   "https://download.pytorch.org/whl/cu128 (pick the cuXY that the host driver supports)")
+#: The CUDA variants PyTorch publishes for each release (``https://download.pytorch.org/whl/cuXY``):
+#: the "Stable CUDA" and "Experimental CUDA" columns of the Release Compatibility Matrix in
+#: pytorch/pytorch ``RELEASE.md`` (cited in tests/data/ml/README.md).  Only these are ever named.
+TORCH_CUDA_VARIANTS: dict[tuple[int, int], tuple[str, ...]] = {
+    (1, 12): ("11.3", "11.6"), (1, 13): ("11.6", "11.7"), (2, 0): ("11.7", "11.8"),
+    (2, 1): ("11.8", "12.1"), (2, 2): ("11.8", "12.1"), (2, 3): ("11.8", "12.1"),
+    (2, 4): ("11.8", "12.1", "12.4"), (2, 5): ("11.8", "12.1", "12.4"), (2, 6): ("11.8", "12.4", "12.6"),
+    (2, 7): ("11.8", "12.6", "12.8"), (2, 8): ("12.6", "12.8", "12.9"), (2, 9): ("12.6", "12.8", "13.0"),
+    (2, 10): ("12.6", "12.8", "13.0"), (2, 11): ("12.6", "12.8", "13.0"), (2, 12): ("12.6", "13.0", "13.2"),
+    (2, 13): ("12.6", "13.0", "13.2"), (2, 14): ("12.6", "13.0", "13.2"),
+}
+#: CUDA minor-version compatibility (NVIDIA, "CUDA Compatibility", Minor Version Compatibility,
+#: Table 1): a build for CUDA X.y runs on every driver of the same major X (X.0's driver branch
+#: and later: 11.x >= 450, 12.x >= 525, 13.x >= 580), and on every later major.
+_PREVIOUS_VERSIONS = "https://pytorch.org/get-started/previous-versions/"
+
+
+def _variant_runs(variant: str, driver: Sequence[int]) -> bool:
+    v = _version_tuple(variant)
+    return v is not None and bool(driver) and v[0] <= driver[0]
+
+
+def _release(version: Any) -> tuple[int, int] | None:
+    """``"2.13.0+cu130"`` -> ``(2, 13)``, the key of :data:`TORCH_CUDA_VARIANTS`."""
+    v = _version_tuple(str(version or ""))
+    return (v[0], v[1]) if v and len(v) >= 2 else None
+
+
+def torch_cuda_index(version: Any, driver: Sequence[int] | None) -> str | None:
+    """The ``pip install torch==... --index-url .../cuXY`` that runs on a driver for CUDA *driver*:
+    the newest published variant (:data:`TORCH_CUDA_VARIANTS`) of torch *version*'s release whose
+    CUDA major the driver has (minor-version compatibility), else of the newest earlier release
+    that has one.  None when the release is unknown or no listed release fits."""
+    release = _release(version)
+    if release is None or not driver:
+        return None
+    base = str(version).split("+")[0]
+    fits = [v for v in TORCH_CUDA_VARIANTS.get(release, ()) if _variant_runs(v, driver)]
+    if fits:
+        return f"pip install torch=={base} --index-url https://download.pytorch.org/whl/cu{fits[-1].replace('.', '')}"
+    if release not in TORCH_CUDA_VARIANTS:
+        return None
+    for older in sorted((r for r in TORCH_CUDA_VARIANTS if r < release), reverse=True):
+        fits = [v for v in TORCH_CUDA_VARIANTS[older] if _variant_runs(v, driver)]
+        if fits:
+            return (f"pip install 'torch=={older[0]}.{older[1]}.*' --index-url https://download.pytorch.org/whl/"
+                    f"cu{fits[-1].replace('.', '')} (torch {release[0]}.{release[1]} has no build for a CUDA "
+                    f"{driver[0]}.x driver; {older[0]}.{older[1]} is the newest release that has one)")
+    return None
+
+
+def _torch_cuda_fix(version: Any, host: Mapping[str, Any]) -> str:
+    """What to install instead of a CPU-only torch *version*: the variant for the host's driver when
+    it is known, else the variants published for that release (never an index that does not exist)."""
+    base = str(version or "").split("+")[0]
+    pick = torch_cuda_index(version, _driver_cuda(host))
+    if pick:
+        return f"install a CUDA build of torch: {pick} (it runs on this host's driver, CUDA {host.get('cuda_version')})"
+    release = _release(base)
+    variants = TORCH_CUDA_VARIANTS.get(release, ()) if release else ()
+    if release and variants:
+        names = ", ".join("cu" + v.replace(".", "") for v in variants)
+        return (f"install a CUDA build of torch, e.g. pip install torch=={base} --index-url "
+                f"https://download.pytorch.org/whl/cu{variants[0].replace('.', '')}: torch {release[0]}.{release[1]} "
+                f"is published for {names}; take the newest whose CUDA major the GPU hosts' driver has "
+                "(12.x needs a driver >= 525, 13.x >= 580)")
+    return (f"install a CUDA build of torch {base} from the cuXY index that {_PREVIOUS_VERSIONS} lists for it "
+            "(take the newest whose CUDA major the GPU hosts' driver has)")
 
 
 _pass = passed
@@ -170,15 +237,22 @@ def _first_line(text: str, limit: int = 220) -> str:
 
 
 def gpu_intent(*, row: str, host: Mapping[str, Any], require_gpu: bool, required_rows: Sequence[str],
-               image_env: Mapping[str, Any] | None) -> str | None:
+               image_env: Mapping[str, Any] | None, declared: str | None = None,
+               declared_by: str = "") -> str | None:
     """Why this image is *meant* to compute on a GPU here, or None when nothing says so.
 
     A CPU-only torch build is a legitimate choice for a CPU image (PyTorch's own install
     matrix offers a "CPU" platform), so it fails the ``torch.cuda`` row only when GPU use
-    is expected: the host has a GPU, the run is a GPU gate (``--require-gpu``), the row is
-    declared required (``containercheck_require``), or the image was built on an NVIDIA
-    CUDA base image, whose Dockerfiles set ``CUDA_VERSION`` and ``NVIDIA_REQUIRE_CUDA``.
+    is expected.  An intent the image's expectations *declared* (``gpu`` or ``cpu``, from its
+    label ``org.containercheck.intent`` or the repository's file, *declared_by*) decides;
+    without one it is guessed: the host has a GPU, the run is a GPU gate (``--require-gpu``),
+    the row is declared required (``containercheck_require``), or the image was built on an
+    NVIDIA CUDA base image, whose Dockerfiles set ``CUDA_VERSION`` and ``NVIDIA_REQUIRE_CUDA``.
     """
+    if declared == "cpu":
+        return None  # a CPU image: a CPU-only build is what it promises, on any host
+    if declared == "gpu":
+        return f"the image's intent is gpu ({declared_by or 'declared'})"
     if host.get("has_gpu"):
         return f"the host has {host.get('gpu_summary') or 'a GPU'}"
     if require_gpu:
@@ -241,15 +315,97 @@ _CUDA_MESSAGES: tuple[tuple[str, str, str], ...] = (
      "the NVIDIA driver libraries are not visible inside the image"),
     ("CUDA driver initialization failed", "host", "the CUDA driver failed to initialize in the image"),
     ("CUDA unknown error", "host", "CUDA failed to initialize (device nodes, CUDA_VISIBLE_DEVICES)"),
-    ("out of memory", "host", "the GPU is out of memory (other processes hold it)"),
+    # cudaGetErrorString(cudaErrorDevicesUnavailable, 46): a context refused (driver_types.h: "Devices
+    # are often busy/unavailable due to use of cudaComputeModeProhibited, cudaComputeModeExclusiveProcess").
+    ("busy or unavailable", "host",
+     "the GPU refused a new CUDA context: it is in an exclusive or prohibited compute mode and another "
+     "process holds it, or another workload fills it"),
+    ("out of memory", "host", "the GPU is out of memory"),
 )
+
+#: torch's cudaGetDeviceCount() failure (c10/cuda/CUDAFunctions.cpp, device_count_impl):
+#: "... Error <code>: <cudaGetErrorString>".  The runtime's codes 34, 802, 803 and 804 are the driver's
+#: CUresult values of the same name (driver_types.h / cuda.h), so cuInit's table reads them.
+_DEVICE_COUNT_ERROR = re.compile(r"cudaGetDeviceCount\(\).*?Error (\d+): ", re.DOTALL)
+_SHARED_CODES = (34, 802, 803, 804)
+#: cudaGetErrorString() of those codes, wherever a library quotes them without the number.
+_RUNTIME_TEXTS = {"system not yet initialized": 802,  # cudaErrorSystemNotReady
+                  "forward compatibility was attempted on non supported hw": 804}  # ...CompatNotSupportedOnDevice
+
+
+def _cuda_code(text: str) -> int | None:
+    """The CUDA error code a message carries, when cuInit's table (:data:`CUINIT_ERRORS`) knows it."""
+    m = _DEVICE_COUNT_ERROR.search(text)
+    if m and int(m.group(1)) in _SHARED_CODES:
+        return int(m.group(1))
+    low = text.lower()
+    return next((code for said, code in _RUNTIME_TEXTS.items() if said in low), None)
+#: torch's out-of-memory text (c10/cuda/CUDACachingAllocator.cpp, quoted in PyTorch's own docs): "GPU 0
+#: has a total capacity of 79.11 GiB of which 2.93 GiB is free. ... this process has 76.17 GiB memory in use."
+_OOM_TOTAL = re.compile(r"total capac\w* of ([\d.]+) (GiB|MiB)")
+_OOM_SELF = re.compile(r"this process has ([\d.]+) (GiB|MiB) memory in use")
+
+
+def _gib(value: str, unit: str) -> float:
+    return float(value) / (1024.0 if unit == "MiB" else 1.0)
+
+
+def _oom(text: str) -> tuple[str, str, str] | None:
+    """``(fault, meaning, fix)`` for torch's out-of-memory text when it says who holds the memory."""
+    total, mine = _OOM_TOTAL.search(text), _OOM_SELF.search(text)
+    if not (total and mine):
+        return None
+    t, m = _gib(*total.groups()), _gib(*mine.groups())
+    if m >= 0.5 * t:
+        return ("pair", f"this workload alone uses {m:.1f} of the GPU's {t:.1f} GiB: it does not fit this GPU",
+                "run it on a GPU with more memory, or make it smaller (a smaller model, float16/bfloat16, a "
+                "smaller batch)")
+    return ("host", f"other processes hold the GPU's memory (this process uses {m:.1f} of {t:.1f} GiB)",
+            "free the GPU: nvidia-smi lists the processes that hold it; under Slurm request a whole GPU")
 
 
 def classify_cuda_message(text: str) -> tuple[str, str] | None:
     """``(fault, meaning)`` for a known torch/CUDA/xgboost GPU message, else None."""
+    code = _cuda_code(text)
+    if code is not None:
+        _name, fault, meaning, _fix = CUINIT_ERRORS[code]
+        return fault or "host", meaning
+    oom = _oom(text) if "out of memory" in text.lower() else None
+    if oom is not None:
+        return oom[0], oom[1]
     for needle, fault, meaning in _CUDA_MESSAGES:
         if needle.lower() in text.lower():
             return fault, meaning
+    return None
+
+
+def _busy_fix(host: Mapping[str, Any]) -> str:
+    """The fix for a refused context, from the compute modes nvidia-smi reports (``gpu_modes``)."""
+    modes = host.get("gpu_modes") or {}
+    held = [f"GPU {i} is in {m.get('compute_mode')} compute mode" for i, m in sorted(modes.items())
+            if isinstance(m, Mapping) and str(m.get("compute_mode", "")).startswith(("Exclusive", "Prohibited"))]
+    if any("Prohibited" in h for h in held):
+        return f"{'; '.join(held)} (nvidia-smi): no process may use it; have it set to Default (nvidia-smi -c DEFAULT)"
+    if held:
+        return (f"{'; '.join(held)} (nvidia-smi): one CUDA context at a time, and this run's GPU probes (torch, "
+                "xgboost, transformers) start theirs together: rerun with --probe-jobs 1, or have the GPU set to "
+                "Default (nvidia-smi -c DEFAULT, as root)")
+    return ("another process holds or fills the GPU (nvidia-smi lists it), or the GPU is in Exclusive_Process "
+            "compute mode (nvidia-smi --query-gpu=compute_mode --format=csv): then rerun with --probe-jobs 1")
+
+
+def message_fix(text: str, host: Mapping[str, Any]) -> str | None:
+    """The fix a known message names by itself (802, 804, a busy GPU, out of memory), else None."""
+    code = _cuda_code(text)
+    if code is not None:
+        return CUINIT_ERRORS[code][3]
+    low = text.lower()
+    if "busy or unavailable" in low:
+        return _busy_fix(host)
+    if "out of memory" in low:
+        oom = _oom(text)
+        return oom[2] if oom else ("free the GPU (nvidia-smi lists the processes that hold it), or run a smaller "
+                                   "workload / use a GPU with more memory")
     return None
 
 
@@ -263,21 +419,31 @@ def _first_known(messages: Iterable[str]) -> tuple[str, str, str] | None:
 
 
 def _pair_fix(library: str, build: tuple[int, ...] | None, driver: tuple[int, ...] | None,
-              host: Mapping[str, Any]) -> str:
+              host: Mapping[str, Any], version: Any = None) -> str:
+    """Install a build the host driver runs (CUDA minor-version compatibility: any build of the driver's
+    CUDA major), naming only published torch indexes, or upgrade the driver."""
     drv = host.get("driver_version") or "?"
+    major = f"{driver[0]}.x" if driver else "?"
     if library == "torch":
-        wheel = (f"a torch build for CUDA {_fmt(driver)} or older (pip install torch --index-url "
-                 f"https://download.pytorch.org/whl/cu{''.join(map(str, driver or ()))})")
+        pick = torch_cuda_index(version, driver)
+        wheel = (f"a torch build that runs on this driver's CUDA {_fmt(driver)}: {pick}" if pick else
+                 f"a torch build for CUDA {major} or older (the cuXY indexes {_PREVIOUS_VERSIONS} lists for "
+                 "your torch release)")
     else:
-        wheel = f"an {library} release built for CUDA {_fmt(driver)} or older"
+        wheel = (f"an {library} build for CUDA {major} or older (any {major} build runs on this driver: CUDA "
+                 "minor-version compatibility)")
     return (f"install {wheel} in the image, or upgrade the host driver ({drv}) to one that supports "
             f"CUDA {_fmt(build)}")
 
 
 def _fault_fix(fault: str, library: str, build: tuple[int, ...] | None, driver: tuple[int, ...] | None,
-               host: Mapping[str, Any], arch: str = "") -> str:
+               host: Mapping[str, Any], arch: str = "", *, message: str = "", version: Any = None) -> str:
+    """The fix for *fault*; a *message* that names its own fix (:func:`message_fix`) wins."""
+    named = message_fix(message, host) if message else None
+    if named:
+        return named
     if fault == "pair":
-        return _pair_fix(library, build, driver, host)
+        return _pair_fix(library, build, driver, host, version)
     if fault == "image":
         return (f"install a {library} build whose kernels include {arch or 'this GPU architecture'} "
                 f"(torch.cuda.get_arch_list() must list it; newer GPUs need newer CUDA builds)")
@@ -299,13 +465,21 @@ _NUMPY_ABI = ("compiled using NumPy 1.x", "_ARRAY_API not found", "numpy.core.mu
               "numpy._core.multiarray failed to import")
 #: transformers' ``PYTORCH_IMPORT_ERROR`` (utils/import_utils.py): its torch floor.
 _TF_TORCH_FLOOR = re.compile(r"requires PyTorch >= ?([0-9][0-9.]*), but PyTorch was not found or an older version")
+#: transformers 4.x's ``PYTORCH_IMPORT_ERROR`` (4.57.6: "{0} requires the PyTorch library but it was not
+#: found in your environment. Check out the instructions ..."), raised whenever it disabled torch, and
+#: the warning it logs when it does ("Disabling PyTorch because PyTorch >= 2.1 is required but found X";
+#: 5.x logs the same words with its own floor).
+_TF4_NO_TORCH = "requires the PyTorch library but it was not found in your environment"
+_TF_DISABLED = re.compile(r"Disabling PyTorch because PyTorch >= ?([0-9][0-9.]*) is required but found (\S+)")
 
 
-def version_mismatch(library: str, err: str, versions: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
+def version_mismatch(library: str, err: str, versions: Mapping[str, Any] | None = None,
+                     log: str = "") -> tuple[str, str] | None:
     """``(what, fix)`` when *library*'s import error is two packages of the image that do
     not fit together (not a missing system library); None otherwise.
 
-    *versions* holds what the probe could read without importing (distribution versions).
+    *versions* holds what the probe could read without importing (distribution versions); *log*
+    what the library logged (transformers 4.x names its torch floor only there).
     """
     versions = versions or {}
     if any(needle in err for needle in _NUMPY_ABI):
@@ -313,12 +487,33 @@ def version_mismatch(library: str, err: str, versions: Mapping[str, Any] | None 
         return (f"{library} was built against NumPy 1.x but the image has NumPy {numpy or '2.x'}",
                 f"install numpy<2 in the image, or upgrade {library} to a release built for NumPy 2")
     m = _TF_TORCH_FLOOR.search(err)
-    if m and versions.get("torch"):
-        return (f"transformers {versions.get('transformers') or ''} needs torch >= {m.group(1)}, the image has "
-                f"torch {versions['torch']}".replace("transformers  ", "transformers "),
-                f"upgrade torch to >= {m.group(1)} in the image, or install a transformers release that supports "
-                f"torch {versions['torch']}")
+    floor = m.group(1) if m else None
+    if floor is None and _TF4_NO_TORCH in err:
+        # 4.x words it without a version; the floor is in the line it logged when it disabled torch.
+        disabled = _TF_DISABLED.search(log)
+        floor = disabled.group(1) if disabled else ""
+    torch = versions.get("torch")
+    if floor is not None and torch:
+        tf = f"transformers {versions.get('transformers')}" if versions.get("transformers") else "transformers"
+        if floor:
+            return (f"{tf} needs torch >= {floor}, the image has torch {torch}",
+                    f"upgrade torch to >= {floor} in the image, or install a transformers release that supports "
+                    f"torch {torch}")
+        return (f"{tf} does not use the image's torch {torch}: it says PyTorch was not found although torch is "
+                "installed (it disables a torch below its floor)",
+                f"upgrade torch in the image (the floor is in transformers' log: 'Disabling PyTorch because PyTorch "
+                f">= X is required'), or install a transformers release that supports torch {torch}")
     return None
+
+
+def transformers_torch_mismatch(facts: Mapping[str, Any], err: str) -> tuple[str, str] | None:
+    """``(what, fix)`` when *err* (an import error, or a model's build error: transformers 5.x raises
+    its torch floor only when a model is built) is transformers refusing the image's torch, from the
+    versions the probe always records and the lines transformers logged (``import_log``)."""
+    dist = facts.get("dist_versions") or {}
+    versions = {"torch": facts.get("torch_version") or dist.get("torch"),
+                "transformers": facts.get("version") or dist.get("transformers"), "numpy": dist.get("numpy")}
+    return version_mismatch("transformers", err, versions, " ".join(map(str, facts.get("import_log") or [])))
 
 
 def _import_failure(library: str, err: str, fix: str, versions: Mapping[str, Any] | None = None,
@@ -340,7 +535,7 @@ def _not_importable(facts: Mapping[str, Any], library: str, fix: str) -> Verdict
     err = _first_line(str(facts.get("error")), 200)
     if facts.get("found"):
         return _import_failure(library, err, fix, facts.get("dist_versions"), str(facts.get("error")))
-    return _skip(f"{library} is not installed in the image ({err})")
+    return _skip(f"{library} is not installed in the image ({err})", missing=library)
 
 
 def _torch_not_installed(facts: Mapping[str, Any]) -> Verdict | None:
@@ -382,8 +577,39 @@ def torch_cuda_build(facts: Mapping[str, Any], intent: str | None, host: Mapping
     skip = _torch_not_installed(facts)
     if skip:
         return skip
-    return _cpu_only_torch(facts.get("version"), facts.get("cuda_build"), facts.get("hip_build"), intent, host,
-                           "{cpu_only}: it can never use a GPU, and {intent}")
+    return (_cpu_only_torch(facts.get("version"), facts.get("cuda_build"), facts.get("hip_build"), intent, host,
+                            "{cpu_only}: it can never use a GPU, and {intent}")
+            or gpu_vendor_mismatch("torch", facts.get("version"), facts.get("cuda_build"), facts.get("hip_build"),
+                                   host))
+
+
+#: PyTorch publishes ROCm builds on its own index, one per ROCm release (rocmX.Y); AMD publishes
+#: images with torch built for ROCm (rocm/pytorch).
+_TORCH_ROCM_FIX = ("on an AMD host use a ROCm build of torch: pip install torch --index-url "
+                   "https://download.pytorch.org/whl/rocm<X.Y> (the rocmX.Y that pytorch.org lists for your torch "
+                   "release), or AMD's rocm/pytorch images; check the host with 'rocm-smi' or 'amd-smi list'; or run "
+                   "this image on an NVIDIA host")
+_TORCH_CUDA_ON_NVIDIA_FIX = ("on an NVIDIA host use a CUDA build of torch (pip install torch --index-url "
+                             "https://download.pytorch.org/whl/cuXYZ), or run this image on an AMD host")
+
+
+def gpu_vendor_mismatch(library: str, version: Any, cuda_build: Any, hip_build: Any,
+                        host: Mapping[str, Any]) -> Verdict | None:
+    """A torch built for one GPU vendor on a host whose GPU is the other's: the pair's fault.
+
+    A CUDA build (``torch.version.cuda`` set, ``torch.version.hip`` None) never uses an AMD GPU,
+    and a ROCm build (``torch.version.hip`` set) never uses an NVIDIA one.  None when they match
+    or the host has no GPU.
+    """
+    vendor = host.get("gpu_vendor")
+    if vendor == "amd" and cuda_build and not hip_build:
+        return _fail(f"{library} {version} is a CUDA build (CUDA {cuda_build}) and this host's GPU is AMD "
+                     f"({host.get('gpu_summary')}): a CUDA build never runs on an AMD GPU", _TORCH_ROCM_FIX, "pair")
+    if vendor == "nvidia" and hip_build and not cuda_build:
+        return _fail(f"{library} {version} is a ROCm build (HIP {hip_build}) and this host's GPU is NVIDIA's "
+                     f"({host.get('gpu_summary')}): a ROCm build never runs on an NVIDIA GPU",
+                     _TORCH_CUDA_ON_NVIDIA_FIX, "pair")
+    return None
 
 
 def _cpu_only_torch(version: Any, cuda_build: Any, hip_build: Any, intent: str | None, host: Mapping[str, Any],
@@ -398,8 +624,7 @@ def _cpu_only_torch(version: Any, cuda_build: Any, hip_build: Any, intent: str |
     if cpu_only is None:
         return None
     if intent:
-        base = str(version or "").split("+")[0]
-        return _fail(failure.format(cpu_only=cpu_only, intent=intent), _TORCH_CUDA_FIX.format(base=base), "image")
+        return _fail(failure.format(cpu_only=cpu_only, intent=intent), _torch_cuda_fix(version, host), "image")
     return _skip(f"{host.get('gpu_summary') or 'host has no GPU'}; note: {cpu_only}")
 
 
@@ -423,10 +648,11 @@ def torch_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
             msg, fault, meaning = known
             return _fail(f"torch {version} (CUDA {facts.get('cuda_build')}): CUDA unusable, {meaning} "
                          f"(driver CUDA {_fmt(driver)}): {_first_line(msg)}",
-                         _fault_fix(fault, "torch", build, driver, host), fault)
+                         _fault_fix(fault, "torch", build, driver, host, message=msg, version=version), fault)
         if build and driver and build[0] > driver[0]:
             return _fail(f"torch {version} needs CUDA {_fmt(build)}; the host driver supports CUDA {_fmt(driver)}: "
-                         f"torch.cuda.is_available() is False", _pair_fix("torch", build, driver, host), "pair")
+                         f"torch.cuda.is_available() is False", _pair_fix("torch", build, driver, host, version),
+                         "pair")
         env = facts.get("env") or {}
         return _fail(f"torch {version} sees no CUDA device although the image has GPU access "
                      f"(is_available={cuda.get('is_available')}, CUDA_VISIBLE_DEVICES="
@@ -455,9 +681,10 @@ def torch_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
             err = str(op.get("error") or "no result for this device")
             c = classify_cuda_message(err)
             op_fault = c[0] if c else None
-            fix = (_fault_fix(op_fault, "torch", build, driver, host, sm) if op_fault
+            fix = (_fault_fix(op_fault, "torch", build, driver, host, sm, message=err, version=version) if op_fault
                    else "see the evidence; rerun with CUDA_LAUNCH_BLOCKING=1 to find the failing kernel")
-            return _fail(f"torch {version}: matmul/conv on {label} failed: {_first_line(err)}", fix, op_fault)
+            said = f"{c[1]}: " if c else ""
+            return _fail(f"torch {version}: matmul/conv on {label} failed: {said}{_first_line(err)}", fix, op_fault)
         if op.get("result_device") != name or op.get("conv_result_device") != name:
             return _fail(f"torch {version}: asked for {name} but the result lives on "
                          f"{op.get('result_device')}/{op.get('conv_result_device')} (silent fallback)",
@@ -539,10 +766,18 @@ def _xgb_cuda_fix(facts: Mapping[str, Any]) -> str:
     if "xgboost-cpu" in dists:
         return ("install the `xgboost` wheel (CUDA-enabled), not xgboost-cpu: "
                 "pip uninstall -y xgboost-cpu && pip install xgboost")
-    if ("/dist-packages/" in path and path.startswith("/usr/lib/")) or not dists:
-        return (f"this xgboost comes from a distribution package ({path or 'no pip metadata'}), built without "
-                "CUDA: remove it and pip install xgboost (the PyPI wheel has CUDA), or build xgboost with "
-                "-DUSE_CUDA=ON")
+    if facts.get("conda"):
+        # xgboost doc/install.rst: conda picks the variant from the GPU it sees, and a build of the
+        # image sees none; "GPU variant: conda install -c conda-forge py-xgboost=*=cuda*".
+        return ("this xgboost is conda's CPU variant (conda chooses it where it sees no GPU, as in an image "
+                "build): conda install -c conda-forge py-xgboost=*=cuda*, with CONDA_OVERRIDE_CUDA=<the CUDA "
+                "version> set where the image is built without a GPU")
+    system = path.startswith(("/usr/lib/", "/usr/lib64/")) and ("/dist-packages/" in path
+                                                                 or "/site-packages/" in path)
+    if system or not dists:
+        return (f"this xgboost comes from a distribution package ({path or 'no pip metadata'}: Debian/Ubuntu "
+                "python3-xgboost, a Fedora/RHEL RPM), built without CUDA: remove it and pip install xgboost (the "
+                "PyPI wheel has CUDA), or build xgboost with -DUSE_CUDA=ON")
     return ("this xgboost was built without CUDA (a source build or a custom wheel): rebuild it with "
             "cmake -DUSE_CUDA=ON, or pip install the PyPI `xgboost` wheel (CUDA-enabled)")
 
@@ -568,13 +803,16 @@ def xgboost_cpu(facts: Mapping[str, Any]) -> Verdict:
     return _pass(f"{name}: hist on cpu, accuracy {acc:.3f}, {run.get('train_seconds', 0):.2f} s")
 
 
-def xgboost_cuda_build(facts: Mapping[str, Any]) -> Verdict | None:
-    """``xgboost.cuda`` before any GPU is needed: a build without CUDA is an image fault.
+def xgboost_cuda_build(facts: Mapping[str, Any], intent: str | None = None,
+                       host: Mapping[str, Any] | None = None) -> Verdict | None:
+    """``xgboost.cuda`` before any GPU is needed: a build without CUDA, judged like a CPU-only torch.
 
-    Unlike torch, which raises "Torch not compiled with CUDA enabled" when code asks for
-    CUDA, an xgboost built without CUDA trains ``device="cuda"`` models on the CPU on every
-    host, GPU or not, with only a warning that blames the system ("... couldn't find any
-    available GPU on the system").  So this fails whatever the host, as an image fault.
+    A CPU-only xgboost is a legitimate choice for a CPU image (the ``xgboost-cpu`` wheel, conda's
+    CPU variant, distribution packages), so it fails only when GPU use is expected (*intent*, from
+    :func:`gpu_intent`: a GPU host, ``--require-gpu``, a required row, an NVIDIA CUDA base image) and
+    skips otherwise, as torch does.  When it fails, the message says what the library does not:
+    such a build trains ``device="cuda"`` models on the CPU with only a warning that blames the
+    system ("... couldn't find any available GPU on the system").
     """
     skip = _xgb_not_installed(facts)
     if skip:
@@ -583,14 +821,29 @@ def xgboost_cuda_build(facts: Mapping[str, Any]) -> Verdict | None:
     if not isinstance(info, Mapping):
         return None  # xgboost < 1.6: no build_info(); the GPU run decides
     if not info.get("USE_CUDA"):
-        return _fail(f"{_xgb_name(facts)} is built without CUDA (build_info USE_CUDA={info.get('USE_CUDA')}): "
-                     f"device='cuda' trains on the CPU on every host", _xgb_cuda_fix(facts), "image")
+        what = (f"{_xgb_name(facts)} is built without CUDA (build_info USE_CUDA={info.get('USE_CUDA')}): "
+                f"device='cuda' trains on the CPU on every host")
+        if intent:
+            return _fail(f"{what}, and {intent}", _xgb_cuda_fix(facts), "image")
+        return _skip(f"{(host or {}).get('gpu_summary') or 'host has no GPU'}; note: {what}")
     return None
+
+
+def _xgb_cuinit(facts: Mapping[str, Any],
+                host: Mapping[str, Any]) -> tuple[Any, tuple[str, str | None, str, str]] | None:
+    """``(code, (name, fault, meaning, fix))`` when ``cuInit`` failed in the xgboost probe's process:
+    xgboost says only "No visible GPU" whatever the cause (``AllVisibleGPUs`` swallows the error)."""
+    cu = facts.get("libcuda") or {}
+    rc = cu.get("cuInit")
+    if not cu.get("loaded") or rc in (None, 0):
+        return None
+    known = explain_cuinit(rc, str(cu.get("path") or "?"), None, host)
+    return (rc, known) if known else None
 
 
 def xgboost_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
     """``xgboost.cuda`` with a GPU attached: the booster trained on cuda and learned the task."""
-    early = xgboost_cuda_build(facts)
+    early = xgboost_cuda_build(facts, "a GPU is attached", host)
     if early is not None:
         return early
     name = _xgb_name(facts)
@@ -604,14 +857,26 @@ def xgboost_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
         err = str(run.get("error"))
         if "not compiled with GPU support" in err:  # 1.x: common::AssertGPUSupport()
             return _fail(f"{name} is built without CUDA: {_first_line(err)}", _xgb_cuda_fix(facts), "image")
+        cuinit = _xgb_cuinit(facts, host)
+        if cuinit is not None and "No visible GPU is found" in err:  # 1.x: CHECK_GE(AllVisibleGPUs(), 1)
+            rc, (cname, cfault, meaning, cfix) = cuinit
+            return _fail(f"{name}: device='cuda' training raised {_first_line(err, 160)}; cuInit returned {rc} "
+                         f"({cname}): {meaning}", cfix, cfault)
         c = classify_cuda_message(err)
+        if c is None and "No visible GPU is found" in err:
+            c = ("host", "no GPU is visible to xgboost")
         fault = c[0] if c else None
-        fix = _fault_fix(fault, "xgboost", build, driver, host) if fault else "see the evidence"
+        fix = _fault_fix(fault, "xgboost", build, driver, host, message=err) if fault else "see the evidence"
         return _fail(f"{name}: device='cuda' training raised {_first_line(err)}", fix, fault)
     device = str(xgboost_booster_device(facts, run) or "")
     asked = "tree_method='gpu_hist'" if (_xgb_major(facts) or 2) < 2 else "device='cuda'"
     if not device.startswith("cuda"):
         fallback = next((m for m in messages if "No visible GPU" in m or "changed from GPU to CPU" in m), None)
+        cuinit = _xgb_cuinit(facts, host)
+        if cuinit is not None:
+            rc, (cname, cfault, meaning, cfix) = cuinit
+            return _fail(f"{name}: {asked} trained on the CPU; cuInit returned {rc} ({cname}): {meaning}"
+                         + (f" (xgboost: {_first_line(fallback, 120)})" if fallback else ""), cfix, cfault)
         if build and driver and build[0] > driver[0]:
             return _fail(f"{name} (CUDA {_fmt(build)}) fell back to the CPU: the host driver supports CUDA "
                          f"{_fmt(driver)} only" + (f" ({_first_line(fallback, 120)})" if fallback else ""),
@@ -639,10 +904,13 @@ def _tf_not_runnable(facts: Mapping[str, Any]) -> Verdict | None:
         return None
     err = _first_line(str(facts.get("error")), 160)
     if facts.get("transformers_installed") is False:
-        return _skip("transformers is not installed in the image")
+        return _skip("transformers is not installed in the image", missing="transformers")
     if facts.get("transformers_installed") and facts.get("torch_installed") is False:
         return _skip(f"transformers is installed but torch is not: no backend to run a model ({err})")
     # Both present but the import failed.
+    mismatch = transformers_torch_mismatch(facts, str(facts.get("error")))
+    if mismatch is not None and _NO_TMP not in err:
+        return _fail(f"transformers does not import: {mismatch[0]} ({err})", mismatch[1], "image")
     return _import_failure("transformers", err, "see the evidence; reinstall transformers and torch with "
                            "matching versions", facts.get("dist_versions"), str(facts.get("error")))
 
@@ -672,6 +940,10 @@ def transformers_cpu(facts: Mapping[str, Any]) -> Verdict:
     done: list[str] = []
     for key, entry in entries:
         label = _model_label(key, entry)
+        mismatch = transformers_torch_mismatch(facts, str(entry["error"])) if entry.get("error") else None
+        if mismatch is not None:
+            return _fail(f"transformers {version}: {label} could not be built: {mismatch[0]} "
+                         f"({_first_line(str(entry['error']), 160)})", mismatch[1], "image")
         if entry.get("error"):
             real = facts.get("mode") == "model_path"
             return _fail(f"transformers {version}: {label} could not be built: {_first_line(str(entry['error']))}",
@@ -700,8 +972,10 @@ def transformers_cuda_build(facts: Mapping[str, Any], intent: str | None,
     skip = _tf_not_runnable(facts)
     if skip:
         return skip
-    return _cpu_only_torch(facts.get("torch_version"), facts.get("torch_cuda_build"), facts.get("torch_hip_build"),
-                           intent, host, "transformers cannot use a GPU: {cpu_only}, and {intent}")
+    return (_cpu_only_torch(facts.get("torch_version"), facts.get("torch_cuda_build"), facts.get("torch_hip_build"),
+                            intent, host, "transformers cannot use a GPU: {cpu_only}, and {intent}")
+            or gpu_vendor_mismatch("torch", facts.get("torch_version"), facts.get("torch_cuda_build"),
+                                   facts.get("torch_hip_build"), host))
 
 
 def transformers_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
@@ -718,7 +992,8 @@ def transformers_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verd
         if known:
             msg, fault, meaning = known
             return _fail(f"transformers {version} would run on {selected}: {meaning}: {_first_line(msg)}",
-                         _fault_fix(fault, "torch", build, driver, host), fault)
+                         _fault_fix(fault, "torch", build, driver, host, message=msg,
+                                    version=facts.get("torch_version")), fault)
         return _fail(f"transformers {version} would run on {selected}: torch selects no CUDA device although "
                      f"the image has GPU access (see the torch.cuda row)",
                      _fault_fix("host", "torch", build, driver, host), "host")
@@ -728,10 +1003,15 @@ def transformers_cuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verd
         run = entry.get("device") or {}
         if entry.get("error") or not run.get("ok"):
             err = str(entry.get("error") or run.get("error") or "no result on the device")
+            mismatch = transformers_torch_mismatch(facts, err)
+            if mismatch is not None:
+                return _fail(f"transformers {version}: {label} could not be built: {mismatch[0]} "
+                             f"({_first_line(err, 160)})", mismatch[1], "image")
             c = classify_cuda_message(err)
             run_fault = c[0] if c else None
             fix = (_fault_fix(run_fault, "torch", _version_tuple(facts.get("torch_cuda_build")), _driver_cuda(host),
-                              host) if run_fault else "see the evidence")
+                              host, message=err, version=facts.get("torch_version")) if run_fault
+                   else "see the evidence")
             return _fail(f"transformers {version}: {label} on {selected} failed: {_first_line(err)}", fix, run_fault)
         if not str(run.get("output_device", "")).startswith("cuda"):
             return _fail(f"transformers {version}: {label} was sent to {selected} but its output is on "

@@ -64,9 +64,27 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
 
 
+_SPECIFIER = re.compile(r"^\s*(>=|<=|==|!=|>|<|~=)\s*([0-9][0-9.]*)\s*$")
+
+
+def vtk_specifiers(requirements: list[str]) -> list[str]:
+    """The version specifiers of pyvista's VTK requirements, one per item, whether its metadata lists
+    them one per ``Requires-Dist`` line (``vtk>=9.3.1``, ``vtk<9.8.0``) or combined in one
+    (``vtk!=9.4.0,!=9.4.1,<9.8.0,>=9.3.1``, with or without an environment marker or parentheses)."""
+    found: list[str] = []
+    for req in requirements:
+        body = str(req).split(";", 1)[0].strip()
+        body = re.sub(r"^\s*vtk\b", "", body, flags=re.IGNORECASE).strip().strip("()")
+        for part in body.split(","):
+            m = _SPECIFIER.match(part)
+            if m:
+                found.append(m.group(1) + m.group(2))
+    return found
+
+
 def _violated(spec: str, have: tuple[int, ...]) -> bool:
-    """Does VTK *have* violate one requirement like ``vtk>=9.3.1`` / ``vtk<9.8.0`` / ``vtk!=9.4.0``?"""
-    m = re.match(r"^\s*vtk\s*(>=|<=|==|!=|>|<|~=)\s*([0-9][0-9.]*)", spec, re.IGNORECASE)
+    """Does VTK *have* violate one specifier like ``>=9.3.1`` / ``<9.8.0`` / ``!=9.4.0`` (``vtk`` may lead)?"""
+    m = _SPECIFIER.match(re.sub(r"^\s*vtk\b", "", spec, flags=re.IGNORECASE))
     if not m or not have:
         return False
     op, want = m.group(1), _version(m.group(2))
@@ -87,16 +105,59 @@ def pyvista_vtk_mismatch(facts: Mapping[str, Any]) -> tuple[str, str] | None:
     err = str(facts.get("pyvista_import_error") or "")
     dist = facts.get("pyvista_dist") or {}
     vtk = str(facts.get("vtk_version") or "")
-    specs = [str(r) for r in dist.get("requires_vtk") or []]
+    specs = vtk_specifiers([str(r) for r in dist.get("requires_vtk") or []])
     broken = [r for r in specs if _violated(r, _version(vtk))]
     from_vtk = "vtkmodules" in err or "VTK version must be" in err or "VTKVersionError" in err
     if not broken and not (from_vtk and specs):
         return None
-    needs = ", ".join(r.replace(" ", "") for r in specs) or "another VTK"
+    needs = ", ".join(f"vtk{s}" for s in specs) or "another VTK"
     pv = dist.get("version") or "?"
     what = f"pyvista {pv} needs {needs}; the image has VTK {vtk or '?'}"
-    fix = (f"install a VTK that pyvista {pv} supports (pip install '{','.join(r.replace(' ', '') for r in specs)}'),"
+    # One requirement with every specifier: 'vtk>=9.3.1,vtk<9.8.0' is not one pip accepts.
+    fix = (f"install a VTK that pyvista {pv} supports (pip install 'vtk{','.join(specs)}'),"
            f" or a pyvista release that supports VTK {vtk or 'the installed one'} (pyvista<{pv})")
+    return what, fix
+
+
+#: Choosing the OpenGL window at run time (``VTK_DEFAULT_OPENGL_WINDOW``, with EGL and OSMesa in one
+#: build) arrived in VTK 9.4 (Kitware/VTK Documentation/release/9.4/support-runtime-opengl-window-
+#: selection.md).  Before it, PyPI's ``vtk`` wheel is built for X11 only, and Kitware's variants on
+#: wheels.vtk.org (``vtk-osmesa`` since 9.2.6) for one backend each; the docs of 9.4: "The vtk-osmesa
+#: wheels are no longer provided" (Documentation/docs/advanced/available_python_wheels.md).
+RUNTIME_WINDOW_VTK = (9, 4)
+_OSMESA_WHEEL_SINCE = (9, 2, 6)
+
+
+def legacy_vtk_wheel(facts: Mapping[str, Any], backend: str) -> tuple[str, str] | None:
+    """``(what, fix)`` when a VTK older than 9.4 could not give the *backend*'s window: its window
+    class was fixed when it was built; None when VTK is 9.4+ or it did render as asked."""
+    version = str(facts.get("vtk_version") or "")
+    have = _version(version)
+    requested = WINDOW_CLASSES[backend]
+    if not have or have[:2] >= RUNTIME_WINDOW_VTK or (facts.get("window_class") == requested
+                                                      and facts.get("rendered")):
+        return None
+    dist = facts.get("vtk_dist") or {}
+    if "vtk-osmesa" in dist:
+        built = "Kitware's vtk-osmesa wheel, built for OSMesa only"
+    elif "vtk-egl" in dist:
+        built = "Kitware's vtk-egl wheel, built for EGL only"
+    elif "vtk" in dist:
+        built = "PyPI's vtk wheel, built for X11 only: it has neither EGL nor OSMesa"
+    else:
+        built = "a build whose render window was fixed when it was compiled"
+    said = facts.get("window_class") or next(
+        (cls for cls in ("vtkXOpenGLRenderWindow", "vtkOSOpenGLRenderWindow", "vtkEGLRenderWindow")
+         if any(cls in str(m) for m in facts.get("vtk_messages") or [])), None)
+    what = (f"VTK {version} ({built}) cannot create {requested}: choosing the render window at run time "
+            f"(VTK_DEFAULT_OPENGL_WINDOW) arrived in VTK 9.4" + (f"; it made a {said}" if said else "")
+            + (f" (render: {facts.get('render_exit')})" if not facts.get("rendered") and facts.get("render_exit")
+               else ""))
+    fix = ("install VTK 9.4 or later in the image (pip install 'vtk>=9.4', within the range pyvista accepts): its "
+           "wheel has EGL and OSMesa and picks one at run time")
+    if backend == "osmesa" and have >= _OSMESA_WHEEL_SINCE and "vtk-osmesa" not in dist:
+        fix += (f"; or keep VTK {version} with Kitware's OSMesa build: pip uninstall -y vtk && pip install "
+                f"--extra-index-url https://wheels.vtk.org vtk-osmesa=={version} (renders on the CPU)")
     return what, fix
 
 
@@ -153,12 +214,57 @@ def broken_nvidia_vendor(facts: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-def egl_software_cause(facts: Mapping[str, Any], runtime: str) -> tuple[str, str, str]:
+#: Apptainer's ``--nv`` binds the files its ``nvliblist.conf`` names; the glvnd EGL vendor file
+#: ``/usr/share/glvnd/egl_vendor.d/10_nvidia.json`` joined that list in Apptainer 1.4.0 (CHANGELOG.md
+#: v1.4.0: "Add configuration file binding to the `--nv` option.  Files that are recognized in the
+#: NVIDIA Container Toolkit, including files for EGL ICD, were added to the default `nvliblist.conf`";
+#: v1.3.6's nvliblist.conf names no .json file).
+APPTAINER_BINDS_EGL_VENDOR = (1, 4)
+#: Where a host driver's EGL library comes from: a compute-only (headless) driver install lacks it
+#: (Ubuntu splits it into libnvidia-gl-<branch>[-server], "NVIDIA OpenGL/GLX/EGL/GLES GLVND libraries").
+_HOST_EGL = ("ldconfig -p | grep libEGL_nvidia on the host; compute-only driver installs lack it: on Ubuntu "
+             "install libnvidia-gl-<driver branch> (or -server), which holds the driver's EGL/GL libraries")
+_VENDOR_FILE = "/usr/share/glvnd/egl_vendor.d/10_nvidia.json"
+
+
+def _apptainer_vendor_file(runtime_version: str | None) -> tuple[str, str, str]:
+    """(what, fix, fault) when Apptainer's --nv bound libEGL_nvidia.so.0 but no NVIDIA vendor file."""
+    have = _version(str(runtime_version or ""))
+    bind = f"--runtime-arg=--bind={_VENDOR_FILE}"
+    if have and have[0] == 1 and have[:2] >= APPTAINER_BINDS_EGL_VENDOR:
+        return (f"Apptainer {runtime_version} --nv binds {_VENDOR_FILE} when the host has it, and none arrived: the "
+                "host's driver has no such file there (installed elsewhere, e.g. /etc/glvnd/egl_vendor.d, or not "
+                "at all)",
+                "on the host: find the driver's 10_nvidia.json and add its path to Apptainer's nvliblist.conf, or "
+                f"bind it: --runtime-arg=--bind=<its path>:{_VENDOR_FILE}", "host")
+    which = f"Apptainer {runtime_version}" if have else "this Apptainer (version unknown)"
+    return (f"{which} --nv bound the driver's libEGL_nvidia.so.0 but not its glvnd vendor file 10_nvidia.json: "
+            "Apptainer binds that file only from 1.4 on (nvliblist.conf)",
+            f"upgrade Apptainer to 1.4 or later, or bind the host's file: {bind} (apptainer exec --nv --bind "
+            f"{_VENDOR_FILE}); installing Mesa's EGL instead would only render on the CPU", "host")
+
+
+def apptainer_vendor_problem(facts: Mapping[str, Any], runtime: str,
+                             runtime_version: str | None = None) -> tuple[str, str, str] | None:
+    """(what, fix, fault) when no NVIDIA EGL vendor file is in an Apptainer image on a GPU host although
+    --nv bound ``libEGL_nvidia.so.0``: the vendor file was not bound (Apptainer older than 1.4)."""
+    if facts.get("apptainer_libs") is None and family_of(runtime) != "sif":
+        return None
+    files = (facts.get("egl_vendor_files") or {}).get("files") or []
+    if any("nvidia" in f"{f.get('path')} {f.get('library_path')}".lower() for f in files):
+        return None
+    if not ((facts.get("libraries") or {}).get("libEGL_nvidia.so.0") or {}).get("loaded"):
+        return None
+    return _apptainer_vendor_file(runtime_version)
+
+
+def egl_software_cause(facts: Mapping[str, Any], runtime: str,
+                       runtime_version: str | None = None) -> tuple[str, str, str]:
     """Why EGL rendered on the CPU although the host has a GPU: (reason, fix, fault).
 
     Reads the probe's diagnosis: the NVIDIA device nodes, whether the driver's
     ``libEGL_nvidia.so.0`` was injected and loads, which glvnd vendor files exist, and
-    ``NVIDIA_DRIVER_CAPABILITIES``.
+    ``NVIDIA_DRIVER_CAPABILITIES``; under Apptainer its *runtime_version*.
     """
     env = facts.get("env") or {}
     libs = facts.get("libraries") or {}
@@ -200,18 +306,15 @@ def egl_software_cause(facts: Mapping[str, Any], runtime: str) -> tuple[str, str
                 f"unset {vendor.get('search')} or add the NVIDIA vendor file to it", "image")
     if nv_lib.get("loaded"):
         if apptainer:
-            return ("Apptainer bound the NVIDIA driver's libEGL_nvidia.so.0 but not the glvnd vendor file "
-                    "10_nvidia.json, so glvnd only finds Mesa (Apptainer versions without EGL vendor-file "
-                    "binding do this)",
-                    "bind the host's file: --bind /usr/share/glvnd/egl_vendor.d/10_nvidia.json (via --runtime-arg), "
-                    f"or upgrade Apptainer, or {json_fix}", "host")
+            what, fix, fault = _apptainer_vendor_file(runtime_version)
+            return (f"{what}, so glvnd only finds Mesa", f"{fix}; or {json_fix}", fault)
         return ("the image has no glvnd EGL vendor file for NVIDIA (10_nvidia.json), so glvnd only finds Mesa, "
                 "although the driver's libEGL_nvidia.so.0 is present", json_fix, "image")
     if apptainer:
         return ("Apptainer --nv did not bind the NVIDIA driver's libEGL_nvidia.so.0 "
                 f"(/.singularity.d/libs: {', '.join(facts.get('apptainer_libs') or []) or 'empty'})",
                 "add libEGL_nvidia.so to Apptainer's nvliblist.conf, or check that the host driver "
-                "installed its EGL library", "host")
+                f"installed its EGL library ({_HOST_EGL})", "host")
     if caps is None or not ({"graphics", "all"} & {c.strip() for c in caps.split(",")}):
         return (f"NVIDIA_DRIVER_CAPABILITIES={caps or '(unset: toolkit default compute,utility)'} lacks 'graphics', "
                 "so the NVIDIA Container Toolkit did not inject the EGL driver (libEGL_nvidia.so.0, 10_nvidia.json)",
@@ -219,7 +322,9 @@ def egl_software_cause(facts: Mapping[str, Any], runtime: str) -> tuple[str, str
                 "NVIDIA_DRIVER_CAPABILITIES=all)", "image")
     return ("libEGL_nvidia.so.0 is not in the image although 'graphics' was requested: "
             f"{nv_lib.get('error') or 'not found'}",
-            "check the NVIDIA Container Toolkit on the host (nvidia-ctk, CDI spec with graphics libraries)", "host")
+            "check that the host driver has its EGL library, which the runtime can only inject if it is there "
+            f"({_HOST_EGL}), then the NVIDIA Container Toolkit on the host (nvidia-ctk, a CDI spec with the graphics "
+            "libraries)", "host")
 
 
 def egl_device_used(facts: Mapping[str, Any]) -> str:
@@ -252,23 +357,42 @@ def _driver_text(gl_version: str | None) -> str:
 
 def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render: bool = False,
                    require_gpu: bool = False, host_has_gpu: bool = False, runtime: str = "docker",
-                   timings: Mapping[str, float] | None = None) -> Verdict:
-    """Judge a ``render`` probe's facts for the *backend* row (image comparison aside)."""
+                   timings: Mapping[str, float] | None = None, runtime_version: str | None = None) -> Verdict:
+    """Judge a ``render`` probe's facts for the *backend* row (image comparison aside).
+
+    *runtime_version* is the container runtime's version (Apptainer's decides whether ``--nv`` binds
+    the NVIDIA EGL vendor file)."""
     requested = WINDOW_CLASSES[backend]
     for lib in ("vtk", "pyvista"):
         err = facts.get(f"{lib}_import_error")
         if err:
             if err.startswith("ModuleNotFoundError"):
-                return Verdict("skip", f"pyvista/vtk not installed in the image ({err})")
+                return Verdict("skip", f"pyvista/vtk not installed in the image ({err})", missing=lib)
             mismatch = pyvista_vtk_mismatch(facts) if lib == "pyvista" else None
+            if "MPLCONFIGDIR" in err:
+                # pyvista imports matplotlib, which needs a writable config directory: a read-only
+                # root file system (docker --read-only) with a read-only HOME breaks the import
+                # for every user of this image launched that way, not only for the probe.
+                return Verdict("fail", f"import {lib} failed: matplotlib (imported by pyvista) found no writable "
+                               f"config directory ({err})",
+                               fix="give it one: ENV MPLCONFIGDIR=<writable dir> in the image, or "
+                                   "--container-env MPLCONFIGDIR=/dev/shm (or a --tmpfs mount) for a read-only root",
+                               fault="pair")
             if mismatch is not None:
                 return Verdict("fail", f"import pyvista failed: {mismatch[0]} ({err})", fix=mismatch[1],
                                fault="image")
             return Verdict("fail", f"import {lib} failed in the image: {err}",
                                  fix="install the system libraries the error names (e.g. libxrender1, libgomp1)",
                                  fault="image")
+    legacy = legacy_vtk_wheel(facts, backend)
+    if legacy is not None:
+        return Verdict("fail", f"{backend} cannot render: {legacy[0]}", fix=legacy[1], fault="image")
     missing = missing_libraries(facts, backend)
     stale = vendor_variable_problem(facts, runtime) if "egl-vendor" in missing else None
+    if stale is None and host_has_gpu and "egl-vendor" in missing:
+        # Apptainer < 1.4 binds libEGL_nvidia.so.0 but not 10_nvidia.json: installing Mesa's vendor
+        # file would make EGL "work" on the CPU; the vendor file is what is missing.
+        stale = apptainer_vendor_problem(facts, runtime, runtime_version)
     window = facts.get("window_class")
     if facts.get("scene_error"):
         return Verdict("fail", f"the scene script raised {facts['scene_error']}",
@@ -329,14 +453,14 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
     if software and demand_hw:
         flag = "--require-hw-render" if require_hw_render else "--require-gpu on a GPU host"
         if host_has_gpu:
-            reason, fix, fault = egl_software_cause(facts, runtime)
+            reason, fix, fault = egl_software_cause(facts, runtime, runtime_version)
             return Verdict("fail", f"{flag}: EGL rendered with {label}: {reason}", note=note, fix=fix,
                                  fault=fault)
         return Verdict("fail", f"{flag}: EGL rendered with {label} and the host has no GPU", note=note,
                              fix="run on a host with a GPU (Slurm: --gres=gpu:1)", fault="host")
     if software and host_has_gpu:
         # Passes (no flag demands hardware), but the cell says why the GPU was not used.
-        reason, fix, _fault = egl_software_cause(facts, runtime)
+        reason, fix, _fault = egl_software_cause(facts, runtime, runtime_version)
         note += f"; host has a GPU: {reason}"
         return Verdict("pass", f"{backend} renders with {label}; host has a GPU: {reason}", note=note, fix=fix)
     return Verdict("pass", f"{backend} renders with {label}", note=note)

@@ -12,7 +12,8 @@ Command lines follow the Apptainer user guide and source (``internal/pkg/runtime
 * ``--nv`` binds the host's NVIDIA driver files (``--nvccli`` runs nvidia-container-cli
   instead, ``--rocm`` for AMD).  The legacy ``--nv`` reads no ``NVIDIA_*`` variable;
   nvidia-container-cli reads them from *apptainer's own* environment (default capabilities
-  ``compute,utility``, so we ask for ``graphics`` too, or EGL never gets the driver).
+  ``compute,utility``, so we ask for ``graphics`` too, or EGL never gets the driver; a host
+  ``all``, which apptainer refuses, is spelled out: :func:`nvccli_capabilities`).
 * ``--cleanenv`` keeps host variables (and secrets) out; variables for the image go through
   apptainer's own environment as ``APPTAINERENV_K=V`` (``SINGULARITYENV_K`` for Singularity),
   never ``--env K=V``, which splits values at commas and does not exist before Singularity 3.6.
@@ -39,7 +40,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..archives import decompress_to
 from ..errors import UsageProblem
+from ..nearby import no_such_file
+from ..outputs import file_kind
+from ..platforms import SIF_ARCH, foreign_problem
+from . import nvidia_errors
 from .base import (
     ExecResult,
     Health,
@@ -78,15 +84,25 @@ HOME_PREFIX = "containercheck-home-"
 #: Variables that say which GPUs a job was given (Slurm sets them): forwarded through --cleanenv.
 VISIBILITY_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
 NVCCLI_CAPABILITIES = "compute,utility,graphics"
+#: The driver capabilities apptainer passes on to nvidia-container-cli; any other value makes it
+#: fail ("unknown NVIDIA_DRIVER_CAPABILITIES value: all"): apptainer internal/pkg/util/gpu/nvidia.go
+#: ``nVDriverCapabilities`` and ``NVCLIEnvToFlags``.  NVIDIA's runtime reads ``all`` as
+#: compute,compat32,graphics,utility,video,display,ngx (nvidia-container-toolkit
+#: internal/config/image/capabilities.go ``SupportedDriverCapabilities``): all of those apptainer knows.
+NVCCLI_KNOWN_CAPABILITIES = ("compute", "compat32", "graphics", "utility", "video", "display")
 START_TIMEOUT_S = 600.0
 """Starting an instance mounts the SIF; on a busy cluster filesystem that can take a while."""
 
 #: Apptainer's GPU warnings (launcher_linux.go addGPUBinds): "Could not find any nv files on
 #: this host!", "... nv libraries ..."; Singularity 3.x: "Could not find any NVIDIA binaries on
 #: this host!" / "... NVIDIA libraries ...".  Nothing is printed when binding worked, and also
-#: nothing on a host without a GPU, so silence proves nothing.
-_GPU_WARNING = re.compile(r"could not find any (?:nv|nvidia|rocm)\b[^\n]*|.*(?:nvidia-container-cli|nvccli)[^\n]*",
-                          re.IGNORECASE)
+#: nothing on a host without a GPU, so silence proves nothing.  Only apptainer's WARNING, ERROR
+#: and FATAL lines count (:func:`gpu_warnings`): with --nvccli it says "INFO: Setting
+#: --writable-tmpfs (required by nvidia-container-cli)" and "INFO: Setting
+#: 'NVIDIA_VISIBLE_DEVICES=all' to emulate legacy GPU binding." when all is well
+#: (launcher_linux.go setNvCCLIConfig).
+_GPU_WARNING = re.compile(r"could not find any (?:nv|nvidia|rocm)\b|nvidia-container-cli|nvccli", re.IGNORECASE)
+_WARNING_LEVELS = ("WARNING", "ERROR", "FATAL")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: apptainer's own log lines ("FATAL:   ...", "ERROR  : ...", "WARNING: ..."), not the image's output.
 _LOG_LINE = re.compile(r"^(FATAL|ERROR|WARNING|INFO|VERBOSE|DEBUG)\s*:\s*(.*)$")
@@ -119,6 +135,15 @@ def sif_id(path: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def gpu_warnings(stderr: str) -> list[str]:
+    """Apptainer's own warnings and errors in *stderr* that say GPU files were not bound or
+    nvidia-container-cli failed (never its INFO lines, never the image's output, never a path:
+    "WARNING: Error changing the container working directory ... chdir /tmp/test_nvccli0" is not
+    about GPUs)."""
+    return [msg for level, msg in apptainer_lines(stderr)
+            if level in _WARNING_LEVELS and _GPU_WARNING.search(re.sub(r"/\S*", "", msg))]
+
+
 def apptainer_lines(stderr: str) -> list[tuple[str, str]]:
     """Apptainer's own log lines in *stderr* as (level, message), colours removed."""
     out = []
@@ -136,6 +161,10 @@ _CAUSES: tuple[tuple[str, str], ...] = (
     ("requesting capability set", "this host withholds a capability that apptainer needs as root without a user "
      "namespace: run as a non-root user (as on a cluster), or add --runtime-arg=--userns"),
     ("no root filesystem", "the SIF has no root file system partition: rebuild it with 'apptainer build'"),
+    ("not allowed in setuid mode", "apptainer runs nvidia-container-cli only without its setuid starter "
+     "(prepare_linux.go): use --apptainer-gpu nv, whose binding works setuid, or add --runtime-arg=--userns"),
+    ("unknown nvidia_driver_capabilities value", "apptainer turns NVIDIA_DRIVER_CAPABILITIES into nvidia-container-cli "
+     "flags and rejects values it does not know, 'all' among them: set it to a list such as compute,utility,graphics"),
     ("nvidia-container-cli", "install nvidia-container-cli (libnvidia-container-tools) on the host, or use "
      "--apptainer-gpu nv"),
     ("user namespace", "enable unprivileged user namespaces (sysctl user.max_user_namespaces=15000), or ask the "
@@ -147,17 +176,25 @@ _CAUSES: tuple[tuple[str, str], ...] = (
 )
 
 
+#: Lines apptainer prints around a failure that do not say why it failed.
+_GENERIC = re.compile(r"container cleanup failed|while executing starter|failed to start instance|"
+                      r"no instance found", re.IGNORECASE)
+
+
 def classify_failure(stderr: str) -> tuple[str, str]:
-    """Apptainer's reason for failing (the message naming the cause, else its first ERROR or
-    FATAL line) and the fix."""
+    """Apptainer's reason for failing (the message naming the cause, else its first FATAL line
+    that is not generic, else its first ERROR line) and the fix."""
     lines = apptainer_lines(stderr)
     messages = [msg for level, msg in lines if level in ("ERROR", "FATAL")]
     for msg in messages:
         for pattern, fix in _CAUSES:
             if pattern in msg.lower():
                 return f"apptainer: {msg}", fix
-    errors = [msg for level, msg in lines if level == "ERROR"] + [msg for level, msg in lines if level == "FATAL"]
-    reason = errors[0] if errors else (last_line(_ANSI.sub("", stderr)) or "no message")
+    # The first FATAL line says why; ERROR lines around it are apptainer tidying up after the
+    # failure ("container cleanup failed: no instance found"), quoted only when nothing else is.
+    ranked = [msg for want_generic in (False, True) for level in ("FATAL", "ERROR") for lv, msg in lines
+              if lv == level and bool(_GENERIC.search(msg)) == want_generic]
+    reason = ranked[0] if ranked else (last_line(_ANSI.sub("", stderr)) or "no message")
     return f"apptainer: {reason}", "see apptainer's message; 'apptainer --debug instance start ...' shows more"
 
 
@@ -172,7 +209,7 @@ def check_sif(path: str, spec: str) -> dict[str, Any]:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise UsageProblem(f"--image {spec}: no such file {path!r}; check the path to the .sif image") from None
+        raise UsageProblem(no_such_file(spec, path, "the .sif image")) from None
     except OSError as exc:
         raise UsageProblem(
             f"--image {spec}: cannot read {path!r} ({exc.strerror}); check its permissions") from None
@@ -182,9 +219,8 @@ def check_sif(path: str, spec: str) -> dict[str, Any]:
             "build a SIF with 'apptainer build image.sif <dir>'"
         )
     if not stat.S_ISREG(st.st_mode):
-        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) \
-            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file"
-        raise UsageProblem(f"--image {spec}: {path!r} is {kind}, not a .sif file; give the path of a SIF image")
+        raise UsageProblem(f"--image {spec}: {path!r} is {file_kind(st.st_mode)}, not a .sif file; "
+                           "give the path of a SIF image")
     size = st.st_size
     try:
         # O_NONBLOCK: a file swapped for a FIFO after the stat still cannot block us.
@@ -219,7 +255,13 @@ def check_sif(path: str, spec: str) -> dict[str, Any]:
             f"--image {spec}: {path!r} is truncated ({size} bytes on disk, its header says "
             f"{needed}); the copy did not finish, copy it again"
         )
-    return {"sif_size": size, "sif_version": header[42:45].rstrip(b"\x00").decode("ascii", "replace")}
+    # The header's arch: "arch the primary partition is built for" (apptainer/sif pkg/sif/sif.go).
+    arch = SIF_ARCH.get(header[45:48].rstrip(b"\x00").decode("ascii", "replace"))
+    foreign = foreign_problem(arch, spec)
+    if foreign:
+        raise UsageProblem(foreign)
+    return {"sif_size": size, "sif_version": header[42:45].rstrip(b"\x00").decode("ascii", "replace"),
+            "sif_arch": arch or "unknown"}
 
 
 class ApptainerRuntime(Runtime):
@@ -234,6 +276,8 @@ class ApptainerRuntime(Runtime):
         self.executable = executable or name
         self.env_prefix = "APPTAINERENV_" if self.executable == "apptainer" else "SINGULARITYENV_"
         """How apptainer is told variables for the image (Singularity: ``SINGULARITYENV_``)."""
+        self.no_mount = True
+        """``--no-mount`` exists (Apptainer; Singularity 3.7+): see :meth:`containment`."""
         self._versions: dict[str, ExecResult] = {}
 
     def resolve_executable(self) -> str | None:
@@ -257,6 +301,7 @@ class ApptainerRuntime(Runtime):
         """``apptainer --version`` names the product; Apptainer's own ``singularity`` is still Apptainer."""
         out = text(self._version().stdout)
         self.env_prefix = "APPTAINERENV_" if "apptainer" in out.lower() else "SINGULARITYENV_"
+        self.no_mount = "apptainer" in out.lower() or _version_tuple(parse_version(out)) >= (3, 7)
         return out
 
     # -- command lines -------------------------------------------------------------------
@@ -269,7 +314,22 @@ class ApptainerRuntime(Runtime):
         """The ``apptainer instance start`` command line of a session."""
         flags = self.gpu_flags_for(options) if gpu_flags is None else list(gpu_flags)
         return [self.executable, "instance", "start", *flags, "--cleanenv", "--home", f"{home}:{home_path()}",
-                *options.runtime_args, target.ref, name]
+                *self.containment(home), *options.runtime_args, target.ref, name]
+
+    def containment(self, home: str) -> list[str]:
+        """Flags that keep the host's /tmp, /var/tmp and working directory out of the image.
+
+        Apptainer binds all three read-write by default (its ``mount tmp`` and ``mount cwd``):
+        the image could read and change the host's files.  ``--no-mount tmp,cwd`` (Apptainer,
+        Singularity 3.7+) drops them, and private directories beside the private home (removed
+        with it) are /tmp and /var/tmp, writable as programs expect; /dev stays as it is, so
+        ``--nv`` and ``--rocm`` devices are untouched.  Older Singularity gets ``--contain``.
+        A directory a check needs is bound on purpose: ``--runtime-arg=--bind=/data``.
+        """
+        if not self.no_mount:
+            return ["--contain"]
+        return ["--no-mount", "tmp,cwd", "--bind", f"{private_tmp(home)}:/tmp",
+                "--bind", f"{private_tmp(home, 'var-tmp')}:/var/tmp"]
 
     def exec_command(self, name: str, argv: Sequence[str]) -> list[str]:
         """The ``apptainer exec`` command line that runs *argv* in instance *name*."""
@@ -289,9 +349,12 @@ class ApptainerRuntime(Runtime):
         if devices is not None and gpu == "rocm":
             image["ROCR_VISIBLE_DEVICES"] = devices
         if gpu == "nvccli":
-            out.setdefault("NVIDIA_DRIVER_CAPABILITIES", NVCCLI_CAPABILITIES)
+            out["NVIDIA_DRIVER_CAPABILITIES"] = nvccli_capabilities(out.get("NVIDIA_DRIVER_CAPABILITIES"))
             if devices is not None:
                 out["NVIDIA_VISIBLE_DEVICES"] = devices
+            # What apptainer itself sets without --contain; with --contain (older Singularity here)
+            # it would warn and bind no GPU (launcher_linux.go setNvCCLIConfig).
+            out.setdefault("NVIDIA_VISIBLE_DEVICES", "all")
         image.update(options.env)
         image.update(env or {})
         out.update({self.env_prefix + k: v for k, v in image.items()})
@@ -328,7 +391,12 @@ class ApptainerRuntime(Runtime):
                     "'apptainer build'")
         problem = userns_problem()
         if problem:
-            raise UsageProblem(f"--image {target.spec}: {problem}")
+            # Where user namespaces are off, sites install apptainer setuid: its starter-suid runs
+            # the container without one (launcher_linux.go useSuid).  Ask it only then.
+            setuid, why = setuid_installation(text(run_bounded([self.executable, "buildcfg"], timeout=30).stdout))
+            if not setuid:
+                raise UsageProblem(f"--image {target.spec}: {problem} ({why})")
+            facts["setuid"] = why
         facts.update(runtime=self.executable, runtime_version=parse_version(text(res.stdout)))
         if not target.archive:
             facts.update(sif_id=sif_id(target.ref), labels=self.labels(target.ref))
@@ -358,6 +426,8 @@ class ApptainerRuntime(Runtime):
         name = instance_name(options.run_id, next(self._counter))
         home = tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-")
         try:
+            for sub in ("tmp", "var-tmp"):
+                os.makedirs(private_tmp(home, sub), mode=0o1777 if os.geteuid() == 0 else 0o700)
             session = self._start(run_target, options, name, home)
         except BaseException:
             shutil.rmtree(home, ignore_errors=True)
@@ -384,8 +454,24 @@ class ApptainerRuntime(Runtime):
         os.makedirs(cache, exist_ok=True)
         partial = f"{sif}.{os.getpid()}.partial"
         t0 = time.monotonic()
-        res = run_bounded([self.executable, "build", "--force", partial, f"{info.kind}://{target.ref}"],
-                          timeout=24 * 3600)
+        source = target.ref
+        if info.compression:
+            # apptainer 1.4.5 reads only plain tars ("gzip: invalid header"): decompress beside the SIF.
+            source = f"{partial}.tar"
+            try:
+                decompress_to(target.ref, info.compression, source)
+            except (OSError, EOFError, ValueError) as exc:
+                if os.path.exists(source):
+                    os.unlink(source)
+                raise RuntimeFault(f"decompressing {target.ref!r} for apptainer build failed: {exc}",
+                                   fix="check the disk space of the cache directory, or decompress it yourself",
+                                   fault="host") from None
+        try:
+            res = run_bounded([self.executable, "build", "--force", partial, f"{info.kind}://{source}"],
+                              timeout=24 * 3600)
+        finally:
+            if source != target.ref and os.path.exists(source):
+                os.unlink(source)
         if res.returncode != 0 or res.timed_out:
             if os.path.exists(partial):
                 os.unlink(partial)
@@ -410,7 +496,12 @@ class ApptainerRuntime(Runtime):
             # nvidia-container-cli missing or failing is fatal to apptainer: run without GPUs,
             # as the Docker path does when the toolkit is missing; the GPU rows say why.
             reason, fix = classify_failure(err)
-            gpu.update(attached=False, error=reason, fix=fix, start_stderr=err[-2000:])
+            # nvidia-container-cli's own failure (driver, device, the image's driver files) says more
+            # than "it failed": the same libnvidia-container texts as Docker's hook.
+            known = nvidia_errors.classify(err)
+            fault = known["fault"] if known else "host"
+            fix = str(known["fix"]) if known else fix
+            gpu.update(attached=False, error=reason, fix=fix, fault=fault, start_stderr=err[-2000:])
             _stop_instance(self.executable, name)
             flags = []
             res = run_bounded(self.start_command(target, options, name, home, gpu_flags=[]),
@@ -424,10 +515,12 @@ class ApptainerRuntime(Runtime):
                                    fault="host")
             reason, fix = classify_failure(err)
             raise RuntimeFault(reason, fix=fix, evidence=_ANSI.sub("", err)[-4000:], fault="host")
-        warnings = [m.group(0).strip() for m in _GPU_WARNING.finditer(_ANSI.sub("", err))]
+        warnings = gpu_warnings(err)
         if flags and warnings:
             gpu.update(attached=False, warnings=warnings, error=warnings[0],
-                       fix="check the host's NVIDIA driver installation (nvidia-smi on the host); Apptainer "
+                       fix="check the host's ROCm installation (rocm-smi or amd-smi on the host); Apptainer binds "
+                           "what rocmliblist.conf lists and finds" if gpu["requested"] == "rocm" else
+                           "check the host's NVIDIA driver installation (nvidia-smi on the host); Apptainer "
                            "binds what nvliblist.conf lists and finds")
         elif flags:
             gpu["note"] = "apptainer reported no missing GPU files (it prints nothing when binding worked, " \
@@ -471,12 +564,51 @@ def home_path() -> str:
         return os.environ.get("HOME") or "/tmp"
 
 
-def userns_problem() -> str | None:
-    """Why apptainer cannot run here without privilege, when that is known before launch."""
-    if os.geteuid() == 0:
+def setuid_installation(buildcfg: str) -> tuple[bool, str]:
+    """Whether apptainer (or Singularity) will use its setuid starter for a non-root user, from
+    ``apptainer buildcfg``; and why, in words.
+
+    Apptainer uses ``starter-suid`` when ``APPTAINER_SUID_INSTALL`` is 1 (it is when
+    ``LIBEXECDIR/apptainer/bin/starter-suid`` exists: internal/pkg/buildcfg/confgen/gen.go
+    ``isSuidInstall``) and apptainer.conf says ``allow setuid = yes`` (the default), for a
+    non-root user without ``--userns`` (internal/pkg/runtime/launch/launcher_linux.go ``useSuid``).
+    The starter must also be setuid root, or it cannot do its privileged part.
+    """
+    cfg = dict(line.partition("=")[::2] for line in buildcfg.splitlines() if "=" in line)
+    product = "singularity" if "SINGULARITY_SUID_INSTALL" in cfg else "apptainer"
+    prefix = product.upper()
+    if cfg.get(f"{prefix}_SUID_INSTALL", "").strip() != "1":
+        return False, f"{product} is not a setuid installation ({prefix}_SUID_INSTALL is not 1: no starter-suid)"
+    starter = os.path.join(cfg.get("LIBEXECDIR", "").strip(), product, "bin", "starter-suid")
+    try:
+        st = os.stat(starter)
+    except OSError as exc:
+        return False, f"{starter}: {exc.strerror}"
+    if st.st_uid != 0 or not st.st_mode & 0o4000:
+        return False, f"{starter} is not setuid root (mode {st.st_mode & 0o7777:o}, owner uid {st.st_uid})"
+    conf = cfg.get(f"{prefix}_CONF_FILE", "").strip()
+    allow = "yes"  # apptainerconf: AllowSetuid default:"yes"
+    try:
+        with open(conf, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, val = line.split("#", 1)[0].partition("=")
+                if key.strip().lower() == "allow setuid" and val.strip():
+                    allow = val.strip().lower()
+    except OSError:
+        pass
+    if allow != "yes":
+        return False, f"{conf} says 'allow setuid = {allow}', so {product} will not use {starter}"
+    return True, f"setuid installation: {starter}, 'allow setuid = yes' in {conf}"
+
+
+def userns_problem(*, euid: int | None = None, max_user_namespaces: str = "/proc/sys/user/max_user_namespaces"
+                   ) -> str | None:
+    """Why a non-setuid apptainer cannot run here without privilege, when that is known before
+    launch (:func:`setuid_installation` says whether a setuid one can)."""
+    if (os.geteuid() if euid is None else euid) == 0:
         return None
     try:
-        with open("/proc/sys/user/max_user_namespaces") as fh:
+        with open(max_user_namespaces) as fh:
             if int(fh.read().strip() or "1") == 0:
                 return ("user namespaces are disabled on this host (user.max_user_namespaces = 0), so a non-setuid "
                         "apptainer cannot start; enable them (sysctl user.max_user_namespaces=15000) or use a "
@@ -484,6 +616,17 @@ def userns_problem() -> str | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+def nvccli_capabilities(host_value: str | None) -> str:
+    """``NVIDIA_DRIVER_CAPABILITIES`` for apptainer --nvccli from the host's value: unset or empty ->
+    :data:`NVCCLI_CAPABILITIES`; ``all`` -> every capability of NVIDIA's ``all`` that apptainer
+    passes on (:data:`NVCCLI_KNOWN_CAPABILITIES`); values apptainer would reject are dropped."""
+    asked = [c.strip() for c in (host_value or "").split(",") if c.strip()]
+    if "all" in asked:
+        asked = list(NVCCLI_KNOWN_CAPABILITIES)
+    known = [c for c in dict.fromkeys(asked) if c in NVCCLI_KNOWN_CAPABILITIES]
+    return ",".join(known) or NVCCLI_CAPABILITIES
 
 
 def _device_list(gpus: str) -> str | None:
@@ -557,6 +700,20 @@ def _exited(pid: int) -> bool:
     except OSError:
         return True
     return stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X")
+
+
+def private_tmp(home: str, which: str = "tmp") -> str:
+    """The host directory bound as the image's /tmp (``tmp``) or /var/tmp (``var-tmp``): inside the
+    session's private home directory, hidden, so it goes wherever the home goes."""
+    return os.path.join(home, f".containercheck-{which}")
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
 
 
 def parse_version(output: str) -> str:

@@ -125,6 +125,11 @@ class LaunchOptions:
     """Why no GPU is requested, when :func:`..options.gpus_for_host` decided so."""
     apptainer_gpu: str = "nv"
     """``nv``, ``nvccli``, ``rocm`` or ``none``: which Apptainer GPU flag to pass."""
+    apptainer_gpu_auto: bool = False
+    """``--apptainer-gpu`` was not given: ``nv``, or ``rocm`` on a host whose GPU is AMD's."""
+    gpu_vendor: str = "nvidia"
+    """The host's GPU vendor (``nvidia`` or ``amd``, from the host facts): which devices a GPU
+    request names (Docker/Podman: NVIDIA's ``--gpus``/CDI, or AMD's ``/dev/kfd`` and ``/dev/dri``)."""
     network: str = "none"
     runtime_args: tuple[str, ...] = ()
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -132,6 +137,13 @@ class LaunchOptions:
     host_python: str | None = None
     keep_loaded: bool = False
     """Keep images that the run loaded from archives (``--keep-loaded-images``)."""
+    job_gpus: str = ""
+    """The global ids of the GPUs the batch system gave this job (``SLURM_STEP_GPUS`` or
+    ``SLURM_JOB_GPUS``), when ``--gpus`` was not given: Docker and Podman request these instead
+    of all, since their daemons are outside the job's cgroup and would hand over every GPU of
+    the node; Apptainer runs inside the job and sees only its GPUs anyway."""
+    job_gpus_from: str = ""
+    """The variable *job_gpus* came from."""
     lifetime: int = 24 * 3600
     """Seconds a long-lived container may live at most, even if pytest is SIGKILLed."""
 

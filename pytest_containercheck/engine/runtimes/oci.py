@@ -14,12 +14,15 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..archives import ArchiveInfo, run_config, write_untagged
 from ..errors import UsageProblem
+from ..platforms import foreign_problem
+from . import nvidia_errors
 from .base import (
     ExecResult,
     Health,
@@ -41,8 +44,8 @@ LABEL_OWNER = "org.containercheck.owner"
 """``<hostname>/<pid>`` of the pytest process that owns the container."""
 
 #: Messages meaning "the host cannot give this container a GPU" (no NVIDIA Container
-#: Toolkit, no CDI spec, driver not loaded).  The container is then started without GPUs
-#: and the GPU checks explain why.
+#: Toolkit, no CDI spec, driver not loaded, a stale CDI spec: :mod:`.nvidia_errors`).  The
+#: container is then started without GPUs and the GPU checks explain why.
 _GPU_UNAVAILABLE = re.compile(
     r'could not select device driver ".*" with capabilities|unresolvable CDI devices|'
     r"nvidia-container-cli|nvidia-container-runtime|failed to inject CDI devices",
@@ -55,10 +58,11 @@ _GPU_UNAVAILABLE = re.compile(
 _CUDA_REQUIREMENT = re.compile(r"requirement error: unsatisfied condition: (?P<condition>[^,\n]+)", re.IGNORECASE)
 
 
-def gpu_refusal(stderr: str, runtime: str) -> dict[str, str]:
+def gpu_refusal(stderr: str, runtime: str) -> dict[str, str | None]:
     """What a refused GPU start means: ``{"error", "fix", "fault"}`` for the session's ``gpu``
-    facts.  A CUDA requirement the driver does not meet is the pair's fault; anything else
-    matched by ``_GPU_UNAVAILABLE`` is the host's (toolkit, CDI spec, driver)."""
+    facts.  A CUDA requirement the driver does not meet is the pair's fault; a known
+    libnvidia-container or CDI failure (:func:`.nvidia_errors.classify`) gets its own fault and
+    fix; anything else matched by ``_GPU_UNAVAILABLE`` is a missing toolkit or CDI spec."""
     lines = [ln.strip().removeprefix("docker: ") for ln in stderr.splitlines() if _GPU_UNAVAILABLE.search(ln)]
     req = _CUDA_REQUIREMENT.search(stderr)
     if req:
@@ -69,6 +73,9 @@ def gpu_refusal(stderr: str, runtime: str) -> dict[str, str]:
                         "use an image built for an older CUDA, upgrade the host driver, or, when the image "
                         "ships cuda-compat for a datacenter GPU, start it with NVIDIA_DISABLE_REQUIRE=1 "
                         "(--container-env NVIDIA_DISABLE_REQUIRE=1)")}
+    known = nvidia_errors.classify(stderr)
+    if known is not None:
+        return {**known, "error": str(known["error"]).removeprefix("docker: ")}
     return {"error": lines[0] if lines else stderr.strip()[-300:], "fault": "host", "fix": TOOLKIT_FIX[runtime]}
 
 
@@ -95,6 +102,21 @@ KEEPALIVES: tuple[tuple[str, ...], ...] = (
 _NOT_FOUND = re.compile(r'exec: "(?P<runc>[^"]+)": executable file not found|'
                         r"executable file `(?P<crun>[^`]+)` not found")
 
+#: AMD's devices for ROCm in a container: the compute interface shared by all GPUs, and the
+#: DRI render nodes, one per GPU (rocm.docs.amd.com, "Running ROCm Docker containers").
+AMD_DEVICE_FLAGS = ("--device", "/dev/kfd", "--device", "/dev/dri")
+
+
+def _amd_selection(gpus: str) -> str | None:
+    """``--gpus`` as ROCm's ``ROCR_VISIBLE_DEVICES``: ``device=0,2`` -> ``0,2``; ``2`` -> ``0,1``;
+    ``all`` -> None (every GPU)."""
+    if gpus.startswith("device="):
+        return gpus.removeprefix("device=").strip('"')
+    if gpus.isdigit():
+        return ",".join(str(i) for i in range(int(gpus)))
+    return None
+
+
 TOOLKIT_FIX = {
     "docker": "install the NVIDIA Container Toolkit on the host, run 'nvidia-ctk runtime configure "
               "--runtime=docker' and restart dockerd",
@@ -115,11 +137,24 @@ class OCIRuntime(Runtime):
 
     # -- command lines -------------------------------------------------------------
 
+    @staticmethod
+    def requested_gpus(options: LaunchOptions) -> str:
+        """The ``--gpus`` value to ask for: the user's; else, in a Slurm job with GPUs, that job's
+        (``device=3,5``), since the daemon is outside the job's cgroup and ``all`` would hand the
+        container every GPU of the node, other jobs' included; else ``all`` (or ``none``)."""
+        if options.gpus_auto and options.gpus == "all" and options.job_gpus:
+            return f"device={options.job_gpus}"
+        return options.gpus
+
     def gpu_flags_for(self, options: LaunchOptions) -> list[str]:
-        return self.gpu_flags(options.gpus)
+        return self.gpu_flags(self.requested_gpus(options), options.gpu_vendor)
 
     def check_options(self, options: LaunchOptions) -> None:
         """Refuse ``--runtime-arg`` values that would override a flag the plugin sets itself."""
+        for key, value in options.env.items():
+            if client_owned(key) and "\n" in value:
+                raise UsageProblem(f"--container-env {key}: a value with a line break cannot be passed for a variable "
+                                   f"the {self.name} client reads itself; give it without one")
         problem = owned_flag(options.runtime_args)
         if problem:
             raise UsageProblem(problem)
@@ -127,10 +162,18 @@ class OCIRuntime(Runtime):
     def reap_stale(self) -> list[str]:
         return reap_stale(self.executable)
 
-    def gpu_flags(self, gpus: str) -> list[str]:
-        """Flags that request GPUs; Docker uses ``--gpus``, Podman CDI device names."""
+    def gpu_flags(self, gpus: str, vendor: str = "nvidia") -> list[str]:
+        """Flags that request GPUs; Docker uses ``--gpus``, Podman CDI device names.
+
+        On an AMD host both pass AMD's devices, as AMD documents for Docker ("Running ROCm Docker
+        containers": ``--device /dev/kfd --device /dev/dri``; its optional ``--security-opt
+        seccomp=unconfined`` and group flags are left to ``--runtime-arg``); a GPU selection
+        travels as ``ROCR_VISIBLE_DEVICES`` (:meth:`container_env`).
+        """
         if gpus == "none":
             return []
+        if vendor == "amd":
+            return [*AMD_DEVICE_FLAGS]
         if self.name == "podman":
             if gpus == "all":
                 return ["--device", "nvidia.com/gpu=all"]
@@ -146,21 +189,28 @@ class OCIRuntime(Runtime):
         """The variables set in the session's container: ``--container-env`` values and, with
         GPUs, the NVIDIA driver capabilities the image needs."""
         env = dict(options.env)
-        if gpus != "none":
+        if gpus != "none" and options.gpu_vendor == "amd":
+            devices = _amd_selection(gpus)
+            if devices is not None:
+                env.setdefault("ROCR_VISIBLE_DEVICES", devices)
+        elif gpus != "none":
             # Without "graphics", the NVIDIA hook mounts no EGL/GL libraries and EGL falls
             # back to Mesa's llvmpipe without an error.
             env.setdefault("NVIDIA_DRIVER_CAPABILITIES", "compute,utility,graphics")
         return env
 
     def run_command(self, target: Target, options: LaunchOptions, name: str, gpus: str,
-                    keepalive: Sequence[str] = KEEPALIVES[0]) -> list[str]:
+                    keepalive: Sequence[str] = KEEPALIVES[0], env_file: str = "<env-file>") -> list[str]:
         """The ``docker run`` line that starts the session's long-lived container.
 
         *keepalive* is the entrypoint and its arguments (see :data:`KEEPALIVES`); the
         container's lifetime in seconds follows them.  Variables are named (``--env NAME``),
         never given with their values: the client reads each from its own environment
         (:meth:`client_env`), so no value is on a command line that ``ps`` shows, or in the
-        launch facts the reports keep.
+        launch facts the reports keep.  Variables the client itself reads (``PATH``, ``HOME``,
+        ``DOCKER_*``, ``LD_*``, proxies: :func:`client_owned`) must not change the client's own
+        environment: they go in *env_file*, a file only this user can read, removed once the
+        container runs.
         """
         argv = [
             self.executable, "run", "--detach", "--rm", "--pull", "never",
@@ -170,9 +220,13 @@ class OCIRuntime(Runtime):
             "--network", options.network,
             "--entrypoint", keepalive[0],
         ]
-        argv += self.gpu_flags(gpus)
-        for key in self.container_env(options, gpus):
-            argv += ["--env", key]
+        argv += self.gpu_flags(gpus, options.gpu_vendor)
+        env = self.container_env(options, gpus)
+        for key in env:
+            if not client_owned(key):
+                argv += ["--env", key]
+        if any(map(client_owned, env)):
+            argv += ["--env-file", env_file]
         argv += list(options.runtime_args)
         argv += [target.ref, *keepalive[1:], str(options.lifetime)]
         return argv
@@ -181,7 +235,8 @@ class OCIRuntime(Runtime):
     def client_env(env: Mapping[str, str] | None) -> dict[str, str] | None:
         """The docker/podman client's environment that carries the values of *env*
         (``--env NAME`` takes the value of ``NAME`` from it); None: the client inherits ours."""
-        return {**os.environ, **env} if env else None
+        mine = {k: v for k, v in (env or {}).items() if not client_owned(k)}
+        return {**os.environ, **mine} if mine else None
 
     def exec_command(self, container: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
         """The ``docker exec`` line that runs *argv* in a running container; the values of
@@ -238,6 +293,9 @@ class OCIRuntime(Runtime):
             }
         except (ValueError, IndexError, AttributeError):
             pass
+        foreign = foreign_problem(str((facts.get("image") or {}).get("architecture") or ""), target.spec)
+        if foreign:
+            raise UsageProblem(foreign)
         return facts
 
     def _daemon_problem(self, target: Target, res: ExecResult) -> str:
@@ -332,21 +390,41 @@ class OCIRuntime(Runtime):
         return self._start(target, options)
 
     def _start(self, target: Target, options: LaunchOptions) -> Session:
+        owned = {k: v for k, v in self.container_env(options, options.gpus).items() if client_owned(k)}
+        if not owned:
+            return self._start_with(target, options, "<env-file>")
+        private = tempfile.mkdtemp(prefix="containercheck-env-")  # 0700
+        env_file = os.path.join(private, "env")
+        try:
+            fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.writelines(f"{k}={v}\n" for k, v in owned.items())
+            return self._start_with(target, options, env_file)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+
+    def _start_with(self, target: Target, options: LaunchOptions, env_file: str) -> Session:
         name = _container_name(options.run_id)
-        gpus = options.gpus
-        gpu: dict[str, Any] = {"requested": options.gpus, "attached": options.gpus != "none", "error": None}
+        gpus = self.requested_gpus(options)
+        flags = self.gpu_flags(gpus, options.gpu_vendor)
+        gpu: dict[str, Any] = {"requested": options.gpus, "attached": options.gpus != "none", "error": None,
+                               "vendor": options.gpu_vendor,
+                               # CDI (Podman): the spec's env edits set NVIDIA_VISIBLE_DEVICES=void.
+                               "cdi": any(f.startswith("nvidia.com/gpu=") for f in flags)}
         if options.gpus_why:
             gpu["why"] = options.gpus_why
+        if gpus != options.gpus:
+            gpu.update(requested=gpus, why=f"the Slurm job's GPUs ({options.job_gpus_from}={options.job_gpus})")
         missing: list[str] = []
         not_found: re.Match[str] | None = None
         for keepalive in KEEPALIVES:
-            argv = self.run_command(target, options, name, gpus, keepalive)
+            argv = self.run_command(target, options, name, gpus, keepalive, env_file)
             res = run_bounded(argv, env=self.client_env(self.container_env(options, gpus)), timeout=120)
-            gpu_error = _GPU_UNAVAILABLE.search(text(res.stderr)) if res.returncode != 0 else None
+            gpu_error = res.returncode != 0 and nvidia_errors.is_refusal(text(res.stderr))
             if gpu_error and gpus != "none":
                 gpu.update(attached=False, tried=argv, **gpu_refusal(text(res.stderr), self.name))
                 gpus = "none"
-                argv = self.run_command(target, options, name, gpus, keepalive)
+                argv = self.run_command(target, options, name, gpus, keepalive, env_file)
                 res = run_bounded(argv, env=self.client_env(self.container_env(options, gpus)), timeout=120)
             if res.returncode == 0:
                 session = OCISession(self, target, name, text(res.stdout).strip(), argv, gpu)
@@ -372,6 +450,11 @@ class OCIRuntime(Runtime):
             fix = "add 'sleep' (coreutils or busybox) or python3 to the image; probes need python3 in any case"
         elif missing:
             fix = "the image has no 'sleep' binary; add coreutils or busybox to it"
+        if missing and "PATH" in options.env:
+            # The user's PATH replaced the image's: the programs may well be there.
+            err += f"; your --container-env PATH={options.env['PATH']} replaces the image's PATH"
+            fix = ("drop or fix --container-env PATH (keep the image's own directories, e.g. "
+                   "/usr/local/bin:/usr/bin:/bin)")
         raise RuntimeFault(f"{self.name} could not start the image: {err}", fix=fix,
                            evidence=text(res.stderr)[-4000:])
 
@@ -434,6 +517,18 @@ def owned_flag(args: Sequence[str]) -> str | None:
             if set(flags) <= set("ditPq") and "d" in flags:
                 return f"--runtime-arg={arg}: {_OWNED_LONG[_OWNED_SHORT['d']]}; drop it"
     return None
+
+
+#: Variables the docker/podman client reads itself (its PATH, home, configuration, proxies,
+#: dynamic linker): a --container-env value for one of these must not become the client's.
+_CLIENT_OWN = re.compile(r"^(?:PATH|HOME|TMPDIR|TZ|LD_\w*|DOCKER_\w*|CONTAINERS?_\w*|PODMAN_\w*|BUILDAH_\w*|"
+                         r"STORAGE_\w*|REGISTRY_AUTH_FILE|XDG_\w*|(?:HTTPS?|NO|ALL|FTP)_PROXY|"
+                         r"(?:https?|no|all|ftp)_proxy|SSL_CERT_(?:FILE|DIR)|GODEBUG|GOMAXPROCS)$")
+
+
+def client_owned(name: str) -> bool:
+    """Whether the docker/podman client itself reads variable *name* (see :meth:`OCIRuntime.run_command`)."""
+    return bool(_CLIENT_OWN.match(name))
 
 
 _serial = itertools.count(1)
