@@ -3,7 +3,9 @@
 Every option is one :class:`Option` record in :data:`OPTIONS`; :func:`value` reads it
 (command line first, then ini, through the option's own parser), and :func:`read` turns
 the lot into the run's targets, :class:`~.runtimes.LaunchOptions` and
-:class:`~.policy.CheckOptions`, raising :class:`pytest.UsageError` with a one-line fix.
+:class:`~.policy.CheckOptions`, raising :class:`pytest.UsageError` (or the engine's
+:class:`~.engine.errors.UsageProblem`, which ``plugin.pytest_configure`` turns into one) with a
+one-line fix.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import pytest
 
+from . import junit, require
 from .engine import probing
 from .engine.archives import ArchiveError, inspect_archive
+from .engine.outputs import Output, check_directory, check_outputs, is_step_summary
 from .engine.policy import CheckOptions
 from .engine.runtimes import LaunchOptions, Target, get_runtime, runtime_names
 from .engine.targets import parse_targets
@@ -76,7 +79,6 @@ def _choice(option: str, choices: tuple[str, ...]) -> Callable[[str], str]:
 _RUNTIMES = ("auto", *runtime_names())
 _UPDATE = ("missing", "failed", "all")
 _APPTAINER_GPU = ("nv", "nvccli", "rocm", "none")
-_JUNIT_NAMES = ("row", "pytest")
 
 class Option(NamedTuple):
     """One command-line option and its ini mirror."""
@@ -105,13 +107,16 @@ OPTIONS: list[Option] = [
      "or none on a host without a GPU for this run (where the GPU rows skip)"),
     Option("--apptainer-gpu", "cc_apptainer_gpu", "containercheck_apptainer_gpu", None, None,
      {"type": _choice("--apptainer-gpu", _APPTAINER_GPU), "metavar": "FLAG"},
-     "Apptainer GPU support: nv (--nv, default), nvccli (--nv --nvccli), rocm, none"),
+     "Apptainer GPU support: nv (--nv, default), nvccli (--nv --nvccli), rocm (default on an AMD host), none"),
     Option("--require-gpu", "cc_require_gpu", "containercheck_require_gpu", "bool", False, {"action": "store_true"},
      "fail GPU checks instead of skipping them when the host has no GPU (CI gate on GPU runners)"),
     Option("--require-hw-render", "cc_require_hw_render", "containercheck_require_hw_render", "bool", False,
      {"action": "store_true"}, "fail render checks that ran on a software renderer (llvmpipe)"),
     Option("--require", "cc_require", "containercheck_require", "args", [], {"action": "append", "metavar": "ROW"},
      "matrix row that must pass: a skip or absence fails the run (repeatable), e.g. torch.cuda"),
+    Option("--expectations", "cc_expectations", "containercheck_expectations", "paths", [], {"metavar": "FILE"},
+     "TOML file of per-image expectations ([[image]] tables: match, require, allow-fail, intent); default: "
+     "[tool.containercheck] of the rootdir's pyproject.toml"),
     Option("--probe-timeout", "cc_probe_timeout", "containercheck_probe_timeout", None, "300",
      {"type": _positive_float, "metavar": "SECONDS"},
      "seconds one probe may run before it is killed inside the image; default 300"),
@@ -130,7 +135,11 @@ OPTIONS: list[Option] = [
     Option("--matrix-json", "cc_matrix_json", "containercheck_matrix_json", None, None, {"metavar": "PATH"},
      "write the compatibility matrix as JSON (schema: docs/matrix-schema.md)"),
     Option("--matrix-md", "cc_matrix_md", "containercheck_matrix_md", None, None, {"metavar": "PATH"},
-     "write the matrix as compact Markdown for a CI job summary (e.g. $GITHUB_STEP_SUMMARY)"),
+     "write the matrix as compact Markdown for a CI job summary (e.g. $GITHUB_STEP_SUMMARY, which is "
+     "appended to, never replaced)"),
+    Option("--matrix-md-append", "cc_matrix_md_append", "containercheck_matrix_md_append", "bool", False,
+     {"action": "store_true"}, "append the --matrix-md Markdown to the file instead of replacing it (always so "
+     "for the file named by $GITHUB_STEP_SUMMARY)"),
     Option("--matrix-html", "cc_matrix_html", "containercheck_matrix_html", None, None, {"metavar": "PATH"},
      "write the matrix as one self-contained HTML page (evidence and render images inline)"),
     Option("--artifacts-dir", "cc_artifacts_dir", "containercheck_artifacts_dir", None, "containercheck-artifacts",
@@ -160,10 +169,18 @@ OPTIONS: list[Option] = [
      {"action": "store_true"}, "keep the images this run loaded from archives into Docker/Podman (default: "
      "removed at the end)"),
     Option("--junit-names", "cc_junit_names", "containercheck_junit_names", None, "row",
-     {"type": _choice("--junit-names", _JUNIT_NAMES), "metavar": "STYLE"},
+     {"type": _choice("--junit-names", junit.MODES), "metavar": "STYLE"},
      "names of --junitxml test cases: row ('system.python [docker://img:1.4]', default) or pytest "
      "(the node id's, 'test_python[docker://img:1.4]')"),
 ]
+
+
+COMMANDS: list[Option] = [
+    Option("--containercheck-rows", "cc_list_rows", "", None, False, {"action": "store_true"},
+     "list every row (built-in, and your own checks in the paths given) with what it proves, and exit; "
+     "the names -k and --require take"),
+]
+"""Options that do something else instead of a run (like ``--markers``): no ini mirror."""
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -172,6 +189,8 @@ def add_options(parser: pytest.Parser) -> None:
     for opt in OPTIONS:
         group.addoption(opt.flag, dest=opt.dest, default=None, help=opt.help, **opt.kwargs)
         parser.addini(opt.ini, help=f"default for {opt.flag}", type=opt.ini_type, default=opt.default)
+    for opt in COMMANDS:
+        group.addoption(opt.flag, dest=opt.dest, default=False, help=opt.help, **opt.kwargs)
 
 
 _BY_DEST = {opt.dest: opt for opt in OPTIONS}
@@ -194,9 +213,31 @@ def images(config: pytest.Config) -> list[str]:
     return list(value(config, "cc_images") or [])
 
 
+def expectations_file(config: pytest.Config) -> tuple[str, str, bool] | None:
+    """The repository's expectations: ``(path, name shown, is a pyproject.toml)`` of the file
+    ``--expectations`` names (relative to the current directory; the ini key's, to the ini file),
+    else of the rootdir's ``pyproject.toml`` when there is one, else None."""
+    given = config.getoption("cc_expectations")
+    if given:
+        return str(given), str(given), False
+    paths = config.getini("containercheck_expectations") or []
+    if len(paths) > 1:
+        raise pytest.UsageError(f"containercheck_expectations: {len(paths)} paths; give one TOML file")
+    if paths:
+        return str(paths[0]), str(paths[0]), False
+    pyproject = config.rootpath / "pyproject.toml"
+    return (str(pyproject), "pyproject.toml", True) if pyproject.is_file() else None
+
+
+def md_append(config: pytest.Config, path: str) -> bool:
+    """Whether ``--matrix-md`` appends to *path*: ``--matrix-md-append``, or the job summary file."""
+    return bool(value(config, "cc_matrix_md_append")) or is_step_summary(path)
+
+
 def gpus_for_host(launch: LaunchOptions, host: Mapping[str, Any]) -> None:
     """No GPU request on a host without a GPU for this run, unless ``--gpus`` or
-    ``--apptainer-gpu`` was given.
+    ``--apptainer-gpu`` was given; AMD's devices (and ``--rocm`` unless ``--apptainer-gpu`` was
+    given) on a host whose GPU is AMD's.
 
     Every GPU row skips on such a host whatever the image was started with (see
     ``Container.gpu_expected``), so a request (refused by Docker and Podman without the
@@ -205,10 +246,32 @@ def gpus_for_host(launch: LaunchOptions, host: Mapping[str, Any]) -> None:
     if launch.gpus_auto and not host.get("has_gpu"):
         launch.gpus = "none"
         launch.gpus_why = f"not requested: {host.get('gpu_summary') or 'host has no GPU'}; --gpus all requests it"
+    elif launch.gpus_auto:
+        job = slurm_gpus(host.get("slurm") or {})
+        if job is not None:
+            launch.job_gpus, launch.job_gpus_from = job[1], job[0]
+    if host.get("gpu_vendor") == "amd":
+        # AMD's devices, not NVIDIA's: /dev/kfd and /dev/dri for Docker/Podman, --rocm for Apptainer.
+        launch.gpu_vendor = "amd"
+        if launch.apptainer_gpu_auto:
+            launch.apptainer_gpu = "rocm"
+
+
+def slurm_gpus(slurm: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(variable, ids) of the GPUs Slurm gave this job step (``SLURM_STEP_GPUS``) or job
+    (``SLURM_JOB_GPUS``): "the global GPU IDs ... not relative to any device cgroup" (Slurm's
+    srun(1) and sbatch(1), OUTPUT ENVIRONMENT VARIABLES), which is what ``docker --gpus
+    device=`` and CDI names take; None outside a GPU job."""
+    for name in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
+        ids = str(slurm.get(name) or "").strip()
+        if ids and all(part.isdigit() for part in ids.split(",")):
+            return name, ids
+    return None
 
 
 def read(config: pytest.Config) -> tuple[list[Target], LaunchOptions, CheckOptions]:
-    """The run's targets and options; :class:`pytest.UsageError` on bad input."""
+    """The run's targets and options; :class:`pytest.UsageError` or
+    :class:`~.engine.errors.UsageProblem` on bad input."""
     runtime = value(config, "cc_runtime")
     oci_default = "docker" if shutil.which("docker") or not shutil.which("podman") else "podman"
     targets = parse_targets(images(config), runtime, oci_default)
@@ -216,6 +279,7 @@ def read(config: pytest.Config) -> tuple[list[Target], LaunchOptions, CheckOptio
         run_id="", gpus=value(config, "cc_gpus") or "all",
         gpus_auto=not value(config, "cc_gpus") and not value(config, "cc_apptainer_gpu"),
         apptainer_gpu=value(config, "cc_apptainer_gpu") or "nv",
+        apptainer_gpu_auto=not value(config, "cc_apptainer_gpu"),
         network=value(config, "cc_network"), runtime_args=tuple(value(config, "cc_runtime_args") or ()),
         env=_container_env(list(value(config, "cc_container_env") or [])),
         host_python=value(config, "cc_host_python"), keep_loaded=bool(value(config, "cc_keep_loaded")),
@@ -236,95 +300,31 @@ def read(config: pytest.Config) -> tuple[list[Target], LaunchOptions, CheckOptio
         probe_dirs=tuple(str(Path(d).resolve()) for d in (value(config, "cc_probe_dirs") or [])),
         probe_bundles=not value(config, "cc_no_bundles"),
         keep_render_images=bool(value(config, "cc_matrix_html")),
-        required_rows=tuple(r for v in (value(config, "cc_require") or []) for r in v.replace(",", " ").split()),
+        required_rows=require.parse(value(config, "cc_require") or []),
     )
     if checks.update_baselines and not checks.baseline_dir:
         raise pytest.UsageError(
             "--update-baselines needs --baseline-dir DIR: baselines are never written into the installed package")
     if checks.baseline_dir:
-        _check_dir("--baseline-dir", checks.baseline_dir, create=bool(checks.update_baselines))
+        check_directory("--baseline-dir", checks.baseline_dir, create=bool(checks.update_baselines))
     _check_probe_dirs(checks.probe_dirs, list(value(config, "cc_probe_dirs") or []))
     if not hasattr(config, "workerinput"):  # the controller writes the reports
         output_paths(config)
     return targets, launch, checks
 
 
-_REPORTS = (("--matrix-json", "cc_matrix_json"), ("--matrix-md", "cc_matrix_md"), ("--matrix-html", "cc_matrix_html"))
+_REPORTS = (("--matrix-json", "cc_matrix_json", ".json"), ("--matrix-md", "cc_matrix_md", ".md"),
+            ("--matrix-html", "cc_matrix_html", ".html"))
 
 
 def output_paths(config: pytest.Config) -> dict[str, str]:
-    """Every report file of the run (flag -> absolute path), checked before anything starts.
-
-    Each must be creatable or writable, a regular file, and its own: two reports on one path
-    would silently overwrite each other.  :class:`pytest.UsageError` otherwise.
-    """
-    given = [(flag, str(value(config, dest))) for flag, dest in _REPORTS if value(config, dest)]
+    """Every report file of the run (flag -> absolute path), checked before anything starts
+    (:func:`~.engine.outputs.check_outputs`: two reports on one path would overwrite each other)."""
+    given = [Output(flag, str(value(config, dest)), suffix) for flag, dest, suffix in _REPORTS if value(config, dest)]
     xmlpath = getattr(config.option, "xmlpath", None)
     if xmlpath:
-        given.append(("--junitxml", os.path.expanduser(os.path.expandvars(xmlpath))))
-    seen: dict[str, str] = {}
-    for flag, path in given:
-        full = os.path.realpath(os.path.abspath(path))
-        if full in seen:
-            raise pytest.UsageError(f"{flag} {path}: {seen[full]} writes the same file; give each report its own path")
-        seen[full] = flag
-        _check_file(flag, path)
-    return {flag: full for full, flag in seen.items()}
-
-
-def _kind(st_mode: int) -> str:
-    for test, name in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a directory"),
-                       (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(st_mode):
-            return name
-    return "not a regular file"
-
-
-def _check_file(flag: str, path: str) -> None:
-    """*path* can be written as a regular file: it is one (writable), or can be created."""
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        _check_creatable(flag, path)
-        return
-    except OSError as exc:
-        raise pytest.UsageError(f"{flag} {path}: cannot be used ({exc.strerror}); give another path") from None
-    if not stat.S_ISREG(st.st_mode):
-        hint = f", e.g. {os.path.join(path, 'matrix' + _SUFFIX.get(flag, ''))}" if stat.S_ISDIR(st.st_mode) else ""
-        raise pytest.UsageError(f"{flag} {path}: is {_kind(st.st_mode)}; give the path of a file to write{hint}")
-    if not os.access(path, os.W_OK):
-        raise pytest.UsageError(f"{flag} {path}: the file is not writable; give another path or fix its permissions")
-
-
-_SUFFIX = {"--matrix-json": ".json", "--matrix-md": ".md", "--matrix-html": ".html", "--junitxml": ".xml"}
-
-
-def _check_creatable(flag: str, path: str) -> None:
-    """The nearest existing ancestor of *path* is a directory we may create entries in."""
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise pytest.UsageError(f"{flag} {path}: {parent} is a file, not a directory; give another path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise pytest.UsageError(f"{flag} {path}: cannot create it, {parent} is not writable; give another path")
-
-
-def _check_dir(flag: str, path: str, *, create: bool) -> None:
-    """*path* is a directory (or, with *create*, can be created as one)."""
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        if create:
-            _check_creatable(flag, path)
-        return
-    except OSError as exc:
-        raise pytest.UsageError(f"{flag} {path}: cannot be used ({exc.strerror}); give another directory") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise pytest.UsageError(f"{flag} {path}: is {_kind(st.st_mode)}, not a directory; give a directory")
-    if create and not os.access(path, os.W_OK | os.X_OK):
-        raise pytest.UsageError(f"{flag} {path}: the directory is not writable; give another one")
+        given.append(Output("--junitxml", os.path.expanduser(os.path.expandvars(xmlpath)), ".xml"))
+    return check_outputs(given)
 
 
 def _check_probe_dirs(resolved: tuple[str, ...], given: list[str]) -> None:

@@ -9,6 +9,8 @@ The pipeline of ``pytest --image X``, one module per step:
 * :mod:`.container` -- the ``container`` fixture: probes -> verdicts -> the test's cell
 * :mod:`.matrix`   -- cells -> the matrix; :mod:`.report` renders it
 * :mod:`.reporter` -- the controller's reporter; :mod:`._xdist` the xdist scheduling
+* :mod:`.junit` -- JUnit properties and case names (``--junit-names``); :mod:`.require` -- ``--require``
+* report files are checked and written by :mod:`.engine.outputs` (so are the ``containercheck`` command's)
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ from typing import Any
 
 import pytest
 
-from . import collect, hooks, options, rows
+from . import __version__, collect, hooks, junit, listing, options, require, rows
 from .container import container, shadowing_fixture
 from .engine import hostinfo
 from .engine.errors import UsageProblem
+from .engine.expectations import Expectation
+from .engine.lifecycle import SessionPool
+from .engine.report import fit
 from .engine.runtimes import Target, get_runtime
-from .engine.sessions import SessionPool
-from .reporter import MATRIX_KEY, MatrixReporter, required_row_report
+from .engine.textsafe import visible
+from .reporter import MATRIX_KEY, MatrixReporter
 from .state import STATE, RunState
 
 SIGTERM_KEY = pytest.StashKey[Any]()
@@ -44,17 +49,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_options(parser)
 
 
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    """The plugin's version in pytest's header, when it checks images in this run; the images
+    one per line, so that the header fits the terminal however many there are."""
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return None
+    return [f"containercheck: {__version__}, {len(state.targets)} image(s)",
+            *(f"  {line}" for t in state.targets for line in fit(t.id, 78))]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     try:
         _configure(config)
     except UsageProblem as exc:  # the engine's usage errors become pytest's, here only
-        raise pytest.UsageError(str(exc)) from None
+        raise pytest.UsageError(visible(str(exc), lines=False)) from None
 
 
 def _configure(config: pytest.Config) -> None:
     for line in rows.MARKERS:
         config.addinivalue_line("markers", line)
     config.pluginmanager.register(collect, "containercheck-collect")
+    if config.getoption("cc_list_rows", False):
+        config.pluginmanager.register(listing, "containercheck-rows")  # lists rows instead of a run
+        return
     if not options.images(config):
         return
     targets, launch, checks = options.read(config)
@@ -66,12 +84,16 @@ def _configure(config: pytest.Config) -> None:
     if workerinput is not None:  # xdist worker: the controller already checked everything
         shared = workerinput["containercheck"]
         launch.run_id, host = shared["run_id"], shared["host"]
+        expectations = {k: Expectation.from_dict(v) for k, v in (shared.get("expectations") or {}).items()}
     else:
         launch.run_id = secrets.token_hex(4)
+        expectations_file = options.expectations_file(config)
         host, runtime_facts = _look_around(config, targets)
+        # The images' labels are known now (preflight read them), and nothing has started.
+        expectations = require.load(targets, runtime_facts, checks.required_rows, expectations_file)
     options.gpus_for_host(launch, host)
     state = RunState(targets=targets, launch=launch, checks=checks, host=host,
-                     pool=SessionPool(launch, checks), runtime_facts=runtime_facts)
+                     pool=SessionPool(launch, checks), runtime_facts=runtime_facts, expectations=expectations)
     config.stash[STATE] = state
 
     if config.args_source == pytest.Config.ArgsSource.INVOCATION_DIR and workerinput is None:
@@ -82,9 +104,11 @@ def _configure(config: pytest.Config) -> None:
     if not options.value(config, "cc_no_builtin") and str(collect.CHECKS_DIR) not in config.args:
         config.args.append(str(collect.CHECKS_DIR))
     if workerinput is None:
+        require.check_names(config, state)  # a wrong row name: a usage error now, or at collection's end
         reporter = MatrixReporter(config, state)
         config.stash[MATRIX_KEY] = reporter
         config.pluginmanager.register(reporter, "containercheck-matrix")
+        junit.register(config, str(options.value(config, "cc_junit_names")))  # a bad value: usage error now
     if config.pluginmanager.hasplugin("xdist"):
         from ._xdist import XdistHooks  # only with xdist loaded
 
@@ -96,14 +120,21 @@ def _configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection(session: pytest.Session) -> None:
     """A test run in this process (not xdist, not --collect-only): start the images now, while
-    their checks are collected, instead of at the first test."""
+    their checks are collected, instead of at the first test.  Not while a row the expectations
+    name may be one of the user's own checks: then collection decides first
+    (:func:`.require.check_collected` starts them)."""
     config = session.config
     state = config.stash.get(STATE, None)
-    if state is None or getattr(config, "workerinput", None) is not None \
-            or config.pluginmanager.getplugin("dsession") is not None \
-            or config.option.collectonly or getattr(config.option, "setupplan", False):
+    if state is None:
         return
-    state.pool.start_early(state.targets)
+    if state.names_pending and config.pluginmanager.getplugin("dsession") is not None:
+        # xdist's controller collects nothing, and a worker's usage error is an INTERNALERROR:
+        # the controller collects once itself to check the names, before any worker runs a test.
+        session.perform_collect()
+        session.items = []
+        return
+    if not state.names_pending and collect.starts_early(config):
+        state.pool.start_early(state.targets)
 
 
 def _look_around(config: pytest.Config, targets: list[Target]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -181,5 +212,5 @@ def _hold_signals() -> dict[int, Any]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report: pytest.TestReport = yield
-    required_row_report(item, report)
+    require.apply(item, report)
     return report

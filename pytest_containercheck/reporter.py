@@ -7,8 +7,10 @@ path serves runs with and without xdist, because cells travel on the reports.
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
+import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -16,23 +18,17 @@ from typing import Any
 
 import pytest
 
-from . import junit, options
-from .engine.matrix import CELL_KEY, STATUSES, Cell, CellRecord, Column, Matrix, cell_record
+from . import __version__, junit, options, require
+from .engine.matrix import STATUSES, CellRecord, Column, Matrix, cell_record
+from .engine.outputs import Output, write_outputs
 from .engine.redact import redact_args
-from .engine.report import render_html, render_json, render_markdown, render_terminal
-from .rows import image_of_nodeid, row_name
-from .state import STATE, RunState
+from .engine.report import fit, render_html, render_json, render_markdown, render_terminal
+from .rows import image_of_nodeid, target_id
+from .state import RunState
 
 MATRIX_KEY = pytest.StashKey["MatrixReporter"]()
 
 _FLAG = {"cc_matrix_json": "--matrix-json", "cc_matrix_md": "--matrix-md", "cc_matrix_html": "--matrix-html"}
-
-
-def write_report(out: Path, content: str) -> None:
-    """Write one report file, mode 0644 whatever the umask; OSError when it cannot be written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(content, encoding="utf-8")
-    os.chmod(out, 0o644)  # never world-writable, whatever the umask (CI runners may use 000)
 
 
 def host_key(host: dict[str, Any]) -> str:
@@ -49,24 +45,8 @@ def host_key(host: dict[str, Any]) -> str:
     return f"{name} (job {job})" if job else name
 
 
-def required_row_report(item: pytest.Item, report: pytest.TestReport) -> None:
-    """A skipped row named by ``--require`` fails: the CI gate asked for it to pass."""
-    state = item.config.stash.get(STATE, None)
-    if state is None or not state.checks.required_rows or not report.skipped:
-        return
-    if row_name(item) in state.checks.required_rows:
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        report.outcome = "failed"
-        report.longrepr = f"required row {row_name(item)!r} was skipped: {reason}"
-
-
 class MatrixReporter:
     """Builds the matrix from reports, prints a progress line per image, renders the reports."""
-
-    #: Evidence values longer than this are cut in JUnit properties (the JSON/HTML have them whole).
-    JUNIT_VALUE_WIDTH = 300
-    #: At most this many ``containercheck.evidence.*`` properties per test case.
-    JUNIT_EVIDENCE_LIMIT = 30
 
     def __init__(self, config: pytest.Config, state: RunState) -> None:
         self.config = config
@@ -74,10 +54,14 @@ class MatrixReporter:
         self.host = host_key(state.host)
         self.matrix = Matrix()
         self.matrix.hosts[self.host] = state.host
-        self.matrix.meta = {"run_id": state.launch.run_id, "pytest_args": redact_args(config.invocation_params.args)}
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")  # configured: started
+        self.matrix.meta = {"run_id": state.launch.run_id, "pytest_args": redact_args(config.invocation_params.args),
+                            "version": __version__, "started": started, "host": self.host}
         for t in state.targets:
+            exp = state.expectations.get(t.id)
             self.matrix.add_column(Column(id=t.id, host=self.host, spec=t.spec, runtime=t.runtime, ref=t.ref,
-                                          facts=dict(state.runtime_facts.get(t.id, {}))))
+                                          facts=dict(state.runtime_facts.get(t.id, {})),
+                                          expectations=exp.to_dict() if exp is not None else None))
         # Progress per image: its tests' node ids, those finished, when it began, whether it is ready.
         self._expected: dict[str, set[str]] = {}
         self._finished: dict[str, set[str]] = {}
@@ -90,15 +74,13 @@ class MatrixReporter:
         """(option dest, path) of each report file written at the end."""
         self.write_errors: list[str] = []
         """One line per report file that could not be written."""
-        self.junit_names = str(options.value(config, "cc_junit_names"))  # a bad value: usage error now
 
     # -- which image a test belongs to ----------------------------------------------------------
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         for item in session.items:
-            callspec = getattr(item, "callspec", None)
-            if callspec is not None and "container" in callspec.params:
-                image = callspec.params["container"].id
+            image = target_id(item)
+            if image is not None:
                 self._image_of[item.nodeid] = image
                 self._expected.setdefault(image, set()).add(item.nodeid)
 
@@ -143,35 +125,10 @@ class MatrixReporter:
             if col is not None and "launch" not in col.facts:
                 col.facts["launch"] = raw["column_facts"]
         self._track(report, raw)
-        # junitxml finalizes a test case from its teardown report, or from the failed call
-        # report when the teardown fails too.
-        if raw is not None and (report.when == "teardown" or (report.when == "call" and report.failed)):
+        if raw is not None and junit.finalizes_case(report):
             cell = self.matrix.cells.get((raw["row"], raw["column"], self.host))
             if cell is not None:
-                flat = self.junit_properties(cell)
-                props = list(report.user_properties)
-                at = next(i for i, (k, _v) in enumerate(props) if k == CELL_KEY)
-                report.user_properties = [*props[:at], *flat, *(p for p in props[at + 1:] if p[0] != CELL_KEY)]
-
-    @classmethod
-    def junit_properties(cls, cell: Cell) -> list[tuple[str, str]]:
-        """A cell as flat string properties for ``--junitxml`` (a dict would be written as its repr)."""
-        props = [("containercheck.row", cell.row), ("containercheck.image", cell.column),
-                 ("containercheck.host", cell.host), ("containercheck.status", cell.status),
-                 ("containercheck.detail", cell.detail)]
-        props += [(f"containercheck.{k}", v) for k, v in (("fix", cell.fix), ("fault", cell.fault)) if v]
-        evidence: list[tuple[str, str]] = []
-        for key, value in cell.evidence.items():
-            # Scalars, and the scalars one level down: the key facts (renderer, versions, devices).
-            items = value.items() if isinstance(value, dict) else [("", value)]
-            for sub, v in items:
-                if v is None or isinstance(v, (dict, list)) or v == "":
-                    continue
-                text = " ".join(str(v).split())
-                if len(text) > cls.JUNIT_VALUE_WIDTH:
-                    text = text[: cls.JUNIT_VALUE_WIDTH - 1] + "…"
-                evidence.append((f"containercheck.evidence.{key}" + (f".{sub}" if sub else ""), text))
-        return props + evidence[: cls.JUNIT_EVIDENCE_LIMIT]
+                junit.put_properties(report, cell)
 
     # -- progress -----------------------------------------------------------------------------------
 
@@ -218,58 +175,68 @@ class MatrixReporter:
                 tr.ensure_newline()
                 if tr._tw.width_of_current_line:  # xdist writes its dots with no file prefix to end
                     tr.write("\n")
-                tr.write_line(line)
+                for part in fit(line, _line_width(tr)):
+                    tr.write_line(part)
         self._pending.clear()
 
     # -- the end of the run -------------------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if exitstatus == pytest.ExitCode.USAGE_ERROR:
+            return  # stopped before any check (a wrong row name at collection's end): nothing to report
         self.matrix.complete = exitstatus != pytest.ExitCode.INTERRUPTED
-        missing = False
-        for row in self.state.checks.required_rows:
-            for key in self.matrix.columns:
-                if self.matrix.get(row, key) is None:
-                    missing = True
-                    self.matrix.put(Cell(row=row, column=key[0], host=key[1], status="fail",
-                                         detail="required row did not run (deselected, or no such check)",
-                                         fix="run the check that fills it, or drop it from containercheck_require"))
-        if missing and session.exitstatus == 0:
+        if require.fill_missing(self.matrix, self.state.expectations) and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if self.junit_names == "row":
-            # Before junitxml's own pytest_sessionfinish writes the file (this hook is tryfirst).
-            junit.rename_cases(self.config)
         self.config.hook.pytest_containercheck_matrix(matrix=self.matrix, config=self.config)
         if self.config.option.collectonly:
             return  # nothing ran: an existing matrix file is not replaced by an empty one
         # Artifact paths in the cells are relative to where pytest (and its workers) ran.
         dirs = [self.config.invocation_params.dir, Path.cwd()]
+        items: list[tuple[Output, str]] = []
+        dest_of: dict[str, str] = {}
         for dest, render in (("cc_matrix_json", render_json), ("cc_matrix_md", render_markdown),
                              ("cc_matrix_html", lambda m: render_html(m, artifact_dirs=dirs))):
             path = options.value(self.config, dest)
-            if not path:
-                continue
-            # Checked at start (options.output_paths); one that still fails (the directory went
-            # away, the disk filled up) is reported in one line and costs no other output.
-            try:
-                write_report(Path(path), render(self.matrix))
-            except OSError as exc:
-                self.write_errors.append(f"{_FLAG[dest]} {path}: could not write it "
-                                         f"({exc.strerror or exc}); the other reports were written")
-            else:
-                self.written.append((dest, str(path)))
+            if path:
+                append = dest == "cc_matrix_md" and options.md_append(self.config, str(path))
+                items.append((Output(_FLAG[dest], str(path), append=append), render(self.matrix)))
+                dest_of[_FLAG[dest]] = dest
+        # Checked at start (options.output_paths); one that still fails (the directory went
+        # away, the disk filled up) keeps its old file, is reported in one line that names what
+        # was written, and costs no other output.
+        done = write_outputs(items)
+        self.written += [(dest_of[out.flag], out.path) for out in done.written]
+        self.write_errors += done.problems()
         if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int) -> None:
         tr = terminalreporter
+        if exitstatus == pytest.ExitCode.USAGE_ERROR:
+            return  # the one ERROR line says it all
+        if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and self.config.option.keyword:
+            for part in fit(require.nothing_selected(self.config.option.keyword, self.state.collected_rows),
+                            _line_width(tr)):
+                tr.write_line(part)
         tr.write_sep("=", "containercheck matrix")
         for line in render_terminal(self.matrix, width=tr._tw.fullwidth, verbosity=self.config.get_verbosity()):
             tr.write_line(line)
         what = {"cc_matrix_json": "JSON", "cc_matrix_md": "Markdown", "cc_matrix_html": "HTML"}
+        width = _line_width(tr)
         if self.config.option.collectonly and any(options.value(self.config, d) for d in what):
             tr.write_line("containercheck: --collect-only: no matrix file written (nothing ran)")
         for dest, path in self.written:
-            tr.write_line(f"matrix {what[dest]}: {path}")
+            for part in fit(f"matrix {what[dest]}: {path}", width):
+                tr.write_line(part)
         for line in self.write_errors:
-            tr.write_line(f"ERROR: {line}", red=True)
+            for part in fit(f"ERROR: {line}", width):
+                tr.write_line(part, red=True)
+
+
+def _line_width(tr: Any) -> int:
+    """How wide the plugin's own lines may be: the terminal's, when there is one (or ``COLUMNS``
+    says); otherwise (a pipe, a CI log) whole lines, for tools that grep them."""
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return int(tr._tw.fullwidth)
+    return 1 << 20

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_containercheck.engine.diff import classify
+from pytest_containercheck.engine.diff import classify, diff_columns
+from pytest_containercheck.engine.matrix import Cell, Column, Matrix
 
 ML = str(Path(__file__).resolve().parent.parent / "pytest_containercheck" / "checks" / "test_ml.py")
 
@@ -21,10 +22,32 @@ ML = str(Path(__file__).resolve().parent.parent / "pytest_containercheck" / "che
     ("pass", "skip", "no longer checked"), ("fail", "pass", "fixed"), ("error", "pass", "fixed"),
     ("fail", "fail", "still failing"), ("fail", "skip", "still failing"), ("pass", "pass", "unchanged pass"),
     ("skip", "skip", "skipped on both"), ("skip", "pass", "unchanged pass"), (None, "pass", "new row"),
-    ("pass", None, "gone"),
+    ("pass", None, "gone"), ("fail", None, "dropped"), ("skip", None, "dropped"),
+    # an interrupted check did not run to the end: as bad as a failure, both ways
+    ("pass", "interrupted", "regression"), ("skip", "interrupted", "regression"),
+    ("interrupted", "pass", "fixed"), ("interrupted", "fail", "still failing"),
+    ("interrupted", "skip", "still failing"),
 ])
 def test_kinds_of_change(old: str | None, new: str | None, kind: str) -> None:
     assert classify(old, new) == kind
+
+
+def test_rows_only_the_old_matrix_has_are_kept_as_gone() -> None:
+    """A row the new image's run no longer has (its check deselected, or removed) is listed, after
+    the new matrix's rows: a gate must not lose a row silently (``gone`` when it passed before)."""
+    old_m, new_m = Matrix(), Matrix()
+    old_col, new_col = Column("docker://img:1", "h"), Column("docker://img:2", "h")
+    for row, status in (("system.python", "pass"), ("torch.cuda", "pass"), ("xgboost.cuda", "fail")):
+        old_m.put(Cell(row, old_col.id, "h", status, f"old {row}"))
+    new_m.put(Cell("system.python", new_col.id, "h", "pass", "new system.python"))
+    new_m.put(Cell("render.egl", new_col.id, "h", "pass", "new render.egl"))
+    changes = diff_columns(old_m, old_col, new_m, new_col)
+    assert [(c.row, c.kind, c.old, c.new, c.detail) for c in changes] == [
+        ("system.python", "unchanged pass", "pass", "pass", "new system.python"),
+        ("render.egl", "new row", None, "pass", "new render.egl"),
+        ("torch.cuda", "gone", "pass", None, "old torch.cuda"),
+        ("xgboost.cuda", "dropped", "fail", None, "old xgboost.cuda"),
+    ]
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -34,10 +57,14 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def two_images(image_factory: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
-    """One run over the full image (in production) and the xgboost-cpu image (the new one)."""
+    """One run over the full image (in production) and the xgboost-cpu image (the new one).
+
+    Both declare they are meant for GPUs, as NVIDIA's CUDA base images do (``CUDA_VERSION``), so the
+    CPU-only xgboost of the new one is a defect even on this CPU host (a CPU image would skip)."""
     old, new = image_factory("full"), image_factory("xgboost-cpu")
     where = tmp_path_factory.mktemp("diff")
     res = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--image", old, "--image", new,
+                          "--container-env", "CUDA_VERSION=12.8.1",
                           "--no-builtin-checks", ML, "-k", "xgboost", "--matrix-json", "run.json"], cwd=where,
                          capture_output=True, text=True, timeout=900)
     assert (where / "run.json").exists(), res.stdout[-3000:]
@@ -77,7 +104,7 @@ def test_skips_on_both_sides_are_not_unchanged_passes(two_images: tuple[Path, st
 def test_bad_diff_input_is_one_line(two_images: tuple[Path, str, str]) -> None:
     where, _old, _new = two_images
     res = _cli("diff", "run.json", cwd=where)
-    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert res.returncode == 4 and res.stderr.count("\n") == 1
     assert "name both columns with --old COLUMN --new COLUMN" in res.stderr
     res = _cli("diff", "run.json", "--old", "docker://nope", "--new", "docker://nope", cwd=where)
-    assert res.returncode == 2 and "--old docker://nope: run.json has no such column" in res.stderr
+    assert res.returncode == 4 and "--old docker://nope: run.json has no such column" in res.stderr

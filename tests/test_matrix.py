@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_containercheck.engine.matrix import SCHEMA, SCHEMA_VERSION, Cell, Column, Matrix, merge
+from pytest_containercheck.engine.matrix import SCHEMA, SCHEMA_VERSION, Cell, Column, Matrix, merge, same_image
 from pytest_containercheck.engine.report import render_json, render_terminal
 
 IMG = "docker://img:1"
@@ -139,20 +139,40 @@ def test_render_one_column() -> None:
         "",
         "1 pass, 1 fail, 1 error, 1 skip",
         "",
-        "ERROR render.egl on docker://img:1: probe render crashed (killed by signal 11 (SIGSEGV))",
+        "ERROR render.egl on docker://img:1: probe render crashed (killed by signal 11",
+        "      (SIGSEGV))",
         "      render.egl png: artifacts/gpu1/egl.png",
         "FAIL  torch.cuda on docker://img:1: [host fault] torch sees no GPU",
         "      fix: install the NVIDIA Container Toolkit",
-        "skip  render.vtk on docker://img:1: no pyvista in image",
     ]
 
 
-def test_render_one_column_keeps_the_whole_detail() -> None:
-    # A pass's detail (renderer, versions) is evidence: long lines wrap, they are never cut.
+def test_render_one_column_moves_long_and_shared_details_to_notes() -> None:
+    # Nothing is cut: a detail too long for the line, or a skip reason several rows share, is
+    # said once as a numbered note under the grid (as the Markdown report does).
     m = build("gpu1")
-    m.put(Cell("torch.cuda", IMG, "gpu1", "fail", "x" * 300))
-    grid = render_terminal(m, width=80)[:5]
-    assert grid[2] == "torch.cuda     FAIL " + "x" * 300
+    m.put(Cell("torch.cuda", IMG, "gpu1", "pass", "x" * 300))
+    for row in ("system.gpu_devices", "system.libcuda"):
+        m.put(Cell(row, IMG, "gpu1", "skip", "host has no NVIDIA GPU"))
+    lines = render_terminal(m, width=80)
+    assert "torch.cuda          PASS [1]" in lines
+    assert lines.count("system.gpu_devices  skip [2]") == 1 and "system.libcuda      skip [2]" in lines
+    notes = lines[lines.index("[1] " + "x" * 76):]
+    assert "".join(ln.strip() for ln in notes[:5]).startswith("[1] " + "x" * 300)
+    assert "[2] host has no NVIDIA GPU" in lines
+    assert all(len(ln) <= 80 for ln in lines)
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_no_line_is_wider_than_the_terminal(width: int) -> None:
+    laptop = build("laptop")
+    for n in range(12):
+        laptop.add_column(Column(f"registry.example.com:5000/team/a-long-image-name-{n}:1.4.{n}", "laptop"))
+        laptop.put(Cell("system.python", f"registry.example.com:5000/team/a-long-image-name-{n}:1.4.{n}", "laptop",
+                        "fail", "y " * 200, fix="z " * 100, fault="image"))
+    for verbosity in (-1, 0, 1):
+        lines = render_terminal(merge([build("gpu1"), laptop]), width=width, verbosity=verbosity)
+        assert max(map(len, lines)) <= width, (verbosity, max(lines, key=len))
 
 
 def test_render_several_columns_with_legend_and_grouped_details() -> None:
@@ -162,7 +182,7 @@ def test_render_several_columns_with_legend_and_grouped_details() -> None:
     laptop.put(Cell("torch.cuda", "host", "laptop", "fail", "torch sees no GPU", fix="install the NVIDIA Container "
                     "Toolkit", fault="host"))  # fmt: skip
     lines = render_terminal(merge([build("gpu1"), laptop]))
-    assert lines[:14] == [
+    assert lines[:15] == [
         "check          [1]     [2]     [3]",
         "system.python  PASS    PASS    PASS",
         "torch.cuda     FAIL    FAIL    FAIL",
@@ -175,30 +195,32 @@ def test_render_several_columns_with_legend_and_grouped_details() -> None:
         "",
         "3 pass, 3 fail, 2 error, 2 skip",
         "",
-        "ERROR render.egl on docker://img:1 @ gpu1, docker://img:1 @ laptop: probe render crashed "
-        "(killed by signal 11 (SIGSEGV))",
+        "ERROR render.egl on docker://img:1 @ gpu1, docker://img:1 @ laptop: probe render",
+        "      crashed (killed by signal 11 (SIGSEGV))",
         "      render.egl png: artifacts/gpu1/egl.png",
     ]
-    # Identical verdicts are one line naming every column, with their fix once.
-    everywhere = "docker://img:1 @ gpu1, docker://img:1 @ laptop, host @ laptop"
-    fail = lines.index(f"FAIL  torch.cuda on {everywhere}: [host fault] torch sees no GPU")
-    assert lines[fail + 1] == "      fix: install the NVIDIA Container Toolkit"
+    # Identical verdicts are one entry naming every column, with their fix once.
+    fail = next(i for i, ln in enumerate(lines) if ln.startswith("FAIL  torch.cuda on docker://img:1 @ gpu1,"))
+    assert " ".join(ln.strip() for ln in lines[fail:fail + 2]) == (
+        "FAIL  torch.cuda on docker://img:1 @ gpu1, docker://img:1 @ laptop, host @ laptop: [host fault] torch sees "
+        "no GPU")
     assert lines.count("      fix: install the NVIDIA Container Toolkit") == 1
-    assert "skip  render.vtk on docker://img:1 @ gpu1, docker://img:1 @ laptop: no pyvista in image" in lines
-    assert not any(line.startswith("PASS ") for line in lines)
+    assert not any(line.startswith(("PASS ", "skip ")) for line in lines)
 
 
-def test_render_verbose_lists_passes_in_several_columns() -> None:
+def test_render_verbose_lists_every_cell_in_full() -> None:
     lines = render_terminal(merge([build("gpu1"), build("laptop")]), verbosity=1)
-    assert "PASS  system.python on docker://img:1 @ gpu1, docker://img:1 @ laptop: Python 3.11.2" in lines
+    text = " ".join(ln.strip() for ln in lines)
+    assert "PASS  system.python on docker://img:1 @ gpu1, docker://img:1 @ laptop: Python 3.11.2" in text
+    assert "skip  render.vtk on docker://img:1 @ gpu1, docker://img:1 @ laptop: no pyvista in image" in text
 
 
 @pytest.mark.parametrize("several", [False, True])
 def test_render_quiet_shows_only_problems(several: bool) -> None:
     m = merge([build("gpu1"), build("laptop")]) if several else build("gpu1")
     lines = render_terminal(m, verbosity=-1)
-    summary = next(i for i, ln in enumerate(lines) if re.match(r"\d+ pass, ", ln))
-    verdicts = [ln.split()[0] for ln in lines[summary + 1 :] if ln and not ln.startswith(" ")]
+    assert re.match(r"\d+ pass, ", lines[0]), lines  # no grid: the counts first
+    verdicts = [ln.split()[0] for ln in lines[1:] if ln and not ln.startswith(" ")]
     assert verdicts == ["ERROR", "FAIL"]
     assert "      fix: install the NVIDIA Container Toolkit" in lines
 
@@ -208,7 +230,7 @@ def test_render_conflicts_and_incomplete_runs() -> None:
     merged.complete = False
     lines = render_terminal(merged)
     assert "1 pass, 1 fail, 1 error, 1 skip  (INCOMPLETE: the run was interrupted)" in lines
-    assert lines[-1] == "CONFLICT torch.cuda on docker://img:1 @ gpu1: another result said pass: "
+    assert lines[-1] == "CONFLICT torch.cuda on docker://img:1 @ gpu1: another result said pass:"
 
 
 def test_render_empty_matrix() -> None:
@@ -220,3 +242,35 @@ def test_same_verdict_with_other_timings_is_not_a_conflict() -> None:
     a, b = build("gpu1"), build("gpu1")
     b.put(Cell("system.python", IMG, "gpu1", "pass", "CPython 3.11.2, probe 0.41 s"))
     assert merge([a, b]).conflicts == []
+
+
+# -- same image on several columns ----------------------------------------------------------------
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_same_image_knows_the_archive_digest_of_a_sif_converted_from_it() -> None:
+    """``--image img.tar`` under Docker and under Apptainer (which converts the tar to a SIF and records
+    the archive's config digest in the launch facts, ``apptainer.convert_archive``): one image."""
+    docker, sif = build("node1"), Matrix()
+    docker.columns[(IMG, "node1")].facts["config_digest"] = DIGEST
+    sif.add_column(Column("apptainer+docker-archive://img.tar", "node2", facts={"launch": {
+        "archive": {"config_digest": DIGEST, "sif": f"/home/u/.cache/containercheck/sif/{DIGEST.replace(':', '-')}.sif",
+                    "converted": True}}}))
+    sif.put(Cell("system.python", "apptainer+docker-archive://img.tar", "node2", "pass", "Python 3.11.2"))
+    (group,) = same_image(merge([docker, sif]))
+    assert (group["identity"], group["by"]) == (DIGEST, "digest")
+    assert group["columns"] == [{"column": IMG, "host": "node1"},
+                                {"column": "apptainer+docker-archive://img.tar", "host": "node2"}]
+
+
+@pytest.mark.parametrize("bad", ["fail", "error"])
+def test_same_image_with_a_pass_and_a_failure_or_error_is_a_different_verdict(bad: str) -> None:
+    one, two = Matrix(), Matrix()
+    for m, host, status in ((one, "node1", "pass"), (two, "node2", bad)):
+        m.add_column(Column(IMG, host, facts={"config_digest": DIGEST}))
+        m.put(Cell("render.egl", IMG, host, status, "x"))
+        m.put(Cell("system.python", IMG, host, "pass", "x"))
+    (group,) = same_image(merge([one, two]))
+    assert group["different_verdicts"] == [
+        {"row": "render.egl", "verdicts": {f"{IMG} @ node1": "pass", f"{IMG} @ node2": bad}}]

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_containercheck.engine import hostinfo
+from helpers import NO_GPU_HOST, ONLY_SYSTEM, SYSTEM
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
-#: These tests pin the outcomes of a host without a GPU (rows that skip, --require-gpu failing
-#: them).  On a GPU runner they do not apply: tests/gpu/run_kit.sh checks the GPU outcomes.
-NO_GPU_HOST = pytest.mark.skipif(bool(hostinfo.nvidia_facts()["has_gpu"]),
-                                 reason="asserts a host without a GPU; on a GPU host run tests/gpu/run_kit.sh")
 
 
-#: The system checks alone: the other built-in modules are tested in their own files, and
-#: pinning outcome counts to the whole suite would break whenever a check is added.
-SYSTEM = str(Path(__file__).resolve().parent.parent / "pytest_containercheck" / "checks" / "test_system.py")
-ONLY_SYSTEM = ("--no-builtin-checks", SYSTEM)
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -42,7 +39,9 @@ def test_host_run_prints_matrix_and_writes_json(pytester: pytest.Pytester) -> No
         "*containercheck matrix*",
         "check*host",
         "system.python*PASS CPython 3.*",
-        "system.gpu_devices*skip host has no NVIDIA GPU*",
+        "system.gpu_devices*skip [[]1[]]",  # the reason four rows share is one note
+        "system.nvidia_smi*skip [[]1[]]",
+        "[[]1[]] host has no NVIDIA GPU*",
         "3 pass, 4 skip",
         "matrix JSON: out/m.json",
     ])
@@ -132,12 +131,12 @@ def test_default_run_collects_the_builtin_suite_from_anywhere(pytester: pytest.P
 
 @NO_GPU_HOST
 def test_required_rows(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--image", "host", "--require", "system.libcuda,no.such.row", "--matrix-json", "m.json",
+    result = pytester.runpytest("--image", "host", "--require", "system.libcuda,torch.cpu", "--matrix-json", "m.json",
                                 *ONLY_SYSTEM)
     assert result.ret == 1
     cells = _cells(_json(pytester.path / "m.json"))
     assert cells[("system.libcuda", "host")]["status"] == "fail"
-    assert cells[("no.such.row", "host")]["detail"].startswith("required row did not run")
+    assert cells[("torch.cpu", "host")]["detail"].startswith("required row did not run")  # not collected
     result.stdout.fnmatch_lines(["*required row 'system.libcuda' was skipped*"])
 
 
@@ -296,3 +295,48 @@ def test_each_image_runs_in_one_xdist_worker(pytester: pytest.Pytester) -> None:
     for cell in _json(pytester.path / "m.json")["cells"]:
         pids.setdefault(cell["column"], set()).add(cell["detail"])
     assert len(pids) == 2 and all(len(p) == 1 for p in pids.values()), pids
+
+
+#: A run's own clean-up that lasts until the test has sent its signal (then a little longer, so an
+#: unheld signal would land in it): ``started`` when it begins, ``cleaned up`` when it ends.
+SLOW_CLEANUP = """
+import pathlib, threading
+
+def pytest_sessionfinish(session):
+    pathlib.Path("started").write_text("")
+    tick = threading.Event()
+    for _ in range(2000):
+        if pathlib.Path("signalled").exists():
+            break
+        tick.wait(0.05)
+    tick.wait(0.5)
+    pathlib.Path("cleaned up").write_text("")
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_the_clean_up_is_held_off(pytester: pytest.Pytester, sig: str) -> None:
+    """A SIGTERM (Slurm's time limit, a CI cancel) or a second Ctrl-C while the run cleans up waits until
+    the clean-up is done: the run ends as it would have, without a traceback."""
+    pytester.makeconftest(SLOW_CLEANUP)
+    pytester.makepyfile(test_one="def test_one(container):\n    container.note('ran')\n")
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--image", "host",
+                             "--no-builtin-checks", "test_one.py"], cwd=pytester.path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait = threading.Event()
+        while not (pytester.path / "started").exists():
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            wait.wait(0.05)
+        proc.send_signal(getattr(signal, sig))
+        (pytester.path / "signalled").write_text("")
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out[-3000:]
+    assert (pytester.path / "cleaned up").exists(), out[-3000:]
+    assert "1 passed" in out and "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]

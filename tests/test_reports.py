@@ -25,7 +25,7 @@ from PIL import Image
 from pytest_containercheck.engine.matrix import Cell, Column, Matrix, merge
 from pytest_containercheck.engine.report import render_html, render_markdown
 
-from test_plugin import ONLY_SYSTEM
+from helpers import ONLY_SYSTEM
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 

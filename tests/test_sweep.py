@@ -26,8 +26,7 @@ from typing import Any
 
 import pytest
 
-from conftest import owned_by
-from test_plugin import ONLY_SYSTEM
+from helpers import ONLY_SYSTEM, owned_by
 
 Check = Callable[[Path, str], None]
 """Extra assertions on a finished case: its directory and its output (stdout + stderr)."""
@@ -59,7 +58,8 @@ def _usage(id: str, args: list[str], line: str, files: dict[str, str] | None = N
 
 
 def _cli(id: str, args: list[str], line: str, files: dict[str, str] | None = None) -> Case:
-    return Case(id, args, 2, line, files or {}, cli=True)
+    """A usage error of ``containercheck``: exit 4, as pytest's (docs/reference/exit-codes.md)."""
+    return Case(id, args, int(pytest.ExitCode.USAGE_ERROR), line, files or {}, cli=True)
 
 
 MATRIX_OK = json.dumps({"schema": "containercheck-matrix", "version": 1, "cells": []})
@@ -262,7 +262,7 @@ CASES: list[Case] = [
     Case("report-unwritable-at-the-end",
          ["--image", "host", "test_sabotage.py", "--no-builtin-checks", "--matrix-json", "m.json",
           "--matrix-md", "m.md"], int(pytest.ExitCode.TESTS_FAILED),
-         "ERROR: --matrix-json m.json: could not write it (Is a directory); the other reports were written",
+         "ERROR: --matrix-json m.json: could not write it (Is a directory); written: --matrix-md m.md",
          SABOTAGE, check=_others_written),
     Case("collect-only-keeps-the-matrix", ["--image", "host", "--collect-only", "--matrix-json", "m.json"],
          int(pytest.ExitCode.OK), "--collect-only: no matrix file written", {"m.json": "keep me"},
@@ -332,7 +332,8 @@ CASES: list[Case] = [
     _cli("merge-fifo-input", ["merge", "pipe"], "pipe: a named pipe (FIFO), not a matrix JSON file",
          {"pipe": "fifo:"}),
     _cli("merge-json-into-a-directory", ["merge", "a.json", "--json", "d"],
-         "--json d: a directory; give the path of a file to write", {"a.json": MATRIX_OK, "d/x": ""}),
+         "--json d: is a directory; give the path of a file to write, e.g. d/matrix.json",
+         {"a.json": MATRIX_OK, "d/x": ""}),
     _cli("merge-json-onto-an-input", ["merge", "a.json", "--json", "a.json"],
          "--json a.json: the same file as input a.json", {"a.json": MATRIX_OK}),
     _cli("show-fifo", ["show", "pipe"], "pipe: a named pipe (FIFO), not a matrix JSON file", {"pipe": "fifo:"}),
@@ -351,6 +352,17 @@ CASES: list[Case] = [
     Case("nan-fact-is-strict-json", ["--image", "host", "test_nan.py", "--no-builtin-checks", "--probe-dir", "probes",
                                      "--matrix-json", "m.json"], int(pytest.ExitCode.OK), "matrix JSON: m.json", NAN,
          check=_strict_json),
+    # issue 22: the expectations file, and a wrong row name
+    _usage("expectations-missing-file", ["--image", "host", "--expectations", "nope.toml"], "nope.toml: no such file"),
+    _usage("expectations-directory", ["--image", "host", "--expectations", "d"], "d: is a directory", {"d/x": ""}),
+    _usage("expectations-not-toml", ["--image", "host", "--expectations", "e.toml"], "e.toml: not valid TOML",
+           {"e.toml": "[[image]\n"}),
+    _usage("expectations-unknown-key", ["--image", "host", "--expectations", "e.toml"],
+           "e.toml [[image]] #1: unknown key 'requires': did you mean require?",
+           {"e.toml": "[[image]]\nmatch = '*'\nrequires = ['system.os']\n"}),
+    _usage("require-unknown-row", ["--image", "host", "--require", "torch.cdua"],
+           "--require: no such row 'torch.cdua'; did you mean torch.cuda?"),
+    _cli("diff-unknown-option", ["diff", "a.json", "b.json", "--nope"], "unrecognized arguments: --nope"),
 ]
 
 
@@ -420,7 +432,7 @@ def test_sweep(case: Case, pytester: pytest.Pytester, request: pytest.FixtureReq
     assert "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
     lines = [ln for ln in out.splitlines() if case.line in ln]
     assert len(lines) == 1, (case.line, out[-3000:])
-    if case.rc == pytest.ExitCode.USAGE_ERROR:
+    if case.rc == pytest.ExitCode.USAGE_ERROR and not case.cli:  # containercheck's: the same code, its own prefix
         errors = [ln for ln in out.splitlines() if ln.startswith("ERROR:")]
         assert errors == lines, out[-3000:]
     if case.cli:

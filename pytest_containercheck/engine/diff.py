@@ -9,7 +9,13 @@ Kinds of change, from the old verdict to the new one:
 * ``fixed``: it failed or errored before and passes now;
 * ``still failing``, ``unchanged pass``; ``skipped on both``: never run on either side, so not
   an "unchanged pass" (a GPU row on a host without a GPU, say);
-* ``new row`` / ``gone``: the row exists on one side only.
+* ``gone``: it passed before and the new run has no such row (its check deselected, removed, or
+  never collected): the gate lost it, and that fails the diff like a regression unless accepted
+  (``containercheck diff --accept-gone``);
+* ``new row`` / ``dropped``: the row exists on one side only (``dropped``: it did not pass before).
+
+An expected failure (``xfail``: a row the image's expectations allow to fail) counts as failing
+here: an allowance in a run does not hide that the row stopped working.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from __future__ import annotations
 import dataclasses
 
 from .matrix import Cell, Column, Matrix
+from .textsafe import visible
 
 REGRESSION = "regression"
-KINDS = (REGRESSION, "no longer checked", "fixed", "still failing", "unchanged pass", "skipped on both",
-         "new row", "gone")
-_BAD = ("fail", "error", "interrupted")
+GONE = "gone"
+KINDS = (REGRESSION, GONE, "no longer checked", "fixed", "still failing", "unchanged pass", "skipped on both",
+         "new row", "dropped")
+_BAD = ("fail", "error", "interrupted", "xfail")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +49,7 @@ def classify(old: str | None, new: str | None) -> str:
     if old is None:
         return "new row"
     if new is None:
-        return "gone"
+        return GONE if old == "pass" else "dropped"
     if new in _BAD:
         return "still failing" if old in _BAD else REGRESSION
     if new == "pass":
@@ -65,11 +73,20 @@ def diff_columns(old_matrix: Matrix, old: Column, new_matrix: Matrix, new: Colum
     return out
 
 
-def render_markdown(changes: list[RowChange], old: Column, new: Column) -> str:
-    """The changes as Markdown for a CI job summary: regressions first, then the rest by kind."""
+def failing(changes: list[RowChange], *, accept_gone: bool = False) -> list[RowChange]:
+    """The changes that fail the diff: regressions, and rows gone after passing unless *accept_gone*."""
+    return [c for c in changes if c.kind == REGRESSION or (c.kind == GONE and not accept_gone)]
+
+
+def _render_markdown(changes: list[RowChange], old: Column, new: Column, accept_gone: bool = False) -> str:
+    """The changes as Markdown for a CI job summary: regressions and gone rows first, then the rest by kind."""
     regressions = [c for c in changes if c.kind == REGRESSION]
+    gone = [c for c in changes if c.kind == GONE]
     head = f"### containercheck diff: `{old.id}` → `{new.id}`\n\n"
     head += (f"**{len(regressions)} regression(s)**\n\n" if regressions else "No regressions.\n\n")
+    if gone:
+        verdict = " (accepted: --accept-gone)" if accept_gone else ": they fail the diff (--accept-gone accepts them)"
+        head += f"**{len(gone)} row(s) gone** that passed before{verdict}\n\n"
     lines = ["| row | change | old | new | detail |", "|---|---|---|---|---|"]
     for kind in KINDS:
         for c in changes:
@@ -77,3 +94,12 @@ def render_markdown(changes: list[RowChange], old: Column, new: Column) -> str:
                 detail = c.detail.replace("|", "\\|")
                 lines.append(f"| `{c.row}` | {c.kind} | {c.old or '—'} | {c.new or '—'} | {detail} |")
     return head + "\n".join(lines) + "\n"
+
+
+def render_markdown(changes: list[RowChange], old: Column, new: Column, accept_gone: bool = False) -> str:
+    """What changed between two columns, as Markdown (see :func:`_render_markdown`).
+
+    Every control character from the image, an archive or a merged file is shown as an escape
+    (:func:`~pytest_containercheck.engine.textsafe.visible`), never sent raw.
+    """
+    return visible(_render_markdown(changes, old, new, accept_gone))

@@ -8,5 +8,5 @@ class UsageProblem(Exception):
     flag the plugin owns); ``str()`` is one line naming the fix.
 
     The pytest plugin turns it into :class:`pytest.UsageError` (exit code 4) in one place
-    (``plugin.pytest_configure``); the ``containercheck`` command prints it and exits 2.
+    (``plugin.pytest_configure``); the ``containercheck`` command prints it and exits 4 too.
     """

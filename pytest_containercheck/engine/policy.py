@@ -19,6 +19,12 @@ class CheckOptions:
     hf_model: str | None = None
     container_python: tuple[str, ...] = ("python3", "python")
     required_rows: tuple[str, ...] = ()
+    """Rows that must pass: ``--require`` for the run; in ``container.options``, this image's
+    required rows from every source (:mod:`.expectations`)."""
+    intent: str | None = None
+    """``gpu`` or ``cpu`` when the image's expectations declare it (label or file), else None."""
+    intent_source: str = ""
+    """Which source declared :attr:`intent` (``image label``, ``pyproject.toml``)."""
     probe_jobs: int = 2
     """Probes run at once per image (``--probe-jobs``); 1 runs them one by one, on demand."""
     probe_dirs: tuple[str, ...] = ()

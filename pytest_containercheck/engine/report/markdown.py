@@ -9,11 +9,15 @@ such as ``<img src=...>`` must stay text.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
+from ..expectations import allowance, describe, required_by
 from ..matrix import Cell, Matrix, same_image
+from ..textsafe import visible
 from .terminal import column_titles
 
-SYMBOL = {"pass": "✅", "fail": "❌", "error": "⚠️", "skip": "⏭", "interrupted": "⏹"}
+SYMBOL = {"pass": "✅", "fail": "❌", "error": "⚠️", "skip": "⏭", "interrupted": "⏹", "xfail": "❎"}
 """Status -> the symbol shown in Markdown and HTML cells."""
 
 #: Longest detail kept in a table cell; the failure list below the table has them in full.
@@ -36,7 +40,7 @@ def _clip(text: str, width: int) -> str:
     return one_line if len(one_line) <= width else one_line[: width - 1].rstrip() + "…"
 
 
-def render_markdown(matrix: Matrix) -> str:
+def _render_markdown(matrix: Matrix) -> str:
     """The matrix as Markdown: a status table, the failures with their fixes, and conflicts."""
     keys = list(matrix.columns)
     counts = ", ".join(f"{n} {s}" for s, n in matrix.counts().items() if n) or "no cells"
@@ -44,6 +48,9 @@ def render_markdown(matrix: Matrix) -> str:
     lines = ["## containercheck matrix", ""]
     lines.append(f"{escape_md(counts)} · {len(keys)} image column(s) on {len(hosts)} host(s): "
                  + ", ".join(escape_md(h) for h in hosts))
+    made = provenance(matrix.meta)
+    if made:
+        lines += [""] + [f"{escape_md(line)}  " for line in made]
     if not matrix.complete:
         lines += ["", "> **⚠️ INCOMPLETE:** the run was interrupted (Ctrl-C, SIGTERM or a time limit); "
                   "missing cells were not run."]
@@ -63,10 +70,11 @@ def render_markdown(matrix: Matrix) -> str:
             if c is None:
                 cells.append("–")
                 continue
+            symbol = SYMBOL[c.status] + (" *required*" if required_by(matrix, c) else "")
             if c.status == "skip" and c.detail in notes:
-                text = f"{SYMBOL[c.status]} [{notes[c.detail]}]"
+                text = f"{symbol} [{notes[c.detail]}]"
             else:
-                text = SYMBOL[c.status] + (" " + escape_md(_clip(c.detail, DETAIL_WIDTH)) if c.detail else "")
+                text = symbol + (" " + escape_md(_clip(c.detail, DETAIL_WIDTH)) if c.detail else "")
             if (row, *key) in conflicted:
                 text += " **(conflict)**"
             cells.append(text)
@@ -75,6 +83,7 @@ def render_markdown(matrix: Matrix) -> str:
     if notes:
         lines += [""] + [f"[{n}] skipped: {escape_md(d)}  " for d, n in notes.items()]
 
+    lines += _expectations(matrix, keys, titles)
     problems = matrix.problems()
     if problems:
         lines += ["", "### Failures", ""]
@@ -111,6 +120,21 @@ def render_markdown(matrix: Matrix) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _expectations(matrix: Matrix, keys: list[tuple[str, str]], titles: list[str]) -> list[str]:
+    """What the gate asked of each image (or that it asked nothing), and every expected failure
+    with why it is allowed."""
+    said = [line for key, title in zip(keys, titles) if (line := describe(matrix, key, title))]
+    expected = [c for r in matrix.rows for key in keys if (c := matrix.get(r, key)) is not None and c.status == "xfail"]
+    if not said and not expected:
+        return []
+    lines = ["", "### Expectations", ""] + [f"- {escape_md(line)}" for line in said]
+    for c in expected:
+        where = escape_md(cell_where(matrix, c))
+        lines.append(f"- {SYMBOL['xfail']} expected failure of **{escape_md(c.row)}** on {where}: "
+                     f"{escape_md(c.detail) or 'failed'}; allowed to fail by {escape_md(allowance(matrix, c) or '')}")
+    return lines
+
+
 REPEATED_SKIP = 3
 """A skip reason shared by this many cells or more is said once, as a numbered note."""
 
@@ -126,7 +150,35 @@ def skip_notes(matrix: Matrix) -> dict[str, int]:
     return {d: i for i, d in enumerate(repeated, 1)}
 
 
+def provenance(meta: Mapping[str, Any]) -> list[str]:
+    """Which containercheck made the matrix, when and where: one line for a run
+    (``containercheck 0.1.0, started 2026-12-01T09:30:00+00:00, on node-a``); after a merge, the
+    merging version, then one line per run that was merged.  Empty for a matrix that says nothing."""
+
+    def one(run: Mapping[str, Any]) -> str:
+        parts = [f"{label}{run[key]}" for key, label in (("version", "containercheck "), ("started", "started "),
+                                                         ("host", "on ")) if run.get(key)]
+        return ", ".join(parts)
+
+    if meta.get("merged_from"):
+        runs = [r for r in meta.get("runs") or [] if isinstance(r, Mapping)]
+        head = f"merged by containercheck {meta['version']}" if meta.get("version") else "merged"
+        return [f"{head} from {len(runs)} run(s)"] + [f"run {i}: {one(r) or 'no version recorded'}"
+                                                     for i, r in enumerate(runs, 1)]
+    line = one(meta)
+    return [line] if line else []
+
+
 def cell_where(matrix: Matrix, cell: Cell) -> str:
     """Where a cell is: its image, plus ``@ host`` when the matrix spans several hosts."""
     multi_host = len({h for _, h in matrix.columns}) > 1
     return f"{cell.column} @ {cell.host}" if multi_host else cell.column
+
+
+def render_markdown(matrix: Matrix) -> str:
+    """The matrix as Markdown (see :func:`_render_markdown`).
+
+    Every control character from the image, an archive or a merged file is shown as an escape
+    (:func:`~pytest_containercheck.engine.textsafe.visible`), never sent raw.
+    """
+    return visible(_render_markdown(matrix))

@@ -1,10 +1,32 @@
-"""Matrix -> terminal text: the grid, then one line (and its fix) per problem."""
+"""Matrix -> terminal text that fits the terminal: the grid, numbered notes, then the problems.
+
+* The grid has one line per row.  With one image, a cell shows its status and detail when that
+  fits; a detail that does not fit, or a skip reason shared by several cells (``host has no
+  NVIDIA GPU (...)`` on every GPU row), becomes a numbered note said once under the grid, as
+  the Markdown report does.  With several images the grid holds statuses under numbered
+  columns (in as many grids side by side as the width needs), with a legend.
+* Then one line (wrapped) per distinct problem, naming every row and image that shares it,
+  with its fix.
+* ``-q`` (verbosity < 0) prints no grid: the counts and the problems only.  ``-v`` prints every
+  cell in full after the grid, passes and skips too.
+
+No line is wider than *width* (80 when the terminal's is unknown): long text is wrapped, never cut.
+"""
 
 from __future__ import annotations
 
-from ..matrix import Cell, Matrix
+import textwrap
 
-LABEL = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skip": "skip", "interrupted": "INTR"}
+from ..expectations import allowance, describe, required_by
+from ..matrix import Cell, Matrix
+from ..textsafe import visible
+
+LABEL = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skip": "skip", "interrupted": "INTR", "xfail": "XFAIL"}
+DEFAULT_WIDTH = 80
+_ORDER = {"error": 0, "fail": 1, "interrupted": 2, "xfail": 3, "skip": 4, "pass": 5}
+REQUIRED_MARK = "*"
+"""After the status of a cell whose row the image's expectations require."""
+_INDENT = "      "
 
 
 def column_titles(matrix: Matrix) -> list[str]:
@@ -13,46 +35,36 @@ def column_titles(matrix: Matrix) -> list[str]:
     return [f"{i} @ {h}" if multi_host else i for i, h in matrix.columns]
 
 
-def render_terminal(matrix: Matrix, *, width: int = 100, verbosity: int = 0) -> list[str]:
-    """Lines for ``pytest_terminal_summary``.
+def _wrap(text: str, width: int, indent: str = _INDENT, first: str = "") -> list[str]:
+    """*text* as lines of at most *width* characters, the first starting with *first*, the
+    others indented; long words (paths) are broken rather than overflowing."""
+    return textwrap.wrap(text, width=max(width, len(indent) + 20), initial_indent=first, subsequent_indent=indent,
+                         break_long_words=True, break_on_hyphens=False) or [first.rstrip()]
 
-    One column: status and detail in the grid.  Several: the grid holds statuses under
-    numbered columns, with a legend, and details follow grouped by identical verdicts.
-    ``-q`` lists problems only, the default problems and skips, ``-v`` every cell.
-    """
+
+def _render_terminal(matrix: Matrix, *, width: int = DEFAULT_WIDTH, verbosity: int = 0) -> list[str]:
     keys = list(matrix.columns)
     if not keys or not matrix.rows:
         return ["no containercheck cells were recorded"]
+    width = width if width and width > 0 else DEFAULT_WIDTH
     titles = column_titles(matrix)
-    roww = max(len(r) for r in [*matrix.rows, "check"])
     lines: list[str] = []
-    if len(keys) == 1:
-        lines.append(f"{'check'.ljust(roww)}  {titles[0]}")
-        for row in matrix.rows:
-            c = matrix.get(row, keys[0])
-            # Never cut: a pass's detail (renderer, versions) is the evidence; long lines wrap.
-            lines.append(f"{row.ljust(roww)}  {_short(c) if c else '-'}".rstrip())
-    else:
-        heads = [f"[{n}]" for n in range(1, len(keys) + 1)]
-        colw = max(6, *(len(h) for h in heads))
-        lines.append("  ".join(["check".ljust(roww), *(h.ljust(colw) for h in heads)]).rstrip())
-        for row in matrix.rows:
-            cells = [LABEL[c.status] if (c := matrix.get(row, k)) else "-" for k in keys]
-            lines.append("  ".join([row.ljust(roww), *(c.ljust(colw) for c in cells)]).rstrip())
+    if verbosity >= 0:
+        lines += _grid(matrix, keys, titles, width, full=verbosity > 0)
         lines.append("")
-        lines += [f"{h} {t}" for h, t in zip(heads, titles)]
-    lines.append("")
-    lines.append(", ".join(f"{n} {s}" for s, n in matrix.counts().items() if n)
-                 + ("" if matrix.complete else "  (INCOMPLETE: the run was interrupted)"))
-    # An interrupted check is listed at every verbosity: it did not run, whatever pytest counted.
-    shown = ({"fail", "error"} if verbosity < 0 else {"fail", "error", "skip"} if verbosity == 0
-             else set(LABEL)) | {"interrupted"}
-    if len(keys) == 1 and verbosity >= 0:
-        shown.discard("pass")  # already in the grid
-    # One line per distinct verdict: the rows and images that share it are listed together.
+    lines += _wrap(", ".join(f"{n} {s}" for s, n in matrix.counts().items() if n)
+                   + ("" if matrix.complete else "  (INCOMPLETE: the run was interrupted)"), width, "  ")
+    # What the gate asked of each image, or that it asked nothing: at every verbosity.
+    for key, title in zip(keys, titles):
+        said = describe(matrix, key, title)
+        if said:
+            lines += _wrap(said, width, "  ")
+    # An interrupted check is listed at every verbosity: it did not run, whatever pytest counted;
+    # so is an expected failure, with why it is allowed: it is never hidden.
+    shown = {"fail", "error", "interrupted", "xfail"} | (set(LABEL) if verbosity > 0 else set())
+    # One entry per distinct verdict: the rows and images that share it are listed together.
     groups: dict[tuple[str, str, str | None, str | None], list[Cell]] = {}
-    order = {"error": 0, "fail": 1, "interrupted": 2, "skip": 3, "pass": 4}
-    for c in sorted(matrix.cells.values(), key=lambda c: (order[c.status], matrix.rows.index(c.row))):
+    for c in sorted(matrix.cells.values(), key=lambda c: (_ORDER[c.status], matrix.rows.index(c.row))):
         if c.status in shown:
             groups.setdefault((c.status, c.detail, c.fix, c.fault), []).append(c)
     if groups:
@@ -61,17 +73,101 @@ def render_terminal(matrix: Matrix, *, width: int = 100, verbosity: int = 0) -> 
         rows = list(dict.fromkeys(c.row for c in members))
         where = list(dict.fromkeys(titles[keys.index((c.column, c.host))] for c in members))
         tag = f" [{fault} fault]" if fault else ""
-        lines.append(f"{LABEL[status]:5} {', '.join(rows)} on {', '.join(where)}:{tag} {detail}")
+        lines += _wrap(f"{', '.join(rows)} on {', '.join(where)}:{tag} {detail}".rstrip(), width,
+                       first=f"{LABEL[status]:5} ")
         if fix and status in ("fail", "error"):
-            lines.append(f"      fix: {fix}")
+            lines += _wrap(fix, width, first=f"{_INDENT}fix: ")
+        if status == "xfail":
+            for why in dict.fromkeys(allowance(matrix, c) or "allowed" for c in members):
+                lines += _wrap(why, width, first=f"{_INDENT}allowed to fail by ")
         for member in members:
             for name, path in member.artifacts.items():
-                lines.append(f"      {member.row} {name}: {path}")
+                lines += _wrap(f"{member.row} {name}: {path}", width, first=_INDENT)
     for c in matrix.conflicts:
-        lines.append(f"CONFLICT {c.row} on {c.column} @ {c.host}: another result said {c.status}: {c.detail}")
+        lines += _wrap(f"{c.row} on {c.column} @ {c.host}: another result said {c.status}: {c.detail}".rstrip(),
+                       width, first="CONFLICT ")
     return lines
 
 
-def _short(cell: Cell) -> str:
-    label = LABEL[cell.status]
-    return f"{label} {cell.detail}" if cell.detail else label
+def _grid(matrix: Matrix, keys: list[tuple[str, str]], titles: list[str], width: int, *, full: bool) -> list[str]:
+    roww = max(len(r) for r in [*matrix.rows, "check"])
+    if len(keys) > 1:
+        return _grid_of_statuses(matrix, keys, titles, width, roww)
+    lines = [f"{'check'.ljust(roww)}  {titles[0]}"]
+    if len(lines[0]) > width:
+        lines = _wrap(f"{'check'.ljust(roww)}  {titles[0]}", width, " " * (roww + 2))
+    cells = {row: matrix.get(row, keys[0]) for row in matrix.rows}
+    shared = _shared_skips(list(cells.values()))
+    notes: dict[str, int] = {}
+    for row, cell in cells.items():
+        if cell is None:
+            lines.append(f"{row.ljust(roww)}  -")
+            continue
+        label = _label(matrix, cell)
+        text = f"{row.ljust(roww)}  {label} {cell.detail}".rstrip()
+        if (cell.detail in shared or len(text) > width) and cell.detail and not full:
+            number = notes.setdefault(cell.detail, len(notes) + 1)
+            text = f"{row.ljust(roww)}  {label} [{number}]"
+        if full and len(text) > width:
+            lines += _wrap(f"{label} {cell.detail}", width, " " * (roww + 7), first=f"{row.ljust(roww)}  ")
+        else:
+            lines.append(text)
+    if notes:
+        lines.append("")
+        for detail, number in notes.items():
+            lines += _wrap(detail, width, " " * (len(str(number)) + 3), first=f"[{number}] ")
+    return lines + _required_legend(matrix)
+
+
+def _label(matrix: Matrix, cell: Cell) -> str:
+    return LABEL[cell.status] + (REQUIRED_MARK if required_by(matrix, cell) else "")
+
+
+def _required_legend(matrix: Matrix) -> list[str]:
+    if any(required_by(matrix, c) for c in matrix.cells.values()):
+        return ["", f"{REQUIRED_MARK} required by the image's expectations (below)"]
+    return []
+
+
+def _grid_of_statuses(matrix: Matrix, keys: list[tuple[str, str]], titles: list[str], width: int,
+                      roww: int) -> list[str]:
+    heads = [f"[{n}]" for n in range(1, len(keys) + 1)]
+    colw = max(6, *(len(h) for h in heads))
+    per_grid = max(1, (width - roww) // (colw + 2))
+    lines: list[str] = []
+    for start in range(0, len(keys), per_grid):
+        part = range(start, min(start + per_grid, len(keys)))
+        if start:
+            lines.append("")
+        lines.append("  ".join(["check".ljust(roww), *(heads[i].ljust(colw) for i in part)]).rstrip())
+        for row in matrix.rows:
+            cells = [_label(matrix, c) if (c := matrix.get(row, keys[i])) else "-" for i in part]
+            lines.append("  ".join([row.ljust(roww), *(c.ljust(colw) for c in cells)]).rstrip())
+    lines.append("")
+    for head, title in zip(heads, titles):
+        lines += _wrap(title, width, " " * (len(head) + 1), first=f"{head} ")
+    return lines + _required_legend(matrix)
+
+
+def _shared_skips(cells: list[Cell | None]) -> set[str]:
+    """Skip reasons that two or more cells share: said once, as a note."""
+    seen: dict[str, int] = {}
+    for c in cells:
+        if c is not None and c.status == "skip" and c.detail:
+            seen[c.detail] = seen.get(c.detail, 0) + 1
+    return {d for d, n in seen.items() if n > 1}
+
+
+def fit(text: str, width: int = DEFAULT_WIDTH, indent: str = "    ") -> list[str]:
+    """One line of the plugin's own output (a progress line, a report's path, an error) as lines
+    of at most *width* characters, control characters shown as escapes."""
+    return [visible(line, lines=False) for line in _wrap(text, width if width > 0 else DEFAULT_WIDTH, indent)]
+
+
+def render_terminal(matrix: Matrix, *, width: int = DEFAULT_WIDTH, verbosity: int = 0) -> list[str]:
+    """Lines for ``pytest_terminal_summary``, at most *width* characters each (see the module).
+
+    Every control character from the image, an archive or a merged file is shown as an escape
+    (:func:`~pytest_containercheck.engine.textsafe.visible`), never sent raw.
+    """
+    return [visible(line, lines=False) for line in _render_terminal(matrix, width=width, verbosity=verbosity)]

@@ -1,0 +1,356 @@
+"""What each image of a run is expected to do: the CI gate's rules, per image.
+
+An image's :class:`Expectation` says which rows must pass (``required``), which may fail with
+a reason (``allowed``: reported as expected failures, never hidden), and whether it is meant
+for GPUs or CPUs (``intent``).  It comes from three places, combined by :func:`combine`:
+
+* ``--require ROW`` (ini ``containercheck_require``): every image of the run;
+* the repository: ``[[tool.containercheck.image]]`` tables in the rootdir's ``pyproject.toml``,
+  or ``[[image]]`` tables in the TOML file named by ``--expectations`` (which replaces it); each
+  table's ``match`` globs are matched against the ``--image`` value, the column id and the image
+  reference (:func:`read_file`);
+* the image itself: its labels ``org.containercheck.require``, ``org.containercheck.allow-fail``
+  and ``org.containercheck.intent`` (:func:`from_labels`), read from the image's config wherever
+  it is: ``docker/podman image inspect``, a SIF's labels (Apptainer keeps them through
+  ``apptainer build``), the config inside a ``docker save`` or OCI archive.
+
+Required rows and allowed failures are the union of every source that applies, each row
+remembering its sources; a row both required and allowed to fail, or two different intents,
+is a :class:`~.errors.UsageProblem` (one line), as is a malformed file or label.  The row
+names themselves are checked against the known rows by :func:`unknown_rows`.
+
+No pytest here: the plugin reads the sources, the matrix carries the result (``Column.expectations``)
+and the renderers describe it (:func:`describe`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import sys
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+from .errors import UsageProblem
+from .matrix import Cell, Column, Matrix
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.9/3.10: the same parser, as a package
+    import tomli as tomllib
+
+LABEL_PREFIX = "org.containercheck."
+LABEL_REQUIRE = "org.containercheck.require"
+LABEL_ALLOW_FAIL = "org.containercheck.allow-fail"
+LABEL_INTENT = "org.containercheck.intent"
+LABELS = (LABEL_REQUIRE, LABEL_ALLOW_FAIL, LABEL_INTENT)
+INTENTS = ("gpu", "cpu")
+KEYS = ("match", "require", "allow-fail", "intent")
+"""The keys of one ``[[image]]`` table."""
+
+FROM_OPTION = "--require"
+FROM_LABEL = "image label"
+LIST_HINT = "pytest --containercheck-rows lists every row"
+
+
+def closest(name: str, known: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The known name *name* was most likely meant to be (``torch.cdua`` -> ``torch.cuda``), or None."""
+    found = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
+    return found[0] if found else None
+
+
+def split_rows(text: str) -> tuple[str, ...]:
+    """Row names from a ``--require`` value or a label: separated by commas and/or white space."""
+    return tuple(text.replace(",", " ").split())
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One source's expectations: an ``[[image]]`` table of a file, or an image's labels."""
+
+    source: str
+    """Shown in the reports: ``pyproject.toml``, the ``--expectations`` file as given, ``image label``."""
+    where: str
+    """Where it is written, for messages: ``pyproject.toml [[tool.containercheck.image]] #1``."""
+    patterns: tuple[str, ...] = ()
+    require: tuple[str, ...] = ()
+    allow_fail: tuple[tuple[str, str], ...] = ()
+    """(row, reason) pairs."""
+    intent: str | None = None
+    keys: tuple[str, str] = ("require", "allow-fail")
+    """How the source names its required rows and allowed failures (the labels' own names)."""
+
+    def matches(self, names: Iterable[str]) -> bool:
+        """Whether a ``match`` glob matches one of *names* (the image's spec, column id, reference)."""
+        return any(fnmatch.fnmatchcase(n, p) for p in self.patterns for n in names)
+
+
+# -- the repository's file ------------------------------------------------------------------------
+
+
+def read_file(path: str, shown: str, *, pyproject: bool) -> list[Entry]:
+    """The ``[[image]]`` entries of a TOML file: ``[tool.containercheck]`` of a ``pyproject.toml``
+    (*pyproject*; none when it has no such table), else the file's top level (or its own
+    ``[tool.containercheck]`` when it has one).  *shown* names the file in messages and reports."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageProblem(f"{shown}: no such file; give the TOML file of the images' expectations") from None
+    except IsADirectoryError:
+        raise UsageProblem(f"{shown}: is a directory; give the TOML file of the images' expectations") from None
+    except OSError as exc:
+        raise UsageProblem(f"{shown}: cannot read it ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageProblem(f"{shown}: not valid TOML ({' '.join(str(exc).split())})") from None
+    tool = data.get("tool")
+    nested = isinstance(tool, dict) and "containercheck" in tool
+    table: Any = data
+    prefix = ""
+    if pyproject or nested:
+        table = tool.get("containercheck") if isinstance(tool, dict) else None
+        prefix = "tool.containercheck."
+        if table is None:
+            return []
+    if not isinstance(table, dict):
+        raise UsageProblem(f"{shown}: [{prefix.rstrip('.')}] is not a table")
+    for key in table:
+        if key != "image":
+            raise UsageProblem(f"{shown}: unknown key {prefix}{key}{_did_you_mean(key, ['image'])}; "
+                               f"expectations are [[{prefix}image]] tables")
+    images = table.get("image", [])
+    if not isinstance(images, list) or not all(isinstance(t, dict) for t in images):
+        raise UsageProblem(f"{shown}: {prefix}image must be an array of tables: [[{prefix}image]]")
+    return [_entry(t, shown, f"{shown} [[{prefix}image]] #{i}") for i, t in enumerate(images, 1)]
+
+
+def _entry(table: Mapping[str, Any], source: str, where: str) -> Entry:
+    for key in table:
+        if key not in KEYS:
+            raise UsageProblem(f"{where}: unknown key {key!r}{_did_you_mean(key, KEYS)}; "
+                               f"the keys are {', '.join(KEYS)}")
+    match = table.get("match")
+    patterns = (match,) if isinstance(match, str) else tuple(match) if isinstance(match, list) else ()
+    if not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise UsageProblem(f"{where}: 'match' must be an image reference or glob, or a list of them "
+                           "(e.g. match = \"team/render:*\")")
+    require = table.get("require", [])
+    if isinstance(require, str):
+        require = list(split_rows(require))
+    if not isinstance(require, list) or not all(isinstance(r, str) and r for r in require):
+        raise UsageProblem(f"{where}: 'require' must be a list of row names (e.g. require = [\"torch.cuda\"])")
+    allow = table.get("allow-fail", {})
+    if not isinstance(allow, dict):
+        raise UsageProblem(f"{where}: 'allow-fail' must be a table of row = \"reason\" "
+                           "(e.g. allow-fail = {\"render.osmesa\" = \"EGL only\"})")
+    for row, reason in allow.items():
+        if not isinstance(reason, str) or not reason.strip():
+            raise UsageProblem(f"{where}: allow-fail {row!r} needs a reason, a non-empty string: why it may fail")
+    intent = table.get("intent")
+    if intent is not None:
+        intent = _intent(intent, f"{where}: intent")
+    return Entry(source, where, patterns, tuple(require),
+                 tuple((str(r), " ".join(str(why).split())) for r, why in allow.items()), intent)
+
+
+def _intent(value: Any, where: str) -> str:
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    if text not in INTENTS:
+        raise UsageProblem(f"{where} {value!r}{_did_you_mean(str(value).lower(), INTENTS)}; "
+                           f"give one of {', '.join(INTENTS)}")
+    return text
+
+
+def _did_you_mean(name: str, known: Iterable[str], cutoff: float = 0.6) -> str:
+    near = closest(name, known, cutoff)
+    return f": did you mean {near}?" if near else ""
+
+
+# -- the image's labels ---------------------------------------------------------------------------
+
+
+def from_labels(labels: Mapping[str, str], image: str) -> Entry | None:
+    """The expectations an image carries in its labels (None when it carries none):
+
+    * ``org.containercheck.require``: row names, separated by commas and/or spaces;
+    * ``org.containercheck.allow-fail``: ``ROW: REASON`` entries separated by ``;`` (or new
+      lines), e.g. ``render.osmesa: EGL-only image; xgboost.cuda: CPU build``;
+    * ``org.containercheck.intent``: ``gpu`` or ``cpu``.
+
+    A label that looks like one of these but is not (``org.containercheck.requires``) is a
+    usage error, like a malformed value: a typo must not turn a gate off.
+    """
+    where = f"--image {image}: label"
+    for key in labels:
+        if key.startswith(LABEL_PREFIX) and key not in LABELS:
+            near = closest(key[len(LABEL_PREFIX):], [k[len(LABEL_PREFIX):] for k in LABELS], 0.8)
+            if near:
+                raise UsageProblem(f"{where} {key} is not one containercheck reads: did you mean "
+                                   f"{LABEL_PREFIX}{near}?")
+    if not any(k in labels for k in LABELS):
+        return None
+    allow: list[tuple[str, str]] = []
+    for part in str(labels.get(LABEL_ALLOW_FAIL, "")).replace("\n", ";").split(";"):
+        if not part.strip():
+            continue
+        row, sep, reason = part.partition(":")
+        if not sep or not row.strip() or not reason.strip() or len(row.split()) != 1:
+            raise UsageProblem(f"{where} {LABEL_ALLOW_FAIL}: {part.strip()!r} is not 'ROW: REASON'; write "
+                               "each row with why it may fail, separated by ';' (e.g. 'render.osmesa: EGL only')")
+        allow.append((row.strip(), " ".join(reason.split())))
+    intent = labels.get(LABEL_INTENT)
+    return Entry(FROM_LABEL, where, (), split_rows(str(labels.get(LABEL_REQUIRE, ""))), tuple(allow),
+                 _intent(intent, f"{where} {LABEL_INTENT}") if intent is not None else None,
+                 (LABEL_REQUIRE, LABEL_ALLOW_FAIL))
+
+
+# -- one image's expectations ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Expectation:
+    """What one image is expected to do, and which source said so."""
+
+    required: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Row -> the sources that require it."""
+    allowed: dict[str, list[dict[str, str]]] = dataclasses.field(default_factory=dict)
+    """Row -> ``{"source": ..., "reason": ...}`` per source that allows it to fail."""
+    intent: str | None = None
+    intent_sources: list[str] = dataclasses.field(default_factory=list)
+    refs: list[tuple[str, str]] = dataclasses.field(default_factory=list, compare=False)
+    """(row, where it is named) for every row named: what :func:`unknown_rows` checks."""
+
+    @property
+    def empty(self) -> bool:
+        """Nothing is expected of the image: the run checks it, but gates nothing."""
+        return not (self.required or self.allowed or self.intent)
+
+    def allowance(self, row: str) -> str | None:
+        """Who allows *row* to fail and why (``image label: EGL only``, several joined by ``;``),
+        or None when it may not fail."""
+        found = self.allowed.get(row)
+        return "; ".join(f"{a['source']}: {a['reason']}" for a in found) if found else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Builtins: the column's ``expectations`` in the matrix JSON, and what xdist workers get."""
+        return {"required": {r: list(s) for r, s in self.required.items()},
+                "allowed": {r: [dict(a) for a in a_list] for r, a_list in self.allowed.items()},
+                "intent": {"value": self.intent, "sources": list(self.intent_sources)} if self.intent else None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Expectation:
+        """The inverse of :meth:`to_dict`; anything malformed reads as no expectation."""
+        data = data if isinstance(data, Mapping) else {}
+
+        def part(key: str) -> Mapping[str, Any]:
+            found = data.get(key)
+            return found if isinstance(found, Mapping) else {}
+
+        intent, required, allowed = part("intent"), part("required"), part("allowed")
+        return cls({str(r): [str(s) for s in src] for r, src in required.items() if isinstance(src, list)},
+                   {str(r): [{"source": str(a.get("source", "")), "reason": str(a.get("reason", ""))}
+                             for a in lst if isinstance(a, Mapping)]
+                    for r, lst in allowed.items() if isinstance(lst, list)},
+                   str(intent["value"]) if intent.get("value") else None,
+                   [str(s) for s in intent.get("sources") or []])
+
+
+def _add(sources: list[str], source: str) -> None:
+    if source not in sources:
+        sources.append(source)
+
+
+def combine(image: str, names: Sequence[str], option_rows: Sequence[str], entries: Sequence[Entry],
+            labels: Entry | None) -> Expectation:
+    """The expectations of one image: ``--require`` rows, every file entry that matches one of
+    *names*, and the image's own labels; :class:`UsageProblem` on a conflict between them."""
+    exp = Expectation()
+    for row in option_rows:
+        _add(exp.required.setdefault(row, []), FROM_OPTION)
+        exp.refs.append((row, FROM_OPTION))
+    for e in [*(e for e in entries if e.matches(names)), *([labels] if labels else [])]:
+        for row in e.require:
+            _add(exp.required.setdefault(row, []), e.source)
+            exp.refs.append((row, f"{e.where} {e.keys[0]}"))
+        for row, reason in e.allow_fail:
+            if not any(a["source"] == e.source and a["reason"] == reason for a in exp.allowed.get(row, [])):
+                exp.allowed.setdefault(row, []).append({"source": e.source, "reason": reason})
+            exp.refs.append((row, f"{e.where} {e.keys[1]}"))
+        if e.intent:
+            if exp.intent and exp.intent != e.intent:
+                raise UsageProblem(f"expectations for {image}: intent {exp.intent!r} ({', '.join(exp.intent_sources)}) "
+                                   f"and {e.intent!r} ({e.source}) disagree; give the image one intent")
+            exp.intent = e.intent
+            _add(exp.intent_sources, e.source)
+    for row, sources in exp.required.items():
+        if row in exp.allowed:
+            allowed_by = ", ".join(dict.fromkeys(a["source"] for a in exp.allowed[row]))
+            raise UsageProblem(f"expectations for {image}: row {row!r} is required by {', '.join(sources)} and "
+                               f"allowed to fail by {allowed_by}; keep one of them")
+    return exp
+
+
+def unknown_rows(expectations: Iterable[Expectation], known: Collection[str]) -> list[str]:
+    """One line per row named in *expectations* that is not in *known*, naming the closest
+    known row (``--require: no such row 'torch.cdua'; did you mean torch.cuda? ...``)."""
+    lines: list[str] = []
+    for exp in expectations:
+        for row, where in exp.refs:
+            if row in known:
+                continue
+            near = closest(row, known)
+            line = f"{where}: no such row {row!r}; " + (f"did you mean {near}? ({LIST_HINT})" if near else LIST_HINT)
+            if line not in lines:
+                lines.append(line)
+    return lines
+
+
+# -- in the reports -------------------------------------------------------------------------------
+
+
+def of_column(column: Column) -> Expectation | None:
+    """The expectations recorded for *column*; None for a matrix written before they were."""
+    return None if column.expectations is None else Expectation.from_dict(column.expectations)
+
+
+def required_by(matrix: Matrix, cell: Cell) -> list[str]:
+    """The sources that required *cell*'s row on its image (empty: not required)."""
+    column = matrix.columns.get((cell.column, cell.host))
+    exp = of_column(column) if column is not None else None
+    return list(exp.required.get(cell.row, [])) if exp is not None else []
+
+
+def allowance(matrix: Matrix, cell: Cell) -> str | None:
+    """Why *cell*'s row may fail on its image (see :meth:`Expectation.allowance`), or None; for an
+    expected failure no expectation allows (a test's own ``xfail`` mark), what the mark said."""
+    column = matrix.columns.get((cell.column, cell.host))
+    exp = of_column(column) if column is not None else None
+    found = exp.allowance(cell.row) if exp is not None else None
+    if found is None and cell.status == "xfail":
+        said = str(cell.evidence.get("xfail") or "")
+        return said.removeprefix("allowed to fail by ") if said.startswith("allowed to fail by ") \
+            else f"an xfail mark ({said})" if said else "an xfail mark"
+    return found
+
+
+def describe(matrix: Matrix, key: tuple[str, str], title: str) -> str | None:
+    """One line on what the gate asked of column *key* (shown as *title*), or None for a column
+    without a record of it.  An image nothing was expected of says so, with how much skipped:
+    ``no expectations for team/img:1.4: 13 of 17 rows skipped; see --require``."""
+    exp = of_column(matrix.columns[key])
+    if exp is None:
+        return None
+    if exp.empty:
+        cells = [c for c in matrix.cells.values() if (c.column, c.host) == key]
+        skipped = sum(c.status == "skip" for c in cells)
+        return (f"no expectations for {title}: {skipped} of {len(cells)} rows skipped; "
+                "see --require and docs/how-to/ci-gate.md")
+    parts = []
+    if exp.required:
+        parts.append("requires " + ", ".join(f"{r} ({', '.join(s)})" for r, s in exp.required.items()))
+    if exp.allowed:
+        parts.append("may fail: " + ", ".join(f"{r} (by {exp.allowance(r)})" for r in exp.allowed))
+    if exp.intent:
+        parts.append(f"intent {exp.intent} ({', '.join(exp.intent_sources)})")
+    return f"expectations for {title}: " + "; ".join(parts)
