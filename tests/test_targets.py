@@ -165,3 +165,95 @@ def test_target_id(spec: str, expected: str) -> None:
 def test_spec_is_kept_as_written() -> None:
     t = parse_target("  alpine:3.20 ")
     assert (t.ref, t.spec) == ("alpine:3.20", "  alpine:3.20 ")
+
+
+# -- a path that is not there: "no such file", never an image for Docker -----------------------
+
+
+@pytest.mark.parametrize("spec", ["img.tar", "img.tar.gz", "img.tgz", "mytorchvista.sfi", "./app", "../app.img",
+                                  "/nonexistent/app", "~/img.tar", "nodir/app.tar"])
+def test_missing_path_is_no_such_file(spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageProblem) as info:
+        parse_target(spec)
+    message = str(info.value)
+    assert message.startswith(f"--image {spec!r}: no such file {spec!r}")
+    assert "docker" not in message.lower() and "\n" not in message
+
+
+def test_missing_path_names_the_nearest_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "images").mkdir()
+    for name in ("mytorchvista.sif", "other.sif", "notes.txt"):
+        (tmp_path / "images" / name).write_bytes(b"x")
+    (tmp_path / "images" / "mytorchvista.sfx").mkdir()  # a directory is no candidate
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageProblem) as info:
+        parse_target("images/mytorchvista.sfi")
+    assert str(info.value) == ("--image 'images/mytorchvista.sfi': no such file 'images/mytorchvista.sfi'; "
+                               "did you mean 'images/mytorchvista.sif'?")
+    # Nothing near: where it was looked for.
+    with pytest.raises(UsageProblem, match=r"no such file 'zzz\.tar' \(looked in .*\); check the path to the image"):
+        parse_target("zzz.tar")
+    with pytest.raises(UsageProblem, match=r"no such file 'gone/app\.tar' \(there is no directory 'gone'\)"):
+        parse_target("gone/app.tar")
+
+
+def test_path_under_an_existing_directory_is_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "app.sqsh").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageProblem, match=r"no such file 'images/app'; did you mean 'images/app\.sqsh'\?"):
+        parse_target("images/app")
+
+
+def test_missing_archive_names_the_nearest_file(tmp_path: Path) -> None:
+    (tmp_path / "img.tar.gz").write_bytes(b"x")
+    with pytest.raises(UsageProblem) as info:
+        parse_target(f"docker-archive://{tmp_path}/img.tar")
+    assert f"no such file '{tmp_path}/img.tar'; did you mean '{tmp_path}/img.tar.gz'?" in str(info.value)
+
+
+def test_missing_sif_names_the_nearest_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_containercheck.engine.runtimes.apptainer import check_sif
+
+    (tmp_path / "mytorchvista.sif").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    target = parse_target("mytorchvsta.sif")  # a .sif is checked by the SIF check, before any runtime
+    with pytest.raises(UsageProblem, match=r"no such file 'mytorchvsta\.sif'; did you mean 'mytorchvista\.sif'\?"):
+        check_sif(target.ref, target.spec)
+
+
+def test_runtime_option_does_not_make_a_missing_file_an_image(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for runtime in ("docker", "apptainer"):
+        with pytest.raises(UsageProblem, match=r"no such file 'img\.tar'"):
+            parse_target("img.tar", runtime=runtime)
+
+
+@pytest.mark.parametrize("spec", ["python3.11", "python:3.11", "team/app", "registry:5000/team/app",
+                                  "nvcr.io/nvidia/pytorch", "nvcr.io/nvidia/pytorch:24.01-py3", "my.image:latest",
+                                  "images/app:1.0", f"app.tar@{DIGEST}"])
+def test_references_stay_references(spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "images").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert parse_target(spec).runtime == "docker"
+
+
+def test_no_such_file_on_a_node_without_runtimes(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a cluster node without Docker (nor Podman, nor Apptainer) answers a mistyped SIF or
+    archive name: no such file, the nearest name, and not a word of Docker."""
+    (pytester.path / "mytorchvista.sif").write_bytes(b"x")
+    bare = pytester.path / "bin"
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    for spec, expected in (("mytorchvista.sfi", "did you mean 'mytorchvista.sif'?"),
+                           ("mytorchvist.sif", "did you mean 'mytorchvista.sif'?"),
+                           ("img.tar", "no such file 'img.tar'")):
+        result = pytester.runpytest_subprocess("--image", spec)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        err = result.stderr.str()
+        assert f"--image {spec!r}: no such file" in err or f"--image {spec}: no such file" in err, err
+        assert expected in err
+        assert "docker" not in (err + result.stdout.str()).lower()
+        assert "not installed" not in err and "Traceback" not in err

@@ -3,7 +3,10 @@
 Forms accepted (see README "Choosing images"):
 
 * ``host`` — the interpreter running pytest (or ``--host-python``), no container;
-* a path ending in ``.sif`` (or any other existing regular file) — Apptainer/Singularity;
+* a path ending in ``.sif`` (or any other existing regular file) — Apptainer/Singularity; a
+  path-like value that is not there (``img.tar``, ``mytorchvista.sfi``, ``dir/app``) is "no such
+  file" with the nearest name in its directory, never an image for Docker to pull (an image
+  whose name ends like a file is written with its tag, ``my.image:latest``, or a prefix);
 * an image archive, recognised from its content whatever its name (``docker save`` tar, OCI
   image layout tar), or named with ``docker-archive://`` / ``oci-archive://`` — run by the OCI
   default (``docker load``), or converted once to a cached SIF with ``--runtime apptainer``;
@@ -17,11 +20,12 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 
 from .archives import KINDS as ARCHIVE_PREFIXES
-from .archives import ArchiveError, inspect_archive, is_tar
+from .archives import ArchiveError, inspect_archive, is_tar, is_zstd
 from .errors import UsageProblem
+from .nearby import looks_like_path, no_such_file
+from .outputs import special_kind
 from .runtimes import Target, family_of, runtime_names
 
 __all__ = ["Target", "is_oci_reference", "parse_target", "parse_targets"]
@@ -70,6 +74,13 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
             chosen = runtime
     elif not text.endswith(".sif") and is_tar(text):
         return _archive_target(spec, text, "archive", runtime, oci_default)
+    elif is_zstd(text):
+        raise UsageProblem(f"--image {spec!r} is zstd-compressed, which this tool cannot read; decompress it "
+                           f"('zstd -d {text}') or compress with gzip ('docker save IMAGE | gzip > img.tar.gz')")
+    elif not text.endswith(".sif") and text != "host" and not os.path.exists(text) and looks_like_path(text):
+        # A mistyped or absent file, not an image for Docker to look for (a missing .sif is
+        # answered the same way by the SIF check, before any runtime is looked for).
+        raise UsageProblem(no_such_file(repr(spec), text, "the image file"))
     elif runtime != "auto":
         chosen, ref = runtime, text
     elif text == "host":
@@ -114,7 +125,7 @@ def _archive_target(spec: str, path: str, kind: str, runtime: str, oci_default: 
     if (what := _special_file(path)) is not None:
         raise UsageProblem(f"--image {spec!r}: {path!r} is {what}, not an image archive")
     if not os.path.isfile(path):
-        raise UsageProblem(f"--image {spec!r}: no such file {path!r}; check the path to the image archive")
+        raise UsageProblem(no_such_file(repr(spec), path, "the image archive"))
     if kind == "archive":  # its format names the column; a broken one is reported by the archive check
         try:
             kind = inspect_archive(path, spec).kind
@@ -126,17 +137,7 @@ def _archive_target(spec: str, path: str, kind: str, runtime: str, oci_default: 
 def _special_file(path: str) -> str | None:
     """What *path* is when it exists but is neither a regular file nor a directory (a FIFO would
     block whoever opens it to read a header), else None."""
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError):
-        return None
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return None
-    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "not a regular file"
+    return special_kind(path)
 
 
 def _compatible(runtime: str, prefix: str) -> bool:

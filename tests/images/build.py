@@ -299,6 +299,12 @@ RECIPES: dict[str, Recipe] = {
             links=(("usr/bin/python", "python2.7"),),
             description="only a real CPython 2.7.18 (Debian bullseye's python2.7-minimal) as 'python'",
         ),
+        # What a stock Debian server has (python3, ca-certificates; no python3-venv, no Mesa): the
+        # README's first command is run on these as written (tests/test_install.py).
+        Recipe("stock-bookworm", "nopython", apt=("python3", "ca-certificates"),
+               description="Debian 12 as a stock server: minbase + python3 (3.11, PEP 668) + ca-certificates"),
+        Recipe("stock-trixie", None, apt=("python3", "ca-certificates"), suite="trixie",
+               description="Debian 13 as a stock server: minbase + python3 (3.13, PEP 668) + ca-certificates"),
     )
 }
 

@@ -36,8 +36,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import apptainer
-import build
 import slurm
+
+import build
 
 DOCKERD_LOG = Path("/var/log/containercheck-dockerd.log")
 DOCKER_TIMEOUT_S = 120.0
