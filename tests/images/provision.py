@@ -36,9 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import apptainer
-import slurm
-
 import build
+import slurm
 
 DOCKERD_LOG = Path("/var/log/containercheck-dockerd.log")
 DOCKER_TIMEOUT_S = 120.0
