@@ -31,6 +31,7 @@ import lzma
 import os
 import stat
 import tarfile
+import threading
 import zlib
 from typing import IO, Any, Final
 
@@ -152,6 +153,14 @@ def is_zstd(path: str) -> bool:
         return False
 
 
+#: What :func:`inspect_archive` found, per file as it is on disk (device, inode, size, mtime)
+#: and format asked for: a run reads each archive once (when the target is parsed, when the
+#: archives are checked, when the image is loaded or converted), not three times; a file that
+#: changed since is read again.  A compressed archive is decompressed whole to be read.
+_SEEN: dict[tuple[str, str | None, int, int, int, int], ArchiveInfo] = {}
+_SEEN_LOCK = threading.Lock()
+
+
 def inspect_archive(path: str, spec: str, *, verify: bool = False, kind: str | None = None) -> ArchiveInfo:
     """Check the archive at *path* (given as ``--image`` *spec*) and return what it holds.
 
@@ -159,9 +168,21 @@ def inspect_archive(path: str, spec: str, *, verify: bool = False, kind: str | N
     which member), a manifest naming a missing config or layer, a digest that does not match.
     """
     try:
-        size = os.stat(path).st_size
+        st = os.stat(path)
     except OSError as exc:
         raise ArchiveError(f"--image {spec}: cannot read {path!r} ({exc.strerror})") from None
+    key = (os.path.abspath(path), kind, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with _SEEN_LOCK:
+        seen = _SEEN.get(key)
+    if seen is not None and (seen.verified or not verify):
+        return dataclasses.replace(seen, path=path)
+    info = _inspect(path, spec, st.st_size, verify=verify, kind=kind)
+    with _SEEN_LOCK:
+        _SEEN[key] = info
+    return info
+
+
+def _inspect(path: str, spec: str, size: int, *, verify: bool, kind: str | None) -> ArchiveInfo:
     packed = compression(path)
     members: dict[str, tarfile.TarInfo] = {}
     try:
