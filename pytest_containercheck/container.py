@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 import re
-import shutil
-import sys
-import textwrap
 import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +26,7 @@ from .engine.outputs import write_file
 from .engine.policy import CheckOptions
 from .engine.probing import LIBRARY_MODULES, ProbeError, ProbeResult, PythonInfo
 from .engine.redact import Redactor
+from .engine.report import fit, line_width
 from .engine.runtimes import RuntimeFault, Session, Target
 from .engine.runtimes.base import text
 from .engine.textsafe import visible, visible_all
@@ -295,16 +292,11 @@ class Container:
 
 def _fit(message: str) -> str:
     """*message* wrapped to the terminal's width (pytest prints it as it is): long lines of
-    evidence are broken, never cut; the cell keeps them whole."""
-    if not (os.environ.get("COLUMNS") or sys.stdout.isatty()):
-        return message  # a pipe or a file, no width asked for: whole lines, for tools that grep them
-    width = shutil.get_terminal_size((80, 24)).columns
-    lines: list[str] = []
-    for line in message.splitlines():
-        lines += textwrap.wrap(line, width=max(width, 40), subsequent_indent="    ", break_long_words=True,
-                               break_on_hyphens=False, replace_whitespace=False, drop_whitespace=True) or [""]
-    return "\n".join(lines)
-
+    evidence are broken, never cut; the cell keeps them whole.  Whole lines in a pipe."""
+    width = line_width()
+    if width is None:
+        return message
+    return "\n".join(part for line in message.splitlines() for part in fit(line, max(width, 40)))
 
 def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "x"

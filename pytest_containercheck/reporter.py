@@ -8,9 +8,7 @@ path serves runs with and without xdist, because cells travel on the reports.
 from __future__ import annotations
 
 import datetime
-import os
 import socket
-import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -22,7 +20,7 @@ from . import __version__, junit, options, require
 from .engine.matrix import STATUSES, CellRecord, Column, Matrix, cell_record
 from .engine.outputs import Output, write_outputs
 from .engine.redact import redact_args
-from .engine.report import fit, render_html, render_json, render_markdown, render_terminal
+from .engine.report import fit, line_width, render_html, render_json, render_markdown, render_terminal
 from .rows import image_of_nodeid, target_id
 from .state import RunState
 
@@ -175,7 +173,7 @@ class MatrixReporter:
                 tr.ensure_newline()
                 if tr._tw.width_of_current_line:  # xdist writes its dots with no file prefix to end
                     tr.write("\n")
-                for part in fit(line, _line_width(tr)):
+                for part in fit(line, (line_width() or 1 << 20)):
                     tr.write_line(part)
         self._pending.clear()
 
@@ -217,13 +215,13 @@ class MatrixReporter:
             return  # the one ERROR line says it all
         if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and self.config.option.keyword:
             for part in fit(require.nothing_selected(self.config.option.keyword, self.state.collected_rows),
-                            _line_width(tr)):
+                            (line_width() or 1 << 20)):
                 tr.write_line(part)
         tr.write_sep("=", "containercheck matrix")
         for line in render_terminal(self.matrix, width=tr._tw.fullwidth, verbosity=self.config.get_verbosity()):
             tr.write_line(line)
         what = {"cc_matrix_json": "JSON", "cc_matrix_md": "Markdown", "cc_matrix_html": "HTML"}
-        width = _line_width(tr)
+        width = (line_width() or 1 << 20)
         if self.config.option.collectonly and any(options.value(self.config, d) for d in what):
             tr.write_line("containercheck: --collect-only: no matrix file written (nothing ran)")
         for dest, path in self.written:
@@ -233,10 +231,3 @@ class MatrixReporter:
             for part in fit(f"ERROR: {line}", width):
                 tr.write_line(part, red=True)
 
-
-def _line_width(tr: Any) -> int:
-    """How wide the plugin's own lines may be: the terminal's, when there is one (or ``COLUMNS``
-    says); otherwise (a pipe, a CI log) whole lines, for tools that grep them."""
-    if os.environ.get("COLUMNS") or sys.stdout.isatty():
-        return int(tr._tw.fullwidth)
-    return 1 << 20

@@ -15,6 +15,9 @@ No line is wider than *width* (80 when the terminal's is unknown): long text is 
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 import textwrap
 
 from ..expectations import allowance, describe, required_by
@@ -156,6 +159,14 @@ def _shared_skips(cells: list[Cell | None]) -> set[str]:
         if c is not None and c.status == "skip" and c.detail:
             seen[c.detail] = seen.get(c.detail, 0) + 1
     return {d for d, n in seen.items() if n > 1}
+
+
+def line_width() -> int | None:
+    """How wide the plugin's own lines may be: the terminal's, when there is one (a tty, or
+    ``COLUMNS`` says); None in a pipe or a CI log, where whole lines serve tools that grep them."""
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+    return None
 
 
 def fit(text: str, width: int = DEFAULT_WIDTH, indent: str = "    ") -> list[str]:
