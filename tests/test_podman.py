@@ -1,7 +1,7 @@
 """Podman, for real: the same OCI runtime class as Docker with another executable.
 
-Podman is optional on a CI machine (Docker is the required engine); these tests skip with
-the reason when Podman cannot run containers here.
+Under CI=true a Podman that cannot run containers fails these tests (as a missing Docker
+does); elsewhere they skip with the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -48,6 +48,12 @@ def cdi_spec(text: str | None = None) -> Iterator[Path]:
                 CDI_DIR.rmdir()
 
 
+def _missing(problem: str) -> NoReturn:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"Podman is required under CI=true: {problem}", pytrace=False)
+    pytest.skip(problem)
+
+
 @pytest.fixture(scope="session")
 def podman_base(docker: str) -> str:
     """The base test image, copied from Docker into Podman (docker save | podman load)."""
@@ -55,9 +61,9 @@ def podman_base(docker: str) -> str:
         probe = subprocess.run(["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"],
                                capture_output=True, text=True, timeout=120)
     except FileNotFoundError:
-        pytest.skip("podman is not installed (python3 tests/images/provision.py installs it)")
+        _missing("podman is not installed (python3 tests/images/provision.py installs it)")
     if probe.returncode != 0:
-        pytest.skip(f"podman does not work here: {probe.stderr.strip()[-300:]}")
+        _missing(f"podman does not work here: {probe.stderr.strip()[-300:]}")
     return str(load_build().ensure_podman_image("base", log=lambda msg: None))
 
 

@@ -17,7 +17,8 @@ Idempotent: every phase first checks whether its work is already done. Phases, e
    (``slurm.py``), for the README's Slurm recipe (``tests/test_slurm.py``).
 7. Podman (optional): install Debian's ``podman``, write a containers.conf drop-in with
    ulimits this VM accepts, ``docker save | podman load`` one image and ``podman run`` it.
-   A failure here is reported and does not fail the script.
+   A failure here is reported and does not fail the script; under CI=true the Podman tests
+   then fail (tests/test_podman.py), as every test of a missing runtime does.
 
 Stdlib only.  Exits non-zero with a one-line reason when a required phase fails.
 """
