@@ -88,6 +88,7 @@ def _render_isolated(func, params, ctx=None):
     import os
     import signal
     import sys
+    import tempfile
     import traceback
 
     def describe(exc):
@@ -106,7 +107,7 @@ def _render_isolated(func, params, ctx=None):
     sys.stdout.flush()
     sys.stderr.flush()
     # Without ctx (render.py loaded on its own, by its unit tests) a plain temporary file.
-    capture = ctx.scratch_file() if ctx is not None else __import__("tempfile").TemporaryFile()
+    capture = ctx.scratch_file() if ctx is not None else tempfile.TemporaryFile()
     read_fd, write_fd = os.pipe()
     remaining = signal.alarm(0) if hasattr(signal, "alarm") else 0
     if remaining:
