@@ -50,6 +50,9 @@ _RENDER_ENV_KEYS = (
     "VTK_DEFAULT_OPENGL_WINDOW",
     "VTK_DEFAULT_EGL_DEVICE_INDEX",
     "VTK_EGL_DEVICE_INDEX",
+    "CUDA_VISIBLE_DEVICES",
+    "SLURM_STEP_GPUS",
+    "SLURM_JOB_GPUS",
     "LD_LIBRARY_PATH",
     "LIBGL_ALWAYS_SOFTWARE",
     "GALLIUM_DRIVER",
@@ -285,8 +288,14 @@ def _egl_devices():
     query(n, devices, ctypes.byref(count))
     string_addr = egl.eglGetProcAddress(b"eglQueryDeviceStringEXT")
     display_addr = egl.eglGetProcAddress(b"eglGetPlatformDisplayEXT")
+    attrib_addr = egl.eglGetProcAddress(b"eglQueryDeviceAttribEXT")
     dev_string = (ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int)(string_addr)
                   if string_addr else None)
+    # EGLBoolean eglQueryDeviceAttribEXT(EGLDeviceEXT, EGLint, EGLAttrib *) (EGL_EXT_device_query);
+    # EGLAttrib is intptr_t.
+    dev_attrib = (ctypes.CFUNCTYPE(ctypes.c_uint, ctypes.c_void_p, ctypes.c_int,
+                                   ctypes.POINTER(ctypes.c_ssize_t))(attrib_addr)
+                  if attrib_addr else None)
     get_display = (ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint, ctypes.c_void_p,
                                     ctypes.POINTER(ctypes.c_int))(display_addr)
                    if display_addr else None)
@@ -299,6 +308,17 @@ def _egl_devices():
             if "EGL_EXT_device_drm" in dev["extensions"]:
                 drm = dev_string(devices[i], 0x3233)  # EGL_DRM_DEVICE_FILE_EXT
                 dev["drm_device_file"] = (drm or b"").decode("ascii", "replace") or None
+            if "EGL_NV_device_cuda" in dev["extensions"] and dev_attrib:
+                # EGL_CUDA_DEVICE_NV (0x323A, Khronos EGL_NV_device_cuda): the CUDA device this EGL
+                # device is, as an ordinal of this process's CUDA (relative to CUDA_VISIBLE_DEVICES).
+                # The query's answer for a GPU outside CUDA_VISIBLE_DEVICES is not documented: both
+                # outcomes are recorded as they come.
+                value = ctypes.c_ssize_t(-1)
+                if dev_attrib(devices[i], 0x323A, ctypes.byref(value)):
+                    dev["cuda_device"] = int(value.value)
+                else:
+                    dev["cuda_device_error"] = ("eglQueryDeviceAttribEXT(EGL_CUDA_DEVICE_NV) failed "
+                                                "(EGL error 0x%x)" % egl.eglGetError())
         if get_display:
             dpy = get_display(0x313F, devices[i], None)  # EGL_PLATFORM_DEVICE_EXT
             major, minor = ctypes.c_int(0), ctypes.c_int(0)

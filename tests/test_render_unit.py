@@ -414,3 +414,8 @@ def test_probe_reports_egl_device_facts_only_for_egl_windows(backend: str) -> No
         if "VTK_EGL_DEVICE_INDEX" not in os.environ and "VTK_DEFAULT_EGL_DEVICE_INDEX" not in os.environ:
             assert f["egl_device_index"] == -1  # vtkEGLRenderWindow's default without the variable
             assert egl_device_used(f).startswith("the default EGL device, 0")
+    # EGL_CUDA_DEVICE_NV is asked only of devices that list EGL_NV_device_cuda (Mesa's software
+    # device here lists EGL_MESA_device_software): nothing is claimed of the others.
+    for dev in (f.get("egl_devices") or {}).get("devices") or []:
+        asked = "cuda_device" in dev or "cuda_device_error" in dev
+        assert asked == ("EGL_NV_device_cuda" in dev.get("extensions", [])), dev

@@ -447,3 +447,96 @@ def test_combined_pyvista_specifiers_are_read_and_given_back_as_one_requirement(
     assert found is not None and "pip install 'vtk!=9.4.0,!=9.4.1,<9.8.0,>=9.3.1'" in found[1]
     facts["vtk_version"] = "9.5.2"
     assert pyvista_vtk_mismatch(facts) is None
+
+
+def _multi_gpu_egl(*, cuda: list[int | None], default_fails: bool = False) -> dict[str, Any]:
+    """The H200's recorded EGL render (tests/data/render/h200-egl.json: one NVIDIA device with
+    EGL_NV_device_cuda, rendered on "NVIDIA H200/PCIe/SSE2") with the enumeration of a node that has
+    one NVIDIA device per entry of *cuda* plus Mesa's software device, as in a Slurm job given one GPU
+    (CUDA_VISIBLE_DEVICES=1). Each entry is what EGL_CUDA_DEVICE_NV answered (None: the query failed).
+    Edited, not observed: the recorded run had one GPU."""
+    facts = copy.deepcopy(load(RENDER, "h200-egl"))
+    nvidia = facts["egl_devices"]["devices"][0]
+    devices = []
+    for i, ordinal in enumerate(cuda):
+        dev = dict(nvidia, index=i)
+        if ordinal is None:
+            dev["cuda_device_error"] = "eglQueryDeviceAttribEXT(EGL_CUDA_DEVICE_NV) failed (EGL error 0x3000)"
+        else:
+            dev["cuda_device"] = ordinal
+        if i == 0 and default_fails:
+            del dev["version"], dev["vendor"]
+            dev["init_error"] = "eglInitialize failed (EGL error 0x3001)"
+        devices.append(dev)
+    devices.append({"index": len(cuda), "vendor": "Mesa Project", "version": "1.5",
+                    "extensions": ["EGL_MESA_device_software", "EGL_EXT_device_drm_render_node"]})
+    facts["egl_devices"] = {"device_count": len(devices), "devices": devices}
+    facts["egl_device_count"] = len(devices)
+    facts["env"].update(CUDA_VISIBLE_DEVICES="1", SLURM_JOB_GPUS="1")
+    return facts
+
+
+def test_egl_on_a_gpu_the_job_was_not_given_fails_under_require_gpu() -> None:
+    """Item 13, "EGL device 0 whatever the job's GPU": VTK opens EGL device 0 (vtkEGLRenderWindow.cxx,
+    SetDeviceAsDisplay(-1)) whatever CUDA uses; EGL_NV_device_cuda tells which EGL device is CUDA
+    device 0 (sources: tests/data/render/README.md, "Issue 24: the job's EGL device")."""
+    facts = _multi_gpu_egl(cuda=[None, 0])
+    v = render_verdict(facts, "egl", require_gpu=True, host_has_gpu=True)
+    assert (v.status, v.fault) == ("fail", "pair"), v
+    assert "EGL device 0" in v.detail and "CUDA_VISIBLE_DEVICES=1" in v.detail and "is EGL device 1" in v.detail
+    assert "VTK_DEFAULT_EGL_DEVICE_INDEX=1" in (v.fix or "") and "ConstrainDevices=yes" in (v.fix or "")
+    # Nothing demands the GPU: the row passes and says so, with the same way out.
+    soft = render_verdict(facts, "egl", host_has_gpu=True)
+    assert soft.status == "pass" and "not on this job's GPU" in soft.detail
+    assert "VTK_DEFAULT_EGL_DEVICE_INDEX=1" in (soft.fix or "")
+
+
+def test_egl_on_the_jobs_gpu_passes() -> None:
+    from pytest_containercheck.engine.verdicts_render import egl_device_used
+
+    # The job set the index to its GPU's EGL device: VTK reads it in the window's constructor.
+    facts = _multi_gpu_egl(cuda=[None, 0])
+    facts["env"]["VTK_DEFAULT_EGL_DEVICE_INDEX"] = "1"
+    v = render_verdict(facts, "egl", require_gpu=True, host_has_gpu=True)
+    assert v.status == "pass" and "not on this job's GPU" not in v.detail, v
+    assert egl_device_used(facts).endswith("(VTK_DEFAULT_EGL_DEVICE_INDEX=1), CUDA device 0")
+    # ConstrainDevices: the job cannot open GPU 0, so EGL device 0 does not initialise and VTK
+    # "Trying other devices..." keeps device 1, the job's.
+    constrained = _multi_gpu_egl(cuda=[None, 0], default_fails=True)
+    assert render_verdict(constrained, "egl", require_gpu=True, host_has_gpu=True).status == "pass"
+    assert egl_device_used(constrained).endswith("which did not initialise, so EGL device 1, CUDA device 0")
+    # A driver that answers for every GPU (or a node where CUDA sees them all): nothing to say.
+    every = _multi_gpu_egl(cuda=[1, 0])
+    v = render_verdict(every, "egl", require_gpu=True, host_has_gpu=True)
+    assert v.status == "pass" and "not on this job's GPU" not in v.detail
+    # No device answered 0 (CUDA itself failed in this process): no claim either.
+    assert render_verdict(_multi_gpu_egl(cuda=[None, None]), "egl", require_gpu=True,
+                          host_has_gpu=True).status == "pass"
+
+
+def test_egl_device_index_variables_are_read_as_vtk_reads_them() -> None:
+    """vtkEGLRenderWindow.cxx: atoi() of each variable, kept only when >= 0; VTK_EGL_DEVICE_INDEX
+    sets DeviceIndex (the window then opens exactly that device)."""
+    from pytest_containercheck.engine.verdicts_render import egl_device_opened
+
+    facts = _multi_gpu_egl(cuda=[None, 0])
+    for value, opened in (("1", 1), (" 1x", 1), ("abc", 0), ("-1", 0)):
+        facts["env"]["VTK_DEFAULT_EGL_DEVICE_INDEX"] = value
+        assert egl_device_opened(facts) == opened, value
+    facts["egl_device_index"] = 0  # VTK_EGL_DEVICE_INDEX=0: no fallback even if device 0 failed
+    assert egl_device_opened(facts) == 0
+    assert egl_device_opened(load(RENDER, "host-osmesa")) is None
+
+
+def test_software_fallback_fix_names_the_jobs_nvidia_device() -> None:
+    from pytest_containercheck.engine.verdicts_render import egl_software_cause
+
+    # Edited: the NVIDIA vendor loads but VTK rendered with Mesa; of two NVIDIA devices the job's
+    # (CUDA device 0) is the second.
+    facts = _multi_gpu_egl(cuda=[None, 0])
+    facts["egl_vendor_files"] = {"search": "default", "files": [
+        {"path": "/usr/share/glvnd/egl_vendor.d/10_nvidia.json", "library_path": "libEGL_nvidia.so.0",
+         "loaded": True}]}
+    facts["gl_renderer"] = "llvmpipe (LLVM 15.0.6, 256 bits)"
+    _reason, fix, _fault = egl_software_cause(facts, "docker")
+    assert "VTK_EGL_DEVICE_INDEX=1" in fix

@@ -284,7 +284,8 @@ def egl_software_cause(facts: Mapping[str, Any], runtime: str,
         if f.get("loaded"):
             devices = (facts.get("egl_devices") or {}).get("devices") or []
             vendors = sorted({str(d.get("vendor")) for d in devices if d.get("vendor")})
-            nvidia = [int(d["index"]) for d in devices
+            # The job's own GPU first: the NVIDIA device that is CUDA device 0 (EGL_NV_device_cuda).
+            nvidia = [int(d["index"]) for d in sorted(devices, key=lambda d: d.get("cuda_device") != 0)
                       if "nvidia" in str(d.get("vendor") or "").lower() and isinstance(d.get("index"), int)]
             used = egl_device_used(facts)
             index = str(nvidia[0]) if nvidia else "N (the NVIDIA device's index among the EGL devices)"
@@ -327,26 +328,121 @@ def egl_software_cause(facts: Mapping[str, Any], runtime: str,
             "libraries)", "host")
 
 
+def _atoi(text: str | None) -> int | None:
+    """C's ``atoi`` as VTK calls it on the device variables: leading blanks, a sign, digits; 0 for
+    text without digits; None when the variable is not set."""
+    if text is None:
+        return None
+    m = re.match(r"\s*([+-]?\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
+def egl_device_opened(facts: Mapping[str, Any]) -> int | None:
+    """The index of the EGL device VTK's window opened, worked out the way
+    ``vtkEGLRenderWindow::SetDeviceAsDisplay`` (Kitware/VTK, ``Rendering/OpenGL2/
+    vtkEGLRenderWindow.cxx``) picks it.
+
+    * ``VTK_EGL_DEVICE_INDEX`` >= 0 sets ``DeviceIndex``: that device, initialised or not.
+    * Otherwise (``DeviceIndex`` -1) the default device, ``VTK_DEFAULT_EGL_DEVICE_INDEX`` when it is
+      >= 0 (else the build's default, 0); if it does not initialise, VTK "Trying other devices..." in
+      enumeration order and keeps the first that does.
+
+    Whether a device initialises is read from the probe's own enumeration (``egl_devices``, the
+    same libEGL in the same environment). None when this is not an EGL window or nothing tells.
+    """
+    if facts.get("window_class") != "vtkEGLRenderWindow":
+        return None
+    index = facts.get("egl_device_index")
+    if isinstance(index, int) and index >= 0:
+        return index
+    env = facts.get("env") or {}
+    default = _atoi(env.get("VTK_DEFAULT_EGL_DEVICE_INDEX"))
+    default = default if default is not None and default >= 0 else 0
+    devices = [d for d in (facts.get("egl_devices") or {}).get("devices") or [] if isinstance(d.get("index"), int)]
+    chosen = next((d for d in devices if d["index"] == default), None)
+    if chosen is not None and "init_error" in chosen:
+        return next((d["index"] for d in devices if d["index"] != default and "version" in d), None)
+    return default
+
+
+def _cuda_of(device: Mapping[str, Any] | None) -> str:
+    """What ``EGL_NV_device_cuda`` said of one EGL device, for a reason text."""
+    if device is None:
+        return ""
+    if isinstance(device.get("cuda_device"), int):
+        return f", CUDA device {device['cuda_device']}"
+    if device.get("cuda_device_error"):
+        return ", a GPU this process's CUDA does not see"
+    return ""
+
+
+def _egl_device(facts: Mapping[str, Any], index: int | None) -> Mapping[str, Any] | None:
+    devices = (facts.get("egl_devices") or {}).get("devices") or []
+    return next((d for d in devices if d.get("index") == index), None) if index is not None else None
+
+
 def egl_device_used(facts: Mapping[str, Any]) -> str:
     """Which EGL device VTK rendered on, as far as the facts tell.
 
     ``vtkEGLRenderWindow`` (VTK 9.x, ``vtkEGLRenderWindow.cxx``) keeps ``DeviceIndex = -1``
     unless ``VTK_EGL_DEVICE_INDEX`` is set; with -1 it opens the default device,
     ``VTK_DEFAULT_EGL_DEVICE_INDEX`` (build default 0), trying the others if that one fails
-    to initialise.  A window of another class (OSMesa) has no EGL device at all.
+    to initialise.  A window of another class (OSMesa) has no EGL device at all.  Where the
+    NVIDIA driver answered ``EGL_CUDA_DEVICE_NV`` for that device, the CUDA device it is follows.
     """
     if facts.get("window_class") != "vtkEGLRenderWindow":
         return "no EGL device (not an EGL window)"
     env = facts.get("env") or {}
     count = facts.get("egl_device_count")
     of = f" of {count}" if isinstance(count, int) else ""
+    opened = egl_device_opened(facts)
+    cuda = _cuda_of(_egl_device(facts, opened))
     index = facts.get("egl_device_index")
     if isinstance(index, int) and index >= 0:
-        return f"EGL device {index}{of} (VTK_EGL_DEVICE_INDEX={env.get('VTK_EGL_DEVICE_INDEX', index)})"
+        return f"EGL device {index}{of} (VTK_EGL_DEVICE_INDEX={env.get('VTK_EGL_DEVICE_INDEX', index)}){cuda}"
     default = env.get("VTK_DEFAULT_EGL_DEVICE_INDEX")
     if default is not None:
-        return f"EGL device {default}{of} (VTK_DEFAULT_EGL_DEVICE_INDEX={default})"
-    return f"the default EGL device, 0{of} (neither VTK_EGL_DEVICE_INDEX nor VTK_DEFAULT_EGL_DEVICE_INDEX set)"
+        text = f"EGL device {default}{of} (VTK_DEFAULT_EGL_DEVICE_INDEX={default})"
+    else:
+        text = f"the default EGL device, 0{of} (neither VTK_EGL_DEVICE_INDEX nor VTK_DEFAULT_EGL_DEVICE_INDEX set)"
+    wanted = _atoi(default) if default is not None else 0
+    if opened is not None and opened != wanted:
+        text += f", which did not initialise, so EGL device {opened}"
+    return text + cuda
+
+
+def foreign_egl_device(facts: Mapping[str, Any]) -> tuple[str, str] | None:
+    """VTK rendered on an NVIDIA GPU that this process's CUDA does not see, while another EGL device
+    is its CUDA device 0: on a shared node, a GPU the job was not given. (reason, fix), or None.
+
+    Sources: the Khronos ``EGL_NV_device_cuda`` extension maps an EGL device to a CUDA device
+    (``EGL_CUDA_DEVICE_NV``, 0x323A, through ``eglQueryDeviceAttribEXT``); the ordinals it answers
+    are those of the process's CUDA, relative to ``CUDA_VISIBLE_DEVICES`` (RLinf/RLinf pull 1458,
+    which maps them back for its workers); EGL's enumeration order is not CUDA's
+    (google-deepmind/mujoco issue 3245: ``CUDA_VISIBLE_DEVICES=2`` rendered on GPU 0 of 7);
+    VTK renders on EGL device ``VTK_DEFAULT_EGL_DEVICE_INDEX`` (0) whatever CUDA uses
+    (``vtkEGLRenderWindow.cxx``). The rule acts only on a failed query for the device VTK used and
+    a device that answered 0: where the driver answers for every GPU it says nothing.
+    """
+    opened = egl_device_opened(facts)
+    used = _egl_device(facts, opened)
+    if used is None or "nvidia" not in str(used.get("vendor") or "").lower() or not used.get("cuda_device_error"):
+        return None
+    devices = (facts.get("egl_devices") or {}).get("devices") or []
+    job = next((d for d in devices if d.get("cuda_device") == 0 and isinstance(d.get("index"), int)), None)
+    if job is None:
+        return None
+    env = facts.get("env") or {}
+    given = ", ".join(f"{k}={env[k]}" for k in ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS")
+                      if k in env)
+    k = job["index"]
+    return (f"VTK rendered on EGL device {opened}, an NVIDIA GPU this process's CUDA does not see "
+            f"({given or 'CUDA_VISIBLE_DEVICES not in the facts'}); the GPU CUDA uses, CUDA device 0, is "
+            f"EGL device {k}",
+            f"render on the job's own GPU: set VTK_DEFAULT_EGL_DEVICE_INDEX={k} in the job (the index depends "
+            "on the node and on the GPUs the job was given: map CUDA device 0 to its EGL device through "
+            "EGL_NV_device_cuda, as this check does), or let jobs open only their own GPUs (Slurm: "
+            "ConstrainDevices=yes in cgroup.conf)")
 
 
 def _driver_text(gl_version: str | None) -> str:
@@ -463,4 +559,13 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
         reason, fix, _fault = egl_software_cause(facts, runtime, runtime_version)
         note += f"; host has a GPU: {reason}"
         return Verdict("pass", f"{backend} renders with {label}; host has a GPU: {reason}", note=note, fix=fix)
+    foreign = foreign_egl_device(facts) if backend == "egl" and not software else None
+    if foreign is not None:
+        if demand_hw:
+            flag = "--require-hw-render" if require_hw_render else "--require-gpu on a GPU host"
+            return Verdict("fail", f"{flag}: EGL rendered with {label}, but not on this job's GPU: {foreign[0]}",
+                           note=note, fix=foreign[1], fault="pair")
+        note += f"; not this job's GPU: {foreign[0]}"
+        return Verdict("pass", f"{backend} renders with {label}, not on this job's GPU: {foreign[0]}", note=note,
+                       fix=foreign[1])
     return Verdict("pass", f"{backend} renders with {label}", note=note)
