@@ -137,6 +137,12 @@ def test_normalize_renderer(renderer: str | None, expected: str) -> None:
     ("SWR (LLVM 11.0.1, 256 bits)", "swrast"),  # OpenSWR
     ("lavapipe (LLVM 15.0.6, 256 bits)", "lavapipe"),
     ("virgl (NVIDIA GeForce RTX 3090/PCIe/SSE2)", "virgl"),  # a VM's view of its host's renderer
+    # Older Mesa's state tracker: "Gallium %s on %s" (st_cb_strings.c, ST_VERSION_STRING "0.4").
+    ("Gallium 0.4 on llvmpipe (LLVM 3.4, 256 bits)", "llvmpipe"),
+    ("Gallium 0.4 on softpipe", "softpipe"),
+    # zink on lavapipe: zink_screen.c's "zink Vulkan %d.%d(%s (%s))" with lavapipe's device name and
+    # vk_DriverId_to_str(VK_DRIVER_ID_MESA_LLVMPIPE) less "VK_DRIVER_ID_".
+    ("zink Vulkan 1.3(llvmpipe (LLVM 15.0.7, 256 bits) (MESA_LLVMPIPE))", "lavapipe"),
 ])
 def test_every_cpu_renderer_is_software_not_only_llvmpipe(gl_renderer: str, name: str) -> None:
     """Each renders on the CPU: its fingerprint is software and the cell says so."""
@@ -144,6 +150,9 @@ def test_every_cpu_renderer_is_software_not_only_llvmpipe(gl_renderer: str, name
     assert ic.fingerprint(gl_renderer, "4.5 (Core Profile) Mesa 22.3.6", "9.3.0").software
     assert ic.renderer_label({"gl_renderer": gl_renderer}) == f"{name} (software)"
     assert not ic.fingerprint("NVIDIA H200/PCIe/SSE2", "4.6.0 NVIDIA 580.159.04", "9.5.2").software
+    # zink on a GPU's Vulkan driver is hardware.
+    assert not ic.fingerprint("zink Vulkan 1.3(NVIDIA H200 (NVIDIA_PROPRIETARY))", "4.6 (Core Profile) Mesa 24.0.5",
+                              "9.5.2").software
 
 
 @pytest.mark.parametrize(("version", "expected"), [

@@ -91,6 +91,15 @@ def normalize_renderer(gl_renderer: str | None) -> str:
     if not gl_renderer:
         return "unknown"
     r = gl_renderer.strip()
+    # Older Mesa named gallium drivers "Gallium 0.4 on llvmpipe (LLVM 3.4, 256 bits)" (Mesa's
+    # state tracker, st_cb_strings.c: "Gallium %s on %s" with ST_VERSION_STRING): the driver follows.
+    r = re.sub(r"^Gallium\s+\S+\s+on\s+", "", r)
+    # zink (GL on Vulkan) names the Vulkan device and driver: "zink Vulkan 1.3(llvmpipe (LLVM 15.0.7,
+    # 256 bits) (MESA_LLVMPIPE))" (Mesa src/gallium/drivers/zink/zink_screen.c, zink_get_name): on
+    # lavapipe, Mesa's Vulkan on the CPU, it renders in software.
+    zink = re.match(r"zink Vulkan [\d.]+\((.*) \((\w+)\)\)$", r)
+    if zink and (zink.group(2) == "MESA_LLVMPIPE" or zink.group(1).lower().startswith(("llvmpipe", "lavapipe"))):
+        return "lavapipe"
     low = r.lower()
     for soft in ("llvmpipe", "softpipe", "lavapipe", "virgl"):
         if low.startswith(soft):
