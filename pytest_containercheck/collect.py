@@ -20,10 +20,10 @@ from . import require
 from .container import shadowing_fixture
 from .engine.policy import CheckOptions
 from .engine.probing import PlannedProbe, canonical_params
-from .rows import ORDER_MARKER, USER_ORDER, row_name, target_id
+from .rows import CHECKS_DIR, ORDER_MARKER, USER_ORDER, row_name, target_id
 from .state import STATE
 
-CHECKS_DIR = Path(__file__).resolve().parent / "checks"
+
 def plan_from_markers(item: pytest.Item, options: CheckOptions) -> list[PlannedProbe]:
     """The probes *item* declares with ``@pytest.mark.containercheck_probe(name, params=, weight=)``.
 

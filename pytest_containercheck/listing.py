@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .rows import row_name
-
-CHECKS_DIR = Path(__file__).resolve().parent / "checks"
+from .rows import CHECKS_DIR, row_name
 
 
 def _doc(item: pytest.Item) -> str:

@@ -101,8 +101,8 @@ def _configure(config: pytest.Config) -> None:
         # suite only, instead of collecting whatever test files happen to lie around.  Your
         # own container tests join when named on the command line or in testpaths.
         config.args[:] = []
-    if not options.value(config, "cc_no_builtin") and str(collect.CHECKS_DIR) not in config.args:
-        config.args.append(str(collect.CHECKS_DIR))
+    if not options.value(config, "cc_no_builtin") and str(rows.CHECKS_DIR) not in config.args:
+        config.args.append(str(rows.CHECKS_DIR))
     if workerinput is None:
         require.check_names(config, state)  # a wrong row name: a usage error now, or at collection's end
         reporter = MatrixReporter(config, state)

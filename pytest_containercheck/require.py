@@ -33,10 +33,8 @@ from .engine.matrix import Column as _Column
 from .engine.policy import CheckOptions
 from .engine.runtimes import Target
 from .engine.textsafe import visible
-from .rows import row_name, target_id
+from .rows import CHECKS_DIR, row_name, target_id
 from .state import STATE, RunState
-
-CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 
 
 def parse(values: Iterable[str]) -> tuple[str, ...]:

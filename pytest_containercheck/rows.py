@@ -6,7 +6,12 @@ know of a test item.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+CHECKS_DIR = Path(__file__).resolve().parent / "checks"
+"""The built-in checks' directory: collected with ``--image``, never without."""
 
 ROW_MARKER = "containercheck_row"
 ORDER_MARKER = "containercheck_order"
