@@ -30,7 +30,7 @@ from .engine.report import fit, line_width
 from .engine.runtimes import RuntimeFault, Session, Target
 from .engine.runtimes.base import text
 from .engine.textsafe import visible, visible_all
-from .engine.verdict import FAULTS, Verdict
+from .engine.verdict import FAULTS, Verdict, for_host
 from .engine.verdicts_system import other_interpreter
 from .rows import row_name
 from .state import STATE
@@ -205,6 +205,8 @@ class Container:
 
     def apply(self, verdict: Verdict) -> None:
         """Make *verdict* this cell's outcome: a fail or skip ends the test, a pass sets the note."""
+        if self.target.runtime == "host":
+            verdict = for_host(verdict)
         if verdict.status == "fail":
             self.fail(verdict.detail, fix=verdict.fix, fault=verdict.fault)
         if verdict.status == "skip":

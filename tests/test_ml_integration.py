@@ -49,6 +49,26 @@ def host_libs() -> None:
 # -- host --------------------------------------------------------------------------------------
 
 
+def test_host_python_without_the_libraries_says_this_python_not_the_image(pytester: pytest.Pytester,
+                                                                          tmp_path: Path) -> None:
+    """--image host has no image: a library this Python lacks is "not installed in this Python".
+    Real run with a bare venv of this interpreter (no site packages) as --host-python."""
+    import subprocess
+    import venv
+
+    bare = tmp_path / "bare"
+    venv.EnvBuilder(with_pip=False, system_site_packages=False).create(bare)
+    python = bare / "bin" / "python"
+    gone = subprocess.run([str(python), "-c", "import torch"], capture_output=True, timeout=60)
+    assert gone.returncode != 0, "the bare venv sees torch"
+    result = _run(pytester, "--image", "host", "--host-python", str(python), "-k", "cpu")
+    result.assert_outcomes(skipped=3)
+    cells = _cells(pytester, "host")
+    for row, library in (("torch.cpu", "torch"), ("xgboost.cpu", "xgboost"), ("transformers.cpu", "transformers")):
+        assert cells[row]["detail"].startswith(f"{library} is not installed in this Python"), cells[row]
+    assert "in the image" not in result.stdout.str()
+
+
 @NO_GPU_HOST
 def test_host_cpu_rows_pass_and_gpu_rows_skip_with_no_gpu_reason(host_libs: None, pytester: pytest.Pytester) -> None:
     result = _run(pytester, "--image", "host")

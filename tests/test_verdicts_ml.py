@@ -562,3 +562,17 @@ def test_transformers_with_a_torch_below_its_floor() -> None:
     assert (v.status, v.fault) == ("fail", "image")
     assert "transformers 5.23.0 needs torch >= 2.6, the image has torch 2.4.1" in v.detail
     assert "upgrade torch to >= 2.6" in (v.fix or "")
+
+
+def test_for_host_rewords_only_absent_module_skips() -> None:
+    """--image host: "not installed in this Python"; an image keeps "in the image", and a verdict
+    that is not about an absent module is left as it is."""
+    from pytest_containercheck.engine.verdict import for_host
+
+    absent = ml.torch_cpu({"installed": False, "found": False,
+                           "error": "ModuleNotFoundError: No module named 'torch'"})
+    assert absent.detail.startswith("torch is not installed in the image") and absent.missing == "torch"
+    assert for_host(absent).detail.startswith("torch is not installed in this Python")
+    other = ml.Verdict("fail", "torch is not installed in the image, says the log", fault="image")
+    assert for_host(other) is other
+

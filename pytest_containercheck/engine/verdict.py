@@ -44,6 +44,19 @@ class Verdict:
         return self.status == "pass"
 
 
+NOT_INSTALLED = "not installed in the image"
+"""How a skip for an absent Python module says so (:attr:`Verdict.missing` set)."""
+NOT_INSTALLED_HOST = "not installed in this Python"
+"""The same said of ``--image host``, where there is no image (see :func:`for_host`)."""
+
+
+def for_host(verdict: Verdict) -> Verdict:
+    """*verdict* as said of ``--image host``: a module absent from this Python, not from an image."""
+    if not verdict.missing:
+        return verdict
+    return dataclasses.replace(verdict, detail=verdict.detail.replace(NOT_INSTALLED, NOT_INSTALLED_HOST))
+
+
 def passed(detail: str, note: str = "") -> Verdict:
     """A pass with *detail* (and the cell *note*, when different)."""
     return Verdict("pass", detail, note=note)

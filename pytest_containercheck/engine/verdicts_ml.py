@@ -51,7 +51,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .verdict import Verdict, failed, passed, skipped
+from .verdict import NOT_INSTALLED, Verdict, failed, passed, skipped
 from .verdicts_gpu import CUINIT_ERRORS, explain_cuinit
 
 __all__ = [
@@ -535,7 +535,7 @@ def _not_importable(facts: Mapping[str, Any], library: str, fix: str) -> Verdict
     err = _first_line(str(facts.get("error")), 200)
     if facts.get("found"):
         return _import_failure(library, err, fix, facts.get("dist_versions"), str(facts.get("error")))
-    return _skip(f"{library} is not installed in the image ({err})", missing=library)
+    return _skip(f"{library} is {NOT_INSTALLED} ({err})", missing=library)
 
 
 def _torch_not_installed(facts: Mapping[str, Any]) -> Verdict | None:
@@ -904,7 +904,7 @@ def _tf_not_runnable(facts: Mapping[str, Any]) -> Verdict | None:
         return None
     err = _first_line(str(facts.get("error")), 160)
     if facts.get("transformers_installed") is False:
-        return _skip("transformers is not installed in the image", missing="transformers")
+        return _skip(f"transformers is {NOT_INSTALLED}", missing="transformers")
     if facts.get("transformers_installed") and facts.get("torch_installed") is False:
         return _skip(f"transformers is installed but torch is not: no backend to run a model ({err})")
     # Both present but the import failed.

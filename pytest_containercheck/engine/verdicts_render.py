@@ -13,7 +13,7 @@ from typing import Any
 
 from .imagecompare import SOFTWARE_RENDERERS, normalize_renderer, renderer_label
 from .runtimes import family_of
-from .verdict import Verdict
+from .verdict import NOT_INSTALLED, Verdict
 
 WINDOW_CLASSES = {"osmesa": "vtkOSOpenGLRenderWindow", "egl": "vtkEGLRenderWindow"}
 
@@ -463,7 +463,7 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
         err = facts.get(f"{lib}_import_error")
         if err:
             if err.startswith("ModuleNotFoundError"):
-                return Verdict("skip", f"pyvista/vtk not installed in the image ({err})", missing=lib)
+                return Verdict("skip", f"pyvista/vtk {NOT_INSTALLED} ({err})", missing=lib)
             mismatch = pyvista_vtk_mismatch(facts) if lib == "pyvista" else None
             if "MPLCONFIGDIR" in err:
                 # pyvista imports matplotlib, which needs a writable config directory: a read-only
