@@ -25,6 +25,7 @@ from helpers import (
     docker_problem,
     load_build,
     load_tool,
+    missing,
     tree_pythonpath,
 )
 from slurm_recipe import load_slurm, slurm_problem
@@ -62,9 +63,7 @@ def docker() -> str:
     """The docker executable; fails under CI=true (skips elsewhere) when Docker is missing."""
     problem = docker_problem()
     if problem:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Docker is required under CI=true: {problem}", pytrace=False)
-        pytest.skip(problem)
+        missing("Docker", problem)
     return "docker"
 
 
@@ -115,9 +114,7 @@ def apptainer() -> ModuleType:
     """The provisioning module, once apptainer works; fails under CI=true (skips elsewhere) when missing."""
     problem = apptainer_problem()
     if problem:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Apptainer is required under CI=true: {problem}", pytrace=False)
-        pytest.skip(problem)
+        missing("Apptainer", problem)
     return load_tool("apptainer")
 
 
@@ -224,7 +221,5 @@ def slurm_node() -> str:
     slurm = load_slurm()
     problem = slurm_problem(slurm)
     if problem:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"Slurm is required under CI=true: {problem}", pytrace=False)
-        pytest.skip(problem)
+        missing("Slurm", problem)
     return str(slurm.node_name(slurm.node_line()))

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 import pytest
 
@@ -59,6 +59,14 @@ def cut_copy(src: Path, dst: Path, fraction: float = 0.5) -> Path:
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         fout.write(fin.read(int(src.stat().st_size * fraction)))
     return dst
+
+
+def missing(what: str, problem: str) -> NoReturn:
+    """*what* (Docker, Podman, Apptainer, Slurm, ...) cannot be used here: under CI=true the test
+    fails, since CI must have it; elsewhere it skips with *problem* as the reason."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} is required under CI=true: {problem}", pytrace=False)
+    pytest.skip(problem)
 
 
 def docker_problem() -> str | None:

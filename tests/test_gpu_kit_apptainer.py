@@ -20,6 +20,8 @@ import pytest
 
 from pytest_containercheck.checks import builtin_rows
 
+from helpers import missing
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "gpu" / "apptainer_run.sh"
 ROOTFS_CACHE = Path(os.environ.get("CONTAINERCHECK_CACHE_DIR", "/var/cache/containercheck")) / "rootfs"
@@ -41,10 +43,10 @@ MiB = 1024 * 1024
 # -- what is carried ---------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None or os.geteuid() != 0,
-                    reason="needs Debian's apt-get and dpkg-deb, as root (the private apt configuration)")
 def test_prepared_packages_fit_one_call_and_the_gpu_machines_glibc(tmp_path: Path) -> None:
     """The real downloads: sid's apptainer and bookworm's squashfs-tools/squashfuse, with their libc floors."""
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None or os.geteuid() != 0:
+        missing("Debian's apt", "needs Debian's apt-get and dpkg-deb, as root (the private apt configuration)")
     entries = kit2.prepare(tmp_path, log=lambda _msg: None)
     assert [e["package"] for e in entries] == [p for _s, p in kit2.PACKAGES]
     assert kit2.check_manifest(entries) == []

@@ -13,13 +13,13 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
 from pytest_containercheck.engine.archives import inspect_archive
 
-from helpers import ONLY_SYSTEM, load_build, podman_containers, standin_nvidia_smi
+from helpers import ONLY_SYSTEM, load_build, missing, podman_containers, standin_nvidia_smi
 
 #: Podman 4.3 reads every CDI spec in these directories (the CDI library's defaults); it has no
 #: option for another one.  A test that writes a spec holds this lock, and so does every test that
@@ -48,12 +48,6 @@ def cdi_spec(text: str | None = None) -> Iterator[Path]:
                 CDI_DIR.rmdir()
 
 
-def _missing(problem: str) -> NoReturn:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"Podman is required under CI=true: {problem}", pytrace=False)
-    pytest.skip(problem)
-
-
 @pytest.fixture(scope="session")
 def podman_base(docker: str) -> str:
     """The base test image, copied from Docker into Podman (docker save | podman load)."""
@@ -61,9 +55,9 @@ def podman_base(docker: str) -> str:
         probe = subprocess.run(["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"],
                                capture_output=True, text=True, timeout=120)
     except FileNotFoundError:
-        _missing("podman is not installed (python3 tests/images/provision.py installs it)")
+        missing("Podman", "podman is not installed (python3 tests/images/provision.py installs it)")
     if probe.returncode != 0:
-        _missing(f"podman does not work here: {probe.stderr.strip()[-300:]}")
+        missing("Podman", f"podman does not work here: {probe.stderr.strip()[-300:]}")
     return str(load_build().ensure_podman_image("base", log=lambda msg: None))
 
 
