@@ -22,7 +22,13 @@ import pytest
 from pytest_containercheck.engine import hostinfo
 from pytest_containercheck.engine import verdicts_gpu as gpu
 from pytest_containercheck.engine import verdicts_ml as ml
-from pytest_containercheck.engine.verdicts_render import pyvista_vtk_mismatch, render_verdict
+from pytest_containercheck.engine.verdicts_render import (
+    egl_device_opened,
+    egl_device_used,
+    egl_software_cause,
+    pyvista_vtk_mismatch,
+    render_verdict,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ML = ROOT / "tests" / "data" / "ml"
@@ -431,8 +437,6 @@ def test_out_of_memory_says_who_holds_the_memory(text: str, fault: str) -> None:
 
 
 def test_headless_driver_without_egl_names_the_package() -> None:
-    from pytest_containercheck.engine.verdicts_render import egl_software_cause
-
     facts = copy.deepcopy(load(RENDER, "full-egl"))
     facts["dev_nvidia"] = ["/dev/nvidia0", "/dev/nvidiactl"]
     facts["env"]["NVIDIA_DRIVER_CAPABILITIES"] = "all"
@@ -492,8 +496,6 @@ def test_egl_on_a_gpu_the_job_was_not_given_fails_under_require_gpu() -> None:
 
 
 def test_egl_on_the_jobs_gpu_passes() -> None:
-    from pytest_containercheck.engine.verdicts_render import egl_device_used
-
     # The job set the index to its GPU's EGL device: VTK reads it in the window's constructor.
     facts = _multi_gpu_egl(cuda=[None, 0])
     facts["env"]["VTK_DEFAULT_EGL_DEVICE_INDEX"] = "1"
@@ -517,8 +519,6 @@ def test_egl_on_the_jobs_gpu_passes() -> None:
 def test_egl_device_index_variables_are_read_as_vtk_reads_them() -> None:
     """vtkEGLRenderWindow.cxx: atoi() of each variable, kept only when >= 0; VTK_EGL_DEVICE_INDEX
     sets DeviceIndex (the window then opens exactly that device)."""
-    from pytest_containercheck.engine.verdicts_render import egl_device_opened
-
     facts = _multi_gpu_egl(cuda=[None, 0])
     for value, opened in (("1", 1), (" 1x", 1), ("abc", 0), ("-1", 0)):
         facts["env"]["VTK_DEFAULT_EGL_DEVICE_INDEX"] = value
@@ -529,8 +529,6 @@ def test_egl_device_index_variables_are_read_as_vtk_reads_them() -> None:
 
 
 def test_software_fallback_fix_names_the_jobs_nvidia_device() -> None:
-    from pytest_containercheck.engine.verdicts_render import egl_software_cause
-
     # Edited: the NVIDIA vendor loads but VTK rendered with Mesa; of two NVIDIA devices the job's
     # (CUDA device 0) is the second.
     facts = _multi_gpu_egl(cuda=[None, 0])
