@@ -85,6 +85,14 @@ def base_image(image_factory: Callable[[str], str]) -> str:
 
 
 @pytest.fixture(scope="session")
+def gate_images(base_image: str) -> dict[str, str]:
+    """The CI gate's labelled test images (``helpers.GATE_IMAGES``), by name."""
+    from helpers import GATE_IMAGES, build_labelled
+
+    return {name: build_labelled(base_image, name, lines) for name, lines in GATE_IMAGES.items()}
+
+
+@pytest.fixture(scope="session")
 def nopython_image(image_factory: Callable[[str], str]) -> str:
     """Debian bookworm without any Python."""
     return image_factory("nopython")

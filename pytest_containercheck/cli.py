@@ -10,26 +10,27 @@ import argparse
 import json
 import os
 import shutil
-import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .engine import gate
 from .engine.diff import KINDS, diff_columns, failing
 from .engine.diff import render_markdown as render_diff_markdown
 from .engine.errors import UsageProblem
+from .engine.expectations import Expectation, for_columns, of_column, read_file, split_rows
 from .engine.matrix import Column, Matrix, merge, same_image
-from .engine.outputs import Output, check_outputs, file_kind, is_step_summary, write_outputs
+from .engine.outputs import Output, check_outputs, is_step_summary, write_outputs
 from .engine.report import render_html, render_json, render_markdown, render_terminal
-
-#: Largest matrix file read (a merge of many nodes is a few MiB; anything bigger is not ours).
-MAX_INPUT_BYTES = 256 * 2**20
+from .engine.textsafe import visible
+from .engine.userfiles import MAX_MATRIX_BYTES, read_user_file
 
 #: Exit codes, the same as pytest's where they mean the same (docs/reference/exit-codes.md):
 #: 1 a failure, conflict, regression or gone row, or an output not written at the end;
-#: 4 a usage error (bad input, named in one line, before anything is written).
+#: 2 (``gate``) a run in the matrix was interrupted; 4 a usage error (bad input, named in one
+#: line, before anything is written).
 EXIT_FAILED = 1
 EXIT_USAGE = 4
 
@@ -48,24 +49,7 @@ class NotWritten(Exception):
 
 
 def _load(path: str) -> Matrix:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise UsageProblem(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UsageProblem(f"{path}: cannot read it ({exc.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise UsageProblem(f"{path}: {file_kind(st.st_mode)}, not a matrix JSON file")
-    if st.st_size > MAX_INPUT_BYTES:
-        raise UsageProblem(f"{path}: {st.st_size} bytes, more than a matrix file can be ({MAX_INPUT_BYTES})")
-    try:
-        # O_NONBLOCK: a file swapped for a FIFO after the stat cannot block the open.
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise UsageProblem(f"{path}: not a regular file, not a matrix JSON file")
-            raw = fh.read(MAX_INPUT_BYTES + 1)
-    except OSError as exc:
-        raise UsageProblem(f"{path}: cannot read it ({exc.strerror})") from None
+    raw = read_user_file(path, "a matrix JSON file", limit=MAX_MATRIX_BYTES)
     try:
         return Matrix.from_dict(json.loads(raw.decode("utf-8")))
     except UnicodeDecodeError:
@@ -81,8 +65,12 @@ _SUFFIX = {"json": ".json", "md": ".md", "html": ".html"}
 
 def _outputs(args: argparse.Namespace) -> list[Output]:
     """The output files the command line names (``--json``, ``--md``, ``--html``)."""
-    # Markdown for the job's summary file ($GITHUB_STEP_SUMMARY) is added to it, never replaces it.
-    return [Output(f"--{name}", path, suffix, append=name == "md" and is_step_summary(path))
+    # Markdown for the job's summary file ($GITHUB_STEP_SUMMARY) is added to it, never replaces it;
+    # so is Markdown for any file with --md-append (a CI recipe's report, written by several steps).
+    def appends(name: str, path: str) -> bool:
+        return name == "md" and (is_step_summary(path) or bool(getattr(args, "md_append", False)))
+
+    return [Output(f"--{name}", path, suffix, append=appends(name, path))
             for name, suffix in _SUFFIX.items() if (path := getattr(args, name, None))]
 
 
@@ -100,9 +88,22 @@ def _duplicates(matrices: Sequence[Matrix], files: Sequence[str]) -> list[dict[s
     return [{"row": r, "column": c, "host": h, "files": fs} for (r, c, h), fs in seen.items() if len(fs) > 1]
 
 
-def _add_report_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--html", metavar="PATH", help="write one self-contained HTML page (render images inline)")
-    parser.add_argument("--md", metavar="PATH", help="write compact Markdown (e.g. for a CI job summary)")
+def _add_report_options(parser: argparse.ArgumentParser, *, html: bool = True) -> None:
+    if html:
+        parser.add_argument("--html", metavar="PATH", help="write one self-contained HTML page (render images inline)")
+    parser.add_argument("--md", metavar="PATH", help="write compact Markdown (e.g. for a CI job summary; "
+                        "$GITHUB_STEP_SUMMARY is appended to)")
+    parser.add_argument("--md-append", action="store_true",
+                        help="append the --md Markdown to the file instead of replacing it (as for "
+                        "$GITHUB_STEP_SUMMARY)")
+
+
+def _add_gate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--expectations", metavar="FILE",
+                        help="judge with this TOML file's [[image]] tables (a pyproject.toml: its "
+                        "[[tool.containercheck.image]] tables) instead of the expectations recorded in the matrix")
+    parser.add_argument("--require", metavar="ROW", action="append", default=[],
+                        help="a row that must pass on every image (repeatable), as pytest's --require")
 
 
 def _write(args: argparse.Namespace, content: dict[str, str]) -> None:
@@ -118,7 +119,7 @@ def _reports(matrix: Matrix, args: argparse.Namespace, sources: Sequence[str]) -
     out = {}
     if args.md:
         out["--md"] = render_markdown(matrix)
-    if args.html:
+    if getattr(args, "html", None):
         # Artifact paths are relative to where each pytest ran: usually the directory the
         # merge runs in (a shared job directory), else next to the result files.
         dirs = [Path.cwd(), *dict.fromkeys(Path(f).resolve().parent for f in sources)]
@@ -147,12 +148,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "rows that passed before and are gone")
     d.add_argument("files", nargs="+", metavar="MATRIX.json",
                    help="OLD.json NEW.json (one column each), or one run's JSON with --old and --new")
-    d.add_argument("--old", metavar="COLUMN", help="the old image's column id (e.g. docker://team/img:1.3)")
-    d.add_argument("--new", metavar="COLUMN", help="the new image's column id (e.g. docker://team/img:1.4)")
-    d.add_argument("--md", metavar="PATH", help="write the changes as Markdown (e.g. $GITHUB_STEP_SUMMARY, which is "
-                   "appended to)")
+    d.add_argument("--old", metavar="IMAGE",
+                   help="the old image: its column id (docker://team/img:1.3) or --image value")
+    d.add_argument("--new", metavar="IMAGE",
+                   help="the new image: its column id (docker://team/img:1.4) or --image value")
+    _add_report_options(d, html=False)
     d.add_argument("--accept-gone", action="store_true",
                    help="rows that passed before and are missing now do not fail the diff (they are still listed)")
+    _add_gate_options(d)
+    g = sub.add_parser("gate", help="apply the CI gate to matrix files (several are merged: one per node or "
+                       "partition), with pytest's exit codes")
+    g.add_argument("files", nargs="+", metavar="MATRIX.json")
+    _add_gate_options(g)
+    g.add_argument("--json", metavar="PATH", help="write the judged matrix as JSON")
+    _add_report_options(g)
     sub.add_parser("probes", help="list the built-in probes")
     args = parser.parse_args(argv)
 
@@ -174,11 +183,27 @@ def _column(matrix: Matrix, wanted: str | None, source: str, flag: str) -> Colum
             ids = ", ".join(sorted({c.id for c in matrix.columns.values()}))
             raise UsageProblem(f"{source} has {len(matrix.columns)} columns ({ids}); name one with {flag}")
         return next(iter(matrix.columns.values()))
-    found = [c for c in matrix.columns.values() if c.id == wanted]
+    # The column id, else the --image value the run was given (docker://team/img:1.4 or team/img:1.4).
+    found = [c for c in matrix.columns.values() if c.id == wanted] or \
+        [c for c in matrix.columns.values() if c.spec == wanted]
     if len(found) != 1:
         ids = ", ".join(sorted({c.id for c in matrix.columns.values()}))
         raise UsageProblem(f"{flag} {wanted}: {source} has {'several' if found else 'no'} such column (it has: {ids})")
     return found[0]
+
+
+def _judged(matrix: Matrix, args: argparse.Namespace) -> gate.Judgement:
+    """*matrix* judged by the gate: under ``--expectations``/``--require`` when given (each column's
+    names and labels from its recorded facts, every column covered as in a pytest run), else under
+    the expectations the run recorded for each column."""
+    rows = tuple(r for v in args.require for r in split_rows(v))
+    if args.expectations or rows:
+        file = args.expectations
+        entries = read_file(file, file, pyproject=os.path.basename(file) == "pyproject.toml") if file else []
+        found = for_columns(matrix, entries, rows)
+        return gate.judge(matrix, found.get)
+    recorded: dict[tuple[str, str], Expectation | None] = {k: of_column(c) for k, c in matrix.columns.items()}
+    return gate.judge(matrix, recorded.get)
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -188,14 +213,16 @@ def _diff(args: argparse.Namespace) -> int:
     old_m = _load(args.files[0])
     new_m = _load(args.files[-1])
     if len(args.files) == 1 and not (args.old and args.new):
-        raise UsageProblem("one matrix file: name both columns with --old COLUMN --new COLUMN")
+        raise UsageProblem("one matrix file: name both columns with --old IMAGE --new IMAGE")
     old = _column(old_m, args.old, args.files[0], "--old")
     new = _column(new_m, args.new, args.files[-1], "--new")
+    if args.expectations or args.require:  # both sides under the same rules: the repository's now
+        old_m, new_m = _judged(old_m, args).matrix, _judged(new_m, args).matrix
     changes = diff_columns(old_m, old, new_m, new)
     print(f"containercheck diff: {old.id} ({old.host}) -> {new.id} ({new.host})")
     for c in changes:
         if c.kind not in ("unchanged pass", "skipped on both"):
-            print(f"  {c.kind.upper():18} {c.row}: {c.old or '-'} -> {c.new or '-'}  {c.detail}")
+            print(visible(f"  {c.kind.upper():18} {c.row}: {c.old or '-'} -> {c.new or '-'}  {c.detail}", lines=False))
     counts = {k: sum(c.kind == k for c in changes) for k in KINDS}
     print("  " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
     if args.md:
@@ -203,10 +230,31 @@ def _diff(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failing(changes, accept_gone=args.accept_gone) else 0
 
 
+def _gate(args: argparse.Namespace, width: int) -> int:
+    _check_outputs(args, args.files)
+    loaded = [_load(f) for f in args.files]
+    matrix = loaded[0] if len(loaded) == 1 else merge(loaded)
+    if len(loaded) > 1:
+        matrix.meta = {"version": __version__, "merged_from": list(args.files), "runs": [x.meta for x in loaded]}
+    judged = _judged(matrix, args)
+    _write(args, {**({"--json": render_json(judged.matrix)} if args.json else {}),
+                  **_reports(judged.matrix, args, args.files)})
+    print("\n".join(render_terminal(judged.matrix, width=width, verbosity=-1)))
+    failing = len(judged.matrix.problems())
+    conflicts = f", {len(judged.matrix.conflicts)} conflict(s)" if judged.matrix.conflicts else ""
+    verdict = {gate.EXIT_OK: "the gate passes",
+               gate.EXIT_FAILED: f"the gate fails: {failing} cell(s) failed or errored{conflicts}",
+               gate.EXIT_INTERRUPTED: "the gate cannot pass: a run in the matrix was interrupted (incomplete)"}
+    print(f"containercheck gate: {verdict[judged.exit_code]}")
+    return judged.exit_code
+
+
 def _main(args: argparse.Namespace) -> int:
     width = shutil.get_terminal_size((120, 24)).columns
     if args.command == "diff":
         return _diff(args)
+    if args.command == "gate":
+        return _gate(args, width)
     if args.command == "probes":
         from .engine import probing  # here: only this command needs it (and, through it, the runtimes)
 

@@ -28,10 +28,10 @@ from . import __version__, collect, hooks, junit, listing, options, require, row
 from .container import container, shadowing_fixture
 from .engine import hostinfo
 from .engine.errors import UsageProblem
-from .engine.expectations import Expectation
+from .engine.expectations import Expectation, unused_line
 from .engine.lifecycle import SessionPool
 from .engine.report import fit
-from .engine.runtimes import Target, get_runtime
+from .engine.runtimes import LaunchOptions, Target, get_runtime
 from .engine.textsafe import visible
 from .reporter import MATRIX_KEY, MatrixReporter
 from .state import STATE, RunState
@@ -88,12 +88,14 @@ def _configure(config: pytest.Config) -> None:
     else:
         launch.run_id = secrets.token_hex(4)
         expectations_file = options.expectations_file(config)
-        host, runtime_facts = _look_around(config, targets)
+        host, runtime_facts = _look_around(config, targets, launch)
         # The images' labels are known now (preflight read them), and nothing has started.
-        expectations = require.load(targets, runtime_facts, checks.required_rows, expectations_file)
+        expectations, unused = require.load(targets, runtime_facts, checks.required_rows, expectations_file)
     options.gpus_for_host(launch, host)
     state = RunState(targets=targets, launch=launch, checks=checks, host=host,
                      pool=SessionPool(launch, checks), runtime_facts=runtime_facts, expectations=expectations)
+    if workerinput is None:
+        state.unused_tables = [unused_line(e) for e in unused]
     config.stash[STATE] = state
 
     if config.args_source == pytest.Config.ArgsSource.INVOCATION_DIR and workerinput is None:
@@ -137,15 +139,20 @@ def pytest_collection(session: pytest.Session) -> None:
         state.pool.start_early(state.targets)
 
 
-def _look_around(config: pytest.Config, targets: list[Target]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Host facts, each image's preflight (a usage error if it is unusable) and the removal
-    of what killed earlier runs left behind, all at once: each mostly waits on a runtime's
-    command line (``docker info``, ``docker version``, ``docker image inspect``, ``docker ps``)."""
+def _look_around(config: pytest.Config, targets: list[Target],
+                 launch: LaunchOptions) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Host facts, each image's preflight (a usage error if it is unusable), the launch options
+    the runtimes would refuse (``--network``, ``--runtime-arg``) and the removal of what killed
+    earlier runs left behind, all at once: each mostly waits on a runtime's command line
+    (``docker info``, ``docker version``, ``docker image inspect``, ``docker ps``)."""
     runtimes = list(dict.fromkeys(t.runtime for t in targets))
 
     def preflight() -> dict[str, dict[str, Any]]:
         archives = options.check_archives(config, targets)
-        return {t.id: {**archives.get(t.id, {}), **get_runtime(t.runtime).preflight(t)} for t in targets}
+        facts = {t.id: {**archives.get(t.id, {}), **get_runtime(t.runtime).preflight(t)} for t in targets}
+        for name in runtimes:
+            get_runtime(name).check_launch(launch)
+        return facts
 
     with ThreadPoolExecutor(max_workers=2 + len(runtimes), thread_name_prefix="containercheck-setup") as pool:
         host = pool.submit(hostinfo.gather, runtimes)
@@ -212,5 +219,5 @@ def _hold_signals() -> dict[int, Any]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report: pytest.TestReport = yield
-    require.apply(item, report)
+    require.apply(item, report, call)
     return report

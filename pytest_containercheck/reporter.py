@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from . import __version__, junit, options, require
+from .engine.expectations import UNUSED_KEY
 from .engine.matrix import STATUSES, CellRecord, Column, Matrix, cell_record
 from .engine.outputs import Output, write_outputs
 from .engine.redact import redact_args
@@ -55,6 +56,8 @@ class MatrixReporter:
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")  # configured: started
         self.matrix.meta = {"run_id": state.launch.run_id, "pytest_args": redact_args(config.invocation_params.args),
                             "version": __version__, "started": started, "host": self.host}
+        if state.unused_tables:
+            self.matrix.meta[UNUSED_KEY] = list(state.unused_tables)
         for t in state.targets:
             exp = state.expectations.get(t.id)
             self.matrix.add_column(Column(id=t.id, host=self.host, spec=t.spec, runtime=t.runtime, ref=t.ref,

@@ -1,20 +1,22 @@
 """The CI gate in the pytest run: each image's expectations (:mod:`.engine.expectations`: rows
 that must pass, rows allowed to fail, intent), from ``--require``, the repository's file and the
-image's labels, checked before anything starts and applied to every test's outcome.
+image's labels, checked before anything starts; the gate's rules themselves are the engine's
+(:mod:`.engine.gate`): this module only converts pytest's reports to the gate's observed
+outcomes and its decisions back.
 
 * :func:`parse` -- the ``--require`` values (repeatable, comma- or space-separated) -> row names;
 * :func:`load` -- on the controller at configure time, after preflight has read every image's
-  labels: each image's :class:`~.engine.expectations.Expectation` (a conflict between sources,
-  a malformed file or label: a usage error);
+  labels and names: each image's :class:`~.engine.expectations.Expectation` (a conflict between
+  sources, a malformed file or label, an image no table of the repository covers: a usage error);
 * :func:`check_names` / :func:`check_collected` -- every row named must exist: against the
   built-in rows at once, or, when the run collects the user's own checks, at the end of their
   collection (the images' early start waits for it), before any container starts;
 * :func:`options_for` -- ``container.options`` of one image: its required rows and intent;
-* :func:`apply` -- in every pytest process: a required row that skipped fails, with its reason
-  and who required it; a failure of a row allowed to fail is an expected failure (pytest's
-  xfail), with its reason;
-* :func:`fill_missing` -- on the controller at the end: a required row that did not run on an
-  image gets a failed cell (the matrix reporter calls it before the matrix is rendered).
+* :func:`apply` -- in every pytest process: the test's report as an observed outcome, the gate's
+  decision (:func:`~.engine.gate.decide`) applied to the report (a required row that skipped
+  fails; a failure of a row allowed to fail is pytest's xfail) and recorded on the cell;
+* :func:`fill_missing` -- on the controller at the end: a required or allowed row that did not run
+  on an image gets a failed cell (the matrix reporter calls it before the matrix is rendered).
 """
 
 from __future__ import annotations
@@ -27,9 +29,22 @@ from typing import Any
 
 import pytest
 
-from .engine.expectations import Expectation, closest, combine, from_labels, read_file, split_rows, unknown_rows
-from .engine.matrix import Cell, Matrix, cell_record, image_labels
+from .engine import gate
+from .engine.errors import UsageProblem
+from .engine.expectations import (
+    Entry,
+    Expectation,
+    closest,
+    combine,
+    from_labels,
+    read_file,
+    split_rows,
+    uncovered,
+    unknown_rows,
+)
 from .engine.matrix import Column as _Column
+from .engine.matrix import Matrix, cell_record, image_labels
+from .engine.names import image_names
 from .engine.policy import CheckOptions
 from .engine.runtimes import Target
 from .engine.textsafe import visible
@@ -42,20 +57,30 @@ def parse(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(r for v in values for r in split_rows(v))
 
 
+def names_of(target: Target, facts: Mapping[str, Any]) -> list[str]:
+    """Every name of *target*'s image (:func:`~.engine.names.image_names`), from preflight's facts."""
+    return image_names(target.spec, target.ref, target.family, facts, target.id)
+
+
 def load(targets: Sequence[Target], runtime_facts: Mapping[str, Mapping[str, Any]], option_rows: Sequence[str],
-         file: tuple[str, str, bool] | None) -> dict[str, Expectation]:
+         file: tuple[str, str, bool] | None) -> tuple[dict[str, Expectation], list[Entry]]:
     """Every image's expectations: *option_rows* (``--require``), the entries of *file*
-    (``(path, name shown, is a pyproject.toml)``) whose globs match the image, and the image's
-    labels (from preflight: *runtime_facts*).  :class:`~.engine.errors.UsageProblem` on a
-    malformed source or a conflict."""
+    (``(path, name shown, is a pyproject.toml)``) whose globs match one of the image's names, and
+    the image's labels (from preflight: *runtime_facts*); and the file's tables that matched no
+    image (named in the summary).  :class:`~.engine.errors.UsageProblem` on a malformed source, a
+    conflict, or an image that no table covers while the repository has tables."""
     entries = read_file(*file[:2], pyproject=file[2]) if file else []
+    names = {t.id: names_of(t, runtime_facts.get(t.id, {})) for t in targets}
+    problem = uncovered([(t.spec, names[t.id]) for t in targets], entries, option_rows)
+    if problem:
+        raise UsageProblem(problem)
     out: dict[str, Expectation] = {}
     for t in targets:
         facts = dict(runtime_facts.get(t.id, {}))
-        names = [t.spec, t.id, t.ref, *(str(tag) for tag in facts.get("repo_tags") or [])]
         labels = from_labels(image_labels(_Column(t.id, "", facts=facts)), t.spec)
-        out[t.id] = combine(t.id, names, option_rows, entries, labels)
-    return out
+        out[t.id] = combine(t.id, names[t.id], option_rows, entries, labels)
+    unused = [e for e in entries if not any(e.matches(n) for n in names.values())]
+    return out, unused
 
 
 def builtin_row_names() -> set[str]:
@@ -127,48 +152,83 @@ def options_for(state: RunState, image: str) -> CheckOptions:
                                intent_source=", ".join(exp.intent_sources))
 
 
-def apply(item: pytest.Item, report: pytest.TestReport) -> None:
-    """The image's expectations decide the outcome: a required row that skipped fails (the gate
-    asked for it to pass); a row allowed to fail that failed is an expected failure (xfail),
-    with its reason.  An error (the check could not be carried out) is not what allow-fail
-    allows: it stays an error.  Called from the plugin's ``pytest_runtest_makereport`` wrapper,
-    in every pytest process."""
+def observed(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str | None:
+    """What a test's *report* observed, as the gate reads it (:data:`~.engine.gate.OBSERVED`), or
+    None for a report that decides nothing (a setup that passed: the call decides; a teardown).
+
+    A check that raised something other than a failure (``container.fail``, ``pytest.fail``, an
+    ``assert``) could not be carried out: an error, like ``container.error``."""
+    raw = cell_record(report)
+    xfail = hasattr(report, "wasxfail")
+    if report.when == "call":
+        if report.passed:
+            return "pass"
+        if report.skipped:
+            return "xfail" if xfail else "skip"
+        if raw is not None and raw.get("status") == "error":
+            return "error"
+        exc = call.excinfo.value if call.excinfo is not None else None
+        if exc is not None and not isinstance(exc, (pytest.fail.Exception, AssertionError)):
+            return "error"
+        return "fail"
+    if report.when == "setup":
+        if report.skipped:
+            return "xfail" if xfail else "skip"
+        if report.failed:
+            return "error"
+    return None
+
+
+def _said(report: pytest.TestReport) -> str:
+    if hasattr(report, "wasxfail"):
+        return f"expected to fail ({report.wasxfail or 'xfail'})"
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    raw = cell_record(report)
+    return str(raw.get("detail") or "") if raw is not None else ""
+
+
+def apply(item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
+    """The gate's decision on this test's report, made by :func:`~.engine.gate.decide` and carried
+    out in pytest's terms: a row that must fail the run becomes a failed report with the gate's
+    reason, an allowed failure becomes pytest's xfail with who allowed it; the decision is recorded
+    on the cell (``gate``).  Called from the plugin's ``pytest_runtest_makereport`` wrapper, in
+    every pytest process."""
     state = item.config.stash.get(STATE, None)
     image = target_id(item)
-    exp = state.expectations.get(image) if state is not None and image is not None else None
-    if exp is None or exp.empty:
+    if state is None or image is None:
         return
-    row = row_name(item)
+    seen = observed(report, call)
+    if seen is None:
+        return
     raw = cell_record(report)
-    if report.skipped and row in exp.required:
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        if hasattr(report, "wasxfail"):  # an xfail mark of the user's own: still no pass
-            reason = f"expected to fail ({report.wasxfail or 'xfail'})"
+    outcome = gate.decide(row_name(item), seen, _said(report), state.expectations.get(image))
+    if seen == "error" and raw is not None:
+        raw["status"] = "error"
+    if raw is not None:
+        raw["gate"] = outcome.to_dict()
+    if not outcome.changed:
+        return
+    if outcome.status == "fail":
+        if hasattr(report, "wasxfail"):
             del report.wasxfail
-        message = f"required row {row!r} was skipped (required by {', '.join(exp.required[row])}): " \
-                  f"{str(reason).removeprefix('Skipped: ')}"
         report.outcome = "failed"
-        report.longrepr = message
+        report.longrepr = outcome.reason
         if raw is not None:
-            raw["detail"] = message[:300]
-    elif report.failed and report.when == "call" and row in exp.allowed:
-        if raw is not None and raw.get("status") == "error":
-            return
+            raw["detail"] = outcome.reason[:300]
+    elif outcome.status == "xfail":
         report.outcome = "skipped"
-        report.wasxfail = f"allowed to fail by {exp.allowance(row)}"
+        report.wasxfail = outcome.reason
 
 
 def fill_missing(matrix: Matrix, expectations: Mapping[str, Expectation]) -> bool:
-    """A failed cell for every required row that has none on its image's column; True when any
-    was missing."""
+    """A failed cell (:func:`~.engine.gate.missing_cell`) for every required or allowed row that has
+    none on its image's column; True when any was missing."""
     missing = False
     for key in matrix.columns:
         exp = expectations.get(key[0])
-        for row, sources in (exp.required.items() if exp is not None else ()):
+        for row in gate.missing_rows(exp) if exp is not None else []:
             if matrix.get(row, key) is None:
                 missing = True
-                matrix.put(Cell(row=row, column=key[0], host=key[1], status="fail",
-                                detail=f"required row did not run (deselected, or no such check); "
-                                       f"required by {', '.join(sources)}",
-                                fix="run the check that fills it, or stop requiring it there"))
+                matrix.put(gate.missing_cell(row, key, gate.decide(row, "missing", "", exp)))
     return missing

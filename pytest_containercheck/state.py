@@ -36,6 +36,9 @@ class RunState:
     before that."""
     collected_rows: list[str] = dataclasses.field(default_factory=list)
     """Every row collected in this process, before ``-k``/``-m`` deselected any."""
+    unused_tables: list[str] = dataclasses.field(default_factory=list)
+    """One line per table of the repository's expectations that matched no image of the run
+    (controller only): named in the summary, not an error (a job may gate some images only)."""
 
 
 STATE = pytest.StashKey[RunState]()

@@ -8,6 +8,7 @@ runtimes' availability and leftovers, command-line fragments, and the SIF header
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import struct
@@ -202,3 +203,39 @@ def load_kit() -> ModuleType:
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+# -- the CI gate's test images (tests/test_gate.py, tests/test_gate_cli.py, tests/test_gate_names.py) ------------
+
+FEATURE_REASON = "no feature in a render image (ticket 7)"
+GATE_IMAGES = {
+    "gate-render": ['LABEL org.containercheck.require="system.os" '
+                    f'org.containercheck.allow-fail="mine.feature: {FEATURE_REASON}" org.containercheck.intent=cpu'],
+    "gate-train": ['LABEL org.containercheck.require="system.libcuda" org.containercheck.intent=gpu',
+                   "RUN mkdir -p /opt && touch /opt/feature"],
+}
+"""gate-render may fail mine.feature by its own label (and has no /opt/feature); gate-train requires
+system.libcuda by its label (which skips, so fails, on a host without a GPU) and has /opt/feature."""
+
+OWN_CHECK = '''
+import pytest
+
+@pytest.mark.containercheck_row("mine.feature")
+def test_feature(container):
+    """The image ships /opt/feature."""
+    if not container.run(["test", "-e", "/opt/feature"]).ok:
+        container.fail("no /opt/feature in the image", fault="image")
+    container.note("/opt/feature present")
+'''
+"""A user's own check: the row ``mine.feature``."""
+
+
+def build_labelled(base: str, name: str, lines: list[str]) -> str:
+    """*base* plus *lines* (LABEL, RUN) as ``containercheck-test/NAME:<hash>``, built once (``docker build``
+    with the Dockerfile on stdin: no context, nothing pulled)."""
+    dockerfile = "\n".join([f"FROM {base}", *lines]) + "\n"
+    tag = f"containercheck-test/{name}:{hashlib.sha256(dockerfile.encode()).hexdigest()[:12]}"
+    if subprocess.run(["docker", "image", "inspect", tag], capture_output=True, timeout=60).returncode != 0:
+        subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, capture_output=True, text=True,
+                       check=True, timeout=600)
+    return tag

@@ -78,8 +78,8 @@ def test_new_image_that_lost_cuda_is_a_regression(two_images: tuple[Path, str, s
     assert res.returncode == 1, res.stdout + res.stderr
     assert "REGRESSION         xgboost.cuda: skip -> fail" in res.stdout
     md = (where / "diff.md").read_text()
-    assert "**1 regression(s)**" in md and "| `xgboost.cuda` | regression | skip | fail |" in md
-    assert "| `xgboost.cpu` | unchanged pass | pass | pass |" in md
+    assert "**1 regression(s)**" in md and "| xgboost.cuda | regression | skip | fail |" in md
+    assert "| xgboost.cpu | unchanged pass | pass | pass |" in md
 
 
 def test_the_other_way_is_fixed_and_passes_the_gate(two_images: tuple[Path, str, str]) -> None:
@@ -105,6 +105,6 @@ def test_bad_diff_input_is_one_line(two_images: tuple[Path, str, str]) -> None:
     where, _old, _new = two_images
     res = _cli("diff", "run.json", cwd=where)
     assert res.returncode == 4 and res.stderr.count("\n") == 1
-    assert "name both columns with --old COLUMN --new COLUMN" in res.stderr
+    assert "name both columns with --old IMAGE --new IMAGE" in res.stderr
     res = _cli("diff", "run.json", "--old", "docker://nope", "--new", "docker://nope", cwd=where)
     assert res.returncode == 4 and "--old docker://nope: run.json has no such column" in res.stderr

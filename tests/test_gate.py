@@ -10,7 +10,6 @@ from ``docker save`` tars, and assert the same expectations each time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,14 +23,24 @@ from pathlib import Path
 import pytest
 
 from pytest_containercheck import require
+from pytest_containercheck.engine import gate
 from pytest_containercheck.engine.diff import classify, diff_columns, failing
 from pytest_containercheck.engine.errors import UsageProblem
-from pytest_containercheck.engine.expectations import Expectation, combine, from_labels, read_file, unknown_rows
+from pytest_containercheck.engine.expectations import (
+    Expectation,
+    combine,
+    from_labels,
+    read_file,
+    uncovered,
+    unknown_rows,
+    unused,
+    unused_line,
+)
 from pytest_containercheck.engine.matrix import Cell, Column, Matrix
 from pytest_containercheck.engine.outputs import Output, write_outputs
 from pytest_containercheck.engine.report import render_html, render_json, render_markdown, render_terminal
 
-from helpers import NO_GPU_HOST, ROOT, SYSTEM
+from helpers import FEATURE_REASON, GATE_IMAGES, NO_GPU_HOST, OWN_CHECK, ROOT, SYSTEM, build_labelled
 
 # -- the sources, one by one ----------------------------------------------------------------------
 
@@ -50,6 +59,7 @@ match = ["team/render:*", "render*.sif"]
 require = ["render.egl"]
 allow-fail = {"render.osmesa" = "EGL only"}
 intent = "cpu"
+trust-image-allowances = true
 
 [[tool.containercheck.image]]
 match = "team/train:*"
@@ -68,6 +78,12 @@ require = "torch.cuda, torch.cpu"
                     "transformers.cuda": [{"source": "image label", "reason": "none"}]},
         "intent": {"value": "cpu", "sources": ["pyproject.toml", "image label"]}}
     assert Expectation.from_dict(exp.to_dict()) == exp
+    # Without a table that trusts them, the image's own allowances are ignored, and say so.
+    untrusted = combine("docker://team/other:1", ["team/other:1"], [], entries, labels)
+    assert untrusted.allowed == {} and untrusted.to_dict()["ignored"] == {
+        "xgboost.cuda": [{"source": "image label", "reason": "CPU build"}],
+        "transformers.cuda": [{"source": "image label", "reason": "none"}]}
+    assert Expectation.from_dict(untrusted.to_dict()) == untrusted
     train = combine("docker://team/train:2", ["team/train:2"], [], entries, None)
     assert list(train.required) == ["torch.cuda", "torch.cpu"] and train.intent is None
     assert combine("host", ["host"], [], entries, None).empty
@@ -124,10 +140,15 @@ def test_a_conflict_is_one_line(tmp_path: Path, label_intent: str | None, file: 
         combine("docker://img", ["img"], [], entries, labels)
 
 
-def test_the_option_and_a_label_conflict_too() -> None:
+def test_the_option_and_a_trusted_label_conflict_too(tmp_path: Path) -> None:
     labels = from_labels({"org.containercheck.allow-fail": "torch.cuda: CPU image"}, "img")
+    trusting = read_file(str(_toml(tmp_path, "[[tool.containercheck.image]]\nmatch = 'img'\n"
+                                             "trust-image-allowances = true\n")), "pyproject.toml", pyproject=True)
     with pytest.raises(UsageProblem, match="required by --require and allowed to fail by image label"):
-        combine("docker://img", ["img"], ["torch.cuda"], [], labels)
+        combine("docker://img", ["img"], ["torch.cuda"], trusting, labels)
+    # an allowance nobody trusts is no conflict: it is ignored, and the row is required
+    exp = combine("docker://img", ["img"], ["torch.cuda"], [], labels)
+    assert exp.required == {"torch.cuda": ["--require"]} and "torch.cuda" in exp.ignored
 
 
 def test_unknown_rows_name_the_closest_row() -> None:
@@ -216,18 +237,32 @@ def test_a_row_that_passed_and_is_gone_fails_the_diff_unless_accepted(tmp_path: 
     assert "DROPPED            render.egl: skip -> -" in res.stdout
     md = (tmp_path / "d.md").read_text()
     assert "**1 row(s) gone** that passed before: they fail the diff" in md
-    assert "| `torch.cuda` | gone | pass | — |" in md
+    assert "| torch.cuda | gone | pass | — |" in md
     accepted = _cli("diff", "old.json", "new.json", "--accept-gone", "--md", "d.md", cwd=tmp_path)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert "(accepted: --accept-gone)" in (tmp_path / "d.md").read_text()
 
 
-def test_an_expected_failure_is_no_pass_for_diff() -> None:
+def test_a_failure_the_expectations_allow_is_shown_but_is_no_regression() -> None:
+    """The gate's rule in diff too: an image that passed its gate does not fail the diff; the
+    change is listed as an allowed failure, with who allowed it.  On the old side an expected
+    failure counts as failing: allowed before and passing now is fixed."""
     old, new = Matrix(), Matrix()
     old.put(Cell("render.egl", "a", "h", "pass"))
-    new.put(Cell("render.egl", "b", "h", "xfail"))
-    (change,) = diff_columns(old, Column("a", "h"), new, Column("b", "h"))
-    assert change.kind == "regression" and failing([change])
+    old.put(Cell("render.osmesa", "a", "h", "skip"))
+    old.put(Cell("torch.cpu", "a", "h", "xfail"))
+    exp = Expectation(allowed={"render.egl": [{"source": "pyproject.toml", "reason": "EGL only"}],
+                               "render.osmesa": [{"source": "pyproject.toml", "reason": "EGL only"}]})
+    new.add_column(Column("b", "h", expectations=exp.to_dict()))
+    for row in ("render.egl", "render.osmesa"):
+        new.put(gate.gated_cell(Cell(row, "b", "h", "fail", "no EGL"), gate.decide(row, "fail", "no EGL", exp)))
+    new.put(Cell("torch.cpu", "b", "h", "pass"))
+    changes = {c.row: c for c in diff_columns(old, Column("a", "h"), new, Column("b", "h"))}
+    assert (changes["render.egl"].kind, changes["render.osmesa"].kind) == ("allowed failure", "allowed failure")
+    assert changes["render.egl"].detail == "no EGL (allowed to fail by pyproject.toml: EGL only)"
+    assert changes["torch.cpu"].kind == "fixed"
+    assert not failing(list(changes.values()))
+    assert classify("fail", "xfail") == "still failing" and classify("pass", "fail") == "regression"
 
 
 # -- the job summary --------------------------------------------------------------------------------
@@ -267,16 +302,6 @@ def test_append_is_an_option_too_and_replaces_nothing_when_not_asked(tmp_path: P
 
 # -- the plugin on this machine's Python ------------------------------------------------------------
 
-OWN_CHECK = '''
-import pytest
-
-@pytest.mark.containercheck_row("mine.feature")
-def test_feature(container):
-    """The image ships /opt/feature."""
-    if not container.run(["test", "-e", "/opt/feature"]).ok:
-        container.fail("no /opt/feature in the image", fault="image")
-    container.note("/opt/feature present")
-'''
 
 
 @NO_GPU_HOST
@@ -377,17 +402,11 @@ def test_the_exit_code_table_is_true(pytester: pytest.Pytester) -> None:
 
 # -- real runtimes: two images with different expectations in one run ----------------------------------
 
-FEATURE_REASON = "no feature in a render image (ticket 7)"
-IMAGES = {
-    "gate-render": ['LABEL org.containercheck.require="system.os" '
-                    f'org.containercheck.allow-fail="mine.feature: {FEATURE_REASON}" org.containercheck.intent=cpu'],
-    "gate-train": ['LABEL org.containercheck.require="system.libcuda" org.containercheck.intent=gpu',
-                   "RUN mkdir -p /opt && touch /opt/feature"],
-}
 PYPROJECT = """
 [[tool.containercheck.image]]
 match = ["*gate-render*"]
 require = ["system.python"]
+trust-image-allowances = true
 
 [[tool.containercheck.image]]
 match = ["*gate-train*"]
@@ -400,22 +419,6 @@ EXPECTED = {
     "gate-train": {"required": {"system.os": ["pyproject.toml"], "system.libcuda": ["image label"]},
                    "allowed": {}, "intent": {"value": "gpu", "sources": ["image label"]}},
 }
-
-
-def build_labelled(base: str, name: str, lines: list[str]) -> str:
-    """*base* plus *lines* (LABEL, RUN) as ``containercheck-test/NAME:<hash>``, built once (``docker build``
-    with the Dockerfile on stdin: no context, nothing pulled)."""
-    dockerfile = "\n".join([f"FROM {base}", *lines]) + "\n"
-    tag = f"containercheck-test/{name}:{hashlib.sha256(dockerfile.encode()).hexdigest()[:12]}"
-    if subprocess.run(["docker", "image", "inspect", tag], capture_output=True, timeout=60).returncode != 0:
-        subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, capture_output=True, text=True,
-                       check=True, timeout=600)
-    return tag
-
-
-@pytest.fixture(scope="module")
-def gate_images(base_image: str) -> dict[str, str]:
-    return {name: build_labelled(base_image, name, lines) for name, lines in IMAGES.items()}
 
 
 def _podman_load(ref: str) -> str:
@@ -463,7 +466,7 @@ def test_two_images_gated_by_file_and_labels(kind: str, gate_images: dict[str, s
     out = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, out[-4000:]
     data = json.loads((pytester.path / "m.json").read_text())
-    column = {name: next(c for c in data["columns"] if name in c["id"]) for name in IMAGES}
+    column = {name: next(c for c in data["columns"] if name in c["id"]) for name in GATE_IMAGES}
     for name, col in column.items():
         assert col["expectations"] == EXPECTED[name], (name, col["expectations"])
     cells = {(name, c["row"]): c for c in data["cells"] for name, col in column.items() if c["column"] == col["id"]}
@@ -485,6 +488,35 @@ def test_two_images_gated_by_file_and_labels(kind: str, gate_images: dict[str, s
         (pytester.path / "m.html").read_text()
     assert re.search(rf"XFAIL mine.feature on [^\n]*gate-render[^\n]*\n\s+[^\n]*allowed to fail by image label: "
                      rf"{re.escape(FEATURE_REASON)}", re.sub(r"\n +(?=\S)(?!allowed)", " ", out)), out[-3000:]
+
+
+@NO_GPU_HOST
+@pytest.mark.docker
+def test_an_image_cannot_excuse_itself_unless_the_repository_trusts_it(gate_images: dict[str, str],
+                                                                       pytester: pytest.Pytester) -> None:
+    """gate-render's label allows its failing mine.feature: without ``trust-image-allowances`` the
+    row fails (exit 1) and every report says the allowance was ignored; with it, exit 0."""
+    pytester.makepyfile(test_own=OWN_CHECK)
+    args = ["--image", gate_images["gate-render"], "--no-builtin-checks", SYSTEM, "test_own.py", "--rootdir",
+            str(pytester.path), "-k", "feature or python or test_os", "--matrix-json", "m.json", "--matrix-md", "m.md"]
+    for trusted, code in ((False, pytest.ExitCode.TESTS_FAILED), (True, pytest.ExitCode.OK)):
+        pytester.makepyprojecttoml("[[tool.containercheck.image]]\nmatch = '*gate-render*'\n"
+                                   + ("trust-image-allowances = true\n" if trusted else ""))
+        result = pytester.runpytest_subprocess(*args, timeout=600)
+        assert result.ret == code, result.stdout.str()[-3000:]
+        (cell,) = [c for c in json.loads((pytester.path / "m.json").read_text())["cells"] if c["row"] == "mine.feature"]
+        md = (pytester.path / "m.md").read_text()
+        if trusted:
+            assert cell["status"] == "xfail" and "ignored" not in md
+            assert cell["gate"]["allowed_by"] == [{"source": "image label", "reason": FEATURE_REASON}]
+        else:
+            assert cell["status"] == "fail" and cell["gate"]["allowed_by"] == []
+            assert cell["gate"]["ignored"] == [{"source": "image label", "reason": FEATURE_REASON}]
+            said = " ".join(result.stdout.str().split())
+            assert "gate: the image's own allowance (image label: " + FEATURE_REASON + ") is ignored: the " \
+                   "repository does not accept allowances from the image (trust-image-allowances)" in said, said[-2000:]
+            assert "may not fail: mine.feature (by image label: " + FEATURE_REASON + "): ignored" in said
+            assert "is ignored: the repository does not accept allowances from the image" in md
 
 
 # -- wrong names: one line, before any container starts -------------------------------------------------
@@ -578,3 +610,251 @@ def test_every_command_option_is_in_the_reference() -> None:
     page = (ROOT / "docs" / "reference" / "options.md").read_text()
     assert all(f"`{opt.flag}`" in page for opt in COMMANDS)
     assert require.parse(["a,b", "c"]) == ("a", "b", "c")
+
+
+# -- the gate's rules, one engine module (engine/gate.py) -------------------------------------------
+
+RULES = Expectation(required={"need": ["pyproject.toml"]},
+                    allowed={"may": [{"source": "pyproject.toml", "reason": "EGL only"}]},
+                    ignored={"own": [{"source": "image label", "reason": "the image says so"}]})
+
+
+@pytest.mark.parametrize(("row", "observed", "status", "reason"), [
+    ("need", "pass", "pass", ""),
+    ("need", "skip", "fail", "required row 'need' was skipped (required by pyproject.toml): no GPU"),
+    ("need", "xfail", "fail", "required row 'need' is expected to fail (required by pyproject.toml): no GPU"),
+    ("need", "fail", "fail", ""),
+    ("need", "error", "error", ""),
+    ("need", "missing", "fail", "required row did not run (deselected, or no such check on this image); "
+                                "required by pyproject.toml"),
+    ("may", "fail", "xfail", "allowed to fail by pyproject.toml: EGL only"),
+    ("may", "pass", "pass", ""),
+    ("may", "skip", "skip", ""),
+    ("may", "error", "error", "row 'may' is allowed to fail, but it errored: the check was not carried out, and an "
+                              "allowance covers a failure only"),
+    ("may", "interrupted", "interrupted", "row 'may' is allowed to fail, but it was interrupted"),
+    ("may", "missing", "fail", "row allowed to fail did not run (deselected, or no such check on this image); "
+                               "allowed to fail by pyproject.toml: EGL only"),
+    ("own", "fail", "fail", "the image's own allowance (image label: the image says so) is ignored: the "
+                            "repository does not accept allowances from the image (trust-image-allowances)"),
+    ("own", "pass", "pass", ""),
+    ("other", "fail", "fail", ""),
+    ("other", "skip", "skip", ""),
+    ("other", "xfail", "xfail", ""),
+])
+def test_decide_is_the_one_rule(row: str, observed: str, status: str, reason: str) -> None:
+    out = gate.decide(row, observed, "no GPU", RULES)
+    assert (out.status, out.observed) == (status, observed)
+    assert out.reason.startswith(reason) and bool(out.reason) == bool(reason), out.reason
+    assert gate.Outcome.from_dict(row, out.to_dict()) == out
+
+
+def test_without_expectations_the_check_decides() -> None:
+    for observed in ("pass", "fail", "error", "skip", "interrupted", "xfail"):
+        assert gate.decide("r", observed, "", None).status == observed
+    with pytest.raises(ValueError):
+        gate.decide("r", "bogus", "", None)
+
+
+def _observed_matrix(cells: dict[tuple[str, str], str], *, complete: bool = True) -> Matrix:
+    m = Matrix()
+    m.complete = complete
+    for col in ("docker://a:1", "docker://b:1"):
+        m.add_column(Column(col, "h"))
+    for (row, col), observed in cells.items():
+        m.put(Cell(row, col, "h", observed, f"{row} {observed}",
+                   gate=gate.decide(row, observed, "", None).to_dict()))
+    return m
+
+
+def test_judge_decides_every_cell_fills_missing_rows_and_gives_pytests_exit_code() -> None:
+    m = _observed_matrix({("need", "docker://a:1"): "skip", ("may", "docker://a:1"): "fail",
+                          ("may", "docker://b:1"): "fail"})
+    by_column = {("docker://a:1", "h"): RULES, ("docker://b:1", "h"): None}
+    judged = gate.judge(m, by_column.get)
+    a = {c.row: c for c in judged.matrix.cells.values() if c.column == "docker://a:1"}
+    assert (a["need"].status, a["may"].status) == ("fail", "xfail")
+    assert a["need"].detail.startswith("required row 'need' was skipped")
+    assert judged.matrix.get("may", ("docker://b:1", "h")).status == "fail"  # type: ignore[union-attr]
+    assert judged.exit_code == gate.EXIT_FAILED
+    assert m.get("need", ("docker://a:1", "h")).status == "skip"  # type: ignore[union-attr]  # the input is untouched
+    # only "may" failing where it is allowed: green; a required row missing: red again
+    ok = gate.judge(_observed_matrix({("need", "docker://a:1"): "pass", ("may", "docker://a:1"): "fail"}),
+                    by_column.get)
+    assert ok.exit_code == gate.EXIT_OK
+    gone = gate.judge(_observed_matrix({("may", "docker://a:1"): "fail"}), by_column.get)
+    assert gone.exit_code == gate.EXIT_FAILED
+    assert gone.matrix.get("need", ("docker://a:1", "h")).detail.startswith(  # type: ignore[union-attr]
+        "required row did not run")
+    # an interrupted run cannot pass the gate: pytest's exit code 2
+    half = gate.judge(_observed_matrix({("need", "docker://a:1"): "pass"}, complete=False), by_column.get)
+    assert half.exit_code == gate.EXIT_INTERRUPTED
+
+
+def test_judging_again_is_stable_and_reads_old_matrices() -> None:
+    """A judged matrix judged again under the same rules is the same (the observed outcome is
+    kept on each cell); a matrix written before the gate was recorded reads its allowed failures
+    (``xfail`` with "allowed to fail by") as the failures they were."""
+    m = _observed_matrix({("need", "docker://a:1"): "skip", ("may", "docker://a:1"): "fail"})
+    rules = {("docker://a:1", "h"): RULES}
+    once = gate.judge(m, rules.get)
+    twice = gate.judge(once.matrix, rules.get)
+    assert [(c.row, c.status, c.detail) for c in once.matrix.cells.values()] == \
+        [(c.row, c.status, c.detail) for c in twice.matrix.cells.values()]
+    old = Matrix()
+    old.put(Cell("may", "docker://a:1", "h", "xfail", "no libOSMesa",
+                 evidence={"xfail": "allowed to fail by image label: EGL only"}))
+    old.put(Cell("mark", "docker://a:1", "h", "xfail", "known bug", evidence={"xfail": "upstream bug 12"}))
+    assert gate.observed_of(old.get("may", ("docker://a:1", "h"))) == "fail"  # type: ignore[arg-type]
+    assert gate.observed_of(old.get("mark", ("docker://a:1", "h"))) == "xfail"  # type: ignore[arg-type]
+    judged = gate.judge(old, {("docker://a:1", "h"): Expectation()}.get)
+    assert judged.matrix.get("may", ("docker://a:1", "h")).status == "fail"  # type: ignore[union-attr]
+    assert judged.exit_code == gate.EXIT_FAILED
+
+
+# -- every image covered, every table used, no typo in the table's name ----------------------------
+
+COVER = """
+[[tool.containercheck.image]]
+match = ["team/render:*"]
+require = ["system.python"]
+
+[[tool.containercheck.image]]
+match = "team/train:*"
+"""
+
+
+def test_an_image_no_table_matches_stops_the_run_naming_the_closest_glob(tmp_path: Path) -> None:
+    entries = read_file(str(_toml(tmp_path, COVER)), "pyproject.toml", pyproject=True)
+    rendr = ["team/rendr:1.4", "docker://team/rendr:1.4", "docker.io/team/rendr:1.4"]
+    problem = uncovered([("team/render:1.4", ["team/render:1.4"]), ("team/rendr:1.4", rendr)], entries, [])
+    assert problem is not None and "\n" not in problem
+    assert problem.startswith("--image team/rendr:1.4: no table of pyproject.toml [[tool.containercheck.image]] "
+                              "matches it, so nothing would gate it (its names: team/rendr:1.4, docker://team/rendr:1.4,")
+    assert "the globs: team/render:*, team/train:*; closest: team/render:*" in problem
+    assert 'add a table for it (match = "team/rendr:1.4"' in problem
+    assert uncovered([("team/rendr:1.4", rendr)], entries, ["system.os"]) is None  # --require covers every image
+    assert uncovered([("team/rendr:1.4", rendr)], [], []) is None  # the repository expects nothing
+    assert uncovered([("team/train:2", ["team/train:2"])], entries, []) is None  # a table with only 'match'
+    (unused_entry,) = unused(entries, [["team/render:1.4"]])
+    assert unused_line(unused_entry) == ("pyproject.toml [[tool.containercheck.image]] #2 (match team/train:*) "
+                                         "matched no image of this run")
+
+
+@pytest.mark.parametrize("name", ["containerchek", "container-check", "ContainerCheck", "container_check",
+                                  "containerscheck"])
+def test_a_table_name_close_to_containercheck_is_a_usage_error(tmp_path: Path, name: str) -> None:
+    path = _toml(tmp_path, f"[[tool.{name}.image]]\nmatch = '*'\nrequire = ['system.os']\n")
+    with pytest.raises(UsageProblem, match=re.escape(f"pyproject.toml: [tool.{name}] is not a table containercheck "
+                                                     "reads: did you mean [tool.containercheck]")):
+        read_file(str(path), "pyproject.toml", pyproject=True)
+    # and in an --expectations file too
+    with pytest.raises(UsageProblem, match="did you mean"):
+        read_file(str(path), "gate.toml", pyproject=False)
+
+
+def test_other_tools_tables_are_left_alone(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[tool.black]\nline-length = 100\n[tool.container]\nx = 1\n[tool.check-manifest]\n")
+    assert read_file(str(path), "pyproject.toml", pyproject=True) == []
+
+
+def test_trust_is_a_boolean(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[[tool.containercheck.image]]\nmatch = '*'\ntrust-image-allowances = 'yes'\n")
+    with pytest.raises(UsageProblem, match="'trust-image-allowances' must be true or false"):
+        read_file(str(path), "pyproject.toml", pyproject=True)
+    path = _toml(tmp_path, "[[tool.containercheck.image]]\nmatch = '*'\ntrust-image-alowances = true\n")
+    with pytest.raises(UsageProblem, match="did you mean trust-image-allowances"):
+        read_file(str(path), "pyproject.toml", pyproject=True)
+
+
+def test_the_report_says_an_allowance_was_ignored() -> None:
+    m = Matrix()
+    exp = Expectation(ignored={"render.osmesa": [{"source": "image label", "reason": "EGL only"}]})
+    m.add_column(Column("docker://a:1", "h", expectations=exp.to_dict()))
+    outcome = gate.decide("render.osmesa", "fail", "no libOSMesa", exp)
+    m.put(gate.gated_cell(Cell("render.osmesa", "docker://a:1", "h", "fail", "no libOSMesa"), outcome))
+    text = "\n".join(render_terminal(m, width=200))
+    assert "expectations for docker://a:1: may not fail: render.osmesa (by image label: EGL only): ignored: the " \
+           "repository does not accept allowances from the image (trust-image-allowances)" in text
+    assert re.search(r"FAIL  render.osmesa on docker://a:1: no libOSMesa\n +gate: the image's own allowance "
+                     r"\(image label: EGL only\) is ignored", text), text
+    assert "is ignored: the repository does not accept allowances" in render_markdown(m)
+    assert "is ignored: the repository does not accept allowances" in render_html(m)
+
+
+# -- an error is never an expected failure ---------------------------------------------------------
+
+CRASHING = '''
+import pytest
+
+@pytest.fixture
+def broken_setup():
+    raise RuntimeError("the image did not start (as a fixture says)")
+
+@pytest.mark.containercheck_row("mine.crash")
+def test_crash(container):
+    {}["probe facts"]  # a probe whose facts lack a key: the check crashes, it does not fail
+
+@pytest.mark.containercheck_row("mine.error")
+def test_error(container):
+    container.error("probe 'x' crashed (exit 139)")
+
+@pytest.mark.containercheck_row("mine.setup")
+def test_setup(container, broken_setup):
+    pass
+
+@pytest.mark.containercheck_row("mine.fails")
+def test_fails(container):
+    container.fail("no /opt/feature in the image", fault="image")
+'''
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]])
+def test_an_allowed_row_that_errors_fails_the_run(pytester: pytest.Pytester, xdist: list[str]) -> None:
+    """Only a failure is what allow-fail allows: a crash, an error and a setup error stay errors
+    (exit 1) and say why the allowance did not apply; the real failure is an expected one."""
+    pytester.makepyfile(test_own=CRASHING)
+    rows = ["mine.crash", "mine.error", "mine.setup", "mine.fails"]
+    pytester.makepyprojecttoml("[[tool.containercheck.image]]\nmatch = 'host'\nallow-fail = {"
+                               + ", ".join(f'"{r}" = "known"' for r in rows) + "}\n")
+    result = pytester.runpytest("--image", "host", "--no-builtin-checks", "test_own.py", "--rootdir",
+                                str(pytester.path), "--matrix-json", "m.json", *xdist)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    result.assert_outcomes(failed=2, errors=1, xfailed=1)
+    cells = {c["row"]: c for c in json.loads((pytester.path / "m.json").read_text())["cells"]}
+    assert {r: cells[r]["status"] for r in rows} == {"mine.crash": "error", "mine.error": "error",
+                                                     "mine.setup": "error", "mine.fails": "xfail"}
+    for row in ("mine.crash", "mine.error", "mine.setup"):
+        assert cells[row]["gate"]["reason"] == (f"row {row!r} is allowed to fail, but it errored: the check was not "
+                                                "carried out, and an allowance covers a failure only")
+    assert cells["mine.fails"]["gate"]["allowed_by"] == [{"source": "pyproject.toml", "reason": "known"}]
+    assert "gate: row 'mine.crash' is allowed to fail, but it errored" in result.stdout.str().replace("\n", " ")
+
+
+def test_every_image_must_be_covered_and_unused_tables_are_named(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml("[[tool.containercheck.image]]\nmatch = 'hots'\nrequire = ['system.os']\n")
+    result = pytester.runpytest("--image", "host", "--no-builtin-checks", SYSTEM, "--rootdir", str(pytester.path))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    (line,) = [ln for ln in result.stderr.lines if ln.startswith("ERROR:")]
+    assert line == ("ERROR: --image host: no table of pyproject.toml [[tool.containercheck.image]] matches it, so "
+                    "nothing would gate it (its names: host; the globs: hots; closest: hots); fix the glob, or add a "
+                    'table for it (match = "host"; one with only \'match\' checks it without gating it)')
+    pytester.makepyprojecttoml("[[tool.containercheck.image]]\nmatch = 'host'\n\n"
+                               "[[tool.containercheck.image]]\nmatch = 'team/train:*'\nrequire = ['torch.cuda']\n")
+    result = pytester.runpytest("--image", "host", "--no-builtin-checks", SYSTEM, "--rootdir", str(pytester.path),
+                                "-k", "python", "--matrix-json", "m.json")
+    assert result.ret == pytest.ExitCode.OK
+    assert "not applied: pyproject.toml [[tool.containercheck.image]] #2 (match team/train:*) matched no image of " \
+           "this run" in " ".join(" ".join(result.stdout.lines).split())
+    meta = json.loads((pytester.path / "m.json").read_text())["meta"]
+    assert meta["unused_expectations"] == ["pyproject.toml [[tool.containercheck.image]] #2 (match team/train:*) "
+                                           "matched no image of this run"]
+
+
+def test_a_misspelt_table_stops_the_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml("[[tool.containerchek.image]]\nmatch = '*'\nrequire = ['system.libcuda']\n")
+    result = pytester.runpytest("--image", "host", "--no-builtin-checks", SYSTEM, "--rootdir", str(pytester.path))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    (line,) = [ln for ln in result.stderr.lines if ln.startswith("ERROR:")]
+    assert line.startswith("ERROR: pyproject.toml: [tool.containerchek] is not a table containercheck reads: "
+                           "did you mean [tool.containercheck]"), line

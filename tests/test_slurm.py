@@ -146,13 +146,16 @@ def _check_gpu_rows(recipe: RecipeRun) -> None:
 
 
 def _check_merge(recipe: RecipeRun) -> None:
-    """The merge job started after both had ended and wrote the merged matrix."""
+    """The merge job started after both had ended, wrote the merged matrix and gated it once."""
     merge = recipe.merge()
     ends = [job["End"] for job in recipe.acceptance().values()]
     assert merge["Start"] >= max(ends), (merge, ends)  # sacct's ISO 8601 local times compare as strings
-    assert (recipe.shared / "results" / f"merge-{merge['JobID']}.log").exists()
-    # 'containercheck merge' exits 1 when a cell failed (the GPU rows here).
+    log = recipe.shared / "results" / f"merge-{merge['JobID']}.log"
+    # The merge job ends with 'containercheck gate' on the whole: exit 1, since --require-gpu fails
+    # the GPU rows on this GPU-less node (as host faults).
     assert merge["ExitCode"] == "1:0", _logs(recipe)
+    verdicts = [ln for ln in log.read_text().splitlines() if ln.startswith("containercheck gate:")]
+    assert verdicts and verdicts[-1].startswith("containercheck gate: the gate fails: "), _logs(recipe)
     for name in ("matrix.html", "matrix.md", "matrix.json"):
         assert (recipe.shared / name).stat().st_size > 0, _logs(recipe)
     data = _json(recipe.shared / "matrix.json")

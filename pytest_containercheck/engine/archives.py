@@ -391,8 +391,11 @@ def _oci_archive(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], inde
     for layer in layers:
         _need(members, _blob(layer), "layer", spec, path)
     annotations = top_annotations if isinstance(top_annotations, dict) else {}
-    tag = annotations.get("org.opencontainers.image.ref.name")
-    info = ArchiveInfo(path=path, kind="oci-archive", config_digest=config, repo_tags=(str(tag),) if tag else (),
+    # Its names: the OCI ref.name (a full name from podman save, or only a tag), and containerd's
+    # full name (docker save of Docker 25+): both are names a user may match on.
+    tags = tuple(dict.fromkeys(str(v) for k in ("io.containerd.image.name", "org.opencontainers.image.ref.name")
+                               if (v := annotations.get(k))))
+    info = ArchiveInfo(path=path, kind="oci-archive", config_digest=config, repo_tags=tags,
                        layers=len(layers), size=size, labels=_labels(config_json), diff_ids=tuple(diff_ids),
                        run_config=run_config(config_json), platforms=platforms,
                        platform=_config_platform(config_json) or _platform_name(desc.get("platform")))

@@ -12,23 +12,31 @@ Kinds of change, from the old verdict to the new one:
 * ``gone``: it passed before and the new run has no such row (its check deselected, removed, or
   never collected): the gate lost it, and that fails the diff like a regression unless accepted
   (``containercheck diff --accept-gone``);
+* ``allowed failure``: it passed or skipped before and now fails as the image's expectations
+  allow (``xfail``): shown with its allowance, not a regression -- the gate's own rule
+  (:mod:`.gate`), so an image that passed its gate does not fail the diff;
 * ``new row`` / ``dropped``: the row exists on one side only (``dropped``: it did not pass before).
 
-An expected failure (``xfail``: a row the image's expectations allow to fail) counts as failing
-here: an allowance in a run does not hide that the row stopped working.
+An expected failure on the old side counts as failing (a row that was allowed to fail and now
+passes is ``fixed``).  Every text from the matrices (rows, details, column ids) goes through the
+same escaping as ``containercheck show``: :func:`~.textsafe.visible` on the terminal, and
+:func:`~.report.markdown.escape_md` in Markdown.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from .expectations import allowance
 from .matrix import Cell, Column, Matrix
+from .report.markdown import escape_md
 from .textsafe import visible
 
 REGRESSION = "regression"
 GONE = "gone"
-KINDS = (REGRESSION, GONE, "no longer checked", "fixed", "still failing", "unchanged pass", "skipped on both",
-         "new row", "dropped")
+ALLOWED = "allowed failure"
+KINDS = (REGRESSION, GONE, ALLOWED, "no longer checked", "fixed", "still failing", "unchanged pass",
+         "skipped on both", "new row", "dropped")
 _BAD = ("fail", "error", "interrupted", "xfail")
 
 
@@ -50,6 +58,8 @@ def classify(old: str | None, new: str | None) -> str:
         return "new row"
     if new is None:
         return GONE if old == "pass" else "dropped"
+    if new == "xfail":
+        return "still failing" if old in _BAD else ALLOWED
     if new in _BAD:
         return "still failing" if old in _BAD else REGRESSION
     if new == "pass":
@@ -68,8 +78,10 @@ def diff_columns(old_matrix: Matrix, old: Column, new_matrix: Matrix, new: Colum
         if o is None and n is None:
             continue
         kind = classify(o.status if o else None, n.status if n else None)
-        out.append(RowChange(row, kind, o.status if o else None, n.status if n else None,
-                             (n.detail if n else o.detail if o else "")))
+        detail = n.detail if n else o.detail if o else ""
+        if kind == ALLOWED and n is not None:
+            detail = f"{detail} (allowed to fail by {allowance(new_matrix, n) or 'its expectations'})"
+        out.append(RowChange(row, kind, o.status if o else None, n.status if n else None, detail))
     return out
 
 
@@ -82,8 +94,11 @@ def _render_markdown(changes: list[RowChange], old: Column, new: Column, accept_
     """The changes as Markdown for a CI job summary: regressions and gone rows first, then the rest by kind."""
     regressions = [c for c in changes if c.kind == REGRESSION]
     gone = [c for c in changes if c.kind == GONE]
-    head = f"### containercheck diff: `{old.id}` → `{new.id}`\n\n"
+    head = f"### containercheck diff: {escape_md(old.id)} → {escape_md(new.id)}\n\n"
     head += (f"**{len(regressions)} regression(s)**\n\n" if regressions else "No regressions.\n\n")
+    allowed = sum(c.kind == ALLOWED for c in changes)
+    if allowed:
+        head += f"{allowed} allowed failure(s): failing as the image's expectations allow, not regressions\n\n"
     if gone:
         verdict = " (accepted: --accept-gone)" if accept_gone else ": they fail the diff (--accept-gone accepts them)"
         head += f"**{len(gone)} row(s) gone** that passed before{verdict}\n\n"
@@ -91,8 +106,8 @@ def _render_markdown(changes: list[RowChange], old: Column, new: Column, accept_
     for kind in KINDS:
         for c in changes:
             if c.kind == kind:
-                detail = c.detail.replace("|", "\\|")
-                lines.append(f"| `{c.row}` | {c.kind} | {c.old or '—'} | {c.new or '—'} | {detail} |")
+                lines.append(f"| {escape_md(c.row)} | {c.kind} | {c.old or '—'} | {c.new or '—'} | "
+                             f"{escape_md(c.detail)} |")
     return head + "\n".join(lines) + "\n"
 
 

@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import fnmatch
+import re
 import sys
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from .errors import UsageProblem
-from .matrix import Cell, Column, Matrix
+from .matrix import Cell, Column, Matrix, image_labels
+from .names import matches
+from .userfiles import MAX_EXPECTATIONS_BYTES, read_user_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,8 +48,11 @@ LABEL_ALLOW_FAIL = "org.containercheck.allow-fail"
 LABEL_INTENT = "org.containercheck.intent"
 LABELS = (LABEL_REQUIRE, LABEL_ALLOW_FAIL, LABEL_INTENT)
 INTENTS = ("gpu", "cpu")
-KEYS = ("match", "require", "allow-fail", "intent")
+TRUST_KEY = "trust-image-allowances"
+KEYS = ("match", "require", "allow-fail", "intent", TRUST_KEY)
 """The keys of one ``[[image]]`` table."""
+TABLE_NAME = "containercheck"
+IGNORED = "ignored: the repository does not accept allowances from the image (trust-image-allowances)"
 
 FROM_OPTION = "--require"
 FROM_LABEL = "image label"
@@ -80,10 +85,15 @@ class Entry:
     intent: str | None = None
     keys: tuple[str, str] = ("require", "allow-fail")
     """How the source names its required rows and allowed failures (the labels' own names)."""
+    trust_allowances: bool = False
+    """``trust-image-allowances = true``: the images this table matches may excuse their own rows
+    (``org.containercheck.allow-fail``); off by default, so an image cannot turn its gate off."""
 
     def matches(self, names: Iterable[str]) -> bool:
-        """Whether a ``match`` glob matches one of *names* (the image's spec, column id, reference)."""
-        return any(fnmatch.fnmatchcase(n, p) for p in self.patterns for n in names)
+        """Whether a ``match`` glob matches one of *names* (every name of the image:
+        :func:`~.names.image_names`)."""
+        names = list(names)
+        return any(matches(p, names) for p in self.patterns)
 
 
 # -- the repository's file ------------------------------------------------------------------------
@@ -92,24 +102,24 @@ class Entry:
 def read_file(path: str, shown: str, *, pyproject: bool) -> list[Entry]:
     """The ``[[image]]`` entries of a TOML file: ``[tool.containercheck]`` of a ``pyproject.toml``
     (*pyproject*; none when it has no such table), else the file's top level (or its own
-    ``[tool.containercheck]`` when it has one).  *shown* names the file in messages and reports."""
+    ``[tool.containercheck]`` when it has one).  *shown* names the file in messages and reports.
+    The file is read through the guarded reader (no FIFO, device or huge file); a ``[tool.*]``
+    table whose name is close to ``containercheck`` is a usage error naming the right one: a typo
+    there would otherwise drop every expectation in silence."""
+    text = read_user_text(path, "the TOML file of the images' expectations", limit=MAX_EXPECTATIONS_BYTES,
+                          shown=shown)
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise UsageProblem(f"{shown}: no such file; give the TOML file of the images' expectations") from None
-    except IsADirectoryError:
-        raise UsageProblem(f"{shown}: is a directory; give the TOML file of the images' expectations") from None
-    except OSError as exc:
-        raise UsageProblem(f"{shown}: cannot read it ({exc.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise UsageProblem(f"{shown}: not valid TOML ({' '.join(str(exc).split())})") from None
     tool = data.get("tool")
-    nested = isinstance(tool, dict) and "containercheck" in tool
+    if isinstance(tool, dict):
+        _check_table_name(tool, shown)
+    nested = isinstance(tool, dict) and TABLE_NAME in tool
     table: Any = data
     prefix = ""
     if pyproject or nested:
-        table = tool.get("containercheck") if isinstance(tool, dict) else None
+        table = tool.get(TABLE_NAME) if isinstance(tool, dict) else None
         prefix = "tool.containercheck."
         if table is None:
             return []
@@ -123,6 +133,22 @@ def read_file(path: str, shown: str, *, pyproject: bool) -> list[Entry]:
     if not isinstance(images, list) or not all(isinstance(t, dict) for t in images):
         raise UsageProblem(f"{shown}: {prefix}image must be an array of tables: [[{prefix}image]]")
     return [_entry(t, shown, f"{shown} [[{prefix}image]] #{i}") for i, t in enumerate(images, 1)]
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[-_. ]", "", name.lower())
+
+
+def _check_table_name(tool: Mapping[str, Any], shown: str) -> None:
+    """A ``[tool.X]`` table that was meant to be ``[tool.containercheck]`` (``containerchek``,
+    ``container-check``, ``ContainerCheck``) is a usage error; other tools' tables are left alone."""
+    if TABLE_NAME in tool:
+        return
+    for key in tool:
+        squashed = _squash(str(key))
+        if squashed == TABLE_NAME or difflib.SequenceMatcher(None, squashed, TABLE_NAME).ratio() >= 0.85:
+            raise UsageProblem(f"{shown}: [tool.{key}] is not a table containercheck reads: did you mean "
+                               f"[tool.{TABLE_NAME}] (expectations are [[tool.{TABLE_NAME}.image]] tables)?")
 
 
 def _entry(table: Mapping[str, Any], source: str, where: str) -> Entry:
@@ -150,8 +176,13 @@ def _entry(table: Mapping[str, Any], source: str, where: str) -> Entry:
     intent = table.get("intent")
     if intent is not None:
         intent = _intent(intent, f"{where}: intent")
+    trust = table.get(TRUST_KEY, False)
+    if not isinstance(trust, bool):
+        raise UsageProblem(f"{where}: {TRUST_KEY!r} must be true or false (true: the images this table matches "
+                           "may allow their own rows to fail with the org.containercheck.allow-fail label)")
     return Entry(source, where, patterns, tuple(require),
-                 tuple((str(r), " ".join(str(why).split())) for r, why in allow.items()), intent)
+                 tuple((str(r), " ".join(str(why).split())) for r, why in allow.items()), intent,
+                 trust_allowances=trust)
 
 
 def _intent(value: Any, where: str) -> str:
@@ -218,6 +249,9 @@ class Expectation:
     """Row -> ``{"source": ..., "reason": ...}`` per source that allows it to fail."""
     intent: str | None = None
     intent_sources: list[str] = dataclasses.field(default_factory=list)
+    ignored: dict[str, list[dict[str, str]]] = dataclasses.field(default_factory=dict)
+    """Row -> the image's own allowances (``{"source", "reason"}``) that no table of the repository
+    accepts (``trust-image-allowances``): shown, never applied."""
     refs: list[tuple[str, str]] = dataclasses.field(default_factory=list, compare=False)
     """(row, where it is named) for every row named: what :func:`unknown_rows` checks."""
 
@@ -234,9 +268,13 @@ class Expectation:
 
     def to_dict(self) -> dict[str, Any]:
         """Builtins: the column's ``expectations`` in the matrix JSON, and what xdist workers get."""
-        return {"required": {r: list(s) for r, s in self.required.items()},
-                "allowed": {r: [dict(a) for a in a_list] for r, a_list in self.allowed.items()},
-                "intent": {"value": self.intent, "sources": list(self.intent_sources)} if self.intent else None}
+        out: dict[str, Any] = {
+            "required": {r: list(s) for r, s in self.required.items()},
+            "allowed": {r: [dict(a) for a in a_list] for r, a_list in self.allowed.items()},
+            "intent": {"value": self.intent, "sources": list(self.intent_sources)} if self.intent else None}
+        if self.ignored:
+            out["ignored"] = {r: [dict(a) for a in a_list] for r, a_list in self.ignored.items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Expectation:
@@ -247,13 +285,15 @@ class Expectation:
             found = data.get(key)
             return found if isinstance(found, Mapping) else {}
 
-        intent, required, allowed = part("intent"), part("required"), part("allowed")
-        return cls({str(r): [str(s) for s in src] for r, src in required.items() if isinstance(src, list)},
-                   {str(r): [{"source": str(a.get("source", "")), "reason": str(a.get("reason", ""))}
+        def allowances(found: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
+            return {str(r): [{"source": str(a.get("source", "")), "reason": str(a.get("reason", ""))}
                              for a in lst if isinstance(a, Mapping)]
-                    for r, lst in allowed.items() if isinstance(lst, list)},
-                   str(intent["value"]) if intent.get("value") else None,
-                   [str(s) for s in intent.get("sources") or []])
+                    for r, lst in found.items() if isinstance(lst, list)}
+
+        intent, required = part("intent"), part("required")
+        return cls({str(r): [str(s) for s in src] for r, src in required.items() if isinstance(src, list)},
+                   allowances(part("allowed")), str(intent["value"]) if intent.get("value") else None,
+                   [str(s) for s in intent.get("sources") or []], allowances(part("ignored")))
 
 
 def _add(sources: list[str], source: str) -> None:
@@ -264,18 +304,25 @@ def _add(sources: list[str], source: str) -> None:
 def combine(image: str, names: Sequence[str], option_rows: Sequence[str], entries: Sequence[Entry],
             labels: Entry | None) -> Expectation:
     """The expectations of one image: ``--require`` rows, every file entry that matches one of
-    *names*, and the image's own labels; :class:`UsageProblem` on a conflict between them."""
+    *names*, and the image's own labels; :class:`UsageProblem` on a conflict between them.
+
+    The labels may add required rows and state an intent; their allowed failures apply only when
+    a matching table trusts them (``trust-image-allowances = true``), and are kept as *ignored*
+    otherwise: the repository decides what is excused, never the image under test."""
     exp = Expectation()
     for row in option_rows:
         _add(exp.required.setdefault(row, []), FROM_OPTION)
         exp.refs.append((row, FROM_OPTION))
-    for e in [*(e for e in entries if e.matches(names)), *([labels] if labels else [])]:
+    matching = [e for e in entries if e.matches(names)]
+    trusted = any(e.trust_allowances for e in matching)
+    for e in [*matching, *([labels] if labels else [])]:
         for row in e.require:
             _add(exp.required.setdefault(row, []), e.source)
             exp.refs.append((row, f"{e.where} {e.keys[0]}"))
         for row, reason in e.allow_fail:
-            if not any(a["source"] == e.source and a["reason"] == reason for a in exp.allowed.get(row, [])):
-                exp.allowed.setdefault(row, []).append({"source": e.source, "reason": reason})
+            into = exp.ignored if e is labels and not trusted else exp.allowed
+            if not any(a["source"] == e.source and a["reason"] == reason for a in into.get(row, [])):
+                into.setdefault(row, []).append({"source": e.source, "reason": reason})
             exp.refs.append((row, f"{e.where} {e.keys[1]}"))
         if e.intent:
             if exp.intent and exp.intent != e.intent:
@@ -306,6 +353,79 @@ def unknown_rows(expectations: Iterable[Expectation], known: Collection[str]) ->
     return lines
 
 
+# -- every image covered, every table used ---------------------------------------------------------
+
+
+def _closest_glob(names: Sequence[str], globs: Sequence[str]) -> str | None:
+    best, score = None, 0.0
+    for glob in globs:
+        for name in names:
+            ratio = difflib.SequenceMatcher(None, glob, name).ratio()
+            if ratio > score:
+                best, score = glob, ratio
+    return best
+
+
+def uncovered(images: Sequence[tuple[str, Sequence[str]]], entries: Sequence[Entry],
+              option_rows: Sequence[str]) -> str | None:
+    """The usage error for the first image of *images* (``(--image value, every name of it)``)
+    that none of the repository's expectations covers, or None.
+
+    The repository defines expectations with ``--require`` (which covers every image) or with
+    ``[[image]]`` tables; once it has tables, an image that no ``match`` glob finds would be run
+    ungated while the job looks gated (a typo in a glob, a name form the glob does not expect):
+    that stops the run, naming the image, the globs and the closest one.  A table with only
+    ``match`` covers an image without gating it: the explicit way to say so."""
+    if option_rows or not entries:
+        return None
+    globs = list(dict.fromkeys(p for e in entries for p in e.patterns))
+    header = entries[0].where.rsplit(" #", 1)[0]
+    for spec, names in images:
+        if any(e.matches(names) for e in entries):
+            continue
+        near = _closest_glob(names, globs)
+        shown = ", ".join(list(names)[:4]) + (", ..." if len(names) > 4 else "")
+        return (f"--image {spec}: no table of {header} matches it, so nothing would gate it (its names: {shown}; "
+                f"the globs: {', '.join(globs)}" + (f"; closest: {near}" if near else "") + "); fix the glob, or add a "
+                f"table for it (match = \"{spec}\"; one with only 'match' checks it without gating it)")
+    return None
+
+
+def unused(entries: Sequence[Entry], images: Sequence[Sequence[str]]) -> list[Entry]:
+    """The tables that match no image of the run (*images*: every name of each image): named in
+    the summary, since a job may gate only some of the repository's images."""
+    return [e for e in entries if not any(e.matches(names) for names in images)]
+
+
+def unused_line(entry: Entry) -> str:
+    """``pyproject.toml [[tool.containercheck.image]] #2 (match team/train:*) matched no image of this run``."""
+    return f"{entry.where} (match {', '.join(entry.patterns)}) matched no image of this run"
+
+
+def for_columns(matrix: Matrix, entries: Sequence[Entry],
+                option_rows: Sequence[str]) -> dict[tuple[str, str], Expectation]:
+    """Each column's expectations under *entries* and *option_rows*, from what the matrix recorded
+    of the image (its names and labels: :func:`~.names.image_names`, :func:`~.matrix.image_labels`),
+    as a pytest run would have found them; :class:`UsageProblem` on an image no table covers, a
+    conflict or a malformed label -- the same rules as the run's (``containercheck gate``)."""
+    from .names import image_names
+    from .runtimes import family_of, runtime_names
+
+    def family(column: Column) -> str:
+        return family_of(column.runtime) if column.runtime in runtime_names() else "oci"
+
+    names = {key: image_names(c.spec or c.id, c.ref or c.id, family(c), c.facts, c.id)
+             for key, c in matrix.columns.items()}
+    problem = uncovered([(c.spec or c.id, names[k]) for k, c in matrix.columns.items()], entries, option_rows)
+    if problem:
+        raise UsageProblem(problem)
+    out = {}
+    for key, column in matrix.columns.items():
+        labels = from_labels(image_labels(column), column.spec or column.id)
+        out[key] = combine(column.id, names[key], option_rows, entries, labels)
+    return out
+
+
 # -- in the reports -------------------------------------------------------------------------------
 
 
@@ -322,16 +442,41 @@ def required_by(matrix: Matrix, cell: Cell) -> list[str]:
 
 
 def allowance(matrix: Matrix, cell: Cell) -> str | None:
-    """Why *cell*'s row may fail on its image (see :meth:`Expectation.allowance`), or None; for an
+    """Why *cell*'s row may fail on its image (``pyproject.toml: EGL only``, several joined by
+    ``;``), or None: from the gate's record of the cell, else the column's expectations; for an
     expected failure no expectation allows (a test's own ``xfail`` mark), what the mark said."""
+    gate = cell.gate if isinstance(cell.gate, dict) else None
+    allowed = gate.get("allowed_by") if gate is not None else None
+    if isinstance(allowed, list) and allowed:
+        return "; ".join(f"{a.get('source', '')}: {a.get('reason', '')}" for a in allowed if isinstance(a, dict))
     column = matrix.columns.get((cell.column, cell.host))
     exp = of_column(column) if column is not None else None
-    found = exp.allowance(cell.row) if exp is not None else None
+    found = exp.allowance(cell.row) if exp is not None and gate is None else None
     if found is None and cell.status == "xfail":
         said = str(cell.evidence.get("xfail") or "")
         return said.removeprefix("allowed to fail by ") if said.startswith("allowed to fail by ") \
             else f"an xfail mark ({said})" if said else "an xfail mark"
     return found
+
+
+def gate_note(cell: Cell) -> str:
+    """What the gate said of a cell whose status it left as the check observed it (an allowed row
+    that errored; a failure the image's own, untrusted, allowance would have excused), else ''."""
+    gate = cell.gate if isinstance(cell.gate, dict) else {}
+    reason = gate.get("reason")
+    if isinstance(reason, str) and reason and gate.get("status") == gate.get("observed") == cell.status:
+        return reason
+    return ""
+
+
+UNUSED_KEY = "unused_expectations"
+"""The matrix ``meta`` key of the tables that matched no image of the run."""
+
+
+def unused_tables(matrix: Matrix) -> list[str]:
+    """The lines naming the repository's tables that matched no image of the run (:func:`unused_line`)."""
+    found = matrix.meta.get(UNUSED_KEY)
+    return [str(x) for x in found] if isinstance(found, list) else []
 
 
 def describe(matrix: Matrix, key: tuple[str, str], title: str) -> str | None:
@@ -341,7 +486,7 @@ def describe(matrix: Matrix, key: tuple[str, str], title: str) -> str | None:
     exp = of_column(matrix.columns[key])
     if exp is None:
         return None
-    if exp.empty:
+    if exp.empty and not exp.ignored:
         cells = [c for c in matrix.cells.values() if (c.column, c.host) == key]
         skipped = sum(c.status == "skip" for c in cells)
         return (f"no expectations for {title}: {skipped} of {len(cells)} rows skipped; "
@@ -353,4 +498,8 @@ def describe(matrix: Matrix, key: tuple[str, str], title: str) -> str | None:
         parts.append("may fail: " + ", ".join(f"{r} (by {exp.allowance(r)})" for r in exp.allowed))
     if exp.intent:
         parts.append(f"intent {exp.intent} ({', '.join(exp.intent_sources)})")
+    if exp.ignored:
+        said = ", ".join(f"{r} (by {'; '.join(a['source'] + ': ' + a['reason'] for a in lst)})"
+                         for r, lst in exp.ignored.items())
+        parts.append(f"may not fail: {said}: {IGNORED}")
     return f"expectations for {title}: " + "; ".join(parts)

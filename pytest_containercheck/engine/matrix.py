@@ -66,12 +66,15 @@ class CellRecord(TypedDict):
     probes: dict[str, Any]
     column_facts: dict[str, Any]
     """How the image was launched (runtime, GPU outcome, container): the column's facts."""
+    gate: dict[str, Any] | None
+    """The gate's outcome for this cell (:meth:`~.gate.Outcome.to_dict`), set by the plugin from
+    the test's report: what the check observed, the status it gets, who required or allowed it."""
 
 
 def new_cell(row: str, column: str) -> CellRecord:
     """A blank cell for *row* of image *column*."""
     return {"row": row, "column": column, "status": None, "detail": None, "fix": None, "fault": None,
-            "evidence": {}, "artifacts": {}, "probes": {}, "column_facts": {}}
+            "evidence": {}, "artifacts": {}, "probes": {}, "column_facts": {}, "gate": None}
 
 
 def cell_record(report: ReportLike) -> CellRecord | None:
@@ -98,6 +101,10 @@ class Cell:
     evidence: dict[str, Any] = dataclasses.field(default_factory=dict)
     artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
     probes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    gate: dict[str, Any] | None = None
+    """What the CI gate made of this cell (:class:`~.gate.Outcome` as builtins): the status the
+    check observed, and who required the row or allowed it to fail; None where nothing was gated
+    (a matrix written before the gate was recorded)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -194,6 +201,9 @@ class Matrix:
         cell.artifacts.update(raw.get("artifacts") or {})
         cell.probes.update(raw.get("probes") or {})
         detail = raw.get("detail")
+        gate = raw.get("gate")
+        if gate:
+            cell.gate = dict(gate)
         if report.passed:
             if report.when == "call":
                 cell.status = "pass"
@@ -202,7 +212,8 @@ class Matrix:
         if getattr(report, "wasxfail", None) is not None and report.skipped and report.when == "call":
             cell.status = "xfail"  # failed, as its expectations allow: the failure is what it shows
             cell.detail = detail or _failure_line(report)
-            cell.evidence["xfail"] = str(getattr(report, "wasxfail", "") or "")  # why it was allowed
+            if not (cell.gate or {}).get("allowed_by"):
+                cell.evidence["xfail"] = str(getattr(report, "wasxfail", "") or "")  # what the test's mark said
             return
         if report.skipped:
             cell.status = "skip"
@@ -315,6 +326,8 @@ def _cell(data: Any, where: str) -> Cell:
     for name in ("detail", "nodeid"):
         if not isinstance(getattr(cell, name), str):
             raise ValueError(f"{where}: '{name}' is a {type(getattr(cell, name)).__name__}, expected a string")
+    if cell.gate is not None and not isinstance(cell.gate, dict):
+        raise ValueError(f"{where}: 'gate' is a {type(cell.gate).__name__}, expected an object")
     return cell
 
 

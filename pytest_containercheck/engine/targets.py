@@ -101,6 +101,10 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
     if family == "host":
         ref = ref or "host"
     elif family == "oci":
+        if ref.endswith(".sif") or (os.path.isfile(ref) and not is_tar(ref)):
+            raise UsageProblem(
+                f"--image {spec!r} is a SIF file, which {chosen} cannot run: Apptainer runs it; drop "
+                f"--runtime {chosen} (or give --runtime apptainer)")
         if not is_oci_reference(ref):
             raise UsageProblem(
                 f"--image {spec!r}: not a valid image reference (expected name[:tag][@sha256:...], "
@@ -109,6 +113,12 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
     elif family == "sif":
         if not ref:
             raise UsageProblem(f"--image {spec!r}: missing .sif path after the prefix")
+        if not os.path.exists(ref) and not ref.endswith(".sif") and is_oci_reference(ref) \
+                and (":" in ref or "@" in ref or "/" not in ref):
+            raise UsageProblem(
+                f"--image {spec!r} names a Docker/OCI image, which {chosen} runs from a SIF or an image archive: "
+                f"convert it once ('{chosen} build img.sif docker-daemon://{ref}') and give --image img.sif, or save "
+                f"it ('docker save {ref} -o img.tar') and give --image img.tar")
         if (kind := _special_file(ref)) is not None:
             raise UsageProblem(f"--image {spec!r}: {ref!r} is {kind}, not a .sif file; give a .sif file")
     return Target(runtime=chosen, ref=ref, spec=spec)

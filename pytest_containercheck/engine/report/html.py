@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..expectations import allowance, describe, required_by
+from ..expectations import allowance, describe, gate_note, required_by, unused_tables
 from ..matrix import Cell, Column, Matrix, image_identity, same_image
 from ..textsafe import visible
 from .markdown import cell_where, provenance, skip_notes
@@ -181,6 +181,8 @@ def _cell(cell: Cell, dirs: _Sources, notes: Mapping[str, int], required: Sequen
         ev.append(fmt("<div>required by {}</div>", ", ".join(required)))
     if allowed and cell.status == "xfail":
         ev.append(fmt('<div class="fix"><b>expected failure, allowed to fail by</b> {}</div>', allowed))
+    if gate_note(cell):
+        ev.append(fmt('<div class="fix"><b>gate:</b> {}</div>', gate_note(cell)))
     if cell.probes:
         ev.append(_probe_table(cell.probes))
     if cell.evidence:
@@ -268,6 +270,7 @@ def _expectations(matrix: Matrix) -> Safe:
     with why it is allowed."""
     keys = list(matrix.columns)
     said = [line for key, title in zip(keys, column_titles(matrix)) if (line := describe(matrix, key, title))]
+    said += [f"not applied: {line}" for line in unused_tables(matrix)]
     items = [fmt("<li>{}</li>", line) for line in said]
     for c in (c for r in matrix.rows for key in keys if (c := matrix.get(r, key)) is not None and c.status == "xfail"):
         items.append(fmt('<li><a href="#{}">{} <b>{}</b> on {}</a>: expected failure: {}; allowed to fail by {}</li>',

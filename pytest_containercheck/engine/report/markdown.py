@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..expectations import allowance, describe, required_by
+from ..expectations import allowance, describe, gate_note, required_by, unused_tables
 from ..matrix import Cell, Matrix, same_image
 from ..textsafe import visible
 from .terminal import column_titles
@@ -124,10 +124,15 @@ def _expectations(matrix: Matrix, keys: list[tuple[str, str]], titles: list[str]
     """What the gate asked of each image (or that it asked nothing), and every expected failure
     with why it is allowed."""
     said = [line for key, title in zip(keys, titles) if (line := describe(matrix, key, title))]
+    said += [f"not applied: {line}" for line in unused_tables(matrix)]
     expected = [c for r in matrix.rows for key in keys if (c := matrix.get(r, key)) is not None and c.status == "xfail"]
-    if not said and not expected:
+    noted = [c for r in matrix.rows for key in keys if (c := matrix.get(r, key)) is not None and gate_note(c)]
+    if not said and not expected and not noted:
         return []
     lines = ["", "### Expectations", ""] + [f"- {escape_md(line)}" for line in said]
+    for c in noted:
+        lines.append(f"- {SYMBOL[c.status]} **{escape_md(c.row)}** on {escape_md(cell_where(matrix, c))}: "
+                     f"{escape_md(gate_note(c))}")
     for c in expected:
         where = escape_md(cell_where(matrix, c))
         lines.append(f"- {SYMBOL['xfail']} expected failure of **{escape_md(c.row)}** on {where}: "

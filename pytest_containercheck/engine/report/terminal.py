@@ -20,7 +20,7 @@ import shutil
 import sys
 import textwrap
 
-from ..expectations import allowance, describe, required_by
+from ..expectations import allowance, describe, gate_note, required_by, unused_tables
 from ..matrix import Cell, Matrix
 from ..textsafe import visible
 
@@ -62,17 +62,19 @@ def _render_terminal(matrix: Matrix, *, width: int = DEFAULT_WIDTH, verbosity: i
         said = describe(matrix, key, title)
         if said:
             lines += _wrap(said, width, "  ")
+    for unused in unused_tables(matrix):
+        lines += _wrap(f"not applied: {unused}", width, "  ")
     # An interrupted check is listed at every verbosity: it did not run, whatever pytest counted;
     # so is an expected failure, with why it is allowed: it is never hidden.
     shown = {"fail", "error", "interrupted", "xfail"} | (set(LABEL) if verbosity > 0 else set())
     # One entry per distinct verdict: the rows and images that share it are listed together.
-    groups: dict[tuple[str, str, str | None, str | None], list[Cell]] = {}
+    groups: dict[tuple[str, str, str | None, str | None, str], list[Cell]] = {}
     for c in sorted(matrix.cells.values(), key=lambda c: (_ORDER[c.status], matrix.rows.index(c.row))):
         if c.status in shown:
-            groups.setdefault((c.status, c.detail, c.fix, c.fault), []).append(c)
+            groups.setdefault((c.status, c.detail, c.fix, c.fault, gate_note(c)), []).append(c)
     if groups:
         lines.append("")
-    for (status, detail, fix, fault), members in groups.items():
+    for (status, detail, fix, fault, note), members in groups.items():
         rows = list(dict.fromkeys(c.row for c in members))
         where = list(dict.fromkeys(titles[keys.index((c.column, c.host))] for c in members))
         tag = f" [{fault} fault]" if fault else ""
@@ -80,6 +82,8 @@ def _render_terminal(matrix: Matrix, *, width: int = DEFAULT_WIDTH, verbosity: i
                        first=f"{LABEL[status]:5} ")
         if fix and status in ("fail", "error"):
             lines += _wrap(fix, width, first=f"{_INDENT}fix: ")
+        if note:
+            lines += _wrap(note, width, first=f"{_INDENT}gate: ")
         if status == "xfail":
             for why in dict.fromkeys(allowance(matrix, c) or "allowed" for c in members):
                 lines += _wrap(why, width, first=f"{_INDENT}allowed to fail by ")

@@ -54,11 +54,13 @@ from .base import (
     RuntimeFault,
     Session,
     Target,
+    help_flags,
     last_line,
     pid_alive,
     run_bounded,
     target_archive,
     text,
+    unknown_flag,
 )
 
 #: From the SIF specification (sylabs/sif): a 32-byte launch script, then this magic.
@@ -308,6 +310,16 @@ class ApptainerRuntime(Runtime):
 
     def gpu_flags_for(self, options: LaunchOptions) -> list[str]:
         return list(GPU_FLAGS["none" if options.gpus == "none" else options.apptainer_gpu])
+
+    def check_launch(self, options: LaunchOptions) -> None:
+        """Every ``--runtime-arg`` flag is one ``apptainer instance start`` knows (its ``--help``)."""
+        if not options.runtime_args or self.resolve_executable() is None:
+            return
+        res = run_bounded([self.executable, "instance", "start", "--help"], timeout=30)
+        longs, shorts = help_flags(text(res.stdout))
+        problem = unknown_flag(options.runtime_args, longs, shorts, f"{self.executable} instance start")
+        if problem:
+            raise UsageProblem(problem)
 
     def start_command(self, target: Target, options: LaunchOptions, name: str, home: str,
                       gpu_flags: Sequence[str] | None = None) -> list[str]:

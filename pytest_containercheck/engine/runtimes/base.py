@@ -12,7 +12,9 @@ from __future__ import annotations
 import abc
 import collections
 import dataclasses
+import difflib
 import os
+import re
 import select
 import signal
 import subprocess
@@ -423,6 +425,41 @@ class Session(abc.ABC):
         return Health(running=self.alive())
 
 
+_HELP_FLAG = re.compile(r"^\s{1,8}(?:-(?P<short>[A-Za-z0-9]),\s+)?--(?P<long>[a-z0-9][a-z0-9-]*)\b", re.M)
+
+
+def help_flags(help_text: str) -> tuple[set[str], set[str]]:
+    """The long and short flags a cobra/pflag ``--help`` page lists (Docker, Podman, Apptainer
+    all print ``  -a, --attach list   Attach ...`` lines)."""
+    longs: set[str] = set()
+    shorts: set[str] = set()
+    for found in _HELP_FLAG.finditer(help_text):
+        longs.add(found.group("long"))
+        if found.group("short"):
+            shorts.add(found.group("short"))
+    return longs, shorts
+
+
+def unknown_flag(args: Sequence[str], longs: set[str], shorts: set[str], command: str) -> str | None:
+    """The one-line usage error for the first of *args* (``--runtime-arg`` values) that is a flag
+    *command* does not have, naming the closest one; None when all are known (a value that is not
+    a flag is left to the flag before it)."""
+    if not longs:
+        return None  # the help page could not be read: the runtime will say it at start
+    for arg in args:
+        if arg.startswith("--") and len(arg) > 2:
+            name = arg[2:].split("=", 1)[0]
+            if name not in longs:
+                near = difflib.get_close_matches(name, sorted(longs), n=1)
+                hint = f"; did you mean --{near[0]}?" if near else ""
+                return (f"--runtime-arg={arg}: '{command}' has no flag --{name}{hint} ('{command} --help' lists "
+                        "them)")
+        elif arg.startswith("-") and len(arg) > 1 and not arg[1].isdigit():
+            if arg[1] not in shorts:
+                return f"--runtime-arg={arg}: '{command}' has no flag -{arg[1]} ('{command} --help' lists them)"
+    return None
+
+
 class Runtime(abc.ABC):
     """A family of container runtimes (docker+podman, apptainer+singularity, host).
 
@@ -448,6 +485,12 @@ class Runtime(abc.ABC):
 
     def check_options(self, options: LaunchOptions) -> None:
         """Raise :class:`UsageProblem` when *options* cannot work with this runtime."""
+        return None
+
+    def check_launch(self, options: LaunchOptions) -> None:
+        """Raise :class:`UsageProblem` when the runtime itself would refuse *options* at once (a
+        network it does not have, a ``--runtime-arg`` flag it does not know): asked of the
+        runtime before anything starts, so a typo is one line, not an error on every row."""
         return None
 
     def gpu_flags_for(self, options: LaunchOptions) -> list[str]:

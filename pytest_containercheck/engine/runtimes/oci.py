@@ -8,6 +8,7 @@ labelled with the run id); every probe is a ``docker exec -i`` into it.  An imag
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import json
 import os
@@ -31,11 +32,13 @@ from .base import (
     RuntimeFault,
     Session,
     Target,
+    help_flags,
     last_line,
     pid_alive,
     run_bounded,
     target_archive,
     text,
+    unknown_flag,
 )
 
 LABEL_RUN = "org.containercheck.run"
@@ -162,6 +165,51 @@ class OCIRuntime(Runtime):
     def reap_stale(self) -> list[str]:
         return reap_stale(self.executable)
 
+    def check_launch(self, options: LaunchOptions) -> None:
+        """``--network`` names a network (or mode) this engine has, and every ``--runtime-arg``
+        flag is one ``docker/podman run`` knows (its ``--help``): each a one-line usage error."""
+        if shutil.which(self.executable) is None:
+            return  # preflight says so, naming the package
+        problem = self.network_problem(options.network)
+        if problem:
+            raise UsageProblem(problem)
+        if options.runtime_args:
+            res = run_bounded([self.executable, "run", "--help"], timeout=30)
+            longs, shorts = help_flags(text(res.stdout))
+            problem = unknown_flag(options.runtime_args, longs, shorts, f"{self.executable} run")
+            if problem:
+                raise UsageProblem(problem)
+
+    def network_problem(self, network: str) -> str | None:
+        """Why ``--network`` *network* would be refused by this engine, or None.
+
+        Docker takes ``bridge``, ``host``, ``none`` (networks it always has), ``container:NAME``
+        or a network's name or id (``docker run --network``); Podman also takes the modes
+        ``private``, ``slirp4netns[:…]``, ``pasta[:…]``, ``ns:PATH`` and ``NAME:options``
+        (``podman run --network``, podman-run(1)).  A network is looked up with
+        ``network inspect``."""
+        mode, _, rest = network.partition(":")
+        if network in ("none", "host", "bridge", "default") or not network:
+            return None
+        if self.name == "podman" and mode in ("private", "slirp4netns", "pasta", "ns"):
+            return None
+        if mode == "container":
+            if run_bounded([self.executable, "container", "inspect", rest], timeout=30).returncode == 0:
+                return None
+            return (f"--network {network}: {self.name} has no container {rest!r} to share a network with; start it "
+                    f"first, or give another --network")
+        names = network.split(",") if self.name == "podman" else [network]
+        for name in (n.partition(":")[0] for n in names):
+            if run_bounded([self.executable, "network", "inspect", name], timeout=30).returncode == 0:
+                continue
+            listed = run_bounded([self.executable, "network", "ls", "--format", "{{.Name}}"], timeout=30)
+            known = sorted(set(text(listed.stdout).split()))
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            return (f"--network {network}: {self.name} has no network {name!r}{hint} (it has: {', '.join(known)}; "
+                    f"'{self.executable} network ls' lists them)")
+        return None
+
     def gpu_flags(self, gpus: str, vendor: str = "nvidia") -> list[str]:
         """Flags that request GPUs; Docker uses ``--gpus``, Podman CDI device names.
 
@@ -282,6 +330,7 @@ class OCIRuntime(Runtime):
             cfg = info.get("Config") or {}
             facts["image"] = {
                 "id": info.get("Id"),
+                "tags": info.get("RepoTags") or [],
                 "digests": info.get("RepoDigests") or [],
                 "architecture": info.get("Architecture"),
                 "os": info.get("Os"),
