@@ -22,6 +22,7 @@ import pytest
 from . import junit, require
 from .engine import probing
 from .engine.archives import ArchiveError, inspect_archive
+from .engine.expectations import find_pyproject
 from .engine.outputs import Output, check_directory, check_outputs, is_step_summary
 from .engine.policy import CheckOptions
 from .engine.runtimes import LaunchOptions, Target, get_runtime, runtime_names
@@ -115,8 +116,9 @@ OPTIONS: list[Option] = [
     Option("--require", "cc_require", "containercheck_require", "args", [], {"action": "append", "metavar": "ROW"},
      "matrix row that must pass: a skip or absence fails the run (repeatable), e.g. torch.cuda"),
     Option("--expectations", "cc_expectations", "containercheck_expectations", "paths", [], {"metavar": "FILE"},
-     "TOML file of per-image expectations ([[image]] tables: match, require, allow-fail, intent); default: "
-     "[tool.containercheck] of the rootdir's pyproject.toml"),
+     "TOML file of per-image expectations ([[image]] tables: match, require, allow-fail, intent, "
+     "trust-image-allowances); default: [tool.containercheck] of the repository's pyproject.toml (the nearest "
+     "with that table from where pytest runs, up to the repository's top)"),
     Option("--probe-timeout", "cc_probe_timeout", "containercheck_probe_timeout", None, "300",
      {"type": _positive_float, "metavar": "SECONDS"},
      "seconds one probe may run before it is killed inside the image; default 300"),
@@ -216,7 +218,7 @@ def images(config: pytest.Config) -> list[str]:
 def expectations_file(config: pytest.Config) -> tuple[str, str, bool] | None:
     """The repository's expectations: ``(path, name shown, is a pyproject.toml)`` of the file
     ``--expectations`` names (relative to the current directory; the ini key's, to the ini file),
-    else of the rootdir's ``pyproject.toml`` when there is one, else None."""
+    else of the repository's ``pyproject.toml`` (:func:`repository_pyproject`), else None."""
     given = config.getoption("cc_expectations")
     if given:
         return str(given), str(given), False
@@ -225,8 +227,19 @@ def expectations_file(config: pytest.Config) -> tuple[str, str, bool] | None:
         raise pytest.UsageError(f"containercheck_expectations: {len(paths)} paths; give one TOML file")
     if paths:
         return str(paths[0]), str(paths[0]), False
-    pyproject = config.rootpath / "pyproject.toml"
-    return (str(pyproject), "pyproject.toml", True) if pyproject.is_file() else None
+    found = repository_pyproject(config)
+    if found is None:
+        return None
+    here = config.invocation_params.dir
+    shown = "pyproject.toml" if found.parent == here else os.path.relpath(found, here)
+    return str(found), shown, True
+
+
+def repository_pyproject(config: pytest.Config) -> Path | None:
+    """The ``pyproject.toml`` whose ``[tool.containercheck]`` gates the run: found from the
+    directory pytest runs in (:func:`~.engine.expectations.find_pyproject`), not from pytest's
+    rootdir, which a path given to a plugin's option can move above the checkout."""
+    return find_pyproject(config.invocation_params.dir, config.inipath)
 
 
 def md_append(config: pytest.Config, path: str) -> bool:

@@ -29,6 +29,7 @@ from pytest_containercheck.engine.errors import UsageProblem
 from pytest_containercheck.engine.expectations import (
     Expectation,
     combine,
+    find_pyproject,
     from_labels,
     read_file,
     uncovered,
@@ -858,3 +859,40 @@ def test_a_misspelt_table_stops_the_run(pytester: pytest.Pytester) -> None:
     (line,) = [ln for ln in result.stderr.lines if ln.startswith("ERROR:")]
     assert line.startswith("ERROR: pyproject.toml: [tool.containerchek] is not a table containercheck reads: "
                            "did you mean [tool.containercheck]"), line
+
+
+def test_the_repositorys_pyproject_is_found_whatever_pytests_rootdir(pytester: pytest.Pytester) -> None:
+    """pytest picks its rootdir before plugins load: ``--matrix-md "$GITHUB_STEP_SUMMARY"`` (a file
+    outside the checkout, as on GitHub's runners) moves it up to a common ancestor, where there is no
+    pyproject.toml.  The expectations still come from the checkout's: else the gate is off."""
+    checkout = pytester.mkdir("checkout")
+    outside = pytester.mkdir("runner_file_commands")
+    summary = outside / "step_summary_1"
+    summary.write_text("")
+    (checkout / "pyproject.toml").write_text("[[tool.containercheck.image]]\nmatch = 'host'\n"
+                                             "require = ['system.libcuda']\n")
+    os.chdir(checkout)
+    result = pytester.runpytest_subprocess("--image", "host", "-k", "libcuda", "--matrix-md", str(summary),
+                                           "--matrix-json", "m.json", timeout=600)
+    assert f"rootdir: {pytester.path}" in result.stdout.str()  # pytest's own choice, above the checkout
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    (cell,) = json.loads((checkout / "m.json").read_text())["cells"]
+    assert (cell["status"], cell["gate"]["required_by"]) == ("fail", ["pyproject.toml"])
+
+
+def test_find_pyproject_takes_the_nearest_that_names_containercheck(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    pkg = repo / "packages" / "foo"
+    pkg.mkdir(parents=True)
+    (repo / ".git").mkdir()
+    (repo / "pyproject.toml").write_text("[[tool.containercheck.image]]\nmatch = '*'\n")
+    (pkg / "pyproject.toml").write_text("[project]\nname = 'foo'\n")  # a sub-package's, without the table
+    (tmp_path / "pyproject.toml").write_text("[[tool.containercheck.image]]\nmatch = 'outside'\n")
+    assert find_pyproject(pkg) == repo / "pyproject.toml"
+    assert find_pyproject(repo) == repo / "pyproject.toml"
+    (repo / "pyproject.toml").write_text("[tool.containerchek]\n")  # a typo is found, to be named
+    assert find_pyproject(pkg) == repo / "pyproject.toml"
+    (repo / "pyproject.toml").write_text("[tool.black]\n")
+    assert find_pyproject(pkg) is None  # not above the repository's top (.git)
+    assert find_pyproject(pkg, pkg / "pyproject.toml") == pkg / "pyproject.toml"  # pytest's own file
+    assert find_pyproject(pkg, repo / "pytest.ini") is None

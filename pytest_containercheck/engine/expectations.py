@@ -30,6 +30,7 @@ import difflib
 import re
 import sys
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import UsageProblem
@@ -135,6 +136,41 @@ def read_file(path: str, shown: str, *, pyproject: bool) -> list[Entry]:
     return [_entry(t, shown, f"{shown} [[{prefix}image]] #{i}") for i, t in enumerate(images, 1)]
 
 
+def find_pyproject(start: Path, config_file: Path | None = None) -> Path | None:
+    """The repository's ``pyproject.toml`` for a run started in *start*: the nearest one from
+    *start* upwards that has a ``[tool.containercheck]`` table (or one whose name is close to it,
+    so that :func:`read_file` can name the typo), up to the repository's top (a directory with
+    ``.git``); else *config_file*, pytest's own configuration file, when it is a ``pyproject.toml``.
+
+    Not pytest's rootdir: pytest decides it before plugins load, so it takes the path given to one
+    of their options (``--matrix-md "$GITHUB_STEP_SUMMARY"``: a file outside the checkout on
+    GitHub's runners) for an argument and moves the rootdir up to a common ancestor, where the
+    repository's ``pyproject.toml`` is missed -- and the gate would be silently off."""
+    for directory in (start, *start.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file() and _names_containercheck(candidate):
+            return candidate
+        if (directory / ".git").exists():
+            break
+    return config_file if config_file is not None and config_file.name == "pyproject.toml" else None
+
+
+def _names_containercheck(path: Path) -> bool:
+    """Whether *path* has a ``[tool.X]`` table with X ``containercheck`` or close to it; a file
+    that cannot be read or parsed counts (reading it reports why)."""
+    try:
+        data = tomllib.loads(read_user_text(str(path), "a TOML file", limit=MAX_EXPECTATIONS_BYTES))
+    except (UsageProblem, tomllib.TOMLDecodeError):
+        return True
+    tool = data.get("tool")
+    return isinstance(tool, dict) and any(_close_to_table_name(str(key)) for key in tool)
+
+
+def _close_to_table_name(key: str) -> bool:
+    squashed = _squash(key)
+    return squashed == TABLE_NAME or difflib.SequenceMatcher(None, squashed, TABLE_NAME).ratio() >= 0.85
+
+
 def _squash(name: str) -> str:
     return re.sub(r"[-_. ]", "", name.lower())
 
@@ -145,8 +181,7 @@ def _check_table_name(tool: Mapping[str, Any], shown: str) -> None:
     if TABLE_NAME in tool:
         return
     for key in tool:
-        squashed = _squash(str(key))
-        if squashed == TABLE_NAME or difflib.SequenceMatcher(None, squashed, TABLE_NAME).ratio() >= 0.85:
+        if _close_to_table_name(str(key)):
             raise UsageProblem(f"{shown}: [tool.{key}] is not a table containercheck reads: did you mean "
                                f"[tool.{TABLE_NAME}] (expectations are [[tool.{TABLE_NAME}.image]] tables)?")
 
