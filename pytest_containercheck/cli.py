@@ -20,7 +20,7 @@ from .engine import gate
 from .engine.diff import KINDS, diff_columns, failing
 from .engine.diff import render_markdown as render_diff_markdown
 from .engine.errors import UsageProblem
-from .engine.expectations import Expectation, for_columns, of_column, read_file, split_rows
+from .engine.expectations import Expectation, for_columns, of_column, read_file, split_rows, unknown_rows
 from .engine.matrix import Column, Matrix, merge, same_image
 from .engine.outputs import Output, check_outputs, is_step_summary, write_outputs
 from .engine.report import render_html, render_json, render_markdown, render_terminal
@@ -201,6 +201,13 @@ def _judged(matrix: Matrix, args: argparse.Namespace) -> gate.Judgement:
         file = args.expectations
         entries = read_file(file, file, pyproject=os.path.basename(file) == "pyproject.toml") if file else []
         found = for_columns(matrix, entries, rows)
+        # A row name none of the results has (nor any expectation they recorded) is a typo, as in pytest.
+        known = set(matrix.rows) | {r for c in matrix.columns.values() if (e := of_column(c)) is not None
+                                    for r in [*e.required, *e.allowed]}
+        wrong = unknown_rows(found.values(), known)
+        if wrong:
+            raise UsageProblem(wrong[0].replace("pytest --containercheck-rows lists every row",
+                                                "the results have no such row"))
         return gate.judge(matrix, found.get)
     recorded: dict[tuple[str, str], Expectation | None] = {k: of_column(c) for k, c in matrix.columns.items()}
     return gate.judge(matrix, recorded.get)

@@ -394,8 +394,14 @@ def test_the_exit_code_table_is_true(pytester: pytest.Pytester) -> None:
     assert run(*base, "-k", "rendr").ret == 5
     _one_column(pytester.path / "a.json", "docker://img:1", {"system.python": "pass"})
     _one_column(pytester.path / "b.json", "docker://img:2", {"system.python": "fail"})
+    half = json.loads((pytester.path / "a.json").read_text())
+    half["complete"] = False
+    (pytester.path / "half.json").write_text(json.dumps(half))
+    (pytester.path / "typo.toml").write_text("[[image]]\nmatch = 'docker://img:9'\n")
     cli = {"show a.json": 0, "show b.json": 1, "diff a.json b.json": 1, "diff b.json a.json": 0,
-           "show missing.json": 4, "merge": 4, "diff a.json b.json --nope": 4}
+           "show missing.json": 4, "merge": 4, "diff a.json b.json --nope": 4,
+           "gate a.json": 0, "gate b.json": 1, "gate a.json b.json": 1, "gate half.json": 2,
+           "gate a.json --expectations typo.toml": 4, "gate a.json --require system.pyton": 4}
     for args, code in cli.items():
         assert _cli(*args.split(), cwd=pytester.path).returncode == code, args
     assert "| 4 | usage error" in codes[4] and "containercheck: error:" in codes[4]
