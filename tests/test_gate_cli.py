@@ -200,7 +200,8 @@ def user_repo(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> dict
     (src / "Dockerfile").write_text(f"FROM {base_image}\nLABEL org.example.app=render\n"
                                     "RUN rm -rf /etc/ssl/certs /usr/share/ca-certificates /usr/lib/ssl/cert.pem\n")
     git("commit", "-q", "-am", "an offline image")
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, check=True).stdout.strip()
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True,
+                         check=True).stdout.strip()
     git("clone", "-q", "--bare", str(src), str(top / "origin.git"), cwd=top)
     return {"top": top, "origin": top / "origin.git", "sha": sha}
 
@@ -260,7 +261,7 @@ def test_the_github_actions_recipe_runs_as_written(user_repo: dict[str, Any], tm
             env["PATH"] = ":".join([*added, env["PATH"]])
             res = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=work, env=env,
                                  capture_output=True, text=True, timeout=1200)
-            assert res.returncode == 0, f"step {step.get('name')!r} failed:\n{res.stdout[:1500]}\n{res.stderr[-3000:]}"
+            assert res.returncode == 0, f"step {step.get('name')!r} failed:\n{res.stdout[-4000:]}\n{res.stderr[-3000:]}"
             if "--matrix-md" in script:
                 assert "## containercheck matrix" in summary.read_text()
             if "containercheck diff" in script:
