@@ -290,6 +290,11 @@ def test_the_gitlab_ci_recipe_runs_as_written(user_repo: dict[str, Any], tmp_pat
     env = _clean_env({**variables, "CI_COMMIT_SHA": sha, "CI_DEFAULT_BRANCH": "main", "CI": "true",
                       "GITLAB_CI": "true"})
     script = "\n".join(job["script"])
+    # A GitLab job starts in a new container; on this machine, what an earlier run of the recipe left
+    # in the paths it names (its venv, the baseline's worktree) goes first, as a fresh runner has none.
+    scratch = [Path(p) for p in re.findall(r"(/tmp/[\w.-]+)", script)]
+    for path in scratch:
+        shutil.rmtree(path, ignore_errors=True)
     try:
         res = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=work, env=env,
                              capture_output=True, text=True, timeout=2400)
@@ -303,3 +308,5 @@ def test_the_gitlab_ci_recipe_runs_as_written(user_repo: dict[str, Any], tmp_pat
         assert "allowed failure" in md
     finally:
         _cleanup_images(sha)
+        for path in scratch:
+            shutil.rmtree(path, ignore_errors=True)

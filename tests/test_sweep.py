@@ -328,7 +328,7 @@ CASES: list[Case] = [
          {"a.json": MATRIX_OK, "b.json": json.dumps({"schema": "containercheck-matrix", "version": 0})}),
     _cli("merge-newer-schema-version", ["merge", "a.json"], "a.json: matrix schema version 2 is newer",
          {"a.json": json.dumps({"schema": "containercheck-matrix", "version": 2})}),
-    _cli("merge-directory-input", ["merge", "d"], "d: a directory, not a matrix JSON file", {"d/x": ""}),
+    _cli("merge-directory-input", ["merge", "d"], "d: is a directory; give a matrix JSON file", {"d/x": ""}),
     _cli("merge-fifo-input", ["merge", "pipe"], "pipe: a named pipe (FIFO), not a matrix JSON file",
          {"pipe": "fifo:"}),
     _cli("merge-json-into-a-directory", ["merge", "a.json", "--json", "d"],
