@@ -10,6 +10,9 @@
 # routes native WARNING lines through warnings.warn), print() output (xgboost's log
 # callback prints other native messages), and anything written straight to fd 1/2.
 
+# Creates a CUDA context: on a GPU in Exclusive_Process compute mode, one such probe at a time.
+CUDA_CONTEXT = True
+
 _XT_ROWS = 1200
 _XT_FEATURES = 8
 _XT_ROUNDS = 20

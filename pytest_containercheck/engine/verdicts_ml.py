@@ -380,18 +380,37 @@ def classify_cuda_message(text: str) -> tuple[str, str] | None:
 
 
 def _busy_fix(host: Mapping[str, Any]) -> str:
-    """The fix for a refused context, from the compute modes nvidia-smi reports (``gpu_modes``)."""
+    """The fix for a refused context (cudaErrorDevicesUnavailable, "busy or unavailable"), judged with
+    the GPUs' compute modes (``gpu_modes``, read before any probe started) and the processes
+    nvidia-smi lists with a CUDA context (``gpu_processes``: re-read when the verdict is made, see
+    :func:`~.hostinfo.with_gpu_processes`).  This run's own probes are not the cause on an exclusive
+    GPU: they create their contexts one at a time there (:func:`~.scheduling.exclusive_gpus`)."""
     modes = host.get("gpu_modes") or {}
-    held = [f"GPU {i} is in {m.get('compute_mode')} compute mode" for i, m in sorted(modes.items())
-            if isinstance(m, Mapping) and str(m.get("compute_mode", "")).startswith(("Exclusive", "Prohibited"))]
-    if any("Prohibited" in h for h in held):
-        return f"{'; '.join(held)} (nvidia-smi): no process may use it; have it set to Default (nvidia-smi -c DEFAULT)"
+    held = {str(i): str(m.get("compute_mode")) for i, m in sorted(modes.items())
+            if isinstance(m, Mapping) and str(m.get("compute_mode", "")).startswith(("Exclusive", "Prohibited"))}
+    said = "; ".join(f"GPU {i} is in {mode} compute mode" for i, mode in held.items())
+    if any(mode == "Prohibited" for mode in held.values()):
+        return f"{said} (nvidia-smi): no process may use it; have it set to Default (nvidia-smi -c DEFAULT, as root)"
+    apps = host.get("gpu_processes")
+    listed = ", ".join(f"pid {a.get('pid')} {a.get('process_name')} ({a.get('used_memory')}) on {a.get('gpu_uuid')}"
+                       for a in apps or [] if isinstance(a, Mapping))
     if held:
-        return (f"{'; '.join(held)} (nvidia-smi): one CUDA context at a time, and this run's GPU probes (torch, "
-                "xgboost, transformers) start theirs together: rerun with --probe-jobs 1, or have the GPU set to "
-                "Default (nvidia-smi -c DEFAULT, as root)")
-    return ("another process holds or fills the GPU (nvidia-smi lists it), or the GPU is in Exclusive_Process "
-            "compute mode (nvidia-smi --query-gpu=compute_mode --format=csv): then rerun with --probe-jobs 1")
+        if listed:
+            return (f"{said} (nvidia-smi), and another process holds its one context: {listed}; this run's CUDA probes "
+                    "ran one at a time, so it is not theirs: wait for it to end or free the GPU, and under a scheduler "
+                    "make sure jobs get the GPU exclusively")
+        if apps is not None:
+            return (f"{said} (nvidia-smi), and nvidia-smi lists no process holding it: the holder is one it cannot "
+                    "see (another container or PID namespace; inside a container nvidia-smi shows only its own), or it "
+                    "ended meanwhile; this run's CUDA probes ran one at a time, so it is not theirs: look on the node "
+                    "itself (nvidia-smi as root, outside containers)")
+        return (f"{said} (nvidia-smi): another process holds its one context (this run's CUDA probes ran one at a "
+                "time); nvidia-smi could not list the processes: look on the node (nvidia-smi as root)")
+    if listed:
+        return (f"the GPU is in Default compute mode, so 'busy' is not the mode: other processes use it ({listed}); "
+                "free the GPU, or under a scheduler request a whole GPU")
+    return ("the GPU is in Default compute mode and nvidia-smi lists no other process: look at the node itself "
+            "(nvidia-smi as root, the kernel log for Xid errors); a GPU in an error state needs a reset")
 
 
 def message_fix(text: str, host: Mapping[str, Any]) -> str | None:
