@@ -271,8 +271,8 @@ def test_nvidia_env_notes_a_missing_graphics_capability_for_render_egl() -> None
         v = gpu.nvidia_env(_with_env(NVIDIA_DRIVER_CAPABILITIES=caps), "oci")
         assert v.status == "pass" and "no 'graphics'" in v.detail and "render.egl" in v.detail
     # A legacy CUDA image (CUDA_VERSION, no NVIDIA_REQUIRE_CUDA) with none set gets every capability.
-    legacy = gpu.nvidia_env(_with_env(NVIDIA_DRIVER_CAPABILITIES=None, NVIDIA_REQUIRE_CUDA=None, CUDA_VERSION="10.0.130"),
-                            "oci")
+    legacy = gpu.nvidia_env(_with_env(NVIDIA_DRIVER_CAPABILITIES=None, NVIDIA_REQUIRE_CUDA=None,
+                                      CUDA_VERSION="10.0.130"), "oci")
     assert legacy.status == "pass" and "graphics" not in legacy.detail
     # Under CDI (Podman) the spec mounts the graphics libraries whatever the variable says.
     assert "no 'graphics'" not in gpu.nvidia_env(_with_env(NVIDIA_DRIVER_CAPABILITIES="compute,utility"), "oci",
