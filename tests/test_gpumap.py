@@ -12,9 +12,12 @@ numbers to ``--gpus device=`` / ``ROCR_VISIBLE_DEVICES`` as they were.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from pytest_containercheck.engine import gpumap, hostinfo
 from pytest_containercheck.engine.runtimes import LaunchOptions
@@ -190,3 +193,29 @@ def test_open_devices_show_the_cgroup_only_when_it_restricts(tmp_path: Path) -> 
     if os.geteuid() != 0:  # root opens a 000 file anyway; a device cgroup refuses root too (not testable here)
         os.chmod(paths[1], 0)
         assert hostinfo._openable(paths) == [paths[0]]
+
+
+@pytest.mark.docker
+def test_an_unmappable_job_gpu_runs_no_gpu_and_says_why(pytester: pytest.Pytester, base_image: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """For real in Docker: a Slurm job's GPU this node's facts cannot name (the stand-in nvidia-smi answers
+    no index/minor/UUID query, and there is no /proc/driver/nvidia here) is not guessed: the container
+    starts with no GPU flag at all, and the GPU rows fail with the reason and the fix."""
+    from helpers import ONLY_SYSTEM, standin_nvidia_smi
+
+    standin_nvidia_smi(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_JOB_GPUS", "1")
+    pytester.runpytest_subprocess("--image", base_image, *ONLY_SYSTEM, "--matrix-json", "m.json")
+    data = json.loads((pytester.path / "m.json").read_text())
+    launch = data["columns"][0]["facts"]["launch"]
+    assert not any("--gpus" in a or "nvidia.com/gpu" in a for a in launch["run_command"]), launch["run_command"]
+    assert launch["gpu"]["attached"] is False and launch["gpu"]["requested"] == "none"
+    cells = {c["row"]: c for c in data["cells"]}
+    assert cells["system.python"]["status"] == "pass"
+    gpu_cell = cells["system.gpu_devices"]
+    assert (gpu_cell["status"], gpu_cell["fault"]) == ("fail", "host")
+    assert "the Slurm job's GPUs cannot be named for docker, so no GPU was passed in" in gpu_cell["detail"]
+    assert "SLURM_JOB_GPUS=1" in gpu_cell["detail"] and "Flags=env_uuid" in gpu_cell["fix"]
+    assert launch["launch_differences"][0].startswith("no GPU requested: the Slurm job's GPUs (SLURM_JOB_GPUS=1)")
