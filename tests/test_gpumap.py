@@ -219,3 +219,21 @@ def test_an_unmappable_job_gpu_runs_no_gpu_and_says_why(pytester: pytest.Pyteste
     assert "the Slurm job's GPUs cannot be named for docker, so no GPU was passed in" in gpu_cell["detail"]
     assert "SLURM_JOB_GPUS=1" in gpu_cell["detail"] and "Flags=env_uuid" in gpu_cell["fix"]
     assert launch["launch_differences"][0].startswith("no GPU requested: the Slurm job's GPUs (SLURM_JOB_GPUS=1)")
+
+
+def test_uuids_in_slurms_variables_are_never_read_as_numbers() -> None:
+    """gres.conf Flags=env_uuid (Slurm 26.05, CHANGELOG "Add option to use UUID strings with
+    CUDA_VISIBLE_DEVICES"; MIG always): UUIDs where numbers were.  The old rule read SLURM_*_GPUS only when
+    every part was a number: a UUID made it ignore the job's selection and ask Docker for every GPU."""
+    from pytest_containercheck.engine.runtimes.apptainer import ApptainerRuntime
+    from pytest_containercheck.options import slurm_gpus
+
+    slurm = {"SLURM_JOB_GPUS": f"{UUID[1]},{UUID[3]}", "CUDA_VISIBLE_DEVICES": f"{UUID[1]},{UUID[3]}"}
+    assert slurm_gpus(slurm) == ("SLURM_JOB_GPUS", f"{UUID[1]},{UUID[3]}")
+    launch = LaunchOptions(run_id="r", gpus_auto=True)
+    gpus_for_host(launch, {"has_gpu": True, "gpu_vendor": "nvidia", "slurm": slurm, "job_gpus": NODE})
+    assert OCIRuntime("docker").requested_gpus(launch) == f"device={UUID[1]},{UUID[3]}"
+    # Apptainer runs inside the job: its CUDA_VISIBLE_DEVICES goes in as it is, UUIDs and all.
+    env = ApptainerRuntime("apptainer").launch_env(launch,
+                                                   host_env={"CUDA_VISIBLE_DEVICES": slurm["CUDA_VISIBLE_DEVICES"]})
+    assert env["APPTAINERENV_CUDA_VISIBLE_DEVICES"] == f"{UUID[1]},{UUID[3]}"

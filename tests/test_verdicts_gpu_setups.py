@@ -118,6 +118,26 @@ def test_torch_802_names_the_fabric_manager() -> None:
     assert v.fix is not None and "nvidia-fabricmanager" in v.fix and "--gpus all" not in v.fix
 
 
+def test_802_without_nvswitch_is_not_the_fabric_manager() -> None:
+    """Issue 29: 802 occurs on hosts without NVSwitch too (wilicc/gpu-burn#133), where the Fabric Manager
+    has nothing to manage and does not start (NVIDIA/gpu-operator#610).  The recorded H200 machine has no
+    /dev/nvidia-nvswitch* (a single GPU in a VM; its hostinfo has no NVSwitch: constructed as the empty
+    list hostinfo now records); the old rule told it to start the Fabric Manager."""
+    host = {**json.loads((ML / "host_facts_h200.json").read_text())["facts"], "nvswitch": []}
+    v = gpu.libcuda({"libcuda": {"loaded": True, "path": "/usr/lib/x86_64-linux-gnu/libcuda.so.1", "cuInit": 802}},
+                    host)
+    assert (v.status, v.fault) == ("fail", "host")
+    assert "this host has no NVSwitch (no /dev/nvidia-nvswitch*), so it is not the Fabric Manager" in v.detail
+    assert v.fix is not None and "do not install the Fabric Manager" in v.fix and "systemctl" not in v.fix
+    t = ml.torch_cuda(torch_without_cuda("2.13.0+cu128", "12.8", TORCH_802), host)
+    assert t.fix is not None and "do not install the Fabric Manager" in t.fix, t
+    # With NVSwitch device nodes it is the Fabric Manager, and the cell says which nodes.
+    hgx = gpu.libcuda({"libcuda": {"loaded": True, "path": "/usr/lib/x86_64-linux-gnu/libcuda.so.1", "cuInit": 802}},
+                      {**host, "nvswitch": ["/dev/nvidia-nvswitch0", "/dev/nvidia-nvswitch1"]})
+    assert "nvidia-fabricmanager" in (hgx.fix or "") and "/dev/nvidia-nvswitch0" in hgx.detail
+    assert hostinfo.nvswitch_devices(root="/nonexistent") == []
+
+
 def test_transformers_802_names_the_fabric_manager() -> None:
     facts = copy.deepcopy(load(ML, "transformers_full_tiny"))
     facts.update(torch_version="2.13.0+cu128", torch_cuda_build="12.8", selected_device="cpu",

@@ -133,6 +133,20 @@ _COMPAT_BY_TOOLKIT = (
     "[nvidia-container-runtime.modes.legacy] (CDI: nvidia-ctk cdi generate --disable-hook enable-cuda-compat)")
 
 
+#: 802 on a host without NVSwitch: the Fabric Manager is not the cause (it manages NVSwitch fabrics only,
+#: and refuses to start without one: "request to query NVSwitch device information from NVSwitch driver
+#: failed with error:WARNING Nothing to do [NV_WARN_NOTHING_TO_DO]", NVIDIA/gpu-operator#610).  802 is seen
+#: there too (wilicc/gpu-burn#133: "system not yet initialized" on a machine whose NVSwitch was in
+#: question; the CUDA 12.9/13.0 release notes' known issues were pointed to there): what remains is the
+#: driver's own state.
+_NOT_READY_NO_NVSWITCH = (
+    "the driver is loaded but the system is not ready for CUDA work, and this host has no NVSwitch "
+    "(no /dev/nvidia-nvswitch*), so it is not the Fabric Manager",
+    "do not install the Fabric Manager (it has no NVSwitch to manage); on the host read the kernel log (dmesg | "
+    "grep -i -e NVRM -e nvidia) and the CUDA release notes' known issues for this driver and kernel, and try the "
+    "driver branch the GPU's vendor qualifies; a reboot clears a stale driver state")
+
+
 def _mig_enabled(host: Mapping[str, Any]) -> list[str]:
     """Indexes of the host's GPUs whose MIG mode is Enabled (``hostinfo`` ``gpu_modes``)."""
     modes = host.get("gpu_modes") or {}
@@ -145,7 +159,8 @@ def explain_cuinit(rc: Any, path: str, facts: Mapping[str, Any] | None = None,
     """``(name, fault, meaning, fix)`` of a failed ``cuInit`` (:data:`CUINIT_ERRORS`), sharpened by what
     else the ``system`` probe's *facts* and the *host* facts show; None for a code not in the table.
 
-    A libcuda from a toolkit ``stubs`` directory is the stub whatever it answers.  999 names the missing
+    A libcuda from a toolkit ``stubs`` directory is the stub whatever it answers.  802 names the Fabric
+    Manager only where the host has NVSwitch (``nvswitch``); 999 names the missing
     or present ``/dev/nvidia-uvm``; 804 from a compat libcuda that ``LD_LIBRARY_PATH`` does not name was
     put there by the container toolkit; 100 on a host whose GPUs are in MIG mode means no MIG device.
     """
@@ -164,6 +179,11 @@ def explain_cuinit(rc: Any, path: str, facts: Mapping[str, Any] | None = None,
         ld_path = str((facts.get("env") or {}).get("LD_LIBRARY_PATH") or "").split(":")
         if path.rsplit("/", 1)[0] not in ld_path:
             meaning, fix = _COMPAT_BY_TOOLKIT[0].format(path=path), _COMPAT_BY_TOOLKIT[1]
+    elif name == "CUDA_ERROR_SYSTEM_NOT_READY" and host.get("nvswitch") == []:
+        # hostinfo lists the NVSwitch device nodes on an NVIDIA host; an empty list is "none here".
+        meaning, fix = _NOT_READY_NO_NVSWITCH
+    elif name == "CUDA_ERROR_SYSTEM_NOT_READY" and host.get("nvswitch"):
+        meaning = f"{meaning} (this host has NVSwitch: {', '.join(map(str, host['nvswitch']))})"
     elif name == "CUDA_ERROR_NO_DEVICE" and _mig_enabled(host):
         mig = ", ".join(_mig_enabled(host))
         meaning = (f"the host's GPU {mig} is in MIG mode, where CUDA sees only MIG devices, and none is visible "
