@@ -81,7 +81,12 @@ def differences(runtime: str, options: LaunchOptions, gpu: Mapping[str, Any] | N
     if family == "sif" and not options.gpus_auto and options.gpus not in ("all", "none"):
         out.append(f"GPUs: --gpus {options.gpus}, passed as the device variables")
     for name, value in options.env.items():
-        if GPU_STACK_VARS.match(name):
+        if GPU_STACK_VARS.match(name) and family == "sif" and name.startswith("NVIDIA_"):
+            # --container-env reaches the image (APPTAINERENV_), not apptainer: --nv reads no NVIDIA_*
+            # variable, and nvidia-container-cli reads apptainer's own environment.
+            out.append(f"{name}={value} set inside the image by --container-env (apptainer's GPU setup does not "
+                       "read it there: export it before pytest to emulate a job's environment)")
+        elif GPU_STACK_VARS.match(name):
             out.append(f"{name}={value} set by --container-env (emulating a deployment's environment; the plain "
                        f"launch leaves the image's own {name})")
         else:
