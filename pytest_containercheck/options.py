@@ -130,7 +130,9 @@ OPTIONS: list[Option] = [
      "interpreter for --image host; default: the one running pytest"),
     Option("--container-env", "cc_container_env", "containercheck_container_env", "args", [],
      {"action": "append", "metavar": "NAME[=VALUE]"},
-     "pass a variable into the image (repeatable); host variables are not passed unless named"),
+     "pass a variable into the image (repeatable); host variables are not passed unless named. Each is a launch "
+     "difference the report lists; one the GPU stack reads (NVIDIA_DRIVER_CAPABILITIES, ...) emulates a "
+     "deployment's environment, and a failure it causes is the deployment's"),
     Option("--network", "cc_network", "containercheck_network", None, "none", {"metavar": "MODE"},
      "Docker/Podman network for the container; default none (no network)"),
     Option("--matrix-json", "cc_matrix_json", "containercheck_matrix_json", None, None, {"metavar": "PATH"},
