@@ -44,6 +44,11 @@ _EGL_VENDOR_DIRS = ("/etc/glvnd/egl_vendor.d", "/usr/share/glvnd/egl_vendor.d")
 _RENDER_ENV_KEYS = (
     "NVIDIA_DRIVER_CAPABILITIES",
     "NVIDIA_VISIBLE_DEVICES",
+    # What the NVIDIA hook reads besides: a "legacy" CUDA image (CUDA_VERSION without
+    # NVIDIA_REQUIRE_CUDA) gets every capability when it sets none.
+    "CUDA_VERSION",
+    "NVIDIA_REQUIRE_CUDA",
+    "LIBGL_DRIVERS_PATH",
     "__EGL_VENDOR_LIBRARY_FILENAMES",
     "__EGL_VENDOR_LIBRARY_DIRS",
     "__GLX_VENDOR_LIBRARY_NAME",
@@ -350,6 +355,14 @@ def _render_diagnose(ctx, params, send):
             facts["apptainer_libs_error"] = str(exc)
     facts["dev_dri"] = sorted(glob.glob("/dev/dri/*"))
     facts["dev_nvidia"] = sorted(glob.glob("/dev/nvidia*"))
+    # Whether this user may open each render node (Mesa's hardware drivers need read and write;
+    # the nodes belong to the 'render' group on most distributions).
+    facts["dri_access"] = dict((p, os.access(p, os.R_OK | os.W_OK)) for p in facts["dev_dri"] if "/renderD" in p)
+    # Mesa's DRI drivers in the image (radeonsi for AMD GPUs, swrast/llvmpipe for the CPU).
+    dirs = [d for d in (env.get("LIBGL_DRIVERS_PATH") or "").split(":") if d]
+    dirs += glob.glob("/usr/lib*/dri") + glob.glob("/usr/lib/*/dri")
+    facts["mesa_dri_drivers"] = sorted(set(os.path.basename(p)[:-len("_dri.so")] for d in dirs
+                                           for p in glob.glob(os.path.join(d, "*_dri.so"))))
     send({"facts": facts})
     # Last: the one step that runs driver code and could crash.
     send({"facts": {"egl_devices": {"error": "started, did not finish"}}})

@@ -10,6 +10,8 @@
 # is then imported once, silently, before this probe's process is forked.  Importing torch
 # reads no variable this probe sets and initialises no device.
 SHARED_IMPORTS = ("torch",)
+# Creates a CUDA context: on a GPU in Exclusive_Process compute mode, one such probe at a time.
+CUDA_CONTEXT = True
 
 
 def _td_driver_cuda_version(ctx):

@@ -13,6 +13,8 @@
 # May run in a bundle (see _envelope.bundle) with torch imported once beforehand, silently.
 # transformers itself is imported here, after the offline variables are set.
 SHARED_IMPORTS = ("torch",)
+# Creates a CUDA context: on a GPU in Exclusive_Process compute mode, one such probe at a time.
+CUDA_CONTEXT = True
 
 _TI_SEQ = 16
 _TI_BATCH = 2

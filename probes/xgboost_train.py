@@ -10,6 +10,9 @@
 # routes native WARNING lines through warnings.warn), print() output (xgboost's log
 # callback prints other native messages), and anything written straight to fd 1/2.
 
+# Creates a CUDA context: on a GPU in Exclusive_Process compute mode, one such probe at a time.
+CUDA_CONTEXT = True
+
 _XT_ROWS = 1200
 _XT_FEATURES = 8
 _XT_ROUNDS = 20
@@ -150,9 +153,19 @@ def _xt_distribution():
     found = []
     for name in ("xgboost", "xgboost-cpu"):
         try:
-            found.append({"name": name, "version": metadata.version(name)})
+            dist = metadata.distribution(name)
         except Exception:
             continue
+        entry = {"name": name, "version": dist.version}
+        try:
+            # The wheel's platform tags (its WHEEL file: "Tag: py3-none-manylinux2014_x86_64"): since 2.1
+            # xgboost's manylinux2014 wheel is CPU-only, its manylinux_2_28 one has CUDA.
+            wheel = dist.read_text("WHEEL") or ""
+            entry["wheel_tags"] = [line.split(":", 1)[1].strip() for line in wheel.splitlines()
+                                   if line.startswith("Tag:")]
+        except Exception:
+            pass
+        found.append(entry)
     return found
 
 

@@ -10,6 +10,7 @@ one-line fix.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -20,7 +21,7 @@ from typing import Any, Literal, NamedTuple
 import pytest
 
 from . import junit, require
-from .engine import probing
+from .engine import gpumap, probing, scheduling
 from .engine.archives import ArchiveError, inspect_archive
 from .engine.expectations import find_pyproject
 from .engine.outputs import Output, check_directory, check_outputs, is_step_summary
@@ -131,7 +132,9 @@ OPTIONS: list[Option] = [
      "interpreter for --image host; default: the one running pytest"),
     Option("--container-env", "cc_container_env", "containercheck_container_env", "args", [],
      {"action": "append", "metavar": "NAME[=VALUE]"},
-     "pass a variable into the image (repeatable); host variables are not passed unless named"),
+     "pass a variable into the image (repeatable); host variables are not passed unless named. Each is a launch "
+     "difference the report lists; one the GPU stack reads (NVIDIA_DRIVER_CAPABILITIES, ...) emulates a "
+     "deployment's environment, and a failure it causes is the deployment's"),
     Option("--network", "cc_network", "containercheck_network", None, "none", {"metavar": "MODE"},
      "Docker/Podman network for the container; default none (no network)"),
     Option("--matrix-json", "cc_matrix_json", "containercheck_matrix_json", None, None, {"metavar": "PATH"},
@@ -263,6 +266,10 @@ def gpus_for_host(launch: LaunchOptions, host: Mapping[str, Any]) -> None:
         job = slurm_gpus(host.get("slurm") or {})
         if job is not None:
             launch.job_gpus, launch.job_gpus_from = job[1], job[0]
+            mapped = gpumap.map_job_gpus(job[1], job[0], host.get("job_gpus") or {},
+                                         str(host.get("gpu_vendor") or "nvidia"))
+            launch.job_devices, launch.job_gpus_how, launch.job_gpus_problem = (mapped.devices, mapped.how,
+                                                                                mapped.problem)
     if host.get("gpu_vendor") == "amd":
         # AMD's devices, not NVIDIA's: /dev/kfd and /dev/dri for Docker/Podman, --rocm for Apptainer.
         launch.gpu_vendor = "amd"
@@ -276,10 +283,19 @@ def slurm_gpus(slurm: Mapping[str, Any]) -> tuple[str, str] | None:
     srun(1) and sbatch(1), OUTPUT ENVIRONMENT VARIABLES), which is what ``docker --gpus
     device=`` and CDI names take; None outside a GPU job."""
     for name in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
+        # Whatever it holds (numbers, or UUIDs a site's prolog may write): :func:`gpumap.map_job_gpus`
+        # reads it, and one it cannot read selects no GPU, never every GPU of the node.
         ids = str(slurm.get(name) or "").strip()
-        if ids and all(part.isdigit() for part in ids.split(",")):
+        if ids:
             return name, ids
     return None
+
+
+def checks_for_host(checks: CheckOptions, host: Mapping[str, Any]) -> CheckOptions:
+    """*checks* with what the host's GPUs demand of the probe schedule: GPU probes one at a time when
+    a GPU is in an exclusive compute mode (:func:`~.engine.scheduling.exclusive_gpus`)."""
+    why = scheduling.exclusive_gpus(host)
+    return dataclasses.replace(checks, serial_gpu_probes=why) if why else checks
 
 
 def read(config: pytest.Config) -> tuple[list[Target], LaunchOptions, CheckOptions]:

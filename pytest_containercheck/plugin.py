@@ -92,6 +92,7 @@ def _configure(config: pytest.Config) -> None:
         # The images' labels are known now (preflight read them), and nothing has started.
         expectations, unused = require.load(targets, runtime_facts, checks.required_rows, expectations_file)
     options.gpus_for_host(launch, host)
+    checks = options.checks_for_host(checks, host)
     state = RunState(targets=targets, launch=launch, checks=checks, host=host,
                      pool=SessionPool(launch, checks), runtime_facts=runtime_facts, expectations=expectations)
     if workerinput is None:

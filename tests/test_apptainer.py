@@ -356,13 +356,13 @@ def standin_nvccli(bindir: Path, *, stderr: str = "", log: Path | None = None) -
 def test_nvccli_success_is_no_gpu_failure(pytester: pytest.Pytester, base_sif: Path, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """apptainer says "INFO: Setting --writable-tmpfs (required by nvidia-container-cli)" when all is
-    well: the GPU is attached.  A host NVIDIA_DRIVER_CAPABILITIES=all reaches nvidia-container-cli
-    as the capabilities apptainer accepts, not as "all" (which apptainer refuses)."""
+    well: the GPU is attached.  The environment's NVIDIA_DRIVER_CAPABILITIES reaches nvidia-container-cli
+    as the users' own launch passes it (issue 29: nothing of ours added)."""
     log = tmp_path / "args.log"
     standin_nvccli(tmp_path / "bin", log=log)
     standin_nvidia_smi(tmp_path / "bin")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    monkeypatch.setenv("NVIDIA_DRIVER_CAPABILITIES", "all")
+    monkeypatch.setenv("NVIDIA_DRIVER_CAPABILITIES", "compute,utility")
     pytester.runpytest_subprocess("--image", str(base_sif), USERNS, "--apptainer-gpu", "nvccli",
                                   "--matrix-json", "m.json", *ONLY_SYSTEM)
     data = _json(pytester.path / "m.json")
@@ -371,11 +371,15 @@ def test_nvccli_success_is_no_gpu_failure(pytester: pytest.Pytester, base_sif: P
     args = log.read_text().split()
     assert args[:3] == ["--user", "configure", "--no-cgroups"] and "--device=all" in args
     assert [a for a in args if a in ("--compute", "--compat32", "--graphics", "--utility", "--video", "--display")
-            ] == ["--compute", "--compat32", "--graphics", "--utility", "--video", "--display"]
+            ] == ["--compute", "--utility"]
+    assert gpu["nvccli"] is True and gpu["nvccli_capabilities"] == "compute,utility"
+    # --apptainer-gpu nvccli where apptainer.conf does not ask for it: a launch difference, listed.
+    launch = data["columns"][0]["facts"]["launch"]
+    assert [d for d in launch["launch_differences"] if d.startswith("--nvccli")], launch["launch_differences"]
     cells = {c["row"]: c for c in data["cells"]}
     assert cells["system.python"]["status"] == "pass"
     assert cells["system.nvidia_env"]["status"] == "pass"
-    assert cells["system.nvidia_env"]["detail"].startswith("apptainer --nvccli: ")
+    assert cells["system.nvidia_env"]["detail"].startswith("apptainer nvidia-container-cli: ")
     # The stand-in set nothing up: no GPU nodes inside, and that is the host's (the driver's) part.
     assert (cells["system.gpu_devices"]["status"], cells["system.gpu_devices"]["fault"]) == ("fail", "host")
     assert "started without GPU access" not in cells["system.gpu_devices"]["detail"]

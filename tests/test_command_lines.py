@@ -42,8 +42,11 @@ def _no_host_mounts(argv: list[str]) -> None:
 
 
 def test_docker_run_with_all_gpus() -> None:
+    # As users run it (issue 29): --gpus all and nothing the NVIDIA hook reads; the image's own
+    # NVIDIA_DRIVER_CAPABILITIES decides (moby daemon/devices_nvidia_linux.go sets none for --gpus all).
     argv = OCIRuntime("docker").run_command(parse_target(IMAGE), LaunchOptions(run_id="r1"), NAME, "all")
-    assert argv == [*_prefix("docker"), "--gpus", "all", "--env", CAPS, IMAGE, "86400"]
+    assert argv == [*_prefix("docker"), "--gpus", "all", IMAGE, "86400"]
+    assert not any(CAPS in a for a in argv)
     _no_host_mounts(argv)
 
 
@@ -57,7 +60,7 @@ def test_docker_run_without_gpus_has_no_gpu_flags() -> None:
 def test_docker_run_with_device_list_quotes_the_csv_value() -> None:
     # docker reads --gpus as one CSV record: bare device=0,1 would mean "device 0, count 1".
     argv = OCIRuntime("docker").run_command(parse_target(IMAGE), LaunchOptions(run_id="r1"), NAME, "device=0,1")
-    assert argv == [*_prefix("docker"), "--gpus", '"device=0,1"', "--env", CAPS, IMAGE, "86400"]
+    assert argv == [*_prefix("docker"), "--gpus", '"device=0,1"', IMAGE, "86400"]
     assert OCIRuntime("docker").gpu_flags("device=0") == ["--gpus", "device=0"]
     assert OCIRuntime("docker").gpu_flags("2") == ["--gpus", "2"]
 
@@ -65,7 +68,7 @@ def test_docker_run_with_device_list_quotes_the_csv_value() -> None:
 def test_podman_uses_cdi_device_names() -> None:
     podman = OCIRuntime("podman")
     argv = podman.run_command(parse_target(f"podman://{IMAGE}"), LaunchOptions(run_id="r1"), NAME, "all")
-    assert argv == [*_prefix("podman"), "--device", "nvidia.com/gpu=all", "--env", CAPS, IMAGE, "86400"]
+    assert argv == [*_prefix("podman"), "--device", "nvidia.com/gpu=all", IMAGE, "86400"]
     assert "--gpus" not in argv
     assert podman.gpu_flags("device=0,1") == ["--device", "nvidia.com/gpu=0", "--device", "nvidia.com/gpu=1"]
     assert podman.gpu_flags("none") == []
@@ -78,13 +81,12 @@ def test_runtime_args_come_before_the_image_and_user_env_is_passed() -> None:
     )  # fmt: skip
     argv = OCIRuntime("docker").run_command(parse_target(IMAGE), options, NAME, "all")
     assert argv[argv.index("--network") + 1] == "bridge"
-    # The user's capabilities win over our default.
+    # A deployment's capabilities are emulated only when asked (and listed as a launch difference).
     tail = ["--env", "OMP_NUM_THREADS", "--env", "NVIDIA_DRIVER_CAPABILITIES",
             "--shm-size=1g", "--ipc", "host", IMAGE, "600"]  # fmt: skip
     assert argv[-len(tail) :] == tail
     assert OCIRuntime("docker").container_env(options, "all")["NVIDIA_DRIVER_CAPABILITIES"] == "compute"
-    assert OCIRuntime("docker").container_env(LaunchOptions(run_id="r1"), "all") == {
-        "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,graphics"}
+    assert OCIRuntime("docker").container_env(LaunchOptions(run_id="r1"), "all") == {}
     assert OCIRuntime("docker").container_env(LaunchOptions(run_id="r1"), "none") == {}
 
 
@@ -192,15 +194,15 @@ def test_apptainer_image_variables_travel_in_apptainers_environment() -> None:
     ("device=0,2", "nv", {}, {"APPTAINERENV_CUDA_VISIBLE_DEVICES": "0,2"}),
     ("2", "nv", {}, {"APPTAINERENV_CUDA_VISIBLE_DEVICES": "0,1"}),
     ("device=1", "rocm", {}, {"APPTAINERENV_ROCR_VISIBLE_DEVICES": "1"}),
+    # nvidia-container-cli gets apptainer's own environment as the users' launch gives it: no
+    # capability of ours (unset: its default compute,utility), a host value unchanged.
     ("device=1", "nvccli", {}, {"APPTAINERENV_CUDA_VISIBLE_DEVICES": "1", "NVIDIA_VISIBLE_DEVICES": "1",
-                                "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,graphics"}),
-    # apptainer rejects "all" ("unknown NVIDIA_DRIVER_CAPABILITIES value: all"): the values of NVIDIA's
-    # "all" that apptainer passes to nvidia-container-cli go instead.
-    ("all", "nvccli", {"NVIDIA_DRIVER_CAPABILITIES": "all"},
-     {"NVIDIA_DRIVER_CAPABILITIES": "compute,compat32,graphics,utility,video,display"}),
+                                "NVIDIA_DRIVER_CAPABILITIES": None}),
+    ("all", "nvccli", {"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"},
+     {"NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}),
 ])
 def test_apptainer_forwards_the_jobs_gpu_selection(gpus: str, apptainer_gpu: str, host: dict[str, str],
-                                                  expected: dict[str, str]) -> None:
+                                                  expected: dict[str, str | None]) -> None:
     # --cleanenv drops CUDA_VISIBLE_DEVICES (Slurm's GPU selection); nvidia-container-cli reads
     # NVIDIA_* from apptainer's own environment, default capabilities compute,utility
     # (apptainer internal/pkg/util/gpu/nvidia.go nVDriverDefaultCapabilities).

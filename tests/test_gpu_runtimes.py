@@ -202,19 +202,16 @@ def test_nvccli_info_lines_are_no_gpu_warning() -> None:
                             "or directory\n") == []
 
 
-@pytest.mark.parametrize(("host", "passed"), [
-    (None, "compute,utility,graphics"),
-    ("", "compute,utility,graphics"),
-    ("all", "compute,compat32,graphics,utility,video,display"),
-    ("compute,utility", "compute,utility"),
-    ("compute,ngx,utility", "compute,utility"),  # ngx: NVIDIA's, unknown to apptainer
-])
-def test_nvccli_capabilities_are_ones_apptainer_passes_on(host: str | None, passed: str) -> None:
-    assert app.nvccli_capabilities(host) == passed
+@pytest.mark.parametrize("host", [None, "", "all", "compute,utility", "compute,utility,graphics"])
+def test_nvccli_gets_apptainers_environment_as_the_users_launch_gives_it(host: str | None) -> None:
+    """Issue 29: no capability of ours.  nvidia-container-cli reads NVIDIA_DRIVER_CAPABILITIES from apptainer's own
+    environment (apptainer launcher_linux.go setNvCCLIConfig; gpu/nvidia.go NVCLIEnvToFlags, default compute,utility
+    when unset; "all" refused: "unknown NVIDIA_DRIVER_CAPABILITIES value: all"), so it is passed as it is."""
     env = app.ApptainerRuntime("apptainer").launch_env(
         LaunchOptions(run_id="r", apptainer_gpu="nvccli"),
         host_env={} if host is None else {"NVIDIA_DRIVER_CAPABILITIES": host})
-    assert env["NVIDIA_DRIVER_CAPABILITIES"] == passed
+    assert env.get("NVIDIA_DRIVER_CAPABILITIES") == host
+    assert "APPTAINERENV_NVIDIA_DRIVER_CAPABILITIES" not in env
 
 
 @pytest.mark.parametrize(("fatal", "fix"), [
@@ -222,6 +219,16 @@ def test_nvccli_capabilities_are_ones_apptainer_passes_on(host: str | None, pass
     ("nvidia-container-cli not allowed in setuid mode", "--apptainer-gpu nv"),
     ('container creation failed: exec: "nvidia-container-cli": executable file not found in $PATH',
      "install nvidia-container-cli"),
+    # Constructed from apptainer gpu/nvidia.go NVCLIConfigure ("nvidia-container-cli failed with %v: %s") around
+    # libnvidia-container's own requirement text (src/cli/configure.c "requirement error: %s"; the condition text
+    # as NVIDIA/nvidia-docker users quote it): the requirement is apptainer's environment's NVIDIA_REQUIRE_*
+    # (NVCLIEnvToFlags: "One --require flag for each NVIDIA_REQUIRE_* environment"), never the image's.  The old
+    # rule answered "install nvidia-container-cli", which is installed: it ran and said why.
+    ("container creation failed: while running nvidia-container-cli: nvidia-container-cli failed with exit status 1: "
+     "nvidia-container-cli: requirement error: unsatisfied condition: cuda>=12.8, please update your driver to a "
+     "newer version, or use an earlier cuda container", "NVIDIA_REQUIRE_* in the environment apptainer runs in"),
+    ("container creation failed: while running nvidia-container-cli: nvidia-container-cli failed with exit status 1: "
+     "nvidia-container-cli: initialization error: nvml error: driver not loaded", "nvidia-container-cli -k -d"),
 ])
 def test_apptainers_own_nvccli_failures(fatal: str, fix: str) -> None:
     reason, got = app.classify_failure(f"INFO:    Setting --writable-tmpfs (required by nvidia-container-cli)\n"
@@ -410,24 +417,36 @@ def test_amd_gpu_devices_need_kfd_and_a_render_node() -> None:
 # all gpus available on that machine" (the daemon is outside the job's cgroup).
 
 
+#: A node whose minor numbers and NVML indexes agree (the common case): constructed in the shape of
+#: hostinfo.job_gpu_facts (see tests/test_gpumap.py for nodes where they differ).
+IN_ORDER = {"gpus": [{"index": i, "minor": i, "uuid": f"GPU-{i}{i}{i}{i}0000-aaaa-bbbb-cccc-dddddddddddd",
+                      "bus": f"00000000:{0x18 + i:02x}:00.0", "mig": []} for i in range(8)]}
+
+
 @pytest.mark.parametrize("runtime", ["docker", "podman"])
-def test_docker_and_podman_get_the_slurm_jobs_gpus_not_all(runtime: str) -> None:
-    host = {**GPU_HOST, "slurm": {"SLURM_JOB_ID": "77", "SLURM_JOB_GPUS": "3,5", "CUDA_VISIBLE_DEVICES": "0,1"}}
+def test_docker_and_podman_get_the_slurm_jobs_gpus_by_uuid_not_all(runtime: str) -> None:
+    host = {**GPU_HOST, "slurm": {"SLURM_JOB_ID": "77", "SLURM_JOB_GPUS": "3,5", "CUDA_VISIBLE_DEVICES": "0,1"},
+            "job_gpus": IN_ORDER}
     auto = LaunchOptions(run_id="r", gpus_auto=True)
     gpus_for_host(auto, host)
     rt = OCIRuntime(runtime)
-    assert rt.requested_gpus(auto) == "device=3,5"
-    want = ["--gpus", '"device=3,5"'] if runtime == "docker" else [
-        "--device", "nvidia.com/gpu=3", "--device", "nvidia.com/gpu=5"]
+    three, five = IN_ORDER["gpus"][3]["uuid"], IN_ORDER["gpus"][5]["uuid"]
+    assert rt.requested_gpus(auto) == f"device={three},{five}"
+    want = ["--gpus", f'"device={three},{five}"'] if runtime == "docker" else [
+        "--device", f"nvidia.com/gpu={three}", "--device", f"nvidia.com/gpu={five}"]
     assert rt.gpu_flags_for(auto) == want
     # The step's own GPUs win over the job's; --gpus given wins over both.
-    step = {**GPU_HOST, "slurm": {"SLURM_JOB_GPUS": "3,5", "SLURM_STEP_GPUS": "5"}}
+    step = {**GPU_HOST, "slurm": {"SLURM_JOB_GPUS": "3,5", "SLURM_STEP_GPUS": "5"}, "job_gpus": IN_ORDER}
     stepped = LaunchOptions(run_id="r", gpus_auto=True)
     gpus_for_host(stepped, step)
-    assert rt.requested_gpus(stepped) == "device=5"
+    assert rt.requested_gpus(stepped) == f"device={five}"
     given = LaunchOptions(run_id="r", gpus="all", gpus_auto=False)
     gpus_for_host(given, host)
     assert rt.requested_gpus(given) == "all"
+    # Node facts that cannot be read: no GPU rather than a guess (the old rule passed device=3,5 as indexes).
+    blind = LaunchOptions(run_id="r", gpus_auto=True)
+    gpus_for_host(blind, {**host, "job_gpus": {}})
+    assert rt.requested_gpus(blind) == "none" and "could not be read" in blind.job_gpus_problem
 
 
 def test_apptainer_inside_the_job_keeps_its_cgroup_relative_selection() -> None:

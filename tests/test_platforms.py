@@ -99,3 +99,49 @@ def test_foreign_image_and_archive_are_refused_before_start(pytester: pytest.Pyt
             assert "no Python interpreter" not in result.stdout.str() + result.stderr.str()
     finally:
         subprocess.run(["docker", "rmi", "--force", tag, digest], capture_output=True, timeout=120)
+
+
+# -- an aarch64 host (Grace Hopper, GB200): issue 29 --------------------------------------------------
+# platform.machine() on Linux is the kernel's uname machine: "aarch64" on 64-bit Arm.  The host's
+# architecture is then OCI's "arm64" (image-spec config.md, Go's GOARCH); an arm64 image is no foreign
+# image there, an amd64 one is, and a SIF's header arch "04" is arm64 (apptainer/sif pkg/sif).
+
+
+@pytest.fixture
+def aarch64_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+
+
+@pytest.mark.usefixtures("aarch64_host")
+def test_an_arm64_image_is_native_on_an_aarch64_host(tmp_path: Path) -> None:
+    assert host_architecture() == "arm64"
+    assert foreign_problem("arm64", "img:arm", binfmt_dir=str(tmp_path)) is None
+    problem = foreign_problem("amd64", "img:x86", binfmt_dir=str(tmp_path))
+    assert problem is not None and "this host is linux/arm64 (aarch64)" in problem
+    assert "--platform linux/arm64" in problem
+
+
+@pytest.mark.usefixtures("aarch64_host")
+def test_an_arm64_sif_runs_on_an_aarch64_host(tmp_path: Path) -> None:
+    head = bytearray(sif_header())
+    head[45:48] = b"04\0"
+    path = tmp_path / "arm.sif"
+    path.write_bytes(bytes(head) + b"\xab" * (FULL_SIZE - SIF_HEADER_LEN))
+    assert check_sif(str(path), "arm.sif")["sif_arch"] == "arm64"
+    head[45:48] = b"02\0"
+    path.write_bytes(bytes(head) + b"\xab" * (FULL_SIZE - SIF_HEADER_LEN))
+    with pytest.raises(UsageProblem, match=r"built for linux/amd64, and this host is linux/arm64"):
+        check_sif(str(path), "x86.sif")
+
+
+@pytest.mark.usefixtures("aarch64_host")
+def test_a_multi_platform_index_gives_the_arm64_image_on_an_aarch64_host() -> None:
+    from pytest_containercheck.engine.archives import _pick_manifest
+
+    descs = [{"digest": "sha256:a", "platform": {"os": "linux", "architecture": "amd64"}},
+             {"digest": "sha256:b", "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+             {"digest": "sha256:c", "platform": {"os": "unknown", "architecture": "unknown"}}]
+    picked, names = _pick_manifest(descs, "idx.tar", "/x/idx.tar")
+    assert picked["digest"] == "sha256:b" and names == ("linux/amd64", "linux/arm64/v8")

@@ -284,10 +284,10 @@ def test_probes_parse_as_python_3_7_without_name_clashes() -> None:
     shared = top_level(envelope)
     seen: dict[str, str] = {}
     for path in sorted(PROBES.glob("[!_]*.py")):
-        # run and SHARED_IMPORTS are each probe's own declarations (a bundle runs every probe in a
-        # namespace of its own); everything else must stay unique across probes.
+        # run, SHARED_IMPORTS and CUDA_CONTEXT are each probe's own declarations (a bundle runs every probe
+        # in a namespace of its own); everything else must stay unique across probes.
         names = top_level(ast.parse(path.read_text(), filename=str(path),
-                                    feature_version=(3, 7))) - {"run", "SHARED_IMPORTS"}
+                                    feature_version=(3, 7))) - {"run", "SHARED_IMPORTS", "CUDA_CONTEXT"}
         assert not names & shared, f"{path.name} redefines envelope names {names & shared}"
         for name in names:
             assert name not in seen, f"{name} defined in both {seen[name]} and {path.name}"

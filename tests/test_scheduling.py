@@ -4,6 +4,7 @@ Probes really run (on this host); the container is the fake's."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -137,3 +138,89 @@ def test_a_bundles_outer_limit_keeps_the_results_of_the_probes_that_had_finished
     assert done.ok and done.facts["params"] == {} and done.returncode == 0, done.summary()
     assert (hung.status, hung.started) == ("timeout", True), hung.summary()
     assert (never.started, never.status) == (False, "no-result")
+
+
+# -- a GPU in Exclusive_Process compute mode (issue 29, item 3) ----------------------------------------
+#: Two probes that create a "CUDA context" on a simulated exclusive GPU: holding it is owning the file
+#: gpu.lock (O_EXCL), as the driver grants one context at a time; the second refuses with CUDA's own
+#: text for cudaErrorDevicesUnavailable ("CUDA-capable device(s) is/are busy or unavailable").
+_EXCLUSIVE = """CUDA_CONTEXT = True
+
+def run(params, ctx):
+    import os
+    import time
+    while params.get("after") and not os.path.exists(params["after"]):  # the other holds its context first
+        time.sleep(0.002)
+    lock = os.path.join(params["dir"], "gpu.lock")
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise RuntimeError("CUDA error: CUDA-capable device(s) is/are busy or unavailable")
+    try:
+        if params.get("ready"):
+            open(params["ready"], "w").close()
+            while not os.path.exists(params["go"]):
+                time.sleep(0.002)
+        return {"held": True}
+    finally:
+        os.close(fd)
+        os.unlink(lock)
+"""
+
+
+def _exclusive_probes(path: Path) -> str:
+    for name in ("ctx_a", "ctx_b"):
+        (path / f"{name}.py").write_text(_EXCLUSIVE)
+    return str(path)
+
+
+def _waiting_for_the_cuda_turn(name_prefix: str = "containercheck-probe-") -> bool:
+    import sys
+
+    for thread in threading.enumerate():
+        frame = sys._current_frames().get(thread.ident or -1) if thread.name.startswith(name_prefix) else None
+        if frame is not None and (os.path.basename(frame.f_code.co_filename), frame.f_code.co_name) == (
+                "scheduling.py", "_probe_in"):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_cuda_probes_on_an_exclusive_gpu_run_one_at_a_time(engine: FakeEngine, probes: str, tmp_path: Path,
+                                                           exclusive: bool) -> None:
+    """The compute mode comes from the host facts before any probe starts: the recorded H200's, with its
+    mode set to Exclusive_Process (constructed: that machine was in Default mode).  Serialised, both
+    probes pass; in parallel (the old rule) the second is refused as "busy" by the tool's own load."""
+    from pytest_containercheck.engine import scheduling
+
+    host = json.loads((Path(__file__).parent / "data" / "ml" / "host_facts_h200.json").read_text())["facts"]
+    host["gpu_modes"] = {"0": {"compute_mode": "Exclusive_Process" if exclusive else "Default", "mig_mode": "N/A"}}
+    why = scheduling.exclusive_gpus(host)
+    assert bool(why) is exclusive and (not why or why.startswith("GPU 0 is Exclusive_Process"))
+    gate = Gate(tmp_path, "a")
+    plan = [planned("ctx_a", 10, dir=str(tmp_path), **gate.params),
+            planned("ctx_b", 5, dir=str(tmp_path), after=str(gate.ready))]
+    options = CheckOptions(probe_dirs=(probes, _exclusive_probes(tmp_path)), probe_timeout=60, probe_jobs=2,
+                           serial_gpu_probes=why)
+    image = ImageSession(engine.target, LaunchOptions(run_id="t"), options, plan)
+    try:
+        image.ensure_started()
+        image.start_workers()
+        results = image.scheduler.results
+        gate.wait_running()
+        if exclusive:
+            eventually(_waiting_for_the_cuda_turn, what="ctx_b waits for ctx_a's turn")
+            assert plan[1].key not in results and engine.started[0].ran('"ctx_b"') == 0
+        else:
+            eventually(lambda: plan[1].key in results, what="ctx_b ran beside ctx_a")
+        gate.open()
+        eventually(lambda: {p.key for p in plan} <= results.keys(), what="both ran")
+        a, b = (results[p.key] for p in plan)
+    finally:
+        gate.open()
+        image.stop()
+    assert a.ok, a.summary()
+    if exclusive:
+        assert b.ok and b.facts == {"held": True}, b.summary()
+    else:
+        assert not b.ok and "busy or unavailable" in (b.error or ""), b.summary()

@@ -250,13 +250,33 @@ def test_nvidia_env_fails_when_the_image_hides_every_gpu(visible: str) -> None:
     assert "NVIDIA_VISIBLE_DEVICES" in (v.fix or "")
 
 
-@pytest.mark.parametrize(("caps", "missing"), [("compute,utility", "graphics"), ("utility", "compute, graphics"),
-                                               ("video,display", "compute, utility, graphics")])
-def test_nvidia_env_fails_when_capabilities_are_dropped(caps: str, missing: str) -> None:
+@pytest.mark.parametrize(("caps", "missing"), [("utility", "compute"), ("video,display", "compute, utility")])
+def test_nvidia_env_fails_when_the_image_drops_a_compute_capability(caps: str, missing: str) -> None:
+    """The capabilities are the image's own (no launch of ours sets them, issue 29): its fault, with the ENV."""
     v = gpu.nvidia_env(_with_env(NVIDIA_DRIVER_CAPABILITIES=caps), "oci")
-    assert (v.status, v.fault) == ("fail", "host")
-    assert v.detail.startswith(f"NVIDIA_DRIVER_CAPABILITIES={caps!r} lacks {missing}: ")
-    assert v.fix == "set NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics (or all)"
+    assert (v.status, v.fault) == ("fail", "image")
+    assert v.detail.startswith(f"NVIDIA_DRIVER_CAPABILITIES={caps} (the image's own environment) lacks {missing}: ")
+    assert v.fix == gpu.CAPABILITIES_FIX
+    # The same value set by --container-env emulates a deployment: the deployment's, not the image's.
+    emulated = gpu.nvidia_env(_with_env(NVIDIA_DRIVER_CAPABILITIES=caps), "oci",
+                              emulated=["NVIDIA_DRIVER_CAPABILITIES"])
+    assert (emulated.status, emulated.fault) == ("fail", "host")
+    assert "--container-env, emulating the deployment's environment" in emulated.detail
+
+
+def test_nvidia_env_notes_a_missing_graphics_capability_for_render_egl() -> None:
+    """compute,utility (the CUDA base images' own, and the toolkit's default when unset) is right for a
+    compute image: the row passes and says EGL gets no NVIDIA driver; render.egl judges that."""
+    for caps in ("compute,utility", None):
+        v = gpu.nvidia_env(_with_env(NVIDIA_DRIVER_CAPABILITIES=caps), "oci")
+        assert v.status == "pass" and "no 'graphics'" in v.detail and "render.egl" in v.detail
+    # A legacy CUDA image (CUDA_VERSION, no NVIDIA_REQUIRE_CUDA) with none set gets every capability.
+    legacy = gpu.nvidia_env(_with_env(NVIDIA_DRIVER_CAPABILITIES=None, NVIDIA_REQUIRE_CUDA=None,
+                                      CUDA_VERSION="10.0.130"), "oci")
+    assert legacy.status == "pass" and "graphics" not in legacy.detail
+    # Under CDI (Podman) the spec mounts the graphics libraries whatever the variable says.
+    assert "no 'graphics'" not in gpu.nvidia_env(_with_env(NVIDIA_DRIVER_CAPABILITIES="compute,utility"), "oci",
+                                                 cdi=True).detail
 
 
 def test_nvidia_env_is_not_read_by_apptainer() -> None:

@@ -22,6 +22,7 @@ import pytest
 from pytest_containercheck.engine import hostinfo
 from pytest_containercheck.engine import verdicts_gpu as gpu
 from pytest_containercheck.engine import verdicts_ml as ml
+from pytest_containercheck.engine.runtimes.base import ExecResult
 from pytest_containercheck.engine.verdicts_render import (
     egl_device_opened,
     egl_device_used,
@@ -115,6 +116,26 @@ def test_torch_802_names_the_fabric_manager() -> None:
     assert (v.status, v.fault) == ("fail", "host"), v
     assert "Fabric Manager" in v.detail and "Error 802: system not yet initialized" in v.detail
     assert v.fix is not None and "nvidia-fabricmanager" in v.fix and "--gpus all" not in v.fix
+
+
+def test_802_without_nvswitch_is_not_the_fabric_manager() -> None:
+    """Issue 29: 802 occurs on hosts without NVSwitch too (wilicc/gpu-burn#133), where the Fabric Manager
+    has nothing to manage and does not start (NVIDIA/gpu-operator#610).  The recorded H200 machine has no
+    /dev/nvidia-nvswitch* (a single GPU in a VM; its hostinfo has no NVSwitch: constructed as the empty
+    list hostinfo now records); the old rule told it to start the Fabric Manager."""
+    host = {**json.loads((ML / "host_facts_h200.json").read_text())["facts"], "nvswitch": []}
+    v = gpu.libcuda({"libcuda": {"loaded": True, "path": "/usr/lib/x86_64-linux-gnu/libcuda.so.1", "cuInit": 802}},
+                    host)
+    assert (v.status, v.fault) == ("fail", "host")
+    assert "this host has no NVSwitch (no /dev/nvidia-nvswitch*), so it is not the Fabric Manager" in v.detail
+    assert v.fix is not None and "do not install the Fabric Manager" in v.fix and "systemctl" not in v.fix
+    t = ml.torch_cuda(torch_without_cuda("2.13.0+cu128", "12.8", TORCH_802), host)
+    assert t.fix is not None and "do not install the Fabric Manager" in t.fix, t
+    # With NVSwitch device nodes it is the Fabric Manager, and the cell says which nodes.
+    hgx = gpu.libcuda({"libcuda": {"loaded": True, "path": "/usr/lib/x86_64-linux-gnu/libcuda.so.1", "cuInit": 802}},
+                      {**host, "nvswitch": ["/dev/nvidia-nvswitch0", "/dev/nvidia-nvswitch1"]})
+    assert "nvidia-fabricmanager" in (hgx.fix or "") and "/dev/nvidia-nvswitch0" in hgx.detail
+    assert hostinfo.nvswitch_devices(root="/nonexistent") == []
 
 
 def test_transformers_802_names_the_fabric_manager() -> None:
@@ -258,11 +279,51 @@ def test_busy_gpu_reads_the_compute_mode() -> None:
     v = ml.torch_cuda(torch_on_gpu(BUSY), gpu_host(gpu_modes=EXCLUSIVE))
     assert (v.status, v.fault) == ("fail", "host"), v
     assert "busy or unavailable" in v.detail
-    assert v.fix is not None and "GPU 0 is in Exclusive_Process compute mode" in v.fix and "--probe-jobs 1" in v.fix
+    # This run's CUDA probes run one at a time on such a GPU (scheduling.exclusive_gpus): the holder is another
+    # process; nvidia-smi could not list them here (gpu_processes absent).
+    assert v.fix is not None and "GPU 0 is in Exclusive_Process compute mode" in v.fix
+    assert "ran one at a time" in v.fix and "--probe-jobs" not in v.fix
     unknown = ml.torch_cuda(torch_on_gpu(BUSY), gpu_host())
-    assert unknown.fault == "host" and "compute_mode" in (unknown.fix or "")
+    assert unknown.fault == "host" and "Default compute mode" in (unknown.fix or "")
     prohibited = ml.torch_cuda(torch_on_gpu(BUSY), gpu_host(gpu_modes={"0": {"compute_mode": "Prohibited"}}))
     assert "nvidia-smi -c DEFAULT" in (prohibited.fix or "") and "--probe-jobs" not in (prohibited.fix or "")
+
+
+#: nvidia-smi --query-compute-apps=gpu_uuid,pid,process_name,used_memory --format=csv,noheader (constructed in
+#: that query's format; a process name may hold commas).
+APPS = ("GPU-8f05ccfd-4c44-c258-0df0-4b8089176541, 4242, /opt/conda/bin/python3 train.py, lr=0.1, 80123 MiB\n"
+        "GPU-8f05ccfd-4c44-c258-0df0-4b8089176541, 77, [Not Found], 512 MiB\n")
+
+
+def test_a_remaining_busy_is_judged_with_the_mode_and_the_processes_nvidia_smi_lists() -> None:
+    """Issue 29, item 3: this run's CUDA probes run one at a time on an exclusive GPU, so a "busy" that
+    remains is another process's: named when nvidia-smi lists it, said to be invisible when it lists none."""
+    apps = hostinfo.parse_compute_apps(APPS)
+    assert apps[0] == {"gpu_uuid": "GPU-8f05ccfd-4c44-c258-0df0-4b8089176541", "pid": "4242",
+                       "process_name": "/opt/conda/bin/python3 train.py, lr=0.1", "used_memory": "80123 MiB"}
+    held = ml.torch_cuda(torch_on_gpu(BUSY), gpu_host(gpu_modes=EXCLUSIVE, gpu_processes=apps))
+    assert held.fault == "host" and "pid 4242 /opt/conda/bin/python3 train.py, lr=0.1 (80123 MiB)" in (held.fix or "")
+    assert "it is not theirs" in (held.fix or "")
+    hidden = ml.torch_cuda(torch_on_gpu(BUSY), gpu_host(gpu_modes=EXCLUSIVE, gpu_processes=[]))
+    assert "lists no process holding it" in (hidden.fix or "") and "another container or PID namespace" in (
+        hidden.fix or "")
+    default = ml.torch_cuda(torch_on_gpu(BUSY), gpu_host(gpu_modes={"0": {"compute_mode": "Default"}},
+                                                         gpu_processes=apps))
+    assert "Default compute mode, so 'busy' is not the mode" in (default.fix or "")
+
+
+def test_processes_are_read_again_when_a_busy_is_judged() -> None:
+    calls: list[list[str]] = []
+
+    def run(argv: list[str], timeout: float) -> ExecResult:
+        calls.append(argv)
+        return ExecResult(argv, 0, APPS.encode(), b"", 0.01)
+
+    host = {"nvidia_smi": "/usr/bin/nvidia-smi", "gpu_processes": []}
+    assert hostinfo.with_gpu_processes(host, {"cuda": {"ok": True}}, run) is host and calls == []
+    fresh = hostinfo.with_gpu_processes(host, {"error": BUSY}, run)
+    assert [a["pid"] for a in fresh["gpu_processes"]] == ["4242", "77"]
+    assert calls[0][1].startswith("--query-compute-apps=gpu_uuid,pid,process_name,used_memory")
 
 
 def fake_smi(tmp_path: Path, modes: str) -> str:

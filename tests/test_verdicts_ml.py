@@ -518,6 +518,57 @@ def test_xgboost_without_cuda_fix_fits_the_installed_build(dists: list[dict[str,
         assert "not xgboost-cpu" not in (v.fix or "")
 
 
+def test_xgboosts_cpu_only_manylinux2014_wheel_gets_the_fix_that_changes_the_build() -> None:
+    """Issue 29: xgboost 2.1+ ships two wheels (doc/install.rst): manylinux_2_28 with CUDA, and manylinux2014
+    "does not support GPU algorithms", which pip picks below glibc 2.28.  The old rule's fix ("pip install
+    the PyPI xgboost wheel") reinstalls that same wheel in that same image.  Constructed from the recorded
+    xgboost-cpu facts with the wheel tag the probe now reads from the distribution's WHEEL file."""
+    facts = load("xgboost_cpu_wheel")
+    tags = ["py3-none-manylinux2014_x86_64"]
+    facts.update(distributions=[{"name": "xgboost", "version": "2.1.4", "wheel_tags": tags}],
+                 module_path="/opt/venv/lib/python3.8/site-packages/xgboost/__init__.py", version="2.1.4")
+    v = ml.xgboost_cuda_build(facts, "the host has 1 NVIDIA GPU(s)")
+    assert v is not None and (v.status, v.fault) == ("fail", "image"), v
+    assert "manylinux2014 wheel (py3-none-manylinux2014_x86_64), which is CPU-only" in (v.fix or "")
+    assert "glibc >= 2.28" in (v.fix or "") and "-DUSE_CUDA=ON" in (v.fix or "")
+    assert "pip install the PyPI" not in (v.fix or "")
+    # The manylinux_2_28 wheel built without CUDA (a custom one) keeps the source-build fix.
+    facts["distributions"][0]["wheel_tags"] = ["py3-none-manylinux_2_28_x86_64"]
+    assert "manylinux2014" not in (ml.xgboost_cuda_build(facts, "x").fix or "")  # type: ignore[union-attr]
+
+
+def test_the_xgboost_probe_reads_the_wheel_tag_for_real() -> None:
+    """The development VM's own xgboost (the PyPI wheel pip chose here: glibc 2.36, so manylinux_2_28)."""
+    from pytest_containercheck.engine.dev import try_probe
+
+    res = try_probe("xgboost_train", quiet=True)
+    dist = next(d for d in res.facts["distributions"] if d["name"] == "xgboost")
+    assert dist["wheel_tags"] and all("manylinux_2_28" in t for t in dist["wheel_tags"]), dist
+
+
+def test_torch_fixes_name_only_variants_published_for_the_hosts_architecture() -> None:
+    """Issue 29: on an aarch64 host (GH200) the fix named x86_64 CUDA variants.  PyTorch's aarch64 CUDA
+    variants are fewer (generate_binary_build_matrix.py CUDA_AARCH64_ARCHES: 2.7 built only cu128 there).
+    Host facts: the recorded H200's with machine and driver CUDA edited (constructed)."""
+    host = {**json.loads((DATA / "host_facts_h200.json").read_text())["facts"], "machine": "aarch64",
+            "cuda_version": "11.8"}
+    x86 = {**host, "machine": "x86_64"}
+    facts = load("torch_host_cpu_build")
+    facts["version"] = "2.7.1+cpu"
+    on_x86 = ml.torch_cuda_build(facts, "the host has 1 NVIDIA GPU(s)", x86)
+    on_arm = ml.torch_cuda_build(facts, "the host has 1 NVIDIA GPU(s)", host)
+    assert on_x86 is not None and "cu118" in (on_x86.fix or "")  # published for x86_64, runs on a CUDA 11.8 driver
+    assert on_arm is not None and "cu118" not in (on_arm.fix or "") and "cu128" in (on_arm.fix or ""), on_arm.fix
+    # A release whose aarch64 variants are not in the table: no index is guessed.
+    facts["version"] = "2.5.1+cpu"
+    old = ml.torch_cuda_build(facts, "x", {**x86, "cuda_version": "12.4"})
+    new = ml.torch_cuda_build(facts, "x", {**host, "cuda_version": "12.4"})
+    assert old is not None and "cu124" in (old.fix or "")
+    assert new is not None and "cu124" not in (new.fix or "") and "manylinux_2_28_aarch64" in (new.fix or "")
+    assert ml.torch_cuda_index("2.9.0", (13, 0), "aarch64") == (
+        "pip install torch==2.9.0 --index-url https://download.pytorch.org/whl/cu130")
+
+
 #: cudaGetErrorString(cudaErrorUnsupportedPtxVersion), as torch raises it.
 PTX_TOO_NEW = "RuntimeError: CUDA error: the provided PTX was compiled with an unsupported toolchain."
 

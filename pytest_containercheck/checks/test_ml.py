@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pytest_containercheck import Container
+from pytest_containercheck.engine import hostinfo
 from pytest_containercheck.engine import verdicts_ml as ml
 from pytest_containercheck.engine.policy import CheckOptions
 
@@ -60,7 +61,7 @@ def test_torch_cuda(container: Container) -> None:
     """Matmul and conv2d ran on every CUDA device (tensor on cuda:N) and agree with the CPU."""
     facts = _torch_facts(container)
     container.gpu_row(ml.torch_cuda_build(facts, _intent(container, "torch.cuda", facts.get("env")), container.host),
-                      lambda: ml.torch_cuda(facts, container.host))
+                      lambda: ml.torch_cuda(facts, hostinfo.with_gpu_processes(container.host, facts)))
 
 
 # -- xgboost -----------------------------------------------------------------------------------
@@ -95,7 +96,7 @@ def test_xgboost_cuda(container: Container) -> None:
     facts = _xgboost_facts(container)
     container.gpu_row(ml.xgboost_cuda_build(facts, _intent(container, "xgboost.cuda", facts.get("image_env")),
                                             container.host),
-                      lambda: ml.xgboost_cuda(facts, container.host))
+                      lambda: ml.xgboost_cuda(facts, hostinfo.with_gpu_processes(container.host, facts)))
 
 
 # -- transformers ------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def test_transformers_cuda(container: Container) -> None:
     container.gpu_row(
         ml.transformers_cuda_build(facts, _intent(container, "transformers.cuda", facts.get("image_env")),
                                    container.host),
-        lambda: ml.transformers_cuda(facts, container.host))
+        lambda: ml.transformers_cuda(facts, hostinfo.with_gpu_processes(container.host, facts)))
 
 
 @pytest.mark.containercheck_row("transformers.cache")

@@ -30,10 +30,13 @@ def _render_row(container: Container, backend: str) -> None:
     container.evidence("libraries", {k: v.get("path") if v.get("loaded") else f"missing: {v.get('error')}"
                                      for k, v in (facts.get("libraries") or {}).items()})
     container.evidence("egl_vendor_files", facts.get("egl_vendor_files"))
+    launch = container.session_facts
     verdict = render_verdict(facts, backend, require_hw_render=container.options.require_hw_render,
                              require_gpu=container.options.require_gpu,
                              host_has_gpu=bool(container.host.get("has_gpu")), runtime=container.target.runtime,
-                             timings=res.timings, runtime_version=container.session_facts.get("runtime_version"))
+                             timings=res.timings, runtime_version=launch.get("runtime_version"),
+                             gpu_vendor=container.host.get("gpu_vendor"), gpu=launch.get("gpu"),
+                             emulated=launch.get("container_env_names") or (), intent=container.options.intent)
     container.apply(verdict)
     image = check_image(container, res)
     container.note(f"{verdict.note}; {image.summary}")

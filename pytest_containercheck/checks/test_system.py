@@ -53,7 +53,8 @@ def test_nvidia_environment(container: Container) -> None:
     container.gpu_expected()
     gpu = container.session_facts.get("gpu") or {}
     container.apply(verdicts_gpu.nvidia_env(container.facts("system"), container.target.family, gpu.get("requested"),
-                                            cdi=bool(gpu.get("cdi")), host=container.host))
+                                            cdi=bool(gpu.get("cdi")), host=container.host, gpu=gpu,
+                                            emulated=container.session_facts.get("container_env_names") or ()))
 
 
 @pytest.mark.containercheck_row("system.writable_cache")

@@ -6,6 +6,7 @@ verdict can say whether a missing GPU is the image's fault or the host's.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import platform
@@ -229,6 +230,131 @@ def _driver_from_proc(line: str) -> str | None:
     return m.group(1) if m else None
 
 
+#: What ``nvidia-smi --query-compute-apps`` is asked: the processes holding a CUDA context, per GPU.
+APP_FIELDS = ("gpu_uuid", "pid", "process_name", "used_memory")
+
+
+def parse_compute_apps(output: str) -> list[dict[str, str]]:
+    """``nvidia-smi --query-compute-apps=gpu_uuid,pid,process_name,used_memory --format=csv,noheader``
+    -> ``[{"gpu_uuid", "pid", "process_name", "used_memory"}]``.  A process name may hold commas:
+    the first two fields and the last are split off, the rest is the name."""
+    apps = []
+    for line in output.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 4 or not parts[0].startswith(("GPU-", "MIG-")):
+            continue
+        apps.append({"gpu_uuid": parts[0], "pid": parts[1], "process_name": ", ".join(parts[2:-1]),
+                     "used_memory": parts[-1]})
+    return apps
+
+
+def query_compute_apps(smi: str | None = None, run: Runner = run_bounded) -> list[dict[str, str]] | None:
+    """The processes nvidia-smi lists with a CUDA context on this host's GPUs, now; None when it
+    cannot answer.  Inside a container or another PID namespace it lists only what it can see."""
+    smi = smi or shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    res = run([smi, "--query-compute-apps=" + ",".join(APP_FIELDS), "--format=csv,noheader"], timeout=60)
+    if res.returncode != 0 or res.timed_out:
+        return None
+    return parse_compute_apps(text(res.stdout))
+
+
+def with_gpu_processes(host: Mapping[str, Any], facts: Any, run: Runner = run_bounded) -> Mapping[str, Any]:
+    """*host* with ``gpu_processes`` read again now, when *facts* (a probe's, any shape) say a GPU
+    refused a context ("busy or unavailable"): a "busy" is judged by who holds the GPU when it is
+    seen, not at the start of the run.  *host* unchanged otherwise."""
+    import json
+
+    if "busy or unavailable" not in json.dumps(facts, default=str):
+        return host
+    return {**host, "gpu_processes": query_compute_apps(host.get("nvidia_smi"), run)}
+
+
+def _openable(paths: Sequence[str]) -> list[str] | None:
+    """Which of the device *paths* this process may open; None when it may open all of them (no
+    device cgroup restricting it: nothing to learn).  A device cgroup refuses the open itself
+    (EPERM), whatever the file's mode."""
+    allowed: list[str] = []
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        os.close(fd)
+        allowed.append(path)
+    return None if len(allowed) == len(paths) else allowed
+
+
+def _minor(path: str) -> int | None:
+    m = re.search(r"(\d+)$", path)
+    return int(m.group(1)) if m else None
+
+
+def job_gpu_facts(vendor: str, run: Runner = run_bounded, root: str = "/") -> dict[str, Any]:
+    """What :func:`~.gpumap.map_job_gpus` needs to name a Slurm job's GPUs: the node's GPUs with
+    their NVML index, minor number and UUID (and MIG devices), the device files this job may open,
+    ``CUDA_VISIBLE_DEVICES``, the Slurm release and gres.conf's ``AutoDetect``.  Read only in a
+    Slurm job with GPUs (opening ``/dev/nvidiaN`` is how its device cgroup shows)."""
+    from . import gpumap  # here: only a Slurm job with GPUs needs it
+
+    def at(path: str) -> str:
+        return os.path.join(root, path.lstrip("/"))
+
+    facts: dict[str, Any] = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    scontrol = shutil.which("scontrol")
+    if scontrol:
+        facts["slurm_version"] = gpumap.parse_slurm_version(text(run([scontrol, "--version"], timeout=30).stdout))
+    conf = os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
+    try:
+        with open(os.path.join(os.path.dirname(conf), "gres.conf"), encoding="utf-8", errors="replace") as fh:
+            facts["autodetect"] = gpumap.parse_autodetect(fh.read(), socket.gethostname().split(".")[0])
+    except OSError:
+        facts["autodetect"] = None
+    if vendor == "amd":
+        nodes = []
+        for props in sorted(glob.glob(at(f"{_KFD_NODES}/*/properties")), key=lambda p: int(p.split("/")[-2])):
+            try:
+                with open(props, encoding="utf-8", errors="replace") as fh:
+                    values = dict(line.split(None, 1) for line in fh if len(line.split(None, 1)) == 2)
+            except OSError:
+                continue
+            minor = values.get("drm_render_minor", "").strip()
+            if values.get("simd_count", "0").strip() not in ("", "0") and minor.isdigit():
+                nodes.append({"node": int(props.split("/")[-2]), "render_minor": int(minor)})
+        facts["amd_gpus"] = nodes
+        allowed = _openable([f"{_RENDER}{n['render_minor']}" for n in nodes])
+        facts["accessible_render"] = None if allowed is None else [m for m in map(_minor, allowed) if m is not None]
+        return facts
+    gpus: list[dict[str, Any]] = []
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        res = run([smi, "--query-gpu=" + ",".join(gpumap.SMI_MAP_FIELDS), "--format=csv,noheader"], timeout=60)
+        if res.returncode == 0:
+            migs = gpumap.parse_smi_list(text(run([smi, "-L"], timeout=60).stdout))
+            gpus = [{**dataclasses.asdict(g), "mig": list(migs.get(g.uuid, ()))}
+                    for g in gpumap.parse_smi_gpus(text(res.stdout))]
+    if not gpus:
+        files = {}
+        for info in sorted(glob.glob(at("/proc/driver/nvidia/gpus/*/information"))):
+            try:
+                with open(info, encoding="utf-8", errors="replace") as fh:
+                    files[info] = fh.read()
+            except OSError:
+                continue
+        gpus = [dataclasses.asdict(g) for g in gpumap.parse_proc_information(files)]
+    facts["gpus"] = gpus
+    allowed = _openable(sorted(glob.glob(at("/dev/nvidia[0-9]*"))))
+    facts["accessible_minors"] = None if allowed is None else [m for m in map(_minor, allowed) if m is not None]
+    return facts
+
+
+def nvswitch_devices(root: str = "/") -> list[str]:
+    """The NVSwitch device nodes (``/dev/nvidia-nvswitch<N>``, made by the driver's nvswitch module
+    on HGX/DGX boards): the systems where CUDA waits for the Fabric Manager."""
+    return sorted(glob.glob(os.path.join(root, "dev/nvidia-nvswitch[0-9]*")))
+
+
 def toolkit_facts(runtimes: Iterable[str]) -> dict[str, Any]:
     """NVIDIA Container Toolkit, CDI specs and the runtimes' own GPU support."""
     out: dict[str, Any] = {
@@ -260,6 +386,11 @@ def gather(runtimes: Iterable[str] = ()) -> dict[str, Any]:
         "cpus": os.cpu_count(),
     }
     facts.update(nvidia_facts())
+    if facts.get("gpu_vendor") == "nvidia":
+        facts["nvswitch"] = nvswitch_devices()
+        facts["gpu_processes"] = query_compute_apps(facts.get("nvidia_smi"))
     facts["toolkit"] = toolkit_facts(runtimes)
     facts["slurm"] = {k: os.environ[k] for k in _SLURM_VARS if k in os.environ}
+    if facts.get("has_gpu") and (facts["slurm"].get("SLURM_STEP_GPUS") or facts["slurm"].get("SLURM_JOB_GPUS")):
+        facts["job_gpus"] = job_gpu_facts(str(facts.get("gpu_vendor")))
     return facts

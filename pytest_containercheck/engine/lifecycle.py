@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from . import probing
+from . import plainlaunch, probing
 from .policy import CheckOptions
 from .probing import PlannedProbe, ProbeError, ProbeResult, PythonInfo
 from .runtimes import LaunchOptions, RuntimeFault, Session, Target, get_runtime
@@ -102,6 +102,10 @@ class ImageSession:
                     self.start_error = exc
                     raise
                 self.session.facts["started_in_s"] = round(time.monotonic() - t0, 3)
+                self.session.facts.update(launch_facts(self.target.runtime, self.launch,
+                                                       self.session.facts.get("gpu")))
+                if self.checks.serial_gpu_probes:
+                    self.session.facts["serial_gpu_probes"] = self.checks.serial_gpu_probes
                 if self.closed:  # close() came while it started: it is ours to remove
                     self.session.stop()
                     self.session = None
@@ -210,6 +214,7 @@ class ImageSession:
                                                     evidence=exc.evidence)
                 else:
                     new.facts.update(python=session.facts.get("python"), restarts=list(self.restarts))
+                    new.facts.update(launch_facts(self.target.runtime, self.launch, new.facts.get("gpu")))
                     self.session = new
                     return
             self.session = None
@@ -311,3 +316,12 @@ class SessionPool:
                 t.join()
 
         return wait
+
+
+def launch_facts(runtime: str, launch: LaunchOptions, gpu: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a session records about its launch against the plain one (:mod:`.plainlaunch`):
+    ``plain_launch``, ``launch_differences`` (empty for a plain run) and ``container_env_names``."""
+    return {"plain_launch": plainlaunch.plain_launch(runtime, launch.gpu_vendor),
+            "launch_differences": plainlaunch.differences(runtime, launch, gpu),
+            # Names only (values may be secrets): the verdicts attribute these to the deployment.
+            "container_env_names": sorted(launch.env)}

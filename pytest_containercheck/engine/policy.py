@@ -31,5 +31,8 @@ class CheckOptions:
     probe_bundles: bool = True
     """Run planned probes that declare the same ``SHARED_IMPORTS`` as one bundle (``_envelope.bundle``)."""
     """``--probe-dir``: directories of users' own probes, searched before the built-in ones."""
+    serial_gpu_probes: str = ""
+    """Why probes that create a CUDA context (``CUDA_CONTEXT = True``) run one at a time, when they
+    must: a GPU in an exclusive compute mode (:func:`~.scheduling.exclusive_gpus`); empty otherwise."""
     keep_render_images: bool = False
     """Save render results as artifacts also when they pass (``--matrix-html`` shows them)."""

@@ -151,6 +151,20 @@ def shared_imports(name: str, extra_dirs: tuple[str, ...] = ()) -> tuple[str, ..
         return ()
 
 
+def creates_cuda_context(name: str, extra_dirs: tuple[str, ...] = ()) -> bool:
+    """Whether probe *name* declares ``CUDA_CONTEXT = True`` at its top level: it creates a CUDA
+    context, which a GPU in ``Exclusive_Process`` compute mode grants one process at a time."""
+    try:
+        tree = ast.parse(probe_source(name, extra_dirs))
+    except (ProbeError, SyntaxError):
+        return False
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "CUDA_CONTEXT"):
+            return isinstance(node.value, ast.Constant) and node.value.value is True
+    return False
+
+
 def compose_bundle(calls: Sequence[tuple[str, Mapping[str, Any], str]], shared: Sequence[str],
                    timeout: float | None, extra_dirs: tuple[str, ...] = (), nice: int = 0) -> bytes:
     """The program for a bundle: *calls* ``(name, params, nonce)`` one after the other in forked

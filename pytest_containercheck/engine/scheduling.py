@@ -9,6 +9,7 @@ never the scheduler's.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,6 +22,25 @@ from .runtimes import RuntimeFault, Session
 
 BACKGROUND_NICE = 10
 """Niceness (inside the image) of probes started while the image's heaviest probe runs."""
+
+#: nvidia-smi's compute modes that grant one CUDA context at a time (``Exclusive_Thread`` is the
+#: older, deprecated one): driver_types.h ``cudaComputeModeExclusiveProcess``, "Only one context used
+#: by a single process can be present on this device at a time".
+EXCLUSIVE_MODES = ("Exclusive_Process", "Exclusive_Thread")
+
+
+def exclusive_gpus(host: Mapping[str, Any]) -> str:
+    """Why this run's probes that create a CUDA context must run one at a time, or "": a GPU of the
+    host in an exclusive compute mode (``hostinfo`` ``gpu_modes``, read before any probe starts).
+    Two such probes at once would meet there, and the second would be refused as "busy": the
+    tool's own load, never the host's fault."""
+    modes = host.get("gpu_modes") or {}
+    held = [f"GPU {i} is {m.get('compute_mode')}" for i, m in sorted(modes.items())
+            if isinstance(m, Mapping) and str(m.get("compute_mode", "")) in EXCLUSIVE_MODES]
+    if not held:
+        return ""
+    return (f"{', '.join(held)} (nvidia-smi compute mode): one CUDA context at a time, so the probes that create one "
+            "run one after another")
 
 
 class Image(Protocol):
@@ -92,6 +112,9 @@ class ProbeScheduler:
         self._workers: list[threading.Thread] = []
         self._lead: str | None = None
         """The key of the first probe a worker took (the heaviest) while it runs; "" after."""
+        self._cuda_turn = threading.Lock()
+        """Held while a probe that creates a CUDA context runs, when they must run one at a time
+        (``checks.serial_gpu_probes``): never together with ``_lock``."""
         self.set_plan(plan)
 
     def set_plan(self, plan: Sequence[PlannedProbe]) -> None:
@@ -163,12 +186,21 @@ class ProbeScheduler:
             self._running.difference_update(keys)
             self._done.notify_all()
 
+    def _turn(self, names: Iterable[str]) -> contextlib.AbstractContextManager[Any]:
+        """The CUDA turn for probes *names*: the lock when they create a CUDA context and such probes
+        must run one at a time (:func:`exclusive_gpus`), else nothing to wait for."""
+        if self.checks.serial_gpu_probes and any(probing.creates_cuda_context(n, self.checks.probe_dirs)
+                                                 for n in names):
+            return self._cuda_turn
+        return contextlib.nullcontext()
+
     def _probe_in(self, session: Session, name: str, params: Mapping[str, Any],
                   env: Mapping[str, str] | None, python: PythonInfo | None = None, nice: int = 0) -> ProbeResult:
         python = python or self.image.python_info
         assert python is not None
-        return probing.run_probe(session, python, name, params, timeout=self.checks.probe_timeout,
-                                 env=env, extra_dirs=self.checks.probe_dirs, nice=nice)
+        with self._turn([name]):
+            return probing.run_probe(session, python, name, params, timeout=self.checks.probe_timeout,
+                                     env=env, extra_dirs=self.checks.probe_dirs, nice=nice)
 
     def _again(self, name: str, params: Mapping[str, Any],
                env: Mapping[str, str] | None) -> Callable[[Session], ProbeResult]:
@@ -201,13 +233,16 @@ class ProbeScheduler:
             try:
                 session, since = self.image.current(), time.time()
                 calls = [(p.name, p.params) for p in group]
-                results = probing.run_bundle(session, python, calls, shared, timeout=self.checks.probe_timeout,
-                                             extra_dirs=self.checks.probe_dirs, nice=nice)
+                with self._turn(p.name for p in group):
+                    results = probing.run_bundle(session, python, calls, shared, timeout=self.checks.probe_timeout,
+                                                 extra_dirs=self.checks.probe_dirs, nice=nice)
                 found = self._confirmed(python) if guessed else None
                 if found is not None:
                     session, since = self.image.current(), time.time()
-                    results = probing.run_bundle(session, found, calls, shared, timeout=self.checks.probe_timeout,
-                                                 extra_dirs=self.checks.probe_dirs)
+                    with self._turn(p.name for p in group):
+                        results = probing.run_bundle(session, found, calls, shared,
+                                                     timeout=self.checks.probe_timeout,
+                                                     extra_dirs=self.checks.probe_dirs)
                     for result in results:
                         result.guess_dropped = python.command
             except ProbeError as exc:

@@ -18,12 +18,13 @@ configuration"), ``CUDA_ERROR_UNKNOWN`` 999.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .verdict import Verdict, failed, passed, skipped
 
-__all__ = ["CUINIT_ERRORS", "explain_cuinit", "gpu_devices", "libcuda", "nvidia_env", "nvidia_smi"]
+__all__ = ["CUINIT_ERRORS", "driver_capabilities", "explain_cuinit", "gpu_devices", "libcuda", "nvidia_env",
+           "nvidia_smi"]
 
 _GPU_ACCESS = ("start the image with GPU access (Docker --gpus all with the NVIDIA Container Toolkit, "
                "Apptainer --nv); under Slurm request a GPU (--gres=gpu:1)")
@@ -132,6 +133,20 @@ _COMPAT_BY_TOOLKIT = (
     "[nvidia-container-runtime.modes.legacy] (CDI: nvidia-ctk cdi generate --disable-hook enable-cuda-compat)")
 
 
+#: 802 on a host without NVSwitch: the Fabric Manager is not the cause (it manages NVSwitch fabrics only,
+#: and refuses to start without one: "request to query NVSwitch device information from NVSwitch driver
+#: failed with error:WARNING Nothing to do [NV_WARN_NOTHING_TO_DO]", NVIDIA/gpu-operator#610).  802 is seen
+#: there too (wilicc/gpu-burn#133: "system not yet initialized" on a machine whose NVSwitch was in
+#: question; the CUDA 12.9/13.0 release notes' known issues were pointed to there): what remains is the
+#: driver's own state.
+_NOT_READY_NO_NVSWITCH = (
+    "the driver is loaded but the system is not ready for CUDA work, and this host has no NVSwitch "
+    "(no /dev/nvidia-nvswitch*), so it is not the Fabric Manager",
+    "do not install the Fabric Manager (it has no NVSwitch to manage); on the host read the kernel log (dmesg | "
+    "grep -i -e NVRM -e nvidia) and the CUDA release notes' known issues for this driver and kernel, and try the "
+    "driver branch the GPU's vendor qualifies; a reboot clears a stale driver state")
+
+
 def _mig_enabled(host: Mapping[str, Any]) -> list[str]:
     """Indexes of the host's GPUs whose MIG mode is Enabled (``hostinfo`` ``gpu_modes``)."""
     modes = host.get("gpu_modes") or {}
@@ -144,7 +159,8 @@ def explain_cuinit(rc: Any, path: str, facts: Mapping[str, Any] | None = None,
     """``(name, fault, meaning, fix)`` of a failed ``cuInit`` (:data:`CUINIT_ERRORS`), sharpened by what
     else the ``system`` probe's *facts* and the *host* facts show; None for a code not in the table.
 
-    A libcuda from a toolkit ``stubs`` directory is the stub whatever it answers.  999 names the missing
+    A libcuda from a toolkit ``stubs`` directory is the stub whatever it answers.  802 names the Fabric
+    Manager only where the host has NVSwitch (``nvswitch``); 999 names the missing
     or present ``/dev/nvidia-uvm``; 804 from a compat libcuda that ``LD_LIBRARY_PATH`` does not name was
     put there by the container toolkit; 100 on a host whose GPUs are in MIG mode means no MIG device.
     """
@@ -163,6 +179,11 @@ def explain_cuinit(rc: Any, path: str, facts: Mapping[str, Any] | None = None,
         ld_path = str((facts.get("env") or {}).get("LD_LIBRARY_PATH") or "").split(":")
         if path.rsplit("/", 1)[0] not in ld_path:
             meaning, fix = _COMPAT_BY_TOOLKIT[0].format(path=path), _COMPAT_BY_TOOLKIT[1]
+    elif name == "CUDA_ERROR_SYSTEM_NOT_READY" and host.get("nvswitch") == []:
+        # hostinfo lists the NVSwitch device nodes on an NVIDIA host; an empty list is "none here".
+        meaning, fix = _NOT_READY_NO_NVSWITCH
+    elif name == "CUDA_ERROR_SYSTEM_NOT_READY" and host.get("nvswitch"):
+        meaning = f"{meaning} (this host has NVSwitch: {', '.join(map(str, host['nvswitch']))})"
     elif name == "CUDA_ERROR_NO_DEVICE" and _mig_enabled(host):
         mig = ", ".join(_mig_enabled(host))
         meaning = (f"the host's GPU {mig} is in MIG mode, where CUDA sees only MIG devices, and none is visible "
@@ -197,20 +218,96 @@ def libcuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
                   f"{cuda.get('device_count')} device(s)")
 
 
+#: nvidia-container-toolkit ``internal/config/image/capabilities.go``: ``DefaultDriverCapabilities
+#: = "utility,compute"`` (what the hook grants when the image sets none) and
+#: ``SupportedDriverCapabilities`` (what ``all`` means).
+DEFAULT_CAPABILITIES: frozenset[str] = frozenset({"utility", "compute"})
+ALL_CAPABILITIES: frozenset[str] = frozenset({"compute", "compat32", "graphics", "utility", "video", "display", "ngx"})
+#: apptainer ``internal/pkg/util/gpu/nvidia.go`` ``nVDriverDefaultCapabilities``: nvidia-container-cli's
+#: capabilities when apptainer's own environment sets none.
+NVCCLI_DEFAULT_CAPABILITIES: frozenset[str] = frozenset({"compute", "utility"})
+CAPABILITIES_FIX = ("ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics (or all) in the image's Dockerfile: the "
+                    "NVIDIA Container Toolkit injects the driver's EGL/GL libraries (libEGL_nvidia.so.0, "
+                    "10_nvidia.json) only for 'graphics'")
+
+
+def driver_capabilities(env: Mapping[str, Any], family: str, gpu: Mapping[str, Any] | None = None,
+                        emulated: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The NVIDIA driver capabilities the container was given, and who decided them; None where no
+    capability gates the driver files.
+
+    ``{"caps": set, "value": str, "source": str, "fault": str, "fix": str}``:
+
+    * Docker's NVIDIA hook reads the container's own ``NVIDIA_DRIVER_CAPABILITIES``
+      (nvidia-container-toolkit ``cmd/nvidia-container-runtime-hook/container_config.go``
+      ``getDriverCapabilities``): a non-empty value is used as it is; unset in a "legacy" image
+      (``CUDA_VERSION`` without ``NVIDIA_REQUIRE_CUDA``, ``cuda_image.go`` ``IsLegacy``) every
+      capability; otherwise ``utility,compute``.  ``docker run --gpus all`` sets no capability
+      (moby ``daemon/devices_nvidia_linux.go``: only the ``--gpus`` capabilities that are driver
+      capabilities, and ``all`` has none), so the value is the image's, or a ``--container-env``
+      one that emulates a deployment (*emulated* names those).
+    * A CDI spec (Podman; ``gpu["cdi"]``) mounts the graphics libraries whatever the variable says
+      (nvidia-container-toolkit ``pkg/nvcdi/common-nvml.go``: ``newCommonNVMLDiscoverer`` merges
+      ``NewGraphicsMountsDiscoverer`` into every spec): None.
+    * Apptainer's own ``--nv`` binds what ``nvliblist.conf`` lists, EGL included: None.  Through
+      nvidia-container-cli (``--nvccli``, or ``use nvidia-container-cli = yes``) the capabilities
+      are apptainer's *own* environment's (``gpu["nvccli_capabilities"]``), default
+      ``compute,utility`` (apptainer ``internal/pkg/util/gpu/nvidia.go`` ``NVCLIEnvToFlags``), never
+      the image's.
+    """
+    gpu = gpu or {}
+    if family == "sif":
+        if not gpu.get("nvccli"):
+            return None
+        value = str(gpu.get("nvccli_capabilities") or "")
+        caps = {c.strip() for c in value.split(",") if c.strip()} or set(NVCCLI_DEFAULT_CAPABILITIES)
+        return {"caps": caps, "value": value or "unset (nvidia-container-cli's default compute,utility)",
+                "source": "apptainer's own environment, which nvidia-container-cli reads (never the image's)",
+                "fault": "host",
+                "fix": "export NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics where apptainer runs (the job "
+                       "script), or let --nv bind the driver itself ('use nvidia-container-cli = no' in "
+                       "apptainer.conf)"}
+    if family != "oci" or gpu.get("cdi"):
+        return None
+    raw = env.get("NVIDIA_DRIVER_CAPABILITIES")
+    legacy = bool(env.get("CUDA_VERSION")) and not env.get("NVIDIA_REQUIRE_CUDA")
+    if raw:
+        caps = {c.strip() for c in str(raw).split(",") if c.strip()}
+        value = str(raw)
+    elif raw is None and legacy:
+        caps = set(ALL_CAPABILITIES)
+        value = "unset in a legacy CUDA image (CUDA_VERSION without NVIDIA_REQUIRE_CUDA: all)"
+    else:
+        caps, value = set(DEFAULT_CAPABILITIES), "unset (the NVIDIA Container Toolkit's default utility,compute)"
+    if "all" in caps:
+        caps = set(ALL_CAPABILITIES)
+    if "NVIDIA_DRIVER_CAPABILITIES" in emulated:
+        return {"caps": caps, "value": value, "fault": "host",
+                "source": "--container-env, emulating the deployment's environment",
+                "fix": "set NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics (or all) where the deployment sets it "
+                       "(its docker run -e, the pod's env)"}
+    return {"caps": caps, "value": value, "source": "the image's own environment", "fault": "image",
+            "fix": CAPABILITIES_FIX}
+
+
 def nvidia_env(facts: Mapping[str, Any], family: str, requested: str | None = None, *, cdi: bool = False,
-               host: Mapping[str, Any] | None = None) -> Verdict:
+               host: Mapping[str, Any] | None = None, gpu: Mapping[str, Any] | None = None,
+               emulated: Sequence[str] = ()) -> Verdict:
     """``system.nvidia_env``: the variables the NVIDIA runtime hooks read hide no GPU and drop no
-    capability.  *family* is the target's runtime family; *requested* the Apptainer GPU flag
-    (``nv``, ``nvccli``) the session asked for; *cdi*: the GPUs were requested as CDI devices
-    (Podman's ``--device nvidia.com/gpu=...``).
+    capability CUDA needs.  *family* is the target's runtime family; *requested* the Apptainer GPU
+    flag (``nv``, ``nvccli``) the session asked for; *cdi*: the GPUs were requested as CDI devices
+    (Podman's ``--device nvidia.com/gpu=...``); *gpu* the session's GPU facts; *emulated* the
+    variables ``--container-env`` set (a deployment's, not the image's).
 
     Fails when ``NVIDIA_VISIBLE_DEVICES`` is ``void``, ``none`` or empty and no GPU node is inside
-    (the image's fault), and when ``NVIDIA_DRIVER_CAPABILITIES`` lacks ``compute``, ``utility`` or
-    ``graphics`` (the host's: the launch can set it).  ``void`` under CDI is the spec's own: NVIDIA's
-    generated specs set it in every container (nvidia-container-toolkit ``pkg/nvcdi/wrapper.go``
-    ``GetCommonEdits``, since 1.15) so the NVIDIA runtime makes no further changes; the GPUs come
-    from the spec's device nodes.  A SIF passes with a note: Apptainer does not read the image's
-    values.  An AMD host skips: nothing NVIDIA to read.
+    (the image's fault), and when the capabilities (:func:`driver_capabilities`) lack ``compute``
+    or ``utility``: the image's fault, with the ``ENV`` to add, unless a deployment's value was
+    emulated.  A missing ``graphics`` is noted: it matters to ``render.egl``, which judges it.
+    ``void`` under CDI is the spec's own: NVIDIA's generated specs set it in every container
+    (nvidia-container-toolkit ``pkg/nvcdi/wrapper.go`` ``GetCommonEdits``, since 1.15) so the
+    NVIDIA runtime makes no further changes; the GPUs come from the spec's device nodes.  A SIF
+    passes with a note: Apptainer does not read the image's values.  An AMD host skips: nothing
+    NVIDIA to read.
     """
     amd = _amd_skip(host or {}, "NVIDIA runtime variables")
     if amd is not None:
@@ -220,7 +317,8 @@ def nvidia_env(facts: Mapping[str, Any], family: str, requested: str | None = No
         # Apptainer's --nv binds the driver whatever the image's NVIDIA_* variables say, and
         # --nvccli reads them from apptainer's own environment, not the image's
         # (apptainer internal/pkg/runtime/launch/launcher_linux.go setNvCCLIConfig).
-        return passed(f"apptainer --{requested}: the image's NVIDIA_DRIVER_CAPABILITIES="
+        how = "nvidia-container-cli" if (gpu or {}).get("nvccli") else f"--{requested}"
+        return passed(f"apptainer {how}: the image's NVIDIA_DRIVER_CAPABILITIES="
                       f"{env.get('NVIDIA_DRIVER_CAPABILITIES')} and NVIDIA_VISIBLE_DEVICES="
                       f"{env.get('NVIDIA_VISIBLE_DEVICES')} are not read; CUDA_VISIBLE_DEVICES="
                       f"{env.get('CUDA_VISIBLE_DEVICES')}")
@@ -241,12 +339,17 @@ def nvidia_env(facts: Mapping[str, Any], family: str, requested: str | None = No
     if visible in ("void", "none", ""):
         return failed(f"NVIDIA_VISIBLE_DEVICES={visible!r} in the image hides every GPU", fault="image",
                       fix="unset NVIDIA_VISIBLE_DEVICES in the image (ENV) or set it to 'all'")
+    decided = driver_capabilities(env, family, {"cdi": cdi, **(gpu or {})}, emulated)
     caps = env.get("NVIDIA_DRIVER_CAPABILITIES")
-    if caps is not None and "all" not in caps.split(","):
-        missing = [c for c in ("compute", "utility", "graphics") if c not in caps.split(",")]
+    note = ""
+    if decided is not None:
+        missing = [c for c in ("compute", "utility") if c not in decided["caps"]]
         if missing:
-            return failed(f"NVIDIA_DRIVER_CAPABILITIES={caps!r} lacks {', '.join(missing)}: without 'graphics' "
-                          "EGL silently renders on the CPU, without 'compute' CUDA does not load",
-                          fault="host", fix="set NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics (or all)")
+            return failed(f"NVIDIA_DRIVER_CAPABILITIES={decided['value']} ({decided['source']}) lacks "
+                          f"{', '.join(missing)}: without 'compute' CUDA does not load, without 'utility' there is no "
+                          "nvidia-smi", fault=decided["fault"], fix=decided["fix"])
+        if "graphics" not in decided["caps"]:
+            note = ("; no 'graphics': the NVIDIA EGL driver is not injected, so EGL renders on the CPU "
+                    "(render.egl judges it)")
     return passed(f"NVIDIA_VISIBLE_DEVICES={visible}, NVIDIA_DRIVER_CAPABILITIES={caps}, "
-                  f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')}")
+                  f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')}{note}")

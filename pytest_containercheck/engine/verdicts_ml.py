@@ -114,6 +114,16 @@ TORCH_CUDA_VARIANTS: dict[tuple[int, int], tuple[str, ...]] = {
     (2, 10): ("12.6", "12.8", "13.0"), (2, 11): ("12.6", "12.8", "13.0"), (2, 12): ("12.6", "13.0", "13.2"),
     (2, 13): ("12.6", "13.0", "13.2"), (2, 14): ("12.6", "13.0", "13.2"),
 }
+#: The CUDA variants PyTorch builds for Linux aarch64 (Grace Hopper, GB200: ``manylinux_2_28_aarch64``
+#: wheels), a subset of the x86_64 ones: pytorch/pytorch ``.github/scripts/generate_binary_build_matrix.py``
+#: ``CUDA_AARCH64_ARCHES``, read in the revisions whose ``CUDA_ARCHES`` are those releases' x86_64 variants
+#: (2.7: ``["12.8-aarch64"]`` beside ``["11.8", "12.6", "12.8"]``, revision 00018c94; 2.9: ``["12.6-aarch64",
+#: "12.8-aarch64", "13.0-aarch64"]`` beside ``["12.6", "12.8", "13.0"]``).  A release not listed here is not
+#: guessed: the fix names no index for it.
+TORCH_CUDA_VARIANTS_AARCH64: dict[tuple[int, int], tuple[str, ...]] = {
+    (2, 7): ("12.8",), (2, 9): ("12.6", "12.8", "13.0")}
+#: ``platform.machine()`` names of the architectures PyTorch builds CUDA wheels for.
+_AARCH64 = ("aarch64", "arm64")
 #: CUDA minor-version compatibility (NVIDIA, "CUDA Compatibility", Minor Version Compatibility,
 #: Table 1): a build for CUDA X.y runs on every driver of the same major X (X.0's driver branch
 #: and later: 11.x >= 450, 12.x >= 525, 13.x >= 580), and on every later major.
@@ -131,22 +141,29 @@ def _release(version: Any) -> tuple[int, int] | None:
     return (v[0], v[1]) if v and len(v) >= 2 else None
 
 
-def torch_cuda_index(version: Any, driver: Sequence[int] | None) -> str | None:
+def torch_variants(machine: str | None = None) -> dict[tuple[int, int], tuple[str, ...]]:
+    """The published CUDA variants per release for this CPU architecture: x86_64's table, or
+    aarch64's (:data:`TORCH_CUDA_VARIANTS_AARCH64`) on an Arm host."""
+    return TORCH_CUDA_VARIANTS_AARCH64 if str(machine or "").lower() in _AARCH64 else TORCH_CUDA_VARIANTS
+
+
+def torch_cuda_index(version: Any, driver: Sequence[int] | None, machine: str | None = None) -> str | None:
     """The ``pip install torch==... --index-url .../cuXY`` that runs on a driver for CUDA *driver*:
-    the newest published variant (:data:`TORCH_CUDA_VARIANTS`) of torch *version*'s release whose
-    CUDA major the driver has (minor-version compatibility), else of the newest earlier release
+    the newest published variant (:func:`torch_variants` for *machine*) of torch *version*'s release
+    whose CUDA major the driver has (minor-version compatibility), else of the newest earlier release
     that has one.  None when the release is unknown or no listed release fits."""
     release = _release(version)
+    table = torch_variants(machine)
     if release is None or not driver:
         return None
     base = str(version).split("+")[0]
-    fits = [v for v in TORCH_CUDA_VARIANTS.get(release, ()) if _variant_runs(v, driver)]
+    fits = [v for v in table.get(release, ()) if _variant_runs(v, driver)]
     if fits:
         return f"pip install torch=={base} --index-url https://download.pytorch.org/whl/cu{fits[-1].replace('.', '')}"
-    if release not in TORCH_CUDA_VARIANTS:
+    if release not in table:
         return None
-    for older in sorted((r for r in TORCH_CUDA_VARIANTS if r < release), reverse=True):
-        fits = [v for v in TORCH_CUDA_VARIANTS[older] if _variant_runs(v, driver)]
+    for older in sorted((r for r in table if r < release), reverse=True):
+        fits = [v for v in table[older] if _variant_runs(v, driver)]
         if fits:
             return (f"pip install 'torch=={older[0]}.{older[1]}.*' --index-url https://download.pytorch.org/whl/"
                     f"cu{fits[-1].replace('.', '')} (torch {release[0]}.{release[1]} has no build for a CUDA "
@@ -158,11 +175,17 @@ def _torch_cuda_fix(version: Any, host: Mapping[str, Any]) -> str:
     """What to install instead of a CPU-only torch *version*: the variant for the host's driver when
     it is known, else the variants published for that release (never an index that does not exist)."""
     base = str(version or "").split("+")[0]
-    pick = torch_cuda_index(version, _driver_cuda(host))
+    machine = host.get("machine")
+    pick = torch_cuda_index(version, _driver_cuda(host), machine)
     if pick:
         return f"install a CUDA build of torch: {pick} (it runs on this host's driver, CUDA {host.get('cuda_version')})"
     release = _release(base)
-    variants = TORCH_CUDA_VARIANTS.get(release, ()) if release else ()
+    variants = torch_variants(machine).get(release, ()) if release else ()
+    if release and not variants and str(machine or "").lower() in _AARCH64:
+        return (f"install a CUDA build of torch {base} for aarch64: PyTorch builds fewer CUDA variants for aarch64 "
+                "than for x86_64, so take a cuXY index that has its manylinux_2_28_aarch64 wheel (pip download "
+                f"torch=={base} --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 --index-url "
+                "https://download.pytorch.org/whl/cuXY tells) whose CUDA major the host driver has")
     if release and variants:
         names = ", ".join("cu" + v.replace(".", "") for v in variants)
         return (f"install a CUDA build of torch, e.g. pip install torch=={base} --index-url "
@@ -380,25 +403,45 @@ def classify_cuda_message(text: str) -> tuple[str, str] | None:
 
 
 def _busy_fix(host: Mapping[str, Any]) -> str:
-    """The fix for a refused context, from the compute modes nvidia-smi reports (``gpu_modes``)."""
+    """The fix for a refused context (cudaErrorDevicesUnavailable, "busy or unavailable"), judged with
+    the GPUs' compute modes (``gpu_modes``, read before any probe started) and the processes
+    nvidia-smi lists with a CUDA context (``gpu_processes``: re-read when the verdict is made, see
+    :func:`~.hostinfo.with_gpu_processes`).  This run's own probes are not the cause on an exclusive
+    GPU: they create their contexts one at a time there (:func:`~.scheduling.exclusive_gpus`)."""
     modes = host.get("gpu_modes") or {}
-    held = [f"GPU {i} is in {m.get('compute_mode')} compute mode" for i, m in sorted(modes.items())
-            if isinstance(m, Mapping) and str(m.get("compute_mode", "")).startswith(("Exclusive", "Prohibited"))]
-    if any("Prohibited" in h for h in held):
-        return f"{'; '.join(held)} (nvidia-smi): no process may use it; have it set to Default (nvidia-smi -c DEFAULT)"
+    held = {str(i): str(m.get("compute_mode")) for i, m in sorted(modes.items())
+            if isinstance(m, Mapping) and str(m.get("compute_mode", "")).startswith(("Exclusive", "Prohibited"))}
+    said = "; ".join(f"GPU {i} is in {mode} compute mode" for i, mode in held.items())
+    if any(mode == "Prohibited" for mode in held.values()):
+        return f"{said} (nvidia-smi): no process may use it; have it set to Default (nvidia-smi -c DEFAULT, as root)"
+    apps = host.get("gpu_processes")
+    listed = ", ".join(f"pid {a.get('pid')} {a.get('process_name')} ({a.get('used_memory')}) on {a.get('gpu_uuid')}"
+                       for a in apps or [] if isinstance(a, Mapping))
     if held:
-        return (f"{'; '.join(held)} (nvidia-smi): one CUDA context at a time, and this run's GPU probes (torch, "
-                "xgboost, transformers) start theirs together: rerun with --probe-jobs 1, or have the GPU set to "
-                "Default (nvidia-smi -c DEFAULT, as root)")
-    return ("another process holds or fills the GPU (nvidia-smi lists it), or the GPU is in Exclusive_Process "
-            "compute mode (nvidia-smi --query-gpu=compute_mode --format=csv): then rerun with --probe-jobs 1")
+        if listed:
+            return (f"{said} (nvidia-smi), and another process holds its one context: {listed}; this run's CUDA probes "
+                    "ran one at a time, so it is not theirs: wait for it to end or free the GPU, and under a scheduler "
+                    "make sure jobs get the GPU exclusively")
+        if apps is not None:
+            return (f"{said} (nvidia-smi), and nvidia-smi lists no process holding it: the holder is one it cannot "
+                    "see (another container or PID namespace; inside a container nvidia-smi shows only its own), or it "
+                    "ended meanwhile; this run's CUDA probes ran one at a time, so it is not theirs: look on the node "
+                    "itself (nvidia-smi as root, outside containers)")
+        return (f"{said} (nvidia-smi): another process holds its one context (this run's CUDA probes ran one at a "
+                "time); nvidia-smi could not list the processes: look on the node (nvidia-smi as root)")
+    if listed:
+        return (f"the GPU is in Default compute mode, so 'busy' is not the mode: other processes use it ({listed}); "
+                "free the GPU, or under a scheduler request a whole GPU")
+    return ("the GPU is in Default compute mode and nvidia-smi lists no other process: look at the node itself "
+            "(nvidia-smi as root, the kernel log for Xid errors); a GPU in an error state needs a reset")
 
 
 def message_fix(text: str, host: Mapping[str, Any]) -> str | None:
     """The fix a known message names by itself (802, 804, a busy GPU, out of memory), else None."""
     code = _cuda_code(text)
     if code is not None:
-        return CUINIT_ERRORS[code][3]
+        known = explain_cuinit(code, "", None, host)  # 802 depends on the host's NVSwitch
+        return known[3] if known else CUINIT_ERRORS[code][3]
     low = text.lower()
     if "busy or unavailable" in low:
         return _busy_fix(host)
@@ -425,7 +468,7 @@ def _pair_fix(library: str, build: tuple[int, ...] | None, driver: tuple[int, ..
     drv = host.get("driver_version") or "?"
     major = f"{driver[0]}.x" if driver else "?"
     if library == "torch":
-        pick = torch_cuda_index(version, driver)
+        pick = torch_cuda_index(version, driver, host.get("machine"))
         wheel = (f"a torch build that runs on this driver's CUDA {_fmt(driver)}: {pick}" if pick else
                  f"a torch build for CUDA {major} or older (the cuXY indexes {_PREVIOUS_VERSIONS} lists for "
                  "your torch release)")
@@ -759,10 +802,32 @@ def _xgb_gpu_api(facts: Mapping[str, Any]) -> str:
     return "xgboost >= 2 trains on a GPU with device='cuda' (tree_method='gpu_hist' is deprecated)"
 
 
+#: xgboost's docs (doc/install.rst, 2.1.0 on): "Starting from 2.1.0, XGBoost Python package will be
+#: distributed in two variants: manylinux_2_28: for recent Linux distros with glibc 2.28 or newer. This
+#: variant comes with all features enabled. manylinux2014: for old Linux distros with glibc older than
+#: 2.28. This variant does not support GPU algorithms or federated learning. The pip package manager will
+#: automatically choose the correct variant depending on your system."
+XGB_CPU_ONLY_TAG = "manylinux2014"
+XGB_GPU_GLIBC = (2, 28)
+
+
+def _xgb_wheel_tags(facts: Mapping[str, Any]) -> list[str]:
+    return [str(t) for d in facts.get("distributions") or [] if isinstance(d, Mapping) and d.get("name") == "xgboost"
+            for t in d.get("wheel_tags") or []]
+
+
 def _xgb_cuda_fix(facts: Mapping[str, Any]) -> str:
     """What to install when this xgboost has no CUDA: depends on where it came from."""
     dists = {d.get("name"): d.get("version") for d in facts.get("distributions") or [] if isinstance(d, Mapping)}
     path = str(facts.get("module_path") or "")
+    tags = _xgb_wheel_tags(facts)
+    if tags and all(XGB_CPU_ONLY_TAG in t for t in tags) and "xgboost-cpu" not in dists:
+        # pip picked the CPU-only manylinux2014 wheel because the image's glibc is older than 2.28:
+        # reinstalling from PyPI in the same image picks the same wheel again.
+        return (f"this is xgboost's {XGB_CPU_ONLY_TAG} wheel ({', '.join(tags)}), which is CPU-only (xgboost 2.1+ "
+                "builds CUDA into its manylinux_2_28 wheel only, and pip takes manylinux2014 where glibc is older "
+                "than 2.28): rebuild the image on a base with glibc >= 2.28 (e.g. Debian 10+, Ubuntu 20.04+, "
+                "RHEL/Rocky 8+) and pip install xgboost there, or build xgboost from source with -DUSE_CUDA=ON")
     if "xgboost-cpu" in dists:
         return ("install the `xgboost` wheel (CUDA-enabled), not xgboost-cpu: "
                 "pip uninstall -y xgboost-cpu && pip install xgboost")

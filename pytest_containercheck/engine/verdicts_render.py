@@ -8,12 +8,13 @@ functions of recorded facts, unit-tested in tests/test_render_unit.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .imagecompare import SOFTWARE_RENDERERS, normalize_renderer, renderer_label
 from .runtimes import family_of
 from .verdict import NOT_INSTALLED, Verdict
+from .verdicts_gpu import CAPABILITIES_FIX, driver_capabilities
 
 WINDOW_CLASSES = {"osmesa": "vtkOSOpenGLRenderWindow", "egl": "vtkEGLRenderWindow"}
 
@@ -258,14 +259,18 @@ def apptainer_vendor_problem(facts: Mapping[str, Any], runtime: str,
     return _apptainer_vendor_file(runtime_version)
 
 
-def egl_software_cause(facts: Mapping[str, Any], runtime: str,
-                       runtime_version: str | None = None) -> tuple[str, str, str]:
+def egl_software_cause(facts: Mapping[str, Any], runtime: str, runtime_version: str | None = None, *,
+                       gpu_vendor: str | None = None, gpu: Mapping[str, Any] | None = None) -> tuple[str, str, str]:
     """Why EGL rendered on the CPU although the host has a GPU: (reason, fix, fault).
 
     Reads the probe's diagnosis: the NVIDIA device nodes, whether the driver's
     ``libEGL_nvidia.so.0`` was injected and loads, which glvnd vendor files exist, and
-    ``NVIDIA_DRIVER_CAPABILITIES``; under Apptainer its *runtime_version*.
+    ``NVIDIA_DRIVER_CAPABILITIES``; under Apptainer its *runtime_version* and whether
+    nvidia-container-cli set the GPU up (*gpu*, the session's GPU facts).  On an AMD host
+    (*gpu_vendor*) the causes are Mesa's (:func:`amd_software_cause`), never NVIDIA's.
     """
+    if gpu_vendor == "amd":
+        return amd_software_cause(facts, runtime)
     env = facts.get("env") or {}
     libs = facts.get("libraries") or {}
     vendor = facts.get("egl_vendor_files") or {}
@@ -305,6 +310,16 @@ def egl_software_cause(facts: Mapping[str, Any], runtime: str,
     if hidden:
         return (f"{vendor.get('search')} is set and hides {', '.join(hidden)} from glvnd",
                 f"unset {vendor.get('search')} or add the NVIDIA vendor file to it", "image")
+    if apptainer and (gpu or {}).get("nvccli"):
+        # nvidia-container-cli mounts the driver's files for the capabilities it is given; it does
+        # not read nvliblist.conf (apptainer launcher_linux.go: setNvCCLIConfig vs setNVLegacyConfig).
+        return ("nvidia-container-cli set up the GPU and no NVIDIA EGL vendor was mounted (libEGL_nvidia.so.0: "
+                f"{'loads' if nv_lib.get('loaded') else nv_lib.get('error') or 'not found'}; "
+                f"NVIDIA_DRIVER_CAPABILITIES of apptainer's environment: "
+                f"{(gpu or {}).get('nvccli_capabilities') or 'unset, compute,utility'})",
+                "give nvidia-container-cli the 'graphics' capability (export NVIDIA_DRIVER_CAPABILITIES="
+                f"compute,utility,graphics where apptainer runs) and check the host driver's EGL library "
+                f"({_HOST_EGL})", "host")
     if nv_lib.get("loaded"):
         if apptainer:
             what, fix, fault = _apptainer_vendor_file(runtime_version)
@@ -319,13 +334,75 @@ def egl_software_cause(facts: Mapping[str, Any], runtime: str,
     if caps is None or not ({"graphics", "all"} & {c.strip() for c in caps.split(",")}):
         return (f"NVIDIA_DRIVER_CAPABILITIES={caps or '(unset: toolkit default compute,utility)'} lacks 'graphics', "
                 "so the NVIDIA Container Toolkit did not inject the EGL driver (libEGL_nvidia.so.0, 10_nvidia.json)",
-                "set NVIDIA_DRIVER_CAPABILITIES=all (ENV in the image, or --container-env "
-                "NVIDIA_DRIVER_CAPABILITIES=all)", "image")
+                f"{CAPABILITIES_FIX}; or NVIDIA_DRIVER_CAPABILITIES=all", "image")
     return ("libEGL_nvidia.so.0 is not in the image although 'graphics' was requested: "
             f"{nv_lib.get('error') or 'not found'}",
             "check that the host driver has its EGL library, which the runtime can only inject if it is there "
             f"({_HOST_EGL}), then the NVIDIA Container Toolkit on the host (nvidia-ctk, a CDI spec with the graphics "
             "libraries)", "host")
+
+
+#: Mesa's loader when a DRI driver does not load (mesa ``src/loader/loader.c``, ``loader_open_driver_lib``:
+#: ``"MESA-LOADER: failed to open %s: %s (search paths %s, suffix %s)"`` at warning level).
+_MESA_LOADER = re.compile(r"MESA-LOADER: failed to open (\w+)[^\n]*")
+_MESA_DRI_FIX = ("install Mesa's hardware drivers in the image: apt-get install -y libgl1-mesa-dri libegl-mesa0 "
+                 "(Debian/Ubuntu) or dnf install -y mesa-dri-drivers mesa-libEGL (RHEL/Fedora): radeonsi renders on "
+                 "AMD GPUs")
+#: Mesa's variables that force a software renderer (docs.mesa3d.org, "Environment Variables").
+_MESA_SOFTWARE = {"LIBGL_ALWAYS_SOFTWARE": ("1", "true", "yes"), "GALLIUM_DRIVER": ("llvmpipe", "softpipe", "lavapipe")}
+
+
+def amd_software_cause(facts: Mapping[str, Any], runtime: str) -> tuple[str, str, str]:
+    """Why EGL rendered on the CPU on a host whose GPU is AMD's: (reason, fix, fault).
+
+    On AMD GPUs EGL is Mesa's own: libEGL_mesa with the ``radeonsi`` DRI driver on a DRI render
+    node (``/dev/dri/renderD*``), which the process must be able to open read-write.  So, in order:
+    no render node inside (the launch: Docker/Podman ``--device /dev/dri``, AMD's "Running ROCm
+    Docker containers"), a render node this user may not open (its group: ``--group-add``), a
+    Mesa variable forcing software, Mesa's loader failing to load a driver, no ``radeonsi`` in
+    the image's Mesa.  Nothing NVIDIA: no ``NVIDIA_DRIVER_CAPABILITIES``, no vendor file.
+    """
+    env = facts.get("env") or {}
+    render = [p for p in facts.get("dev_dri") or [] if "/renderD" in str(p)]
+    sif = family_of(runtime) == "sif"
+    if not render:
+        how = ("Apptainer binds the host's /dev unless --contain (or --containall) is given; --rocm adds the "
+               "ROCm libraries") if sif else ("Docker/Podman: --device /dev/dri (the plugin passes it on an AMD "
+                                              "host unless --gpus none)")
+        return ("no DRI render node (/dev/dri/renderD*) inside the container: Mesa's EGL has no AMD GPU to open",
+                how, "host")
+    access = facts.get("dri_access") or {}
+    denied = [p for p in render if access.get(p) is False]
+    if denied and len(denied) == len(render):
+        return (f"{', '.join(denied)} cannot be opened read-write by the image's user inside: Mesa cannot use the GPU",
+                "give the container's user the render node's group: docker run --group-add $(stat -c %g "
+                f"{denied[0]}) (AMD documents --group-add video / render); under Apptainer, a user in that group on "
+                "the host", "pair")
+    for name, values in _MESA_SOFTWARE.items():
+        if str(env.get(name) or "").lower() in values:
+            return (f"{name}={env.get(name)} makes Mesa render on the CPU", f"unset {name} (the image's ENV, or the "
+                    "launch)", "image")
+    said = "\n".join(str(facts.get(k) or "") for k in ("render_output_tail", "diagnose_output")) + "\n" + \
+        "\n".join(map(str, facts.get("vtk_messages") or []))
+    loader = _MESA_LOADER.search(said)
+    if loader:
+        return (f"Mesa could not load its {loader.group(1)} driver ({loader.group(0).strip()[:200]})", _MESA_DRI_FIX,
+                "image")
+    drivers = facts.get("mesa_dri_drivers")
+    if isinstance(drivers, list) and "radeonsi" not in drivers:
+        return (f"the image's Mesa has no driver for AMD GPUs (radeonsi_dri.so; DRI drivers found: "
+                f"{', '.join(drivers) or 'none'})", _MESA_DRI_FIX, "image")
+    devices = (facts.get("egl_devices") or {}).get("devices") or []
+    hw = next((d for d in devices if str(d.get("drm_device_file") or "").startswith("/dev/dri/renderD")
+               and "version" in d), None)
+    used = egl_device_used(facts)
+    if hw is not None:
+        return (f"Mesa's EGL device {hw.get('index')} ({hw.get('drm_device_file')}) initialises, but VTK used {used}",
+                f"set VTK_DEFAULT_EGL_DEVICE_INDEX={hw.get('index')} in the image's environment", "pair")
+    return (f"no EGL device on {', '.join(render)} initialised (EGL devices: "
+            f"{', '.join(str(d.get('drm_device_file') or d.get('vendor') or '?') for d in devices) or 'none listed'})",
+            "check on the host that the GPU renders (rocminfo, 'eglinfo -B' from mesa-utils) and that the amdgpu "
+            "kernel driver is loaded; see the render evidence", "host")
 
 
 def _atoi(text: str | None) -> int | None:
@@ -451,14 +528,50 @@ def _driver_text(gl_version: str | None) -> str:
     return m.group(0) if m else (gl_version or "GL version unknown")
 
 
+def capabilities_problem(facts: Mapping[str, Any], runtime: str, gpu: Mapping[str, Any] | None,
+                         emulated: Sequence[str] = ()) -> tuple[str, str, str] | None:
+    """(reason, fix, fault) when the NVIDIA driver capabilities the container got lack ``graphics``
+    (:func:`~.verdicts_gpu.driver_capabilities`): then the runtime gives it no EGL driver and EGL
+    can only render on the CPU, under the users' own launch as under the check's."""
+    decided = driver_capabilities(facts.get("env") or {}, family_of(runtime), gpu, emulated)
+    if decided is None or "graphics" in decided["caps"]:
+        return None
+    return (f"NVIDIA_DRIVER_CAPABILITIES={decided['value']} ({decided['source']}) lacks 'graphics': the NVIDIA EGL "
+            "driver (libEGL_nvidia.so.0, 10_nvidia.json) is not given to the container, so EGL can only render on "
+            "the CPU", decided["fix"], decided["fault"])
+
+
 def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render: bool = False,
                    require_gpu: bool = False, host_has_gpu: bool = False, runtime: str = "docker",
-                   timings: Mapping[str, float] | None = None, runtime_version: str | None = None) -> Verdict:
+                   timings: Mapping[str, float] | None = None, runtime_version: str | None = None,
+                   gpu_vendor: str | None = None, gpu: Mapping[str, Any] | None = None,
+                   emulated: Sequence[str] = (), intent: str | None = None) -> Verdict:
     """Judge a ``render`` probe's facts for the *backend* row (image comparison aside).
 
     *runtime_version* is the container runtime's version (Apptainer's decides whether ``--nv`` binds
-    the NVIDIA EGL vendor file)."""
+    the NVIDIA EGL vendor file); *gpu_vendor* the host's GPU vendor; *gpu* the session's GPU facts
+    (attached, CDI, nvidia-container-cli); *emulated* the variables ``--container-env`` set;
+    *intent* the image's declared intent.
+
+    On an NVIDIA host, with the GPU attached, ``render.egl`` fails when EGL did not render on the
+    GPU and the driver capabilities lack ``graphics`` (:func:`capabilities_problem`): the users'
+    own launch gives that image no EGL driver either, so a pass on llvmpipe would hide it.  Not
+    for an image whose declared intent is ``cpu``.
+    """
     requested = WINDOW_CLASSES[backend]
+    gpu_facts = gpu or {}
+    caps_problem = None
+    if (backend == "egl" and host_has_gpu and gpu_vendor != "amd" and gpu_facts.get("attached")
+            and intent != "cpu"):
+        caps_problem = capabilities_problem(facts, runtime, gpu_facts, emulated)
+    if caps_problem is not None:
+        on_gpu = (facts.get("rendered") and facts.get("window_class") == requested
+                  and normalize_renderer(facts.get("gl_renderer")) not in (*SOFTWARE_RENDERERS, "unknown"))
+        if not on_gpu and not any(facts.get(f"{lib}_import_error") for lib in ("vtk", "pyvista")):
+            how = (f"it rendered with {renderer_label(facts)}" if facts.get("rendered") else
+                   f"it did not render ({facts.get('render_exit')} during {facts.get('render_stage')})")
+            return Verdict("fail", f"{backend} on the host's GPU: {caps_problem[0]}; {how}", fix=caps_problem[1],
+                           fault=caps_problem[2])
     for lib in ("vtk", "pyvista"):
         err = facts.get(f"{lib}_import_error")
         if err:
@@ -549,14 +662,16 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
     if software and demand_hw:
         flag = "--require-hw-render" if require_hw_render else "--require-gpu on a GPU host"
         if host_has_gpu:
-            reason, fix, fault = egl_software_cause(facts, runtime, runtime_version)
+            reason, fix, fault = egl_software_cause(facts, runtime, runtime_version, gpu_vendor=gpu_vendor,
+                                                    gpu=gpu_facts)
             return Verdict("fail", f"{flag}: EGL rendered with {label}: {reason}", note=note, fix=fix,
                                  fault=fault)
         return Verdict("fail", f"{flag}: EGL rendered with {label} and the host has no GPU", note=note,
                              fix="run on a host with a GPU (Slurm: --gres=gpu:1)", fault="host")
     if software and host_has_gpu:
         # Passes (no flag demands hardware), but the cell says why the GPU was not used.
-        reason, fix, _fault = egl_software_cause(facts, runtime, runtime_version)
+        reason, fix, _fault = egl_software_cause(facts, runtime, runtime_version, gpu_vendor=gpu_vendor,
+                                                 gpu=gpu_facts)
         note += f"; host has a GPU: {reason}"
         return Verdict("pass", f"{backend} renders with {label}; host has a GPU: {reason}", note=note, fix=fix)
     foreign = foreign_egl_device(facts) if backend == "egl" and not software else None

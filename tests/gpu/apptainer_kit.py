@@ -14,8 +14,14 @@ Subcommands (``tests/gpu/apptainer_run.sh`` runs the GPU-side ones, in this orde
     Which carried paths go with which device-tool call (each call at most :data:`CARRY_LIMIT`).
 ``env OUT.json``
     The GPU machine's facts that decide how Apptainer can run (cheap, the first thing done there):
-    uid, capabilities, ``unshare -U true``, ``/dev/fuse``, the userns sysctls, seccomp, the driver
-    (libcuda in the loader cache, nvidia-smi, nvidia-container-cli).  :func:`judge_env` reads them.
+    uid, capabilities, ``unshare -U true``, ``unshare -m true``, a new ``/proc`` in new user, mount
+    and PID namespaces (refused under a masked ``/proc``), ``/dev/fuse``, loop devices, the userns
+    and AppArmor sysctls, seccomp, the driver (libcuda in the loader cache, nvidia-smi,
+    nvidia-container-cli).  :func:`judge_env` reads them into the ways Apptainer may run, or why
+    none can.
+``sif-arch``
+    The SIF architecture code of this machine (``apptainer sif add --partarch``): 2 on x86_64, 4 on
+    aarch64 (apptainer/sif's codes, :data:`pytest_containercheck.engine.platforms.SIF_ARCH`).
 ``squash-args ROOT PREFIX SKELETON SQFS``
     The two ``mksquashfs`` command lines that make the image's root file system from the machine's
     own: the Apptainer skeleton first, then ``usr``, ``etc`` and the directory of the Python
@@ -68,13 +74,14 @@ PACKAGES: tuple[tuple[str, str], ...] = (
 DRIVER_EXCLUDES: tuple[str, ...] = (
     "usr/local/nvidia",
     "usr/local/cuda*",
-    "usr/lib/x86_64-linux-gnu/libcuda.so*",
-    "usr/lib/x86_64-linux-gnu/libcudadebugger.so*",
-    "usr/lib/x86_64-linux-gnu/libnvidia-*",
-    "usr/lib/x86_64-linux-gnu/lib*_nvidia.so*",
-    "usr/lib/x86_64-linux-gnu/libnvcuvid.so*",
-    "usr/lib/x86_64-linux-gnu/libnvoptix.so*",
-    "usr/lib/x86_64-linux-gnu/vdpau/libvdpau_nvidia.so*",
+    # Any multiarch directory: x86_64-linux-gnu, aarch64-linux-gnu (a GH200 machine's).
+    "usr/lib/*-linux-gnu/libcuda.so*",
+    "usr/lib/*-linux-gnu/libcudadebugger.so*",
+    "usr/lib/*-linux-gnu/libnvidia-*",
+    "usr/lib/*-linux-gnu/lib*_nvidia.so*",
+    "usr/lib/*-linux-gnu/libnvcuvid.so*",
+    "usr/lib/*-linux-gnu/libnvoptix.so*",
+    "usr/lib/*-linux-gnu/vdpau/libvdpau_nvidia.so*",
     "usr/bin/nvidia-*",
     "usr/share/glvnd/egl_vendor.d/*nvidia*",
     "etc/glvnd/egl_vendor.d/*nvidia*",
@@ -214,10 +221,20 @@ def env_facts() -> dict[str, Any]:
     ldcache = _run(["ldconfig", "-p"])["out"]
     return {
         "uid": os.geteuid(), "kernel": platform.release(), "glibc": os.confstr("CS_GNU_LIBC_VERSION"),
+        "machine": platform.machine(),
         "cap_eff": caps_of(_status_field("CapEff")), "cap_bnd": caps_of(_status_field("CapBnd")),
         "seccomp": _status_field("Seccomp"), "no_new_privs": _status_field("NoNewPrivs"),
-        "unshare_user": _run(["unshare", "-U", "true"]), "unshare_user_map_root": _run(["unshare", "-Ur", "true"]),
-        "unshare_mount": _run(["unshare", "-m", "true"]),
+        "unshare_user": _run(["unshare", "-U", "true"], 10),
+        "unshare_user_map_root": _run(["unshare", "-Ur", "true"], 10),
+        "unshare_mount": _run(["unshare", "-m", "true"], 10),
+        # What apptainer does in a user namespace: new mount and PID namespaces and a fresh /proc.
+        # The kernel refuses that /proc where the current one has paths masked by mounts over them
+        # (a container runtime's defaults: /proc/kcore, /proc/keys, ...): fs/namespace.c mnt_already_visible.
+        "proc_in_userns": _run(["unshare", "-Urmpf", "--mount-proc", "true"], 10),
+        "masked_proc": _masked_proc(),
+        "loop_devices": {"loop_control": os.path.exists("/dev/loop-control"),
+                         "free": _run(["losetup", "-f"], 10)},
+        "squashfs_in_kernel": _kernel_fs("squashfs"),
         "max_user_namespaces": read("/proc/sys/user/max_user_namespaces"),
         "unprivileged_userns_clone": read("/proc/sys/kernel/unprivileged_userns_clone"),
         "apparmor_restrict_userns": read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
@@ -227,6 +244,38 @@ def env_facts() -> dict[str, Any]:
         "libcuda_files": sorted(str(p) for d in ("/usr/local/nvidia/lib64", "/usr/lib/x86_64-linux-gnu")
                                 for p in Path(d).glob("libcuda.so*")) if os.path.isdir("/usr/local/nvidia") else [],
     }
+
+
+def _masked_proc() -> list[str]:
+    """Mounts over paths inside /proc (how a container runtime masks /proc/kcore and the like)."""
+    masked = []
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) > 1 and parts[1].startswith("/proc/"):
+                    masked.append(parts[1])
+    except OSError:
+        pass
+    return masked
+
+
+def _kernel_fs(name: str) -> bool | None:
+    try:
+        with open("/proc/filesystems", encoding="utf-8") as fh:
+            return any(line.split()[-1] == name for line in fh if line.strip())
+    except OSError:
+        return None
+
+
+def sif_arch_code(machine: str | None = None) -> int:
+    """The SIF architecture code of *machine* (default: this one), for ``apptainer sif add --partarch``.
+    A SIF of another code is refused as foreign by the plugin (and by apptainer) on this machine."""
+    sys.path.insert(0, str(ROOT))
+    from pytest_containercheck.engine.platforms import _OCI_ARCH, SIF_ARCH
+
+    arch = _OCI_ARCH.get((machine or platform.machine()).lower(), "")
+    return int(next(code for code, name in SIF_ARCH.items() if name == arch))
 
 
 def judge_env(env: Mapping[str, Any]) -> dict[str, Any]:
@@ -249,11 +298,33 @@ def judge_env(env: Mapping[str, Any]) -> dict[str, Any]:
         namespaces = "userns"
     else:
         namespaces = None
-        blockers.append(f"no user namespaces (unshare -U true: {why_userns}; user.max_user_namespaces="
-                        f"{env.get('max_user_namespaces')}) and not root with every capability "
-                        f"(CapEff lacks {', '.join(sorted(set(_CAPS) - caps)) or 'nothing'})")
+        why = [f"unshare -U true: {why_userns}"]
+        if str(env.get("max_user_namespaces") or "").strip() == "0":
+            why.append("user.max_user_namespaces=0")
+        if str(env.get("unprivileged_userns_clone") or "").strip() == "0":
+            why.append("kernel.unprivileged_userns_clone=0")
+        if str(env.get("apparmor_restrict_userns") or "").strip() == "1":
+            why.append("AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns"
+                       "=1: only programs with an AppArmor profile allowing userns may create one)")
+        if env.get("seccomp") == "2":
+            why.append("a seccomp filter is active (a container runtime's default profile refuses "
+                       "unshare(CLONE_NEWUSER))")
+        blockers.append(f"no user namespaces ({'; '.join(why)}) and not root with every capability (CapEff lacks "
+                        f"{', '.join(sorted(set(_CAPS) - caps)) or 'nothing'}); Debian's apptainer has no setuid "
+                        "starter to fall back on")
+    proc = env.get("proc_in_userns")
+    if namespaces == "userns" and isinstance(proc, Mapping) and proc.get("rc") not in (0, None):
+        # apptainer mounts a new /proc in its namespaces: refused where /proc is masked.
+        masked = ", ".join(env.get("masked_proc") or []) or "none seen"
+        blockers.append(f"a new /proc cannot be mounted in a user namespace (unshare -Urmpf --mount-proc true: "
+                        f"{str(proc.get('out') or '').strip() or 'refused'}; paths masked in /proc: {masked})")
+    if namespaces == "userns" and (env.get("unshare_mount") or {}).get("rc") not in (0, None) and (
+            env.get("unshare_user_map_root") or {}).get("rc") not in (0, None):
+        blockers.append("no mount namespace (unshare -m true and unshare -Ur true refused)")
     fuse = env.get("fuse") or {}
     image = "mount" if fuse.get("opens") else "unsquash"
+    if namespaces == "privileged" and not (env.get("loop_devices") or {}).get("loop_control") and not fuse.get("opens"):
+        image = "unsquash"  # root mounts a SIF through a loop device (kernel squashfs) or squashfuse: neither here
     args = (["--userns"] if namespaces == "userns" else []) + (["--unsquash"] if image == "unsquash" else [])
     return {"namespaces": namespaces, "image": image, "runtime_args": args, "blockers": blockers,
             "fuse": "usable" if fuse.get("opens") else (fuse.get("error") or "no /dev/fuse")}
@@ -355,6 +426,9 @@ def main(argv: Sequence[str]) -> int:
               f"runtime_args={' '.join(verdict['runtime_args']) or '-'}"
               + "".join(f"\nkit2: BLOCKED: {b}" for b in verdict["blockers"]))
         return 0 if not verdict["blockers"] else 3
+    if argv[:1] == ["sif-arch"]:
+        print(sif_arch_code(argv[1] if len(argv) > 1 else None))
+        return 0
     if argv[:1] == ["squash-args"] and len(argv) == 5:
         print(json.dumps(squash_argv(*argv[1:5])))
         return 0

@@ -314,8 +314,8 @@ def _hosts(matrix: Matrix) -> Safe:
 
 
 #: The head rows under each column, in this order (a row shows only where some column has it).
-_FACT_LABELS = ("host", "runtime", "image id", "same image", "GPUs", "driver / CUDA", "GPU in image", "started in",
-                "Slurm")
+_FACT_LABELS = ("host", "runtime", "image id", "same image", "GPUs", "driver / CUDA", "GPU in image", "launch",
+                "started in", "Slurm")
 
 
 def _column_facts(matrix: Matrix, column: Column) -> dict[str, tuple[str, str]]:
@@ -349,6 +349,10 @@ def _column_facts(matrix: Matrix, column: Column) -> dict[str, tuple[str, str]]:
     if gpu:
         attached = "attached" if gpu.get("attached") else "not attached"
         out["GPU in image"] = (attached, str(gpu.get("error") or gpu.get("fix") or gpu.get("why") or ""))
+    if launch.get("plain_launch"):
+        diffs = [str(d) for d in launch.get("launch_differences") or []]
+        out["launch"] = (f"{len(diffs)} difference(s)" if diffs else "as users run it",
+                         "; ".join(diffs) or str(launch.get("plain_launch")))
     if launch.get("started_in_s") is not None:
         out["started in"] = (_seconds(launch.get("started_in_s")), str(launch.get("container") or ""))
     slurm = host.get("slurm") or {}

@@ -15,7 +15,7 @@ from typing import Any
 from ..expectations import allowance, describe, gate_note, required_by, unused_tables
 from ..matrix import Cell, Matrix, same_image
 from ..textsafe import visible
-from .terminal import column_titles
+from .terminal import column_titles, launch_differences
 
 SYMBOL = {"pass": "✅", "fail": "❌", "error": "⚠️", "skip": "⏭", "interrupted": "⏹", "xfail": "❎"}
 """Status -> the symbol shown in Markdown and HTML cells."""
@@ -84,6 +84,9 @@ def _render_markdown(matrix: Matrix) -> str:
         lines += [""] + [f"[{n}] skipped: {escape_md(d)}  " for d, n in notes.items()]
 
     lines += _expectations(matrix, keys, titles)
+    unlike = [line for key, title in zip(keys, titles) if (line := launch_differences(matrix, key, title))]
+    if unlike:
+        lines += ["", "### Launched unlike their users", ""] + [f"- {escape_md(line)}" for line in unlike]
     problems = matrix.problems()
     if problems:
         lines += ["", "### Failures", ""]

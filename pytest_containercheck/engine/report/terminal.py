@@ -32,6 +32,17 @@ REQUIRED_MARK = "*"
 _INDENT = "      "
 
 
+def launch_differences(matrix: Matrix, key: tuple[str, str], title: str) -> str:
+    """``<title>: launched unlike `docker run --gpus all IMAGE`: <difference>; ...`` for a column whose
+    launch differed from its users' plain one (:mod:`..plainlaunch`), else "" (a plain run says nothing)."""
+    column = matrix.columns.get(key)
+    launch = (column.facts.get("launch") if column is not None else None) or {}
+    diffs = [str(d) for d in launch.get("launch_differences") or []] if isinstance(launch, dict) else []
+    if not diffs:
+        return ""
+    return f"{title}: launched unlike `{launch.get('plain_launch') or 'the plain launch'}`: " + "; ".join(diffs)
+
+
 def column_titles(matrix: Matrix) -> list[str]:
     """Column names: the image id, plus ``@ host`` when the matrix spans several hosts."""
     multi_host = len({h for _, h in matrix.columns}) > 1
@@ -62,6 +73,9 @@ def _render_terminal(matrix: Matrix, *, width: int = DEFAULT_WIDTH, verbosity: i
         said = describe(matrix, key, title)
         if said:
             lines += _wrap(said, width, "  ")
+        unlike = launch_differences(matrix, key, title)
+        if unlike:
+            lines += _wrap(unlike, width, "  ")
     for unused in unused_tables(matrix):
         lines += _wrap(f"not applied: {unused}", width, "  ")
     # An interrupted check is listed at every verbosity: it did not run, whatever pytest counted;

@@ -10,10 +10,12 @@ after a timeout, Ctrl-C or SIGTERM); one left by a killed pytest is stopped by t
 Command lines follow the Apptainer user guide and source (``internal/pkg/runtime/launch``):
 
 * ``--nv`` binds the host's NVIDIA driver files (``--nvccli`` runs nvidia-container-cli
-  instead, ``--rocm`` for AMD).  The legacy ``--nv`` reads no ``NVIDIA_*`` variable;
-  nvidia-container-cli reads them from *apptainer's own* environment (default capabilities
-  ``compute,utility``, so we ask for ``graphics`` too, or EGL never gets the driver; a host
-  ``all``, which apptainer refuses, is spelled out: :func:`nvccli_capabilities`).
+  instead, ``--rocm`` for AMD); so does plain ``--nv`` where ``apptainer.conf`` says ``use
+  nvidia-container-cli = yes`` (launcher_linux.go ``SetGPUConfig``: "If nvccli was not enabled by
+  flag or config, drop down to legacy binds").  The legacy ``--nv`` reads no ``NVIDIA_*``
+  variable; nvidia-container-cli reads them from *apptainer's own* environment (default
+  capabilities ``compute,utility``, without ``graphics``: no EGL driver), which is passed as it
+  is, as the users' own launch passes it: the verdicts say what it lacks.
 * ``--cleanenv`` keeps host variables (and secrets) out; variables for the image go through
   apptainer's own environment as ``APPTAINERENV_K=V`` (``SINGULARITYENV_K`` for Singularity),
   never ``--env K=V``, which splits values at commas and does not exist before Singularity 3.6.
@@ -85,12 +87,9 @@ _INSTANCE_NAME = re.compile(r"^containercheck-(?P<pid>\d+)-")
 HOME_PREFIX = "containercheck-home-"
 #: Variables that say which GPUs a job was given (Slurm sets them): forwarded through --cleanenv.
 VISIBILITY_VARS = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
-NVCCLI_CAPABILITIES = "compute,utility,graphics"
 #: The driver capabilities apptainer passes on to nvidia-container-cli; any other value makes it
 #: fail ("unknown NVIDIA_DRIVER_CAPABILITIES value: all"): apptainer internal/pkg/util/gpu/nvidia.go
-#: ``nVDriverCapabilities`` and ``NVCLIEnvToFlags``.  NVIDIA's runtime reads ``all`` as
-#: compute,compat32,graphics,utility,video,display,ngx (nvidia-container-toolkit
-#: internal/config/image/capabilities.go ``SupportedDriverCapabilities``): all of those apptainer knows.
+#: ``nVDriverCapabilities`` and ``NVCLIEnvToFlags``.
 NVCCLI_KNOWN_CAPABILITIES = ("compute", "compat32", "graphics", "utility", "video", "display")
 START_TIMEOUT_S = 600.0
 """Starting an instance mounts the SIF; on a busy cluster filesystem that can take a while."""
@@ -167,8 +166,16 @@ _CAUSES: tuple[tuple[str, str], ...] = (
      "(prepare_linux.go): use --apptainer-gpu nv, whose binding works setuid, or add --runtime-arg=--userns"),
     ("unknown nvidia_driver_capabilities value", "apptainer turns NVIDIA_DRIVER_CAPABILITIES into nvidia-container-cli "
      "flags and rejects values it does not know, 'all' among them: set it to a list such as compute,utility,graphics"),
-    ("nvidia-container-cli", "install nvidia-container-cli (libnvidia-container-tools) on the host, or use "
-     "--apptainer-gpu nv"),
+    # apptainer gpu/nvidia.go NVCLIEnvToFlags: "One --require flag for each NVIDIA_REQUIRE_* environment", read
+    # from apptainer's own environment (launcher_linux.go setNvCCLIConfig passes os.Environ()'s NVIDIA_*).
+    ("requirement error: unsatisfied condition", "the requirement came from NVIDIA_REQUIRE_* in the environment "
+     "apptainer runs in (nvidia-container-cli gets it as --require; the image's own is not read): unset it there, or "
+     "set NVIDIA_DISABLE_REQUIRE=1, or upgrade the host driver to one that meets it"),
+    ('"nvidia-container-cli": executable file not found',
+     "install nvidia-container-cli (libnvidia-container-tools) on the host, or use --apptainer-gpu nv (and "
+     "'use nvidia-container-cli = no' in apptainer.conf)"),
+    ("nvidia-container-cli", "nvidia-container-cli failed on the host: run 'nvidia-container-cli -k -d /dev/tty info' "
+     "there to see why; or use apptainer's own binding (--nv with 'use nvidia-container-cli = no')"),
     ("user namespace", "enable unprivileged user namespaces (sysctl user.max_user_namespaces=15000), or ask the "
      "admins for a setuid installation of apptainer"),
     ("squashfuse", "install squashfuse (and fuse2fs) on the host, and make /dev/fuse usable (mode 0666), so "
@@ -281,6 +288,10 @@ class ApptainerRuntime(Runtime):
         self.no_mount = True
         """``--no-mount`` exists (Apptainer; Singularity 3.7+): see :meth:`containment`."""
         self._versions: dict[str, ExecResult] = {}
+        self.nvccli_configured = False
+        """``apptainer.conf`` says ``use nvidia-container-cli = yes``: plain ``--nv`` runs nvidia-container-cli."""
+        self.conf_file = ""
+        """The configuration file :meth:`_learn_config` read (``apptainer buildcfg``'s ``*_CONF_FILE``)."""
 
     def resolve_executable(self) -> str | None:
         """``apptainer`` if present, else ``singularity`` (older clusters), else None."""
@@ -298,6 +309,14 @@ class ApptainerRuntime(Runtime):
         if cached is None or cached.returncode != 0:
             cached = self._versions[self.executable] = run_bounded([self.executable, "--version"], timeout=30)
         return cached
+
+    def _learn_config(self) -> None:
+        """Read ``apptainer.conf`` once (its path from ``apptainer buildcfg``): whether plain ``--nv``
+        goes through nvidia-container-cli (:func:`nvccli_configured`)."""
+        if self.conf_file:
+            return
+        buildcfg = text(run_bounded([self.executable, "buildcfg"], timeout=30).stdout)
+        self.conf_file, self.nvccli_configured = nvccli_configured(buildcfg)
 
     def _learn_product(self) -> str:
         """``apptainer --version`` names the product; Apptainer's own ``singularity`` is still Apptainer."""
@@ -360,8 +379,9 @@ class ApptainerRuntime(Runtime):
             image["CUDA_VISIBLE_DEVICES"] = devices
         if devices is not None and gpu == "rocm":
             image["ROCR_VISIBLE_DEVICES"] = devices
-        if gpu == "nvccli":
-            out["NVIDIA_DRIVER_CAPABILITIES"] = nvccli_capabilities(out.get("NVIDIA_DRIVER_CAPABILITIES"))
+        if gpu == "nvccli" or (gpu == "nv" and self.nvccli_configured):
+            # NVIDIA_DRIVER_CAPABILITIES stays what this environment has: nvidia-container-cli reads
+            # apptainer's own environment, as on the users' own launch (no 'graphics' by default).
             if devices is not None:
                 out["NVIDIA_VISIBLE_DEVICES"] = devices
             # What apptainer itself sets without --contain; with --contain (older Singularity here)
@@ -429,6 +449,7 @@ class ApptainerRuntime(Runtime):
             raise RuntimeFault("neither 'apptainer' nor 'singularity' is on PATH",
                                fix="'module load apptainer' on clusters, or install Apptainer")
         self._learn_product()
+        self._learn_config()
         prepared: dict[str, Any] | None = None
         if target.archive:
             sif, prepared = self.convert_archive(target)
@@ -501,10 +522,17 @@ class ApptainerRuntime(Runtime):
                                "flags": flags, "attached": bool(flags), "error": None, "warnings": []}
         if options.gpus_why:
             gpu["why"] = options.gpus_why
+        if self.nvccli_configured:
+            gpu["nvccli_configured"] = f"use nvidia-container-cli = yes in {self.conf_file}"
+        if gpu["requested"] == "nvccli" or (gpu["requested"] == "nv" and self.nvccli_configured):
+            # What nvidia-container-cli is given: apptainer's own environment's capabilities (the
+            # launch env passes this process's), default compute,utility (gpu/nvidia.go NVCLIEnvToFlags).
+            caps = self.launch_env(options).get("NVIDIA_DRIVER_CAPABILITIES") or ""
+            gpu.update(nvccli=True, nvccli_capabilities=caps)
         res = run_bounded(self.start_command(target, options, name, home), env=self.launch_env(options),
                           timeout=START_TIMEOUT_S)
         err = text(res.stderr)
-        if res.returncode != 0 and flags and gpu["requested"] == "nvccli" and _mentions_nvccli(err):
+        if res.returncode != 0 and flags and gpu.get("nvccli") and _mentions_nvccli(err):
             # nvidia-container-cli missing or failing is fatal to apptainer: run without GPUs,
             # as the Docker path does when the toolkit is missing; the GPU rows say why.
             reason, fix = classify_failure(err)
@@ -513,6 +541,10 @@ class ApptainerRuntime(Runtime):
             known = nvidia_errors.classify(err)
             fault = known["fault"] if known else "host"
             fix = str(known["fix"]) if known else fix
+            if "requirement error" in err:
+                # The requirement is apptainer's environment's, never the image's (see _CAUSES); the
+                # driver does not meet it: the pair of that environment and this host's driver.
+                fault = "pair"
             gpu.update(attached=False, error=reason, fix=fix, fault=fault, start_stderr=err[-2000:])
             _stop_instance(self.executable, name)
             flags = []
@@ -532,6 +564,9 @@ class ApptainerRuntime(Runtime):
             gpu.update(attached=False, warnings=warnings, error=warnings[0],
                        fix="check the host's ROCm installation (rocm-smi or amd-smi on the host); Apptainer binds "
                            "what rocmliblist.conf lists and finds" if gpu["requested"] == "rocm" else
+                           "check the host's NVIDIA driver installation (nvidia-smi on the host); nvidia-container-cli "
+                           "mounts what the driver has for the capabilities it is given (nvliblist.conf is not read)"
+                           if gpu.get("nvccli") else
                            "check the host's NVIDIA driver installation (nvidia-smi on the host); Apptainer "
                            "binds what nvliblist.conf lists and finds")
         elif flags:
@@ -613,6 +648,33 @@ def setuid_installation(buildcfg: str) -> tuple[bool, str]:
     return True, f"setuid installation: {starter}, 'allow setuid = yes' in {conf}"
 
 
+def read_conf(path: str) -> dict[str, str]:
+    """``apptainer.conf`` as ``{directive: value}`` (lower-case directives; the last one wins; ``#``
+    starts a comment): pkg/util/apptainerconf's ``directive:"..."`` keys."""
+    conf: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, sep, val = line.split("#", 1)[0].partition("=")
+                if sep and key.strip():
+                    conf[" ".join(key.split()).lower()] = val.strip()
+    except OSError:
+        pass
+    return conf
+
+
+def nvccli_configured(buildcfg: str) -> tuple[str, bool]:
+    """(the configuration file, whether it says ``use nvidia-container-cli = yes``) from ``apptainer
+    buildcfg``'s ``APPTAINER_CONF_FILE`` (``SINGULARITY_CONF_FILE``).  apptainer
+    pkg/util/apptainerconf/config.go: ``UseNvCCLI bool default:"no" directive:"use nvidia-container-cli"``;
+    with it, plain ``--nv`` runs nvidia-container-cli (launcher_linux.go ``SetGPUConfig``)."""
+    cfg = dict(line.partition("=")[::2] for line in buildcfg.splitlines() if "=" in line)
+    path = (cfg.get("APPTAINER_CONF_FILE") or cfg.get("SINGULARITY_CONF_FILE") or "").strip()
+    if not path:
+        return "apptainer.conf (not found: apptainer buildcfg named none)", False
+    return path, read_conf(path).get("use nvidia-container-cli", "no").lower() == "yes"
+
+
 def userns_problem(*, euid: int | None = None, max_user_namespaces: str = "/proc/sys/user/max_user_namespaces"
                    ) -> str | None:
     """Why a non-setuid apptainer cannot run here without privilege, when that is known before
@@ -628,17 +690,6 @@ def userns_problem(*, euid: int | None = None, max_user_namespaces: str = "/proc
     except (OSError, ValueError):
         pass
     return None
-
-
-def nvccli_capabilities(host_value: str | None) -> str:
-    """``NVIDIA_DRIVER_CAPABILITIES`` for apptainer --nvccli from the host's value: unset or empty ->
-    :data:`NVCCLI_CAPABILITIES`; ``all`` -> every capability of NVIDIA's ``all`` that apptainer
-    passes on (:data:`NVCCLI_KNOWN_CAPABILITIES`); values apptainer would reject are dropped."""
-    asked = [c.strip() for c in (host_value or "").split(",") if c.strip()]
-    if "all" in asked:
-        asked = list(NVCCLI_KNOWN_CAPABILITIES)
-    known = [c for c in dict.fromkeys(asked) if c in NVCCLI_KNOWN_CAPABILITIES]
-    return ",".join(known) or NVCCLI_CAPABILITIES
 
 
 def _device_list(gpus: str) -> str | None:

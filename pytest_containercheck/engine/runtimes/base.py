@@ -146,6 +146,15 @@ class LaunchOptions:
     the node; Apptainer runs inside the job and sees only its GPUs anyway."""
     job_gpus_from: str = ""
     """The variable *job_gpus* came from."""
+    job_devices: tuple[str, ...] = ()
+    """*job_gpus* as the runtime must name them (:func:`~..gpumap.map_job_gpus`): NVIDIA GPU or MIG
+    UUIDs (``GPU-...``, ``MIG-...``), or AMD render nodes (``/dev/dri/renderD128``); empty when
+    there is no job selection or it could not be mapped."""
+    job_gpus_how: str = ""
+    """How *job_devices* were found, one line for the report."""
+    job_gpus_problem: str = ""
+    """Why the job's GPUs could not be mapped: then no GPU is requested at all, rather than
+    another GPU than the scheduler gave (the GPU rows fail with this)."""
     lifetime: int = 24 * 3600
     """Seconds a long-lived container may live at most, even if pytest is SIGKILLed."""
 

@@ -110,6 +110,23 @@ _NOT_FOUND = re.compile(r'exec: "(?P<runc>[^"]+)": executable file not found|'
 AMD_DEVICE_FLAGS = ("--device", "/dev/kfd", "--device", "/dev/dri")
 
 
+#: The image's variables the GPU stack reads when a container starts: the NVIDIA hook's
+#: (nvidia-container-toolkit ``internal/config/image``: ``NVIDIA_*``, and ``CUDA_VERSION`` for a
+#: "legacy" image without ``NVIDIA_REQUIRE_CUDA``, ``cuda_image.go`` ``IsLegacy``).
+_IMAGE_GPU_ENV = re.compile(r"^(?:NVIDIA_\w+|CUDA_VERSION)$")
+
+
+def image_gpu_env(env: Sequence[str]) -> dict[str, str]:
+    """The image's own ``NVIDIA_*`` and ``CUDA_VERSION`` variables from its config's ``Env``
+    (``NAME=VALUE`` strings; a later one wins, as the toolkit's ``WithEnv`` builds its map)."""
+    out: dict[str, str] = {}
+    for item in env:
+        name, sep, value = str(item).partition("=")
+        if sep and _IMAGE_GPU_ENV.match(name):
+            out[name] = value
+    return out
+
+
 def _amd_selection(gpus: str) -> str | None:
     """``--gpus`` as ROCm's ``ROCR_VISIBLE_DEVICES``: ``device=0,2`` -> ``0,2``; ``2`` -> ``0,1``;
     ``all`` -> None (every GPU)."""
@@ -143,10 +160,14 @@ class OCIRuntime(Runtime):
     @staticmethod
     def requested_gpus(options: LaunchOptions) -> str:
         """The ``--gpus`` value to ask for: the user's; else, in a Slurm job with GPUs, that job's
-        (``device=3,5``), since the daemon is outside the job's cgroup and ``all`` would hand the
-        container every GPU of the node, other jobs' included; else ``all`` (or ``none``)."""
+        by UUID (``device=GPU-...,GPU-...``; AMD: its render nodes, ``device=/dev/dri/renderD128``), as
+        :func:`~..gpumap.map_job_gpus` named them, since the daemon is outside the job's cgroup and
+        ``all`` would hand the container every GPU of the node, other jobs' included; ``none`` when
+        they could not be named (a GPU the job was not given is never tested); else ``all``."""
         if options.gpus_auto and options.gpus == "all" and options.job_gpus:
-            return f"device={options.job_gpus}"
+            if options.job_gpus_problem or not options.job_devices:
+                return "none"
+            return "device=" + ",".join(options.job_devices)
         return options.gpus
 
     def gpu_flags_for(self, options: LaunchOptions) -> list[str]:
@@ -221,6 +242,9 @@ class OCIRuntime(Runtime):
         if gpus == "none":
             return []
         if vendor == "amd":
+            nodes = [d for d in gpus.removeprefix("device=").split(",") if d.startswith("/dev/dri/renderD")]
+            if nodes:  # the job's own GPUs: only their render nodes, so ROCm sees those alone
+                return ["--device", "/dev/kfd", *[f for n in nodes for f in ("--device", n)]]
             return [*AMD_DEVICE_FLAGS]
         if self.name == "podman":
             if gpus == "all":
@@ -234,17 +258,24 @@ class OCIRuntime(Runtime):
         return ["--gpus", gpus]
 
     def container_env(self, options: LaunchOptions, gpus: str) -> dict[str, str]:
-        """The variables set in the session's container: ``--container-env`` values and, with
-        GPUs, the NVIDIA driver capabilities the image needs."""
+        """The variables set in the session's container: ``--container-env`` values, and on an AMD
+        host a GPU selection as ``ROCR_VISIBLE_DEVICES``.
+
+        Nothing of the NVIDIA stack's own: ``NVIDIA_DRIVER_CAPABILITIES`` stays the image's, as
+        under a plain ``docker run --gpus all`` (moby ``daemon/devices_nvidia_linux.go``
+        ``injectNVIDIARuntimeHook`` sets only ``NVIDIA_VISIBLE_DEVICES`` for ``--gpus all``; the
+        capabilities come from the image's environment, default ``utility,compute``:
+        nvidia-container-toolkit ``cmd/nvidia-container-runtime-hook/container_config.go``
+        ``getDriverCapabilities``).  An image without ``graphics`` gets no EGL driver from its
+        users' launch, so it gets none in the check (``render.egl`` says so, see
+        :func:`~..verdicts_gpu.driver_capabilities`); a deployment that sets it is emulated with
+        ``--container-env``, which the report lists as a launch difference.
+        """
         env = dict(options.env)
-        if gpus != "none" and options.gpu_vendor == "amd":
+        if gpus != "none" and options.gpu_vendor == "amd" and not options.job_devices:
             devices = _amd_selection(gpus)
             if devices is not None:
                 env.setdefault("ROCR_VISIBLE_DEVICES", devices)
-        elif gpus != "none":
-            # Without "graphics", the NVIDIA hook mounts no EGL/GL libraries and EGL falls
-            # back to Mesa's llvmpipe without an error.
-            env.setdefault("NVIDIA_DRIVER_CAPABILITIES", "compute,utility,graphics")
         return env
 
     def run_command(self, target: Target, options: LaunchOptions, name: str, gpus: str,
@@ -339,6 +370,8 @@ class OCIRuntime(Runtime):
                 "user": cfg.get("User") or "",
                 "size": info.get("Size"),
                 "labels": cfg.get("Labels") or {},
+                # What the NVIDIA hook reads from the image (its own ENV): judged, never replaced.
+                "env": image_gpu_env(cfg.get("Env") or []),
             }
         except (ValueError, IndexError, AttributeError):
             pass
@@ -462,8 +495,16 @@ class OCIRuntime(Runtime):
                                "cdi": any(f.startswith("nvidia.com/gpu=") for f in flags)}
         if options.gpus_why:
             gpu["why"] = options.gpus_why
-        if gpus != options.gpus:
-            gpu.update(requested=gpus, why=f"the Slurm job's GPUs ({options.job_gpus_from}={options.job_gpus})")
+        if options.job_gpus and options.gpus_auto and options.gpus == "all":
+            if gpus == "none":
+                gpu.update(requested="none", attached=False, fault="host", error=(
+                    f"the Slurm job's GPUs cannot be named for {self.name}, so no GPU was passed in rather than "
+                    f"another job's: {options.job_gpus_problem or 'no device mapped'}"),
+                    fix="name the job's GPUs by UUID: set Flags=env_uuid in gres.conf (Slurm 26.05+, "
+                        "CUDA_VISIBLE_DEVICES then holds UUIDs), or constrain devices (ConstrainDevices=yes in "
+                        "cgroup.conf), or give --gpus device=<UUID> yourself (nvidia-smi -L lists them)")
+            else:
+                gpu.update(requested=gpus, why=f"the Slurm job's GPUs: {options.job_gpus_how}")
         missing: list[str] = []
         not_found: re.Match[str] | None = None
         for keepalive in KEEPALIVES:
