@@ -287,8 +287,12 @@ def test_the_gitlab_ci_recipe_runs_as_written(user_repo: dict[str, Any], tmp_pat
     _checkout(user_repo, work)
     sha = user_repo["sha"]
     variables = {k: str(v) for k, v in job.get("variables", {}).items() if k != "DOCKER_HOST"}
+    # A runner's container has its own dpkg; on this machine another process may hold the lock for a
+    # while (another test's or a person's apt-get): apt waits for it instead of failing at once.
+    apt_conf = tmp_path / "apt.conf"
+    apt_conf.write_text('DPkg::Lock::Timeout "900";\n')
     env = _clean_env({**variables, "CI_COMMIT_SHA": sha, "CI_DEFAULT_BRANCH": "main", "CI": "true",
-                      "GITLAB_CI": "true"})
+                      "GITLAB_CI": "true", "APT_CONFIG": str(apt_conf)})
     script = "\n".join(job["script"])
     # A GitLab job starts in a new container; on this machine, what an earlier run of the recipe left
     # in the paths it names (its venv, the baseline's worktree) goes first, as a fresh runner has none.
