@@ -217,6 +217,18 @@ GATE_IMAGES = {
 """gate-render may fail mine.feature by its own label (and has no /opt/feature); gate-train requires
 system.libcuda by its label (which skips, so fails, on a host without a GPU) and has /opt/feature."""
 
+GATE_PYPROJECT = """
+[[tool.containercheck.image]]
+match = ["*gate-render*"]
+require = ["system.python"]
+trust-image-allowances = true
+
+[[tool.containercheck.image]]
+match = ["*gate-train*"]
+require = ["system.os"]
+"""
+"""The repository's expectations for the gate images: gate-render's own allowances trusted."""
+
 OWN_CHECK = '''
 import pytest
 

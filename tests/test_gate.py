@@ -41,7 +41,7 @@ from pytest_containercheck.engine.matrix import Cell, Column, Matrix
 from pytest_containercheck.engine.outputs import Output, write_outputs
 from pytest_containercheck.engine.report import render_html, render_json, render_markdown, render_terminal
 
-from helpers import FEATURE_REASON, GATE_IMAGES, NO_GPU_HOST, OWN_CHECK, ROOT, SYSTEM, build_labelled
+from helpers import FEATURE_REASON, GATE_IMAGES, GATE_PYPROJECT, NO_GPU_HOST, OWN_CHECK, ROOT, SYSTEM, build_labelled
 
 # -- the sources, one by one ----------------------------------------------------------------------
 
@@ -409,16 +409,6 @@ def test_the_exit_code_table_is_true(pytester: pytest.Pytester) -> None:
 
 # -- real runtimes: two images with different expectations in one run ----------------------------------
 
-PYPROJECT = """
-[[tool.containercheck.image]]
-match = ["*gate-render*"]
-require = ["system.python"]
-trust-image-allowances = true
-
-[[tool.containercheck.image]]
-match = ["*gate-train*"]
-require = ["system.os"]
-"""
 EXPECTED = {
     "gate-render": {"required": {"system.python": ["pyproject.toml"], "system.os": ["image label"]},
                     "allowed": {"mine.feature": [{"source": "image label", "reason": FEATURE_REASON}]},
@@ -464,7 +454,7 @@ def test_two_images_gated_by_file_and_labels(kind: str, gate_images: dict[str, s
     system.libcuda (its label), which skips on this GPU-less host: it fails, with the reason.
     Each image's required rows come from pyproject.toml and from its labels, the same under
     every runtime and input (a SIF keeps the labels the Docker build set)."""
-    pytester.makepyprojecttoml(PYPROJECT)
+    pytester.makepyprojecttoml(GATE_PYPROJECT)
     pytester.makepyfile(test_own=OWN_CHECK)
     targets = _targets(kind, gate_images, pytester.path, request)
     result = pytester.runpytest_subprocess(*targets, "--no-builtin-checks", SYSTEM, "test_own.py",

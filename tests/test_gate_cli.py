@@ -21,18 +21,7 @@ from typing import Any
 
 import pytest
 
-from helpers import FEATURE_REASON, NO_GPU_HOST, OWN_CHECK, ROOT, SYSTEM
-
-PYPROJECT = """
-[[tool.containercheck.image]]
-match = ["*gate-render*"]
-require = ["system.python"]
-trust-image-allowances = true
-
-[[tool.containercheck.image]]
-match = ["*gate-train*"]
-require = ["system.os"]
-"""
+from helpers import FEATURE_REASON, GATE_PYPROJECT, NO_GPU_HOST, OWN_CHECK, ROOT, SYSTEM
 
 
 def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -48,7 +37,7 @@ def _failing(matrix: dict[str, Any]) -> set[tuple[str, str, str]]:
 def two_runs(gate_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Each gate image run by pytest on its own (two result files), as two nodes' runs would be."""
     where = tmp_path_factory.mktemp("gate-cli")
-    (where / "pyproject.toml").write_text(PYPROJECT)
+    (where / "pyproject.toml").write_text(GATE_PYPROJECT)
     (where / "test_own.py").write_text(OWN_CHECK)
     codes = {}
     for name, ref in gate_images.items():
