@@ -133,7 +133,8 @@ def test_instance_stop_ends_once_the_instance_is_gone(base_sif: Path) -> None:
     assert name not in instances(pid=os.getpid())
     state = Path(f"/proc/{master}/stat").read_text().split()[2] if Path(f"/proc/{master}").exists() else "gone"
     assert state in ("Z", "gone")
-    stops = subprocess.run(["pgrep", "-f", f"instance stop --force {name}$"], capture_output=True, text=True)
+    stops = subprocess.run(["pgrep", "-f", f"instance stop --force {name}$"], capture_output=True, text=True,
+                           timeout=60)
     assert stops.stdout == ""
     assert orphan_squashfuse() == []
 

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import NO_GPU_HOST, ONLY_SYSTEM, SYSTEM
+from helpers import NO_GPU_HOST, ONLY_SYSTEM, RUN_LIMIT, SYSTEM
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -326,9 +327,10 @@ def test_a_signal_during_the_clean_up_is_held_off(pytester: pytest.Pytester, sig
                              "--no-builtin-checks", "test_one.py"], cwd=pytester.path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait = threading.Event()
+        wait, deadline = threading.Event(), time.monotonic() + RUN_LIMIT
         while not (pytester.path / "started").exists():
-            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            assert proc.poll() is None, proc.communicate(timeout=120)[0][-3000:]
+            assert time.monotonic() < deadline, f"the clean-up did not begin within {RUN_LIMIT:.0f} s"
             wait.wait(0.05)
         proc.send_signal(getattr(signal, sig))
         (pytester.path / "signalled").write_text("")
@@ -336,7 +338,7 @@ def test_a_signal_during_the_clean_up_is_held_off(pytester: pytest.Pytester, sig
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:]
     assert (pytester.path / "cleaned up").exists(), out[-3000:]
     assert "1 passed" in out and "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
