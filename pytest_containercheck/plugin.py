@@ -33,7 +33,7 @@ from .engine.lifecycle import SessionPool
 from .engine.report import fit
 from .engine.runtimes import Target, get_runtime
 from .engine.textsafe import visible
-from .reporter import MATRIX_KEY, MatrixReporter
+from .reporter import MATRIX_KEY, MatrixReporter, interruptible
 from .state import STATE, RunState
 
 SIGTERM_KEY = pytest.StashKey[Any]()
@@ -181,7 +181,9 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
     """Every container is removed while the reports are written (all tests are over), with
     SIGINT/SIGTERM held off until both are done: a second Ctrl-C (or the SIGTERM after it)
     during the clean-up would cut a ``docker rm`` short and leave its container running, and
-    turn the end of the run into a traceback."""
+    turn the end of the run into a traceback.  Writing and printing the reports is the exception
+    (:func:`.reporter.interruptible`): there a signal ends the run, exit 2, and the removal still
+    finishes, held off again."""
     held = _hold_signals()
     state = session.config.stash.get(STATE, None)
     stopped: Callable[[], None] | None = None
@@ -196,6 +198,14 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
         finally:
             for sig, handler in held.items():
                 signal.signal(sig, handler)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any) -> Generator[None, None, None]:
+    """The summary is a report like the files: SIGINT and SIGTERM end the run there (exit 2), held
+    off as they are around it (:func:`.reporter.interruptible`)."""
+    with interruptible():
+        yield
 
 
 def _hold_signals() -> dict[int, Any]:
