@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from . import __version__, collect, hooks, junit, listing, options, require, rows
-from .container import container, shadowing_fixture
+from .container import container, redact_report, shadowing_fixture
 from .engine import hostinfo
 from .engine.errors import UsageProblem
 from .engine.expectations import Expectation
@@ -223,4 +223,5 @@ def _hold_signals() -> dict[int, Any]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report: pytest.TestReport = yield
     require.apply(item, report)
+    redact_report(item.config, report)
     return report

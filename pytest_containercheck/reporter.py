@@ -22,7 +22,7 @@ import pytest
 from . import __version__, junit, options, require
 from .engine.matrix import STATUSES, CellRecord, Column, Matrix, cell_record
 from .engine.outputs import Output, write_outputs
-from .engine.redact import redact_args
+from .engine.redact import command_line_warning, redact_args
 from .engine.report import fit, line_width, render_html, render_json, render_markdown, render_terminal
 from .rows import image_of_nodeid, target_id
 from .state import RunState
@@ -266,4 +266,8 @@ class MatrixReporter:
         for line in self.write_errors:
             for part in fit(f"ERROR: {line}", width):
                 tr.write_line(part, red=True)
+        warning = command_line_warning(self.state.launch.runtime_args)
+        if warning:
+            for part in fit(f"containercheck: {warning}", width):
+                tr.write_line(part, yellow=True)
 
