@@ -234,6 +234,7 @@ def run_bounded(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     new_session: bool = True,
+    pass_fds: Sequence[int] = (),
 ) -> ExecResult:
     """Run *argv* (never through a shell) with bounded output and a hard timeout.
 
@@ -242,7 +243,8 @@ def run_bounded(
     timeout also bounds a process that stops reading.
 
     On timeout the whole process group is killed; the caller is responsible for anything
-    the process left *inside* a container (see :meth:`Session.kill_inside`).
+    the process left *inside* a container (see :meth:`Session.kill_inside`).  *pass_fds* are
+    inherited by the process under the same numbers (``/dev/fd/N`` there names them).
     """
     t0 = time.monotonic()
     try:
@@ -253,6 +255,7 @@ def run_bounded(
             stderr=subprocess.PIPE,
             env=dict(env) if env is not None else None,
             start_new_session=new_session,
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError:
         return ExecResult(list(argv), 127, b"", f"{argv[0]}: not found\n".encode(), 0.0)
