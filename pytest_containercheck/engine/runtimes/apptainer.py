@@ -42,7 +42,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..archives import decompress_to
+from ..archives import decompress_to, inspect_archive
 from ..errors import UsageProblem
 from ..nearby import no_such_file
 from ..outputs import file_kind
@@ -368,8 +368,12 @@ class ApptainerRuntime(Runtime):
     # -- lifecycle -------------------------------------------------------------------------
 
     def preflight(self, target: Target) -> dict[str, Any]:
-        # An archive was checked and identified by archives.inspect_archive; it is converted at start.
+        # An archive was checked and identified by archives.inspect_archive; it is converted at start,
+        # and hashed now: the SIF made from it is cached by what it is made of (convert_archive).
         facts: dict[str, Any] = {} if target.archive else check_sif(target.ref, target.spec)
+        if target.archive:
+            inspect_archive(target.ref, target.spec, verify=True,
+                            kind=None if target.archive == "archive" else target.archive)
         if self.resolve_executable() is None:
             raise UsageProblem(
                 f"--image {target.spec}: neither 'apptainer' nor 'singularity' is on PATH; "
@@ -440,15 +444,24 @@ class ApptainerRuntime(Runtime):
         return session
 
     def convert_archive(self, target: Target) -> tuple[str, dict[str, Any]]:
-        """The SIF of an archive target, converted once and cached by the image's config digest.
+        """The SIF of an archive target, converted once and cached by what the image is made of.
 
         ``apptainer exec docker-archive://x.tar`` would convert on every exec; users convert once
         with ``apptainer build``, and so do we, into ``$XDG_CACHE_HOME/containercheck/sif``.
+
+        The archive is verified before it is converted and before a SIF is reused: its config and
+        every layer hashed against the digests its metadata names (for a docker archive the
+        config's ``diff_ids``), and the SIF named by :attr:`~..archives.ArchiveInfo.content_key`, the
+        digest of the config's and every layer's.  Keyed by the config digest alone, an archive with
+        a genuine config and an altered layer was converted once, and the genuine archive then ran
+        the altered SIF.  A layer that does not match is a usage error naming it (at preflight);
+        the config digest is still the image id the reports show.
         """
-        info = target_archive(target)
+        info = target_archive(target, verify=True)
         cache = sif_cache()
-        sif = os.path.join(cache, info.config_digest.replace(":", "-") + ".sif")
-        facts: dict[str, Any] = {"config_digest": info.config_digest, "sif": sif}
+        sif = os.path.join(cache, f"sha256-{info.content_key}.sif")
+        facts: dict[str, Any] = {"config_digest": info.config_digest, "content_key": f"sha256:{info.content_key}",
+                                 "sif": sif}
         if os.path.isfile(sif):
             facts.update(converted=False, prepared=f"cached SIF {os.path.basename(sif)}")
             return sif, facts

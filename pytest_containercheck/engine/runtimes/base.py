@@ -69,11 +69,12 @@ class Target:
         return f"{self.runtime}://{self.ref}"
 
 
-def target_archive(target: Target) -> ArchiveInfo:
-    """What the archive of an archive *target* holds; :class:`RuntimeFault` if it became unusable
-    since the controller checked it at the start of the run."""
+def target_archive(target: Target, *, verify: bool = False) -> ArchiveInfo:
+    """What the archive of an archive *target* holds (*verify*: hashed, see :func:`inspect_archive`);
+    :class:`RuntimeFault` if it became unusable since the controller checked it at the start of the run."""
     try:
-        return inspect_archive(target.ref, target.spec, kind=None if target.archive == "archive" else target.archive)
+        return inspect_archive(target.ref, target.spec, verify=verify,
+                               kind=None if target.archive == "archive" else target.archive)
     except ArchiveError as exc:
         raise RuntimeFault(str(exc), fix="copy the archive again", fault="image") from None
 
