@@ -50,12 +50,22 @@ def _subprocesses_test_the_tree(monkeypatch: pytest.MonkeyPatch, request: pytest
     monkeypatch.delenv("COLUMNS", raising=False)
 
 
+SUBPROCESS_RUN_LIMIT = 1800.0
+"""The bound on a pytester subprocess run that names none: far above the slowest (a full image's
+suite under load), so it only ends a run that hangs, failing its test instead of the suite."""
 
 
+@pytest.fixture
+def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+    """pytest's own, with every ``runpytest_subprocess`` bounded (:data:`SUBPROCESS_RUN_LIMIT`, or
+    the test's own ``timeout=``): a hung run fails its test (``Pytester.TimeoutExpired``)."""
+    unbounded = pytester.runpytest_subprocess
 
+    def bounded(*args: str | os.PathLike[str], timeout: float | None = None) -> pytest.RunResult:
+        return unbounded(*args, timeout=SUBPROCESS_RUN_LIMIT if timeout is None else timeout)
 
-
-
+    pytester.runpytest_subprocess = bounded  # type: ignore[method-assign]
+    return pytester
 
 
 @pytest.fixture(scope="session")

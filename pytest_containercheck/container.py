@@ -25,11 +25,11 @@ from .engine.matrix import CELL_KEY, CellRecord, new_cell
 from .engine.outputs import write_file
 from .engine.policy import CheckOptions
 from .engine.probing import LIBRARY_MODULES, ProbeError, ProbeResult, PythonInfo
-from .engine.redact import Redactor
+from .engine.redact import Redactor, runtime_arg_env
 from .engine.report import fit, line_width
 from .engine.runtimes import RuntimeFault, Session, Target
 from .engine.runtimes.base import text
-from .engine.textsafe import visible, visible_all
+from .engine.textsafe import DETAIL_CAP, EVIDENCE_CAP, capped, visible, visible_all
 from .engine.verdict import FAULTS, Verdict, for_host
 from .engine.verdicts_system import other_interpreter
 from .rows import row_name
@@ -168,7 +168,8 @@ class Container:
 
     def note(self, text_: str) -> None:
         """Set the one-line detail shown in this test's matrix cell."""
-        self._cell["detail"] = visible(self._redact.text(" ".join(str(text_).split())), lines=False)[:300]
+        # Redacted first: collapsing the whitespace of a value that has some would hide it from the redactor.
+        self._cell["detail"] = visible(" ".join(self._redact.text(str(text_)).split()), lines=False)[:DETAIL_CAP]
 
     def evidence(self, key: str, value: Any) -> None:
         """Attach small evidence (builtins only) to the cell, for JSON and HTML reports."""
@@ -186,21 +187,22 @@ class Container:
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}")
         reason, fix = self._text(reason) or "", self._text(fix)
-        self._cell.update({"detail": " ".join(reason.split())[:300], "fix": fix, "fault": fault})
-        msg = f"[{fault} fault] {reason}" if fault else reason
+        self._cell.update({"detail": " ".join(reason.split())[:DETAIL_CAP], "fix": fix, "fault": fault})
+        msg = f"[{fault} fault] {capped(reason)}" if fault else capped(reason)
         if fix:
-            msg += f"\nFix: {fix}"
+            msg += f"\nFix: {capped(fix)}"
         pytest.fail(_fit(msg), pytrace=False)
 
     def error(self, reason: str, *, fix: str | None = None, evidence: str = "", fault: str | None = None) -> NoReturn:
         """The check could not be carried out (image would not start, probe crashed)."""
         reason, fix, evidence = self._text(reason) or "", self._text(fix), self._text(evidence) or ""
-        self._cell.update({"status": "error", "detail": " ".join(reason.split())[:300], "fix": fix, "fault": fault})
+        self._cell.update({"status": "error", "detail": " ".join(reason.split())[:DETAIL_CAP], "fix": fix,
+                           "fault": fault})
         if evidence:
-            self._cell["evidence"]["output"] = evidence[-4000:]
-        msg = reason + (f"\nFix: {fix}" if fix else "")
+            self._cell["evidence"]["output"] = evidence[-EVIDENCE_CAP:]
+        msg = capped(reason) + (f"\nFix: {capped(fix)}" if fix else "")
         if evidence:
-            msg += f"\n--- evidence ---\n{evidence[-4000:]}"
+            msg += f"\n--- evidence ---\n{evidence[-EVIDENCE_CAP:]}"
         pytest.fail(_fit(msg), pytrace=False)
 
     def apply(self, verdict: Verdict) -> None:
@@ -244,7 +246,7 @@ class Container:
     def skip(self, reason: str) -> NoReturn:
         """Skip this check with *reason* (shown in the cell)."""
         reason = self._text(reason) or ""
-        self._cell["detail"] = " ".join(reason.split())[:300]
+        self._cell["detail"] = " ".join(reason.split())[:DETAIL_CAP]
         pytest.skip(reason)
 
     def gpu_expected(self) -> bool:
@@ -329,9 +331,40 @@ def container(request: pytest.FixtureRequest) -> Container:
     cell = new_cell(row_name(request.node), target.id)
     request.node.user_properties.append((CELL_KEY, cell))
     c = Container(state.pool.get(target), state.host, require.options_for(state, target.id), cell,
-                  Redactor(state.launch.env))
+                  redactor(request.config))
     c.start()  # a launch failure is an error in setup, not a failed check
     return c
+
+
+REDACTOR = pytest.StashKey[Redactor]()
+
+
+def redactor(config: pytest.Config) -> Redactor:
+    """What this run keeps out of its records: the ``--container-env`` values and the variables
+    ``--runtime-arg`` gives the runtime a value for (``--env=NAME=VALUE``); made once per process."""
+    made = config.stash.get(REDACTOR, None)
+    if made is None:
+        state = config.stash.get(STATE, None)
+        env = {**runtime_arg_env(state.launch.runtime_args), **state.launch.env} if state is not None else {}
+        made = config.stash[REDACTOR] = Redactor(env)
+    return made
+
+
+def redact_report(config: pytest.Config, report: pytest.TestReport) -> None:
+    """Keep the passed values out of *report* where pytest itself shows it (the failure's text in the
+    terminal and in JUnit, the captured output): a check of your own may assert on, or print, what the
+    image printed.  A report that holds none of them is left as it is (colours and all)."""
+    redact = redactor(config)
+    if not redact:
+        return
+    if report.longrepr is not None and not isinstance(report.longrepr, tuple):
+        shown = str(report.longrepr)
+        if redact.text(shown) != shown:
+            report.longrepr = redact.text(shown)
+    elif isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:  # a skip: (path, line, reason)
+        path, line, reason = report.longrepr
+        report.longrepr = (path, line, redact.text(str(reason)))
+    report.sections = [(title, redact.text(content)) for title, content in report.sections]
 
 
 def shadowing_fixture(config: pytest.Config) -> str | None:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from .engine.matrix import CELL_KEY, Cell
+from .engine.textsafe import capped
 
 MODES = ("row", "pytest")
 """``--junit-names`` choices: ``row`` ('system.python [docker://img:1.4]', the default) or
@@ -51,10 +52,10 @@ def finalizes_case(report: pytest.TestReport) -> bool:
 
 def cell_properties(cell: Cell) -> list[tuple[str, str]]:
     """A cell as flat string properties for ``--junitxml`` (a dict would be written as its repr)."""
-    props = [("containercheck.row", cell.row), ("containercheck.image", cell.column),
-             ("containercheck.host", cell.host), ("containercheck.status", cell.status),
-             ("containercheck.detail", cell.detail)]
-    props += [(f"containercheck.{k}", v) for k, v in (("fix", cell.fix), ("fault", cell.fault)) if v]
+    props = [("containercheck.row", capped(cell.row)), ("containercheck.image", capped(cell.column)),
+             ("containercheck.host", capped(cell.host)), ("containercheck.status", cell.status),
+             ("containercheck.detail", capped(cell.detail))]
+    props += [(f"containercheck.{k}", capped(v)) for k, v in (("fix", cell.fix), ("fault", cell.fault)) if v]
     evidence: list[tuple[str, str]] = []
     for key, value in cell.evidence.items():
         # Scalars, and the scalars one level down: the key facts (renderer, versions, devices).
@@ -62,7 +63,7 @@ def cell_properties(cell: Cell) -> list[tuple[str, str]]:
         for sub, v in items:
             if v is None or isinstance(v, (dict, list)) or v == "":
                 continue
-            text = " ".join(str(v).split())
+            text = " ".join(capped(str(v), VALUE_WIDTH + 1).split())
             if len(text) > VALUE_WIDTH:
                 text = text[: VALUE_WIDTH - 1] + "…"
             evidence.append((f"containercheck.evidence.{key}" + (f".{sub}" if sub else ""), text))

@@ -169,7 +169,8 @@ OPTIONS: list[Option] = [
      {"action": "store_true"}, "do not collect the built-in checks; run only your own container tests"),
     Option("--verify-archive", "cc_verify_archive", "containercheck_verify_archive", "bool", False,
      {"action": "store_true"}, "for image archives (docker save / OCI tars): also hash every layer and config "
-     "against its digest before anything starts (always checked: complete, nothing missing)"),
+     "against its digest before anything starts (always checked: complete, nothing missing; always hashed "
+     "under Apptainer, whose SIF cache is keyed by those digests)"),
     Option("--keep-loaded-images", "cc_keep_loaded", "containercheck_keep_loaded_images", "bool", False,
      {"action": "store_true"}, "keep the images this run loaded from archives into Docker/Podman (default: "
      "removed at the end)"),

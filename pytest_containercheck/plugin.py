@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from . import __version__, collect, hooks, junit, listing, options, require, rows
-from .container import container, shadowing_fixture
+from .container import container, redact_report, shadowing_fixture
 from .engine import hostinfo
 from .engine.errors import UsageProblem
 from .engine.expectations import Expectation, unused_line
@@ -33,7 +33,7 @@ from .engine.lifecycle import SessionPool
 from .engine.report import fit
 from .engine.runtimes import LaunchOptions, Target, get_runtime
 from .engine.textsafe import visible
-from .reporter import MATRIX_KEY, MatrixReporter
+from .reporter import MATRIX_KEY, MatrixReporter, interruptible
 from .state import STATE, RunState
 
 SIGTERM_KEY = pytest.StashKey[Any]()
@@ -189,7 +189,9 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
     """Every container is removed while the reports are written (all tests are over), with
     SIGINT/SIGTERM held off until both are done: a second Ctrl-C (or the SIGTERM after it)
     during the clean-up would cut a ``docker rm`` short and leave its container running, and
-    turn the end of the run into a traceback."""
+    turn the end of the run into a traceback.  Writing and printing the reports is the exception
+    (:func:`.reporter.interruptible`): there a signal ends the run, exit 2, and the removal still
+    finishes, held off again."""
     held = _hold_signals()
     state = session.config.stash.get(STATE, None)
     stopped: Callable[[], None] | None = None
@@ -204,6 +206,18 @@ def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]
         finally:
             for sig, handler in held.items():
                 signal.signal(sig, handler)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any) -> Generator[None, None, None]:
+    """The summary is a report like the files: SIGINT and SIGTERM end the run there (exit 2), held
+    off as they are around it (:func:`.reporter.interruptible`).  Runs that check no image are left
+    as pytest has them."""
+    if terminalreporter.config.stash.get(STATE, None) is None:
+        yield
+        return
+    with interruptible():
+        yield
 
 
 def _hold_signals() -> dict[int, Any]:
@@ -221,4 +235,5 @@ def _hold_signals() -> dict[int, Any]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report: pytest.TestReport = yield
     require.apply(item, report, call)
+    redact_report(item.config, report)
     return report

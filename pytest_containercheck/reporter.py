@@ -7,11 +7,14 @@ path serves runs with and without xdist, because cells travel on the reports.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import signal
 import socket
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -20,12 +23,41 @@ from . import __version__, junit, options, require
 from .engine.expectations import UNUSED_KEY
 from .engine.matrix import STATUSES, CellRecord, Column, Matrix, cell_record
 from .engine.outputs import Output, write_outputs
-from .engine.redact import redact_args
+from .engine.redact import command_line_warning, redact_args
 from .engine.report import fit, line_width, render_html, render_json, render_markdown, render_terminal
 from .rows import image_of_nodeid, target_id
 from .state import RunState
 
 MATRIX_KEY = pytest.StashKey["MatrixReporter"]()
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM end the run (exit 2) while the reports are rendered, written or printed.
+
+    The end of a run holds both signals off (:func:`.plugin.pytest_sessionfinish`), so that a
+    second Ctrl-C cannot cut the removal of a container short; the reports are no such clean-up,
+    and a report that takes long (an image's hostile label, a huge merged file) must not make the
+    run unstoppable.  A report file is written whole or not at all (:func:`.engine.outputs.write_file`),
+    so those written before the signal are kept; the containers are still removed, with the signals
+    held off again.  Main thread only (a signal handler can be set nowhere else).
+    """
+
+    def end(signum: int, frame: FrameType | None) -> None:
+        pytest.exit(f"{signal.Signals(signum).name} while the reports were written: the run ends here; the "
+                    "report files written before it are kept", returncode=pytest.ExitCode.INTERRUPTED)
+
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, end)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 _FLAG = {"cc_matrix_json": "--matrix-json", "cc_matrix_md": "--matrix-md", "cc_matrix_html": "--matrix-html"}
 
@@ -186,6 +218,10 @@ class MatrixReporter:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if exitstatus == pytest.ExitCode.USAGE_ERROR:
             return  # stopped before any check (a wrong row name at collection's end): nothing to report
+        with interruptible():
+            self._write_reports(session, exitstatus)
+
+    def _write_reports(self, session: pytest.Session, exitstatus: int) -> None:
         self.matrix.complete = exitstatus != pytest.ExitCode.INTERRUPTED
         if require.fill_missing(self.matrix, self.state.expectations) and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -233,4 +269,8 @@ class MatrixReporter:
         for line in self.write_errors:
             for part in fit(f"ERROR: {line}", width):
                 tr.write_line(part, red=True)
+        warning = command_line_warning(self.state.launch.runtime_args)
+        if warning:
+            for part in fit(f"containercheck: {warning}", width):
+                tr.write_line(part, yellow=True)
 

@@ -42,6 +42,8 @@ from pytest_containercheck.engine.runtimes.base import (
     run_bounded,
 )
 
+from helpers import WAIT_LIMIT
+
 CONTAINER_VAR = "CONTAINERCHECK_FAKE_CONTAINER"
 """Set in every process a :class:`FakeSession` starts: the name of its container."""
 
@@ -60,13 +62,20 @@ def blocked_waiting(thread: threading.Thread, file: str, function: str) -> bool:
     return stack[:1] == [("threading.py", "wait")] and caller == (file, function)
 
 
-def eventually(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+def eventually(predicate: Callable[[], object], timeout: float = WAIT_LIMIT, what: str = "") -> None:
     """Wait until *predicate()* is true (checked every 2 ms); AssertionError after *timeout* s."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what or predicate}")
         time.sleep(0.002)
+
+
+def finished(thread: threading.Thread, timeout: float = WAIT_LIMIT) -> None:
+    """Wait for *thread* to end; AssertionError (the test fails, the suite goes on) after *timeout* s."""
+    thread.join(timeout)
+    if thread.is_alive():
+        raise AssertionError(f"thread {thread.name} did not end within {timeout} s")
 
 
 class FakeEngine:
@@ -119,7 +128,8 @@ class FakeEngine:
         with self._lock:
             self.start_attempts += 1
         self.start_began.set()
-        self.hold_starts.wait()
+        if not self.hold_starts.wait(WAIT_LIMIT):
+            raise RuntimeFault(f"the test held this start for {WAIT_LIMIT:.0f} s and never released it")
         if self.down:
             raise RuntimeFault(f"cannot start {target.ref}: {self.down}", fix="start the daemon", fault="host")
         if self.start_faults:
@@ -261,7 +271,7 @@ class FakeSession(Session):
             res = run_bounded(list(argv), stdin=stdin, env=full_env, timeout=timeout)
         finally:
             ended.set()
-            watcher.join()
+            finished(watcher)
         return dataclasses.replace(res, returncode=None, timed_out=True) if fired.is_set() else res
 
     def python_candidates(self, preferred: Sequence[str]) -> list[str]:
@@ -289,8 +299,8 @@ class FakeSession(Session):
     def stop(self) -> None:
         self.stop_calls += 1
         self.removal_began.set()
-        if self.hold_removal is not None:
-            self.hold_removal.wait()
+        if self.hold_removal is not None and not self.hold_removal.wait(WAIT_LIMIT):
+            raise RuntimeError(f"the test held this removal for {WAIT_LIMIT:.0f} s and never released it")
         self.stopped = self.stopped or "removed"
         self.kill_processes()
         self.removed = True

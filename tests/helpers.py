@@ -26,6 +26,15 @@ from pytest_containercheck.engine.runtimes.apptainer import SIF_HEADER_LEN
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout under test."""
 
+WAIT_LIMIT = 60.0
+"""The bound on every wait of the tests for an event (a thread's end, a state, a released hold):
+the wait returns as soon as the event happens, so the bound costs nothing when all is well, and
+it is long enough for a machine loaded with twice its cores' worth of other work
+(docs/explanation/testing.md); a wait that reaches it fails the test instead of hanging the suite."""
+RUN_LIMIT = 600.0
+"""The same bound for a wait on a real run reaching a point (a check started, a file written): an
+image starting under a loaded Docker engine can take minutes."""
+
 
 def tree_pythonpath(current: str | None = None) -> str:
     """*current* ``PYTHONPATH`` with this checkout first: a Python started with it imports

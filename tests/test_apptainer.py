@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from helpers import ONLY_SYSTEM, cut_copy, standin_nvidia_smi
+from helpers import ONLY_SYSTEM, RUN_LIMIT, cut_copy, standin_nvidia_smi
 
 pytestmark = [pytest.mark.apptainer, pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
@@ -133,7 +133,8 @@ def test_instance_stop_ends_once_the_instance_is_gone(base_sif: Path) -> None:
     assert name not in instances(pid=os.getpid())
     state = Path(f"/proc/{master}/stat").read_text().split()[2] if Path(f"/proc/{master}").exists() else "gone"
     assert state in ("Z", "gone")
-    stops = subprocess.run(["pgrep", "-f", f"instance stop --force {name}$"], capture_output=True, text=True)
+    stops = subprocess.run(["pgrep", "-f", f"instance stop --force {name}$"], capture_output=True, text=True,
+                           timeout=60)
     assert stops.stdout == ""
     assert orphan_squashfuse() == []
 
@@ -231,7 +232,7 @@ def test_command_timeout_and_interrupt_leave_no_instance(pytester: pytest.Pytest
                              USERNS, f"--runtime-arg=--bind={pytester.path}", "test_slow.py", "--no-builtin-checks",
                              "--matrix-json", "m.json"],
                             cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + RUN_LIMIT
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert marker.exists(), "the long test never started"
@@ -253,7 +254,7 @@ def test_a_killed_pytests_instance_is_reaped_by_the_next_run(pytester: pytest.Py
                              USERNS, f"--runtime-arg=--bind={pytester.path}", "test_hang.py", "--no-builtin-checks"],
                             cwd=pytester.path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + RUN_LIMIT
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert marker.exists()

@@ -156,6 +156,63 @@ def test_missing_layer_is_named(tmp_path: Path) -> None:
         inspect_archive(str(tmp_path / "img.tar"), "img.tar")
 
 
+def test_the_content_key_is_what_the_image_is_made_of(tmp_path: Path) -> None:
+    """A verified archive's content key covers its config and every layer: an OCI layout with the same
+    (genuine) config whose manifest names another layer, every blob named by its own digest, has
+    another key; the same archive read again, or renamed, the same one."""
+    _oci_tar(tmp_path / "genuine.tar")
+    genuine = inspect_archive(str(tmp_path / "genuine.tar"), "genuine.tar", verify=True)
+    other_layer = b"other bytes"
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": genuine.diff_ids}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "config": {"digest": genuine.config_digest},
+                           "layers": [{"digest": "sha256:" + hashlib.sha256(other_layer).hexdigest()}]}).encode()
+    index = json.dumps({"schemaVersion": 2, "manifests": [
+        {"digest": "sha256:" + hashlib.sha256(manifest).hexdigest()}]}).encode()
+    with tarfile.open(tmp_path / "swapped.tar", "w") as tar:
+        for name, data in [("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'), ("index.json", index),
+                           *((f"blobs/sha256/{hashlib.sha256(b).hexdigest()}", b)
+                             for b in (config, manifest, other_layer))]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    swapped = inspect_archive(str(tmp_path / "swapped.tar"), "swapped.tar", verify=True)
+    assert swapped.config_digest == genuine.config_digest and swapped.verified
+    assert swapped.content_key != genuine.content_key
+    (tmp_path / "genuine.tar").rename(tmp_path / "moved.tar")
+    assert inspect_archive(str(tmp_path / "moved.tar"), "moved.tar", verify=True).content_key == genuine.content_key
+
+
+def test_a_docker_archive_whose_layers_do_not_pair_with_its_diff_ids_cannot_be_verified(tmp_path: Path) -> None:
+    path = tmp_path / "img.tar"
+    _docker_tar(path)
+    with tarfile.open(path) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
+    manifest = json.loads(members["manifest.json"])
+    manifest[0]["Layers"] = manifest[0]["Layers"] * 2  # two layers, one diff_id
+    members["manifest.json"] = json.dumps(manifest).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert inspect_archive(str(path), "img.tar").layers == 2
+    with pytest.raises(ArchiveError, match=r"names 2 layer\(s\) while its config lists 1 diff_id\(s\): its layers "
+                                           r"cannot be verified"):
+        inspect_archive(str(path), "img.tar", verify=True)
+
+
+def test_a_compressed_docker_archive_layer_is_verified_decompressed(tmp_path: Path) -> None:
+    """A docker archive whose tool stored a layer gzipped: its diff_id is the uncompressed layer's."""
+    import gzip
+
+    good, bad = tmp_path / "good.tar", tmp_path / "bad.tar"
+    _docker_tar(good, layer_bytes=gzip.compress(b"layer 0 bytes"))
+    _docker_tar(bad, layer_bytes=gzip.compress(b"layer 0 bytez"))
+    assert inspect_archive(str(good), "good.tar", verify=True).verified
+    with pytest.raises(ArchiveError, match=r"/layer.tar' in .* does not match its digest sha256:.*altered or damaged"):
+        inspect_archive(str(bad), "bad.tar", verify=True)
+
+
 def test_corrupt_blob_fails_only_with_verify(tmp_path: Path) -> None:
     _oci_tar(tmp_path / "img.tar", corrupt=hashlib.sha256(b"layer bytes").hexdigest())
     assert inspect_archive(str(tmp_path / "img.tar"), "img.tar").verified is False
@@ -317,6 +374,73 @@ def test_archive_under_apptainer_is_converted_once(pytester: pytest.Pytester, sa
     image_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", base_image], capture_output=True,
                               text=True, check=True, timeout=60).stdout.strip()
     assert data["columns"][0]["facts"]["config_digest"] == image_id
+
+
+def _tamper(src: Path, dst: Path) -> str:
+    """*src* (a ``docker save`` tar) with its config as it is -- the same config digest, the same image id --
+    and its layer altered: ``/usr/lib/os-release`` says TAMPERED.  Returns the altered layer's member name."""
+    altered_layer = dst.with_suffix(".layer")
+    with tarfile.open(src) as tin:
+        manifest = json.loads(tin.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        (name,) = manifest[0]["Layers"]  # the test images are one layer (debootstrap, docker import)
+        with tarfile.open(fileobj=tin.extractfile(name)) as lin, tarfile.open(altered_layer, "w") as lout:
+            for m in lin:
+                if m.name.removeprefix("./") == "usr/lib/os-release":
+                    data = lin.extractfile(m).read().replace(b'PRETTY_NAME="', b'PRETTY_NAME="TAMPERED ')  # type: ignore[union-attr]
+                    m.size = len(data)
+                    lout.addfile(m, io.BytesIO(data))
+                else:
+                    lout.addfile(m, lin.extractfile(m) if m.isfile() else None)
+        with tarfile.open(dst, "w") as tout:
+            for member in tin:
+                if member.name == name:
+                    member.size = altered_layer.stat().st_size
+                    with open(altered_layer, "rb") as fh:
+                        tout.addfile(member, fh)
+                else:
+                    tout.addfile(member, tin.extractfile(member) if member.isfile() else None)
+    altered_layer.unlink()
+    return str(name)
+
+
+@pytest.mark.apptainer
+def test_a_verified_archive_never_runs_another_images_sif(pytester: pytest.Pytester, saved: Path, apptainer: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The converted SIF is cached by what the image is made of, and the archive is hashed before it is
+    converted and before a cached SIF is used: an archive with the genuine config and an altered layer
+    stops with that layer named, before or after the genuine archive was converted; the genuine
+    archive runs the genuine image.  Cached by the config digest alone, the genuine archive ran the
+    altered SIF (system.os: TAMPERED ...)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(pytester.path / "cache"))
+    sifs = pytester.path / "cache" / "containercheck" / "sif"
+    tampered = pytester.path / "tampered.tar"
+    layer = _tamper(saved, tampered)
+    assert inspect_archive(str(tampered), "t").config_digest == inspect_archive(str(saved), "s").config_digest
+
+    def run(archive: Path) -> pytest.RunResult:
+        return pytester.runpytest_subprocess("--runtime", "apptainer", "--image", str(archive),
+                                             "--runtime-arg=--userns", "--matrix-json", "m.json", *ONLY_SYSTEM)
+
+    def refused(result: pytest.RunResult) -> None:
+        errors = [ln for ln in result.stderr.lines if ln.startswith("ERROR:")]
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-3000:]
+        assert len(errors) == 1 and f"the layer {layer!r} in " in errors[0], errors
+        assert "does not match its digest sha256:" in errors[0] and "altered or damaged" in errors[0], errors
+        assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+    refused(run(tampered))  # first: nothing converted, nothing cached
+    assert not sifs.exists() or not list(sifs.iterdir())
+    genuine = run(saved)
+    assert genuine.ret == 0, genuine.stdout.str()[-3000:]
+    data = json.loads((pytester.path / "m.json").read_text())
+    os_cell = next(c for c in data["cells"] if c["row"] == "system.os")
+    assert os_cell["status"] == "pass" and "TAMPERED" not in os_cell["detail"], os_cell
+    launch = data["columns"][0]["facts"]["launch"]["archive"]
+    assert launch["converted"] is True and Path(launch["sif"]).name == launch["content_key"].replace(":", "-") + ".sif"
+    refused(run(tampered))  # then: the genuine image's cached SIF is never its
+    again = run(saved)
+    assert again.ret == 0 and json.loads((pytester.path / "m.json").read_text())["columns"][0]["facts"]["launch"][
+        "archive"]["converted"] is False
 
 
 def test_merge_knows_the_archive_and_the_image_are_one(pytester: pytest.Pytester, saved: Path,

@@ -220,3 +220,34 @@ def test_multi_platform_index_without_this_host_says_what_it_holds(tmp_path: Pat
 def test_one_image_index_without_platform_is_that_image(tmp_path: Path) -> None:
     path, configs = _oci(tmp_path / "one.tar", [None])
     assert inspect_archive(str(path), "one.tar").config_digest == configs["None"]
+
+
+def test_attestation_entries_are_not_platforms(tmp_path: Path) -> None:
+    """BuildKit adds one attestation manifest per image (``unknown/unknown``): not an image, never
+    listed or counted as a platform, never picked."""
+    here = f"linux/{host_architecture()}"
+    other = "linux/s390x" if host_architecture() != "s390x" else "linux/arm64"
+    path, configs = _oci(tmp_path / "multi.tar", [other, "unknown/unknown", here, "unknown/unknown"])
+    info = inspect_archive(str(path), "multi.tar", verify=True)
+    assert (info.config_digest, info.platform, info.platforms) == (configs[here], here, (other, here))
+    one, configs = _oci(tmp_path / "one.tar", ["unknown/unknown", here])
+    info = inspect_archive(str(one), "one.tar")
+    assert (info.config_digest, info.platforms) == (configs[here], (here,))
+    foreign, _ = _oci(tmp_path / "foreign.tar", [other, "unknown/unknown"])
+    with pytest.raises(ArchiveError) as refused:
+        inspect_archive(str(foreign), "foreign.tar")
+    assert f"holds 1 images for {other}, none for this host" in str(refused.value)
+    assert "unknown" not in str(refused.value)
+
+
+def test_an_oci_layout_needs_its_oci_layout_file(tmp_path: Path) -> None:
+    """``index.json`` and blobs without the ``oci-layout`` marker file are not an OCI image layout (the
+    OCI image-layout spec requires it in every layout)."""
+    path, _ = _oci(tmp_path / "whole.tar", [f"linux/{host_architecture()}"])
+    with tarfile.open(path) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar if m.name != "oci-layout"]  # type: ignore[union-attr]
+    cut = _write(tmp_path / "no-layout.tar", members)
+    assert inspect_archive(str(path), "whole.tar").kind == "oci-archive"
+    with pytest.raises(ArchiveError, match=r"is a tar file but not an image archive \(no manifest.json, no "
+                                           r"oci-layout \+ index.json\)"):
+        inspect_archive(str(cut), "no-layout.tar")

@@ -4,6 +4,7 @@ on real runs of two test images that differ in one library (xgboost vs the CPU-o
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_containercheck.engine.diff import classify, diff_columns
+from pytest_containercheck.engine.diff import classify, diff_columns, render_markdown
 from pytest_containercheck.engine.matrix import Cell, Column, Matrix
 
 ML = str(Path(__file__).resolve().parent.parent / "pytest_containercheck" / "checks" / "test_ml.py")
@@ -48,6 +49,20 @@ def test_rows_only_the_old_matrix_has_are_kept_as_gone() -> None:
         ("torch.cuda", "gone", "pass", None, "old torch.cuda"),
         ("xgboost.cuda", "dropped", "fail", None, "old xgboost.cuda"),
     ]
+
+
+def test_a_pipe_in_a_detail_stays_in_its_markdown_cell() -> None:
+    """A ``|`` in a detail (``torch 2.13 | cuda 12.8``, or one an image prints) would end the cell and
+    push the rest of the row out of its columns in the job summary: each row keeps its five cells."""
+    old_m, new_m = Matrix(), Matrix()
+    old_col, new_col = Column("docker://img:1", "h"), Column("docker://img:2", "h")
+    old_m.put(Cell("torch.cuda", old_col.id, "h", "pass", "ok"))
+    new_m.put(Cell("torch.cuda", new_col.id, "h", "fail", "torch 2.13 | cuda 12.8 | sm_90"))
+    text = render_markdown(diff_columns(old_m, old_col, new_m, new_col), old_col, new_col)
+    (line,) = [ln for ln in text.splitlines() if "torch.cuda" in ln and ln.startswith("|")]
+    cells = re.split(r"(?<!\\)\|", line)[1:-1]  # a Markdown table splits at every pipe not escaped
+    assert len(cells) == 5, cells
+    assert "torch 2.13" in cells[4] and "sm_90" in cells[4]
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

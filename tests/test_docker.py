@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from helpers import ONLY_SYSTEM, containers_with_label, leftovers, owned_by
+from helpers import ONLY_SYSTEM, RUN_LIMIT, containers_with_label, leftovers, owned_by
 
 pytestmark = [pytest.mark.docker]
 
@@ -160,10 +160,13 @@ def test_interrupt_leaves_no_container_and_writes_partial_matrix(
 
 def wait_for_file(path: Path, proc: subprocess.Popen[str]) -> None:
     """Until *path* exists (a check wrote it); fails if the run ends first."""
-    tick = threading.Event()
+    tick, deadline = threading.Event(), time.monotonic() + RUN_LIMIT
     while not path.exists():
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended before {path.name} appeared: {proc.communicate()[0][-3000:]}")
+            out = proc.communicate(timeout=120)[0]
+            raise AssertionError(f"the run ended before {path.name} appeared: {out[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path.name} did not appear within {RUN_LIMIT:.0f} s")
         tick.wait(0.05)
 
 
@@ -191,7 +194,8 @@ def test_stale_container_from_a_killed_run_is_reaped(pytester: pytest.Pytester, 
     subprocess.run(["docker", "run", "--detach", "--rm", "--name", f"containercheck-stale-{os.getpid()}",
                     "--label", "org.containercheck.run=stale", "--label",
                     f"org.containercheck.owner={os.uname().nodename}/{dead_pid}",
-                    "--network", "none", "--entrypoint", "sleep", base_image, "600"], check=True, capture_output=True)
+                    "--network", "none", "--entrypoint", "sleep", base_image, "600"], check=True, capture_output=True,
+                   timeout=300)
     _run(pytester, "--image", base_image, "--no-builtin-checks")
     assert not [n for n in containers_with_label() if n.startswith("containercheck-stale-")]
 

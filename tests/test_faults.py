@@ -70,13 +70,13 @@ def tag_base(base_image: str) -> Iterator[Callable[[str], str]]:
     made: list[str] = []
 
     def tag(ref: str) -> str:
-        subprocess.run(["docker", "tag", base_image, ref], check=True, capture_output=True)
+        subprocess.run(["docker", "tag", base_image, ref], check=True, capture_output=True, timeout=300)
         made.append(ref)
         return ref
 
     yield tag
     for ref in made:
-        subprocess.run(["docker", "image", "rm", ref], capture_output=True, check=False)
+        subprocess.run(["docker", "image", "rm", ref], capture_output=True, check=False, timeout=300)
 
 
 # -- a probe that crashes the interpreter ---------------------------------------------------------
@@ -151,15 +151,20 @@ import os, subprocess, threading
 KILLED = os.environ["CC_KILL_COLUMN"]
 
 def _kill(container):
-    subprocess.run(["docker", "kill", container.session_facts["container"]], capture_output=True, check=True)
+    subprocess.run(["docker", "kill", container.session_facts["container"]], capture_output=True, check=True,
+                   timeout=120)
 
 def _kill_once_started(container):
-    # An event, not a delay: the probe's own file in the image says it is running.
+    # An event, not a delay: the probe's own file in the image says it is running (60 s at most).
     name = container.session_facts["container"]
     tick = threading.Event()
-    while subprocess.run(["docker", "exec", name, "test", "-e", "/tmp/cc-slow-started"],
-                         capture_output=True).returncode != 0:
+    for _ in range(1200):
+        if subprocess.run(["docker", "exec", name, "test", "-e", "/tmp/cc-slow-started"],
+                          capture_output=True, timeout=120).returncode == 0:
+            break
         tick.wait(0.05)
+    else:
+        raise AssertionError("the slow probe did not start within 60 s")
     _kill(container)
 
 def test_a_killed_mid_probe(container):
@@ -287,14 +292,14 @@ def _stop_private_daemon(root: Path, proc: subprocess.Popen[bytes]) -> None:
     with open("/proc/mounts") as fh:
         mounts = [ln.split()[1] for ln in fh if ln.split()[1].startswith(str(root))]
     for mnt in sorted(mounts, reverse=True):
-        subprocess.run(["umount", "-l", mnt], capture_output=True, check=False)
+        subprocess.run(["umount", "-l", mnt], capture_output=True, check=False, timeout=300)
     for cid in ids:
         for cg in [*Path("/sys/fs/cgroup").glob(f"*/docker/{cid}"), Path("/sys/fs/cgroup/docker") / cid]:
             try:
                 cg.rmdir()
             except OSError:
                 pass
-    subprocess.run(["rm", "-rf", "--one-file-system", str(root)], capture_output=True, check=False)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(root)], capture_output=True, check=False, timeout=300)
 
 
 @pytest.fixture
@@ -320,16 +325,17 @@ def private_dockerd(base_image: str) -> Iterator[tuple[str, int]]:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
+        while subprocess.run(["docker", "version"], env=env, capture_output=True, timeout=300).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = (root / "dockerd.log").read_text(errors="replace")[-2000:]
                 pytest.fail(f"the private dockerd did not start:\n{tail}", pytrace=False)
             time.sleep(0.2)
         save = subprocess.Popen(["docker", "save", base_image], stdout=subprocess.PIPE)
         assert save.stdout is not None
-        subprocess.run(["docker", "load", "--quiet"], stdin=save.stdout, env=env, check=True, capture_output=True)
+        subprocess.run(["docker", "load", "--quiet"], stdin=save.stdout, env=env, check=True, capture_output=True,
+                       timeout=300)
         save.stdout.close()
-        assert save.wait() == 0
+        assert save.wait(timeout=300) == 0
         yield host, proc.pid
     finally:
         _stop_private_daemon(root, proc)

@@ -154,7 +154,9 @@ def test_judge_main_exit_codes(tmp_path: Path) -> None:
     bad.write_text(json.dumps(_matrix(_cell("torch.cuda", "fail", "no kernels"))))
     script = str(ROOT / "tests" / "gpu" / "kit.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # as run_kit.sh runs it: the plugin from the tree
-    ok = subprocess.run([sys.executable, script, "judge", str(good)], capture_output=True, text=True, env=env)
+    ok = subprocess.run([sys.executable, script, "judge", str(good)], capture_output=True, text=True, env=env,
+                        timeout=300)
     assert ok.returncode == 0 and "KIT: PASS" in ok.stdout
-    no = subprocess.run([sys.executable, script, "judge", str(bad)], capture_output=True, text=True, env=env)
+    no = subprocess.run([sys.executable, script, "judge", str(bad)], capture_output=True, text=True, env=env,
+                        timeout=300)
     assert no.returncode == 1 and "KIT: FAIL (1 problem(s))" in no.stdout and "torch.cuda: FAIL no kernels" in no.stdout

@@ -159,7 +159,12 @@ def _kit_env(tmp_path: Path, **env: str) -> dict[str, str]:
     if not root.exists() and rootfs is not None:
         root.mkdir()
         with tarfile.open(rootfs) as tar:
-            tar.extractall(root, filter="fully_trusted")
+            # Our own rootfs, links and devices as they are: extraction filters exist from 3.11.4 (and
+            # 3.9.17, 3.10.12) on, and Debian 12's python3 is 3.11.2, which has no 'filter' argument.
+            if hasattr(tarfile, "fully_trusted_filter"):
+                tar.extractall(root, filter="fully_trusted")
+            else:
+                tar.extractall(root)
     (tmp_path / "gl").mkdir(exist_ok=True)
     back = tmp_path / "back"
     shutil.rmtree(back, ignore_errors=True)

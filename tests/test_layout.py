@@ -213,3 +213,56 @@ def test_no_test_module_imports_another() -> None:
                 if name == "conftest" or name.startswith("test_"):
                     offenders.append(f"{path.name}: from {node.module} import ...")
     assert offenders == []
+
+
+# -- the tests themselves: no wait without a bound --------------------------------------------------
+
+#: Methods that block until something happens: a thread's end, a process's, an event, a future, a lock.
+_BLOCKING = ("wait", "join", "communicate", "result", "acquire", "get")
+_SUBPROCESS_WAITS = ("run", "call", "check_call", "check_output")
+
+
+def unbounded_waits(source: str) -> list[tuple[int, str]]:
+    """(line, call) of every wait in *source* that names no bound: a blocking method called without
+    a timeout (``t.join()``, ``event.wait()``, ``proc.communicate()``), or ``subprocess.run`` and
+    friends without ``timeout=``.  ``str.join`` and ``dict.get`` always have an argument."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        name, keywords = node.func.attr, {k.arg for k in node.keywords}
+        if "timeout" in keywords:
+            continue
+        if name in _BLOCKING and not node.args and not (name == "get" and keywords):
+            found.append((node.lineno, f".{name}()"))
+        elif (name in _SUBPROCESS_WAITS and isinstance(node.func.value, ast.Name)
+              and node.func.value.id == "subprocess"):
+            found.append((node.lineno, f"subprocess.{name}(...) without timeout="))
+    return found
+
+
+def test_every_wait_in_the_tests_has_a_bound() -> None:
+    """A test that waits for an event without a bound hangs the whole suite when the event never comes
+    (a broken ``stop()`` that never returns): each wait names its timeout, and fails the test when it
+    passes (tests/helpers.py ``WAIT_LIMIT``, ``RUN_LIMIT``).  pytester's ``runpytest_subprocess`` gets
+    one from the root conftest.py.  The image tools in tests/images/ build for as long as a build takes."""
+    offenders = [f"{path.relative_to(ROOT)}:{line}: {call}"
+                 for path in [ROOT / "conftest.py", *sorted((ROOT / "tests").glob("*.py"))]
+                 for line, call in unbounded_waits(path.read_text(encoding="utf-8"))]
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_the_wait_finder_finds_them() -> None:
+    source = ("import subprocess, threading\nt = threading.Thread(target=print)\nt.join()\nt.join(5)\n"
+              "threading.Event().wait()\nsubprocess.run(['true'])\nsubprocess.run(['true'], timeout=9)\n"
+              "','.join(['a'])\n{}.get('k')\n")
+    assert unbounded_waits(source) == [(3, ".join()"), (5, ".wait()"), (6, "subprocess.run(...) without timeout=")]
+
+
+def test_pytester_subprocess_runs_are_bounded(pytester: pytest.Pytester) -> None:
+    """The root conftest.py's pytester gives each ``runpytest_subprocess`` a timeout unless it names one."""
+    seen: list[float | None] = []
+    pytester.run = lambda *args, timeout=None, **kw: seen.append(timeout)  # type: ignore[method-assign]
+    pytester.runpytest_subprocess("--version")
+    pytester.runpytest_subprocess("--version", timeout=7)
+    assert seen == [1800.0, 7]

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeEngine, Gate, eventually, probe_dir
+from fakes import FakeEngine, Gate, eventually, finished, probe_dir
 
 from pytest_containercheck.engine.lifecycle import CLOSED, MAX_RESTARTS, ImageSession
 from pytest_containercheck.engine.policy import CheckOptions
 from pytest_containercheck.engine.runtimes.base import LaunchOptions, RuntimeFault, run_bounded
+
+from helpers import WAIT_LIMIT
 
 MakeImage = Callable[..., ImageSession]
 
@@ -93,7 +95,7 @@ def test_a_container_that_stopped_while_the_probe_ran_fails_that_probe_and_the_n
 
     killer = in_thread(kill)
     result = image.probe("gate", gate.params)
-    killer.join()
+    finished(killer)
     assert (result.status, result.started, result.returncode) == ("crashed", True, -9), result.summary()
     assert result.error == "the container stopped while the probe ran: it exited with status 137"
     assert result.summary().endswith(": the container stopped while the probe ran: it exited with status 137")
@@ -114,7 +116,7 @@ def test_an_oom_kill_in_a_running_container_names_the_memory_option_and_restarts
 
     killer = in_thread(oom)
     result = image.probe("gate", gate.params)
-    killer.join()
+    finished(killer)
     assert (result.status, result.returncode) == ("crashed", -9)
     assert result.error == ("the OOM killer ended a process in it (memory limit 64 MiB); "
                             "give it more with --runtime-arg=--memory=SIZE")
@@ -137,7 +139,7 @@ def test_a_daemon_that_went_away_is_not_restarted_and_later_probes_say_so_with_t
 
     killer = in_thread(down)
     result = image.probe("gate", gate.params)
-    killer.join()
+    finished(killer)
     assert result.status == "crashed" and result.error == reason
     with pytest.raises(RuntimeFault) as later:
         image.probe("echo", {"tag": "later"})
@@ -172,7 +174,7 @@ def test_a_failed_start_is_raised_again_identically_to_every_later_caller(
     seen: list[object] = []
     threads = [in_thread(lambda: seen.append(capture(image.ensure_started))) for _ in range(4)]
     for t in threads:
-        t.join()
+        finished(t)
     seen.append(capture(image.ensure_python))
     seen.append(capture(lambda: image.probe("echo", {"tag": "x"})))
     assert len(seen) == 6 and all(s is fault for s in seen), seen
@@ -198,7 +200,7 @@ def test_close_during_a_start_removes_what_started(engine: FakeEngine, make: Mak
     eventually(engine.start_began.is_set, what="the start began")
     image.close()
     engine.hold_starts.set()
-    starter.join()
+    finished(starter)
     assert isinstance(outcome[0], RuntimeFault) and str(outcome[0]) == CLOSED
     assert len(engine.started) == 1 and engine.started[0].removed and image.session is None
     with pytest.raises(RuntimeFault, match=re.escape(CLOSED)):
@@ -221,8 +223,8 @@ def test_stop_during_a_start_returns_once_what_started_is_removed(engine: FakeEn
     eventually(lambda: image.closed, what="stop() closed the image")
     stopper.join(timeout=0.3)  # a stop() that does not wait for the start returns meanwhile
     engine.hold_starts.set()
-    stopper.join()
-    starter.join()
+    finished(stopper)
+    finished(starter)
     assert removed_when_stop_returned == [True]
     assert isinstance(image.start_error, RuntimeFault) and str(image.start_error) == CLOSED
 
@@ -240,12 +242,12 @@ def test_stop_from_two_threads_returns_in_both_only_once_the_container_is_gone(
         gone.append(container.removed)
 
     first = in_thread(stop)
-    container.removal_began.wait()
+    assert container.removal_began.wait(WAIT_LIMIT), "the removal did not begin"
     second = in_thread(stop)
     second.join(timeout=0.3)  # a second stop() that does not wait returns meanwhile
     container.hold_removal.set()
-    first.join()
-    second.join()
+    finished(first)
+    finished(second)
     assert gone == [True, True] and container.stop_calls == 1
 
 
@@ -268,7 +270,7 @@ def test_nothing_is_restarted_once_the_run_ends(engine: FakeEngine, make: MakeIm
 
     ender = in_thread(finish)
     result = image.probe("gate", gate.params)
-    ender.join()
+    finished(ender)
     assert result.status == "crashed" and (result.error or "").startswith("the container stopped while the probe ran")
     with pytest.raises(RuntimeFault, match=re.escape(CLOSED)):
         image.ensure_started()
@@ -310,8 +312,8 @@ def test_ctrl_c_during_a_runtime_command_kills_it_and_its_children() -> None:
         presser = in_thread(interrupt)
         with pytest.raises(KeyboardInterrupt):
             run_bounded([sys.executable, "-c", code, marker], timeout=120)
-        presser.join()
-        eventually(lambda: _live_with(marker) == [], timeout=5, what="the command and its child are gone")
+        finished(presser)
+        eventually(lambda: _live_with(marker) == [], what="the command and its child are gone")
     finally:
         signal.signal(signal.SIGINT, previous)
         for pid in _live_with(marker):

@@ -77,6 +77,25 @@ def test_podman_runs_the_system_checks(pytester: pytest.Pytester, podman_base: s
     assert podman_containers(data["meta"]["run_id"]) == []
 
 
+def test_a_variable_the_podman_client_reads_arrives_through_a_memfd(pytester: pytest.Pytester,
+                                                                      podman_base: str) -> None:
+    """A variable the client reads itself (a proxy) travels in the private env-file, which is an
+    anonymous memory file podman opens as /dev/fd/N (podman pkg/env ParseFile): it arrives whole."""
+    proxy = "http://u:pw_Q9z7@proxy.invalid:3128"
+    pytester.makepyfile(test_env=f"""
+        def test_env(container):
+            assert container.run(["sh", "-c", "echo $HTTPS_PROXY"]).stdout.strip() == {proxy!r}
+            container.note("arrived")
+    """)
+    result = pytester.runpytest_subprocess("--image", f"podman://{podman_base}", "--no-builtin-checks", "test_env.py",
+                                           "--container-env", f"HTTPS_PROXY={proxy}", "--matrix-json", "m.json",
+                                           timeout=600)
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    launch = json.loads((pytester.path / "m.json").read_text())["columns"][0]["facts"]["launch"]
+    argv = launch["run_command"]
+    assert argv[argv.index("--env-file") + 1].startswith("/dev/fd/")
+
+
 def _podman_id(ref: str) -> str | None:
     res = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True,
                          timeout=60)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import FakeEngine, FakeSession, Gate, blocked_waiting, eventually, probe_dir
+from fakes import FakeEngine, FakeSession, Gate, blocked_waiting, eventually, finished, probe_dir
 
 from pytest_containercheck.engine import probing
 from pytest_containercheck.engine.lifecycle import ImageSession
@@ -97,11 +97,11 @@ def test_a_probe_asked_for_while_a_worker_runs_it_is_awaited_not_run_again(
         gate.wait_running()
         asker = threading.Thread(target=lambda: got.append(image.probe("gate", gate.params)), daemon=True)
         asker.start()
-        eventually(lambda: blocked_waiting(asker, "scheduling.py", "probe"), timeout=5,
+        eventually(lambda: blocked_waiting(asker, "scheduling.py", "probe"),
                    what="the second request waits for the first")
     finally:
         gate.open()
-    asker.join()
+    finished(asker)
     assert got[0] is image.scheduler.results[probe_key("gate", gate.params)] and got[0].ok
     assert engine.started[0].ran('"slow"') == 1
 

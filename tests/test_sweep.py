@@ -20,13 +20,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import ONLY_SYSTEM, owned_by
+from helpers import ONLY_SYSTEM, RUN_LIMIT, owned_by
 
 Check = Callable[[Path, str], None]
 """Extra assertions on a finished case: its directory and its output (stdout + stderr)."""
@@ -396,12 +397,15 @@ def _marked_processes(mark: str) -> list[str]:
 
 def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
     """Until *path* exists (a check wrote it), or the run ended without it."""
-    ready = threading.Event()
+    ready, deadline = threading.Event(), time.monotonic() + RUN_LIMIT
     while not ready.wait(0.05):
         if path.exists():
             return
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended before {path.name} appeared: {proc.communicate()[0][-3000:]}")
+            out = proc.communicate(timeout=120)[0]
+            raise AssertionError(f"the run ended before {path.name} appeared: {out[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path.name} did not appear within {RUN_LIMIT:.0f} s")
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.docker] if c.docker else [])
@@ -427,7 +431,7 @@ def test_sweep(case: Case, pytester: pytest.Pytester, request: pytest.FixtureReq
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.communicate(timeout=120)
     assert proc.returncode == case.rc, out[-3000:]
     assert "Traceback" not in out and "INTERNALERROR" not in out, out[-3000:]
     lines = [ln for ln in out.splitlines() if case.line in ln]
@@ -451,14 +455,15 @@ def host_python2(image_factory: Callable[[str], str], tmp_path: Path) -> str:
     (Debian bullseye's python2.7-minimal: the interpreter and its standard library)."""
     image = image_factory("python2")
     cid = subprocess.run(["docker", "create", image, "true"], capture_output=True, text=True,
-                         check=True).stdout.strip()
+                         check=True, timeout=300).stdout.strip()
     try:
         (tmp_path / "py2" / "bin").mkdir(parents=True)
         (tmp_path / "py2" / "lib").mkdir()
         for src, dest in (("/usr/bin/python2.7", "py2/bin/"), ("/usr/lib/python2.7", "py2/lib/")):
-            subprocess.run(["docker", "cp", f"{cid}:{src}", str(tmp_path / dest)], capture_output=True, check=True)
+            subprocess.run(["docker", "cp", f"{cid}:{src}", str(tmp_path / dest)], capture_output=True, check=True,
+                           timeout=300)
     finally:
-        subprocess.run(["docker", "rm", cid], capture_output=True, check=False)
+        subprocess.run(["docker", "rm", cid], capture_output=True, check=False, timeout=300)
     return str(tmp_path / "py2" / "bin" / "python2.7")
 
 

@@ -267,8 +267,8 @@ def images_without_cas(base_image: str) -> Iterator[tuple[str, str]]:
         docker("commit", work[1], with_certifi)
         yield noca, with_certifi
     finally:
-        subprocess.run(["docker", "rm", "-f", *work], capture_output=True, check=False)
-        subprocess.run(["docker", "image", "rm", noca, with_certifi], capture_output=True, check=False)
+        subprocess.run(["docker", "rm", "-f", *work], capture_output=True, check=False, timeout=300)
+        subprocess.run(["docker", "image", "rm", noca, with_certifi], capture_output=True, check=False, timeout=300)
 
 
 @pytest.mark.docker

@@ -627,3 +627,121 @@ def test_for_host_rewords_only_absent_module_skips() -> None:
     other = ml.Verdict("fail", "torch is not installed in the image, says the log", fault="image")
     assert for_host(other) is other
 
+
+
+# -- every tolerance and threshold, on each side -------------------------------------------------
+#
+# The numbers are written out, not computed from ml.CPU_RTOL and friends: a bound loosened or
+# tightened (tenfold, or at one call site only) must change a verdict here.  Each case sits 10-20 %
+# inside or outside the documented bound (docs/ml.md): atol + rtol * max|reference|.
+
+#: (max_abs_diff, max_abs_ref, passes) around the CPU bound 1e-6 + 1e-4 * ref (float32 vs float64).
+CPU_SIDES = [(0.9e-4, 1.0, True), (1.2e-4, 1.0, False),   # rtol: 1.01e-4 at ref 1
+             (0.9e-6, 0.0, True), (1.2e-6, 0.0, False)]   # atol: 1e-6 at ref 0
+#: The same around the device bound 1e-4 + 1e-2 * ref (a GPU against the CPU, float32).
+DEVICE_SIDES = [(0.9e-2, 1.0, True), (1.2e-2, 1.0, False), (0.9e-4, 0.0, True), (1.2e-4, 0.0, False)]
+#: float16/bfloat16 models: rtol 1e-1 on both the CPU and the device bound.
+HALF_CPU_SIDES = [(0.09, 1.0, True), (0.12, 1.0, False)]
+HALF_DEVICE_SIDES = [(0.09, 1.0, True), (0.12, 1.0, False)]
+
+
+def _diff(got: float, ref: float, finite: bool = True) -> dict[str, Any]:
+    return {"max_abs_diff": got, "max_abs_ref": ref, "finite": finite}
+
+
+@pytest.mark.parametrize("op", ["matmul", "conv"])
+@pytest.mark.parametrize(("got", "ref", "passes"), CPU_SIDES)
+def test_torch_cpu_bound_on_each_side(op: str, got: float, ref: float, passes: bool) -> None:
+    facts = load("torch_host_cpu_build")
+    facts["ops"]["cpu"][op] = _diff(got, ref)
+    v = ml.torch_cpu(facts)
+    assert v.status == ("pass" if passes else "fail"), v
+    if not passes:
+        assert f"{op} on the CPU differs from float64" in v.detail and "(limit 0.0001)" in v.detail
+
+
+@pytest.mark.parametrize("op", ["matmul", "conv"])
+@pytest.mark.parametrize(("got", "ref", "passes"), DEVICE_SIDES)
+def test_torch_device_bound_on_each_side(op: str, got: float, ref: float, passes: bool) -> None:
+    facts = torch_on_gpu()
+    facts["ops"]["cuda:0"][op] = _diff(got, ref)
+    v = ml.torch_cuda(facts, gpu_host())
+    assert v.status == ("pass" if passes else "fail"), v
+    if not passes:
+        assert f"{op} on cuda:0" in v.detail and "(limit 0.01)" in v.detail
+
+
+@pytest.mark.parametrize("dtype", ["torch.float32", "torch.float16", "torch.bfloat16"])
+def test_transformers_cpu_bound_on_each_side(dtype: str) -> None:
+    sides = CPU_SIDES if dtype == "torch.float32" else HALF_CPU_SIDES
+    for got, ref, passes in sides:
+        facts = load("transformers_host_tiny")
+        for entry in facts["models"].values():
+            entry["cpu"].update(dtype=dtype, vs_float64=_diff(got, ref))
+        v = ml.transformers_cpu(facts)
+        assert v.status == ("pass" if passes else "fail"), (dtype, got, ref, v)
+
+
+@pytest.mark.parametrize("dtype", ["torch.float32", "torch.float16", "torch.bfloat16"])
+def test_transformers_device_bound_on_each_side(dtype: str) -> None:
+    sides = DEVICE_SIDES if dtype == "torch.float32" else HALF_DEVICE_SIDES
+    for got, ref, passes in sides:
+        facts = _transformers_on_gpu()
+        for entry in facts["models"].values():
+            entry["device"].update(dtype=dtype, vs_cpu=_diff(got, ref))
+        v = ml.transformers_cuda(facts, gpu_host())
+        assert v.status == ("pass" if passes else "fail"), (dtype, got, ref, v)
+
+
+def test_a_result_not_flagged_finite_fails_however_close() -> None:
+    """``finite`` False (NaN/inf somewhere in the output) fails every comparison, even with no difference."""
+    cpu = load("torch_host_cpu_build")
+    cpu["ops"]["cpu"]["matmul"] = _diff(0.0, 1.0, finite=False)
+    assert ml.torch_cpu(cpu).status == "fail"
+    gpu = torch_on_gpu()
+    gpu["ops"]["cuda:0"]["conv"] = _diff(0.0, 1.0, finite=False)
+    assert ml.torch_cuda(gpu, gpu_host()).status == "fail"
+    tf_cpu = load("transformers_host_tiny")
+    for entry in tf_cpu["models"].values():
+        entry["cpu"]["vs_float64"] = _diff(0.0, 1.0, finite=False)
+    assert ml.transformers_cpu(tf_cpu).status == "fail"
+    tf_gpu = _transformers_on_gpu()
+    for entry in tf_gpu["models"].values():
+        entry["device"]["vs_cpu"] = _diff(0.0, 1.0, finite=False)
+    assert ml.transformers_cuda(tf_gpu, gpu_host()).status == "fail"
+    tf_nan = load("transformers_host_tiny")
+    next(iter(tf_nan["models"].values()))["cpu"]["finite"] = False  # the output itself, not the comparison
+    assert ml.transformers_cpu(tf_nan).status == "fail"
+
+
+@pytest.mark.parametrize(("accuracy", "passes"), [(0.86, True), (0.84, False)])
+def test_xgboost_cpu_minimum_accuracy_on_each_side(accuracy: float, passes: bool) -> None:
+    facts = load("xgboost_cpu_wheel")
+    facts["train"]["cpu"]["accuracy"] = accuracy
+    v = ml.xgboost_cpu(facts)
+    assert v.status == ("pass" if passes else "fail"), v
+    if not passes:
+        assert "accuracy 0.840 < 0.85" in v.detail
+
+
+@pytest.mark.parametrize(("gpu", "cpu", "passes"), [
+    (0.86, 0.86, True), (0.84, 0.84, False),   # the minimum, 0.85, with the CPU alike
+    (0.90, 0.94, True), (0.90, 0.96, False),   # the gap to the CPU, 0.05, above the minimum
+])
+def test_xgboost_cuda_accuracy_bounds_on_each_side(gpu: float, cpu: float, passes: bool) -> None:
+    facts = load("xgboost_host_cuda_wheel")
+    facts["train"]["cuda"].update(booster_device="cuda:0", warnings=[], accuracy=gpu)
+    facts["train"]["cpu"]["accuracy"] = cpu
+    v = ml.xgboost_cuda(facts, gpu_host(cuda="12.9"))
+    assert v.status == ("pass" if passes else "fail"), v
+
+
+@pytest.mark.parametrize(("mine", "fault"), [(40.0, "pair"), (39.0, "host")])
+def test_out_of_memory_blames_the_workload_from_half_the_gpu(mine: float, fault: str) -> None:
+    """torch's OOM text: this process holding half of the GPU or more is the workload not fitting (the
+    pair's fault); less is other processes filling it (the host's).  Half of 79.11 GiB is 39.555."""
+    text = (f"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity "
+            f"of 79.11 GiB of which 1.93 GiB is free. Including non-PyTorch memory, this process has {mine:.2f} GiB "
+            "memory in use.")
+    said = ml.classify_cuda_message(text)
+    assert said is not None and said[0] == fault, said

@@ -6,8 +6,11 @@ sometimes stop half-way.  :func:`inspect_archive` reads an archive's tar headers
 truncated transfer broke in, checks that every config and layer its manifest names is present,
 and returns the image's identity: the config digest, which ``docker images`` shows as the
 image ID and which stays the same after ``docker load`` and ``apptainer build``.  With
-*verify* it also hashes every blob whose name is a digest (the layer digests of an OCI layout,
-the config of a docker archive).
+*verify* it also hashes what the archive's metadata names by digest: every blob of an OCI layout
+(manifest, config, layers), the config of a docker archive and each of its layers against the
+config's ``rootfs.diff_ids`` (decompressed first when a tool stored it compressed).  A verified
+archive's :attr:`ArchiveInfo.content_key` is then the identity of everything an image is made from:
+what a file derived from it (a SIF) may be cached under.
 
 Formats, recognised from the content (``docker-archive`` and ``oci-archive`` are Apptainer's
 names for them):
@@ -74,6 +77,17 @@ class ArchiveInfo:
     """For a multi-platform OCI index: every ``os/architecture[/variant]`` it holds."""
     platform: str = ""
     """``os/architecture[/variant]`` of the image used (from its config, else the index)."""
+    layer_digests: tuple[str, ...] = ()
+    """What each layer hashes to, in order, as the metadata names it: a docker archive's
+    ``diff_ids`` (its layers are hashed against them), an OCI layout's layer descriptors."""
+
+    @property
+    def content_key(self) -> str:
+        """A digest of everything the image is made from (its format, config digest and layer
+        digests), for a *verified* archive: the same image, however it is stored, has the same one,
+        and an archive whose config is genuine and one of whose layers is not has another."""
+        made_of = json.dumps([self.kind, self.config_digest, list(self.layer_digests)])
+        return hashlib.sha256(made_of.encode()).hexdigest()
 
     def facts(self) -> dict[str, Any]:
         """Builtins for the column's facts."""
@@ -153,11 +167,12 @@ def is_zstd(path: str) -> bool:
         return False
 
 
-#: What :func:`inspect_archive` found, per file as it is on disk (device, inode, size, mtime)
-#: and format asked for: a run reads each archive once (when the target is parsed, when the
+#: What :func:`inspect_archive` found, per file as it is on disk (device, inode, size, mtime,
+#: ctime) and format asked for: a run reads each archive once (when the target is parsed, when the
 #: archives are checked, when the image is loaded or converted), not three times; a file that
-#: changed since is read again.  A compressed archive is decompressed whole to be read.
-_SEEN: dict[tuple[str, str | None, int, int, int, int], ArchiveInfo] = {}
+#: changed since is read again (its ctime changes even when its mtime is set back).  A compressed
+#: archive is decompressed whole to be read.
+_SEEN: dict[tuple[str, str | None, int, int, int, int, int], ArchiveInfo] = {}
 _SEEN_LOCK = threading.Lock()
 
 
@@ -171,7 +186,7 @@ def inspect_archive(path: str, spec: str, *, verify: bool = False, kind: str | N
         st = os.stat(path)
     except OSError as exc:
         raise ArchiveError(f"--image {spec}: cannot read {path!r} ({exc.strerror})") from None
-    key = (os.path.abspath(path), kind, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (os.path.abspath(path), kind, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     with _SEEN_LOCK:
         seen = _SEEN.get(key)
     if seen is not None and (seen.verified or not verify):
@@ -217,7 +232,7 @@ def _inspect(path: str, spec: str, size: int, *, verify: bool, kind: str | None)
             if foreign:
                 raise ArchiveError(foreign)
             if verify:
-                _verify(tar, members, digests, spec, path)
+                _verify(tar, members, digests, spec, path, info.kind)
                 info = dataclasses.replace(info, verified=True)
             return dataclasses.replace(info, compression=packed)
     except ArchiveError:
@@ -276,8 +291,8 @@ def _need(members: dict[str, tarfile.TarInfo], name: str, what: str, spec: str, 
                            "the archive is incomplete: save it again with 'docker save'")
 
 
-Digests = list[tuple[str, str]]
-"""(member, ``alg:hex`` its content must hash to)."""
+Digests = list[tuple[str, str, str]]
+"""(member, ``alg:hex`` its content must hash to, what it is: ``config``, ``layer``, ``manifest``)."""
 
 
 def _shape(value: Any, kind: type, what: str, spec: str, path: str) -> Any:
@@ -317,12 +332,16 @@ def _docker_archive(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], m
     # Each layer tar hashes to its diff_id in the config (image spec: rootfs.diff_ids).
     config_json = _read_json(tar, members, config, spec, path)
     diff_ids = _diff_ids(config_json, spec, path, config)
-    digests = [(config, digest)]
+    digests: Digests = [(config, digest, "config")]
     if len(diff_ids) == len(layers):
-        digests += list(zip(layers, diff_ids))
+        digests += [(layer, diff_id, "layer") for layer, diff_id in zip(layers, diff_ids)]
+    else:  # nothing to hash a layer against: no verified archive is made of unknown layers
+        digests.append(("manifest.json", "", f"{len(layers)} layer(s) while its config lists {len(diff_ids)} "
+                                             "diff_id(s)"))
     info = ArchiveInfo(path=path, kind="docker-archive", config_digest=digest, repo_tags=tuple(tags),
                        layers=len(layers), size=size, labels=_labels(config_json), diff_ids=tuple(diff_ids),
-                       run_config=run_config(config_json), platform=_config_platform(config_json))
+                       run_config=run_config(config_json), platform=_config_platform(config_json),
+                       layer_digests=tuple(diff_ids))
     return info, digests
 
 
@@ -398,9 +417,12 @@ def _oci_archive(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], inde
     info = ArchiveInfo(path=path, kind="oci-archive", config_digest=config, repo_tags=tags,
                        layers=len(layers), size=size, labels=_labels(config_json), diff_ids=tuple(diff_ids),
                        run_config=run_config(config_json), platforms=platforms,
-                       platform=_config_platform(config_json) or _platform_name(desc.get("platform")))
-    # Every blob is named by its digest (OCI image layout).
-    return info, [(_blob(d), d) for d in (config, *layers)]
+                       platform=_config_platform(config_json) or _platform_name(desc.get("platform")),
+                       layer_digests=tuple(layers))
+    # Every blob is named by its digest (OCI image layout): the manifest picked too, which names the rest.
+    digest_of = str(desc.get("digest") or "")
+    return info, [(name, digest_of, "manifest"), (_blob(config), config, "config"),
+                  *((_blob(d), d, "layer") for d in layers)]
 
 
 _RUN_KEYS: Final = ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "Labels")
@@ -483,17 +505,37 @@ def _labels(config: Any) -> dict[str, str]:
 
 
 def _verify(tar: tarfile.TarFile, members: dict[str, tarfile.TarInfo], digests: Digests, spec: str,
-            path: str) -> None:
-    """Hash each member against the digest the archive's own metadata gives it."""
-    for name, digest in digests:
+            path: str, kind: str) -> None:
+    """Hash each member against the digest the archive's own metadata gives it; a docker archive's
+    layer against its ``diff_id``, the digest of the uncompressed layer: a tool that stored it
+    compressed is read through the decompression, as containers/image does for Apptainer and Podman
+    (``docker/internal/tarfile/src.go`` ``GetBlob``: "we need to decompress blobs ... everything
+    addressable by their DiffID")."""
+    for name, digest, what in digests:
+        if not digest:
+            raise ArchiveError(f"--image {spec}: {name!r} in {path!r} names {what}: its layers cannot be verified; "
+                               "save the archive again with 'docker save'")
         alg, _, expected = digest.partition(":")
+        if alg not in hashlib.algorithms_available or not expected:
+            raise ArchiveError(f"--image {spec}: the {what} {name!r} in {path!r} is named by {digest!r}, a digest "
+                               "that cannot be checked; save the archive again")
         fh = tar.extractfile(members[name])
-        if fh is None or alg not in hashlib.algorithms_available:
-            continue
+        if fh is None:
+            raise ArchiveError(f"--image {spec}: the {what} {name!r} in {path!r} is not a file; save the archive again")
+        if what == "layer" and kind == "docker-archive":
+            head = fh.read(8)
+            fh.seek(0)
+            packed = next((n for magic, n in _COMPRESSED if head.startswith(magic)), None)
+            if packed is not None:
+                fh = {"gzip": gzip.GzipFile, "bzip2": bz2.BZ2File, "xz": lzma.LZMAFile}[packed](fileobj=fh)
         h = hashlib.new(alg)
-        while chunk := fh.read(_READ_CHUNK):
-            h.update(chunk)
+        try:
+            while chunk := fh.read(_READ_CHUNK):
+                h.update(chunk)
+        except (EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            raise ArchiveError(f"--image {spec}: the {what} {name!r} in {path!r} does not decompress ({exc}); the "
+                               "archive was altered or damaged: do not use it, save or copy it again") from None
         if h.hexdigest() != expected:
-            raise ArchiveError(f"--image {spec}: {name!r} in {path!r} does not match its digest {alg}:"
-                               f"{expected[:16]}... (got {h.hexdigest()[:16]}...); the archive is corrupt: copy it "
-                               "again")
+            raise ArchiveError(f"--image {spec}: the {what} {name!r} in {path!r} does not match its digest "
+                               f"{alg}:{expected[:16]}... (it hashes to {alg}:{h.hexdigest()[:16]}...): the archive "
+                               "was altered or damaged: do not use it, save or copy it again")

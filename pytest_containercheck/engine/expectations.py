@@ -36,6 +36,7 @@ from typing import Any
 from .errors import UsageProblem
 from .matrix import Cell, Column, Matrix, image_labels
 from .names import matches
+from .textsafe import capped
 from .userfiles import MAX_EXPECTATIONS_BYTES, read_user_text
 
 if sys.version_info >= (3, 11):
@@ -298,8 +299,8 @@ class Expectation:
     def allowance(self, row: str) -> str | None:
         """Who allows *row* to fail and why (``image label: EGL only``, several joined by ``;``),
         or None when it may not fail."""
-        found = self.allowed.get(row)
-        return "; ".join(f"{a['source']}: {a['reason']}" for a in found) if found else None
+        found = self.allowed.get(row)  # a reason is an image's label: capped where it is shown (to_dict keeps it)
+        return "; ".join(f"{a['source']}: {capped(a['reason'])}" for a in found) if found else None
 
     def to_dict(self) -> dict[str, Any]:
         """Builtins: the column's ``expectations`` in the matrix JSON, and what xdist workers get."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import stat
 import tempfile
@@ -91,6 +92,13 @@ def check_file(out: Output) -> None:
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):  # dangling: the file is created where it points, only in a directory that is there
+            target = os.path.realpath(path)
+            if not os.path.isdir(os.path.dirname(target)):
+                raise UsageProblem(f"{flag} {path}: is a symbolic link to {target}, whose directory does not "
+                                   "exist; create it, or give another path") from None
+            _check_creatable(flag, target)
+            return
         _check_creatable(flag, path)
         return
     except OSError as exc:
@@ -111,6 +119,9 @@ def check_directory(flag: str, path: str, *, create: bool) -> None:
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
+        if create and os.path.islink(path):
+            raise UsageProblem(f"{flag} {path}: is a symbolic link to {os.path.realpath(path)}, which does not "
+                               "exist; create it, or give another directory") from None
         if create:
             _check_creatable(flag, path)
         return
@@ -123,9 +134,14 @@ def check_directory(flag: str, path: str, *, create: bool) -> None:
 
 
 def _check_creatable(flag: str, path: str) -> None:
-    """The nearest existing ancestor of *path* is a directory we may create entries in."""
+    """The nearest existing ancestor of *path* is a directory we may create entries in, and no
+    directory on the way is a symbolic link that points nowhere (directories are created only
+    where the user named them, never at a link's target)."""
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
+        if os.path.islink(parent):
+            raise UsageProblem(f"{flag} {path}: {parent} is a symbolic link to {os.path.realpath(parent)}, which "
+                               "does not exist; create it, or give another path")
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise UsageProblem(f"{flag} {path}: {parent} is a file, not a directory; give another path")
@@ -146,7 +162,7 @@ def make_dirs(path: str | os.PathLike[str]) -> None:
         path = parent
     for d in reversed(missing):
         try:
-            os.mkdir(d, DIR_MODE)
+            os.mkdir(d, DIR_MODE)  # never follows a symbolic link at d: one pointing nowhere is an error
         except FileExistsError:
             if not os.path.isdir(d):
                 raise
@@ -159,11 +175,16 @@ def write_file(path: str | os.PathLike[str], data: str | bytes) -> None:
 
     A temporary file beside the target is written, fsync'd and renamed over it, so the target
     is either the old file or the whole new one.  A symlink at *path* is kept: the file it
-    points to is replaced.
+    points to is replaced, or created, but only in a directory that exists.  Missing directories
+    are created along *path* as given, never at a link's target (a symbolic link that points
+    nowhere, on the way, is an error).
     """
+    make_dirs(os.path.dirname(os.path.abspath(path)))
     target = os.path.realpath(path)
     parent = os.path.dirname(target)
-    make_dirs(parent)
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(errno.ENOENT, f"{path} is a symbolic link to {target}, whose directory does not "
+                                              "exist", str(path))
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -12,6 +12,16 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
+DETAIL_CAP: Final = 300
+"""A cell's one-line detail, as the check records it (docs/reference/reports.md, "Caps")."""
+TEXT_CAP: Final = 1000
+"""Any one text the terminal, Markdown, HTML and JUnit reports show (a detail read from a merged
+file, a fix, a reason an image's label gives, a label): past this, the rest is counted, not shown.
+The JSON report keeps every text whole."""
+EVIDENCE_CAP: Final = 4000
+"""Each string of a cell's evidence as the HTML page shows it (the JSON report keeps it whole), and
+the output a failed probe leaves as evidence."""
+
 #: C0 controls but tab and newline, DEL, C1 controls, line/paragraph separators and the
 #: bidirectional embeddings, overrides and isolates.
 _CONTROL: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -39,4 +49,23 @@ def visible_all(value: Any) -> Any:
         return [visible_all(v) for v in value]
     if isinstance(value, tuple):
         return tuple(visible_all(v) for v in value)
+    return value
+
+
+def capped(text: str, limit: int = TEXT_CAP) -> str:
+    """*text* cut after *limit* characters, with how many more there were: ``…[12345 more characters]``.
+    Linear in *limit*, whatever the size of *text* (a 30 MB label costs what a short one does)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[{len(text) - limit} more characters]"
+
+
+def capped_all(value: Any, limit: int = EVIDENCE_CAP) -> Any:
+    """A copy of *value* (builtins, nested) with :func:`capped` applied to every string, keys too."""
+    if isinstance(value, str):
+        return capped(value, limit)
+    if isinstance(value, dict):
+        return {capped_all(k, limit): capped_all(v, limit) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(capped_all(v, limit) for v in value)
     return value

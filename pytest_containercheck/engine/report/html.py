@@ -20,7 +20,7 @@ from typing import Any
 
 from ..expectations import allowance, describe, gate_note, required_by, unused_tables
 from ..matrix import Cell, Column, Matrix, image_identity, same_image
-from ..textsafe import visible
+from ..textsafe import EVIDENCE_CAP, capped, capped_all, visible
 from .markdown import cell_where, provenance, skip_notes
 from .terminal import column_titles
 
@@ -37,8 +37,15 @@ class Safe(str):
 
 
 def esc(value: object) -> Safe:
-    """*value* as HTML text (``Safe`` values pass through unchanged)."""
-    return value if isinstance(value, Safe) else Safe(html.escape(str(value), quote=True))
+    """*value* as HTML text, at most :data:`~..textsafe.TEXT_CAP` characters of it (the JSON report
+    has it whole); ``Safe`` values pass through unchanged."""
+    return value if isinstance(value, Safe) else Safe(html.escape(capped(str(value)), quote=True))
+
+
+def pre(value: Any) -> Safe:
+    """*value* (evidence, host facts) as indented JSON for a ``<pre>``, each string in it at most
+    :data:`~..textsafe.EVIDENCE_CAP` characters."""
+    return Safe(html.escape(_json(capped_all(value, EVIDENCE_CAP)), quote=True))
 
 
 def fmt(template: str, *args: object, **kwargs: object) -> Safe:
@@ -186,7 +193,7 @@ def _cell(cell: Cell, dirs: _Sources, notes: Mapping[str, int], required: Sequen
     if cell.probes:
         ev.append(_probe_table(cell.probes))
     if cell.evidence:
-        ev.append(fmt("<div>evidence</div><pre>{}</pre>", _json(cell.evidence)))
+        ev.append(fmt("<div>evidence</div><pre>{}</pre>", pre(cell.evidence)))
     for name, path in cell.artifacts.items():
         ev.append(fmt("<div>{}: <code>{}</code></div>", name, path))
     mark = fmt('<span class="req" title="required by {}">required</span>', ", ".join(required)) if required else ""
@@ -218,7 +225,7 @@ def _figure(name: str, path: str, dirs: _Sources) -> Safe:
         return Safe("")
     uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
     return fmt('<figure><img class="art" alt="{0}" title="{0} ({1})" src="{2}"><figcaption>{3}</figcaption></figure>',
-               name, path, uri, name.rsplit("-", 1)[-1])
+               name, path, Safe(uri), name.rsplit("-", 1)[-1])  # base64: nothing to escape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,7 +312,7 @@ def _duplicates(matrix: Matrix) -> Safe:
 def _hosts(matrix: Matrix) -> Safe:
     if not matrix.hosts:
         return Safe("")
-    blocks = [fmt("<details><summary>{}</summary><pre>{}</pre></details>", name, _json(facts))
+    blocks = [fmt("<details><summary>{}</summary><pre>{}</pre></details>", name, pre(facts))
               for name, facts in matrix.hosts.items()]
     return fmt("<h2>Hosts</h2>{}", join(blocks))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..expectations import allowance, describe, gate_note, required_by, unused_tables
 from ..matrix import Cell, Matrix, same_image
-from ..textsafe import visible
+from ..textsafe import capped, visible
 from .terminal import column_titles, launch_differences
 
 SYMBOL = {"pass": "✅", "fail": "❌", "error": "⚠️", "skip": "⏭", "interrupted": "⏹", "xfail": "❎"}
@@ -29,8 +29,9 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
 
 
 def escape_md(text: str) -> str:
-    """*text* as literal Markdown on one line: HTML and Markdown syntax neutralised."""
-    one_line = " ".join(str(text).split())
+    """*text* as literal Markdown on one line: HTML and Markdown syntax neutralised, and at most
+    :data:`~..textsafe.TEXT_CAP` characters of it (the JSON report has it whole)."""
+    one_line = " ".join(capped(str(text)).split())
     html_safe = one_line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MD_SPECIAL.sub(r"\\\1", html_safe)
 

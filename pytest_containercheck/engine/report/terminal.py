@@ -10,19 +10,22 @@
 * ``-q`` (verbosity < 0) prints no grid: the counts and the problems only.  ``-v`` prints every
   cell in full after the grid, passes and skips too.
 
-No line is wider than *width* (80 when the terminal's is unknown): long text is wrapped, never cut.
+No line is wider than *width* (80 when the terminal's is unknown): long text is wrapped, in time
+linear in its length, never cut; but no one text (a detail, a fix, a reason from an image's label)
+shows more than :data:`~..textsafe.TEXT_CAP` characters: the JSON report has it whole.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
-import textwrap
+from typing import Final
 
 from ..expectations import allowance, describe, gate_note, required_by, unused_tables
 from ..matrix import Cell, Matrix
-from ..textsafe import visible
+from ..textsafe import TEXT_CAP, capped, visible
 
 LABEL = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "skip": "skip", "interrupted": "INTR", "xfail": "XFAIL"}
 DEFAULT_WIDTH = 80
@@ -52,8 +55,53 @@ def column_titles(matrix: Matrix) -> list[str]:
 def _wrap(text: str, width: int, indent: str = _INDENT, first: str = "") -> list[str]:
     """*text* as lines of at most *width* characters, the first starting with *first*, the
     others indented; long words (paths) are broken rather than overflowing."""
-    return textwrap.wrap(text, width=max(width, len(indent) + 20), initial_indent=first, subsequent_indent=indent,
-                         break_long_words=True, break_on_hyphens=False) or [first.rstrip()]
+    return wrap(text, max(width, len(indent) + 20), first, indent) or [first.rstrip()]
+
+
+#: The whitespace ``textwrap`` breaks at (its ``_whitespace``): other Unicode spaces are part of words.
+_SPACES: Final = "\t\n\x0b\x0c\r "
+_TO_SPACE: Final = {ord(c): " " for c in _SPACES}
+_CHUNKS: Final = re.compile(f"([{re.escape(_SPACES)}]+)")
+
+
+def wrap(text: str, width: int, initial_indent: str = "", subsequent_indent: str = "") -> list[str]:
+    """The lines ``textwrap.wrap(text, width, initial_indent=..., subsequent_indent=...,
+    break_long_words=True, break_on_hyphens=False)`` gives, in time linear in *text*.
+
+    textwrap cuts a word longer than a line by slicing off one line at a time and keeping the
+    rest as a new string (``_handle_long_word``): a copy of what remains per line, so a 30 MB
+    word (an image's label) takes hours.  Here a long word is read through an offset instead.
+    """
+    chunks = [c for c in _CHUNKS.split(text.expandtabs(8).translate(_TO_SPACE)) if c]
+    blank_from: dict[int, int] = {}
+
+    def blank(i: int, off: int) -> bool:  # what is left of chunk i is whitespace only (str.strip's)
+        if i not in blank_from:
+            blank_from[i] = len(chunks[i].rstrip())
+        return off >= blank_from[i]
+
+    lines: list[str] = []
+    i, off, n = 0, 0, len(chunks)  # the next chunk, and how much of it is used already
+    while i < n:
+        indent = subsequent_indent if lines else initial_indent
+        room = width - len(indent)
+        line: list[str] = []
+        used = 0
+        if lines and blank(i, off):  # no line but the first starts with whitespace
+            i, off = i + 1, 0
+        while i < n and used + len(chunks[i]) - off <= room:
+            line.append(chunks[i][off:])
+            used += len(chunks[i]) - off
+            i, off = i + 1, 0
+        if i < n and len(chunks[i]) - off > room:  # a word longer than a line: as much as fits
+            take = 1 if room < 1 else room - used
+            line.append(chunks[i][off:off + take])
+            off += take
+        if line and not line[-1].strip():
+            line.pop()
+        if line:
+            lines.append(indent + "".join(line))
+    return lines
 
 
 def _render_terminal(matrix: Matrix, *, width: int = DEFAULT_WIDTH, verbosity: int = 0) -> list[str]:
@@ -72,12 +120,12 @@ def _render_terminal(matrix: Matrix, *, width: int = DEFAULT_WIDTH, verbosity: i
     for key, title in zip(keys, titles):
         said = describe(matrix, key, title)
         if said:
-            lines += _wrap(said, width, "  ")
+            lines += _wrap(capped(said, 4 * TEXT_CAP), width, "  ")
         unlike = launch_differences(matrix, key, title)
         if unlike:
-            lines += _wrap(unlike, width, "  ")
+            lines += _wrap(capped(unlike, 4 * TEXT_CAP), width, "  ")
     for unused in unused_tables(matrix):
-        lines += _wrap(f"not applied: {unused}", width, "  ")
+        lines += _wrap(capped(f"not applied: {unused}"), width, "  ")
     # An interrupted check is listed at every verbosity: it did not run, whatever pytest counted;
     # so is an expected failure, with why it is allowed: it is never hidden.
     shown = {"fail", "error", "interrupted", "xfail"} | (set(LABEL) if verbosity > 0 else set())
@@ -92,20 +140,20 @@ def _render_terminal(matrix: Matrix, *, width: int = DEFAULT_WIDTH, verbosity: i
         rows = list(dict.fromkeys(c.row for c in members))
         where = list(dict.fromkeys(titles[keys.index((c.column, c.host))] for c in members))
         tag = f" [{fault} fault]" if fault else ""
-        lines += _wrap(f"{', '.join(rows)} on {', '.join(where)}:{tag} {detail}".rstrip(), width,
-                       first=f"{LABEL[status]:5} ")
+        said = f"{capped(', '.join(rows))} on {capped(', '.join(where))}:{tag} {capped(detail)}"
+        lines += _wrap(said.rstrip(), width, first=f"{LABEL[status]:5} ")
         if fix and status in ("fail", "error"):
-            lines += _wrap(fix, width, first=f"{_INDENT}fix: ")
+            lines += _wrap(capped(fix), width, first=f"{_INDENT}fix: ")
         if note:
-            lines += _wrap(note, width, first=f"{_INDENT}gate: ")
+            lines += _wrap(capped(note), width, first=f"{_INDENT}gate: ")
         if status == "xfail":
             for why in dict.fromkeys(allowance(matrix, c) or "allowed" for c in members):
-                lines += _wrap(why, width, first=f"{_INDENT}allowed to fail by ")
+                lines += _wrap(capped(why), width, first=f"{_INDENT}allowed to fail by ")
         for member in members:
             for name, path in member.artifacts.items():
-                lines += _wrap(f"{member.row} {name}: {path}", width, first=_INDENT)
+                lines += _wrap(capped(f"{member.row} {name}: {path}"), width, first=_INDENT)
     for c in matrix.conflicts:
-        lines += _wrap(f"{c.row} on {c.column} @ {c.host}: another result said {c.status}: {c.detail}".rstrip(),
+        lines += _wrap(capped(f"{c.row} on {c.column} @ {c.host}: another result said {c.status}: {c.detail}").rstrip(),
                        width, first="CONFLICT ")
     return lines
 
@@ -124,13 +172,13 @@ def _grid(matrix: Matrix, keys: list[tuple[str, str]], titles: list[str], width:
         if cell is None:
             lines.append(f"{row.ljust(roww)}  -")
             continue
-        label = _label(matrix, cell)
-        text = f"{row.ljust(roww)}  {label} {cell.detail}".rstrip()
-        if (cell.detail in shared or len(text) > width) and cell.detail and not full:
-            number = notes.setdefault(cell.detail, len(notes) + 1)
+        label, detail = _label(matrix, cell), capped(cell.detail)
+        text = f"{row.ljust(roww)}  {label} {detail}".rstrip()
+        if (detail in shared or len(text) > width) and detail and not full:
+            number = notes.setdefault(detail, len(notes) + 1)
             text = f"{row.ljust(roww)}  {label} [{number}]"
         if full and len(text) > width:
-            lines += _wrap(f"{label} {cell.detail}", width, " " * (roww + 7), first=f"{row.ljust(roww)}  ")
+            lines += _wrap(f"{label} {detail}", width, " " * (roww + 7), first=f"{row.ljust(roww)}  ")
         else:
             lines.append(text)
     if notes:
@@ -175,7 +223,7 @@ def _shared_skips(cells: list[Cell | None]) -> set[str]:
     seen: dict[str, int] = {}
     for c in cells:
         if c is not None and c.status == "skip" and c.detail:
-            seen[c.detail] = seen.get(c.detail, 0) + 1
+            seen[capped(c.detail)] = seen.get(capped(c.detail), 0) + 1
     return {d for d, n in seen.items() if n > 1}
 
 

@@ -28,6 +28,7 @@ Command lines follow the Apptainer user guide and source (``internal/pkg/runtime
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -35,6 +36,7 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import tempfile
@@ -42,7 +44,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..archives import decompress_to
+from ..archives import decompress_to, inspect_archive
 from ..errors import UsageProblem
 from ..nearby import no_such_file
 from ..outputs import file_kind
@@ -398,8 +400,12 @@ class ApptainerRuntime(Runtime):
     # -- lifecycle -------------------------------------------------------------------------
 
     def preflight(self, target: Target) -> dict[str, Any]:
-        # An archive was checked and identified by archives.inspect_archive; it is converted at start.
+        # An archive was checked and identified by archives.inspect_archive; it is converted at start,
+        # and hashed now: the SIF made from it is cached by what it is made of (convert_archive).
         facts: dict[str, Any] = {} if target.archive else check_sif(target.ref, target.spec)
+        if target.archive:
+            inspect_archive(target.ref, target.spec, verify=True,
+                            kind=None if target.archive == "archive" else target.archive)
         if self.resolve_executable() is None:
             raise UsageProblem(
                 f"--image {target.spec}: neither 'apptainer' nor 'singularity' is on PATH; "
@@ -471,21 +477,29 @@ class ApptainerRuntime(Runtime):
         return session
 
     def convert_archive(self, target: Target) -> tuple[str, dict[str, Any]]:
-        """The SIF of an archive target, converted once and cached by the image's config digest.
+        """The SIF of an archive target, converted once and cached by what the image is made of.
 
         ``apptainer exec docker-archive://x.tar`` would convert on every exec; users convert once
         with ``apptainer build``, and so do we, into ``$XDG_CACHE_HOME/containercheck/sif``.
+
+        The archive is verified before it is converted and before a SIF is reused: its config and
+        every layer hashed against the digests its metadata names (for a docker archive the
+        config's ``diff_ids``), and the SIF named by :attr:`~..archives.ArchiveInfo.content_key`, the
+        digest of the config's and every layer's.  Keyed by the config digest alone, an archive with
+        a genuine config and an altered layer was converted once, and the genuine archive then ran
+        the altered SIF.  A layer that does not match is a usage error naming it (at preflight);
+        the config digest is still the image id the reports show.
         """
-        info = target_archive(target)
-        cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(home_path(), ".cache"),
-                             "containercheck", "sif")
-        sif = os.path.join(cache, info.config_digest.replace(":", "-") + ".sif")
-        facts: dict[str, Any] = {"config_digest": info.config_digest, "sif": sif}
+        info = target_archive(target, verify=True)
+        cache = sif_cache()
+        sif = os.path.join(cache, f"sha256-{info.content_key}.sif")
+        facts: dict[str, Any] = {"config_digest": info.config_digest, "content_key": f"sha256:{info.content_key}",
+                                 "sif": sif}
         if os.path.isfile(sif):
             facts.update(converted=False, prepared=f"cached SIF {os.path.basename(sif)}")
             return sif, facts
         os.makedirs(cache, exist_ok=True)
-        partial = f"{sif}.{os.getpid()}.partial"
+        partial = partial_path(sif)
         t0 = time.monotonic()
         source = target.ref
         if info.compression:
@@ -575,7 +589,8 @@ class ApptainerRuntime(Runtime):
         return ApptainerSession(self, target, options, name, home, gpu)
 
     def reap_stale(self) -> list[str]:
-        """Stop instances, and remove private homes, of earlier runs on this host whose pytest is gone."""
+        """Stop instances, and remove private homes and half-built SIFs (:func:`reap_partials`), of
+        earlier runs on this host whose pytest is gone."""
         if self.resolve_executable() is None:
             return []
         res = run_bounded([self.executable, "instance", "list", "--json"], timeout=60)
@@ -590,12 +605,48 @@ class ApptainerRuntime(Runtime):
                 stale.append(str(inst["instance"]))
         for name in stale:
             _stop_instance(self.executable, name)
+        reap_partials()
         tmp = tempfile.gettempdir()
         for entry in os.listdir(tmp):
             pid = entry[len(HOME_PREFIX):].partition("-")[0]
             if entry.startswith(HOME_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
         return stale
+
+
+def sif_cache() -> str:
+    """Where archives converted to SIFs are kept: ``$XDG_CACHE_HOME/containercheck/sif``."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(home_path(), ".cache"), "containercheck",
+                        "sif")
+
+
+#: ``<sif>.<host>.<pid>.partial`` (the SIF being built) and ``<sif>.<host>.<pid>.partial.tar`` (the
+#: archive decompressed for the build): whose they are, so that the next run on this host removes
+#: those of a pytest that is gone (a home directory may be shared by the nodes of a cluster).
+_PARTIAL = re.compile(r"^(?P<sif>[^/]+?\.sif)\.(?P<host>.+)\.(?P<pid>\d+)\.partial(?:\.tar)?$")
+
+
+def partial_path(sif: str) -> str:
+    """Where this pytest builds *sif* before renaming it into place."""
+    return f"{sif}.{socket.gethostname()}.{os.getpid()}.partial"
+
+
+def reap_partials(cache: str | None = None) -> list[str]:
+    """Remove the half-built SIFs and decompressed archives (gigabytes for real images) that runs
+    on this host left in the SIF cache when they were killed: the paths removed."""
+    cache = cache or sif_cache()
+    try:
+        entries = os.listdir(cache)
+    except OSError:
+        return []
+    gone = []
+    for entry in entries:
+        m = _PARTIAL.match(entry)
+        if m and m.group("host") == socket.gethostname() and not pid_alive(int(m.group("pid"))):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(cache, entry))
+                gone.append(os.path.join(cache, entry))
+    return gone
 
 
 def instance_name(run_id: str, n: int) -> str:

@@ -71,11 +71,12 @@ class Target:
         return f"{self.runtime}://{self.ref}"
 
 
-def target_archive(target: Target) -> ArchiveInfo:
-    """What the archive of an archive *target* holds; :class:`RuntimeFault` if it became unusable
-    since the controller checked it at the start of the run."""
+def target_archive(target: Target, *, verify: bool = False) -> ArchiveInfo:
+    """What the archive of an archive *target* holds (*verify*: hashed, see :func:`inspect_archive`);
+    :class:`RuntimeFault` if it became unusable since the controller checked it at the start of the run."""
     try:
-        return inspect_archive(target.ref, target.spec, kind=None if target.archive == "archive" else target.archive)
+        return inspect_archive(target.ref, target.spec, verify=verify,
+                               kind=None if target.archive == "archive" else target.archive)
     except ArchiveError as exc:
         raise RuntimeFault(str(exc), fix="copy the archive again", fault="image") from None
 
@@ -245,6 +246,7 @@ def run_bounded(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     new_session: bool = True,
+    pass_fds: Sequence[int] = (),
 ) -> ExecResult:
     """Run *argv* (never through a shell) with bounded output and a hard timeout.
 
@@ -253,7 +255,8 @@ def run_bounded(
     timeout also bounds a process that stops reading.
 
     On timeout the whole process group is killed; the caller is responsible for anything
-    the process left *inside* a container (see :meth:`Session.kill_inside`).
+    the process left *inside* a container (see :meth:`Session.kill_inside`).  *pass_fds* are
+    inherited by the process under the same numbers (``/dev/fd/N`` there names them).
     """
     t0 = time.monotonic()
     try:
@@ -264,6 +267,7 @@ def run_bounded(
             stderr=subprocess.PIPE,
             env=dict(env) if env is not None else None,
             start_new_session=new_session,
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError:
         return ExecResult(list(argv), 127, b"", f"{argv[0]}: not found\n".encode(), 0.0)

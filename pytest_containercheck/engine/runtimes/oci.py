@@ -7,6 +7,7 @@ labelled with the run id); every probe is a ``docker exec -i`` into it.  An imag
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import itertools
@@ -17,7 +18,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..archives import ArchiveInfo, run_config, write_untagged
@@ -184,6 +185,7 @@ class OCIRuntime(Runtime):
             raise UsageProblem(problem)
 
     def reap_stale(self) -> list[str]:
+        reap_env_dirs()
         return reap_stale(self.executable)
 
     def check_launch(self, options: LaunchOptions) -> None:
@@ -475,17 +477,11 @@ class OCIRuntime(Runtime):
         owned = {k: v for k, v in self.container_env(options, options.gpus).items() if client_owned(k)}
         if not owned:
             return self._start_with(target, options, "<env-file>")
-        private = tempfile.mkdtemp(prefix="containercheck-env-")  # 0700
-        env_file = os.path.join(private, "env")
-        try:
-            fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.writelines(f"{k}={v}\n" for k, v in owned.items())
-            return self._start_with(target, options, env_file)
-        finally:
-            shutil.rmtree(private, ignore_errors=True)
+        with private_env_file(owned) as (env_file, fds):
+            return self._start_with(target, options, env_file, fds)
 
-    def _start_with(self, target: Target, options: LaunchOptions, env_file: str) -> Session:
+    def _start_with(self, target: Target, options: LaunchOptions, env_file: str,
+                    fds: Sequence[int] = ()) -> Session:
         name = _container_name(options.run_id)
         gpus = self.requested_gpus(options)
         flags = self.gpu_flags(gpus, options.gpu_vendor)
@@ -509,13 +505,15 @@ class OCIRuntime(Runtime):
         not_found: re.Match[str] | None = None
         for keepalive in KEEPALIVES:
             argv = self.run_command(target, options, name, gpus, keepalive, env_file)
-            res = run_bounded(argv, env=self.client_env(self.container_env(options, gpus)), timeout=120)
+            res = run_bounded(argv, env=self.client_env(self.container_env(options, gpus)), timeout=120,
+                              pass_fds=fds)
             gpu_error = res.returncode != 0 and nvidia_errors.is_refusal(text(res.stderr))
             if gpu_error and gpus != "none":
                 gpu.update(attached=False, tried=argv, **gpu_refusal(text(res.stderr), self.name))
                 gpus = "none"
                 argv = self.run_command(target, options, name, gpus, keepalive, env_file)
-                res = run_bounded(argv, env=self.client_env(self.container_env(options, gpus)), timeout=120)
+                res = run_bounded(argv, env=self.client_env(self.container_env(options, gpus)), timeout=120,
+                                  pass_fds=fds)
             if res.returncode == 0:
                 session = OCISession(self, target, name, text(res.stdout).strip(), argv, gpu)
                 session.facts["keepalive"] = keepalive[0]
@@ -614,6 +612,61 @@ def owned_flag(args: Sequence[str]) -> str | None:
 _CLIENT_OWN = re.compile(r"^(?:PATH|HOME|TMPDIR|TZ|LD_\w*|DOCKER_\w*|CONTAINERS?_\w*|PODMAN_\w*|BUILDAH_\w*|"
                          r"STORAGE_\w*|REGISTRY_AUTH_FILE|XDG_\w*|(?:HTTPS?|NO|ALL|FTP)_PROXY|"
                          r"(?:https?|no|all|ftp)_proxy|SSL_CERT_(?:FILE|DIR)|GODEBUG|GOMAXPROCS)$")
+
+
+ENV_DIR_PREFIX = "containercheck-env-"
+"""``<tmp>/containercheck-env-<pid>-XXXX``: the private ``--env-file`` where there is no memfd."""
+
+
+@contextlib.contextmanager
+def private_env_file(values: Mapping[str, str]) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """The ``--env-file`` of the variables the client reads itself (:func:`client_owned`): (the path
+    the client opens, the descriptors it must inherit for that).
+
+    An anonymous memory file (``memfd_create``), which the client opens as ``/dev/fd/N``: nothing is
+    ever on disk, so nothing is left however pytest ends (SIGKILL too); docker's and podman's
+    clients read the file with a plain open (docker/cli ``opts.ParseEnvFile``, podman ``pkg/env``
+    ``ParseFile``), which reopens a memfd from its start for every ``docker run`` of the start.
+    Without memfd (not Linux): a file only this user can read, in a directory named for this
+    pytest's pid, removed once the container runs, or by the next run when this one was killed
+    first (:func:`reap_env_dirs`).
+    """
+    data = "".join(f"{k}={v}\n" for k, v in values.items()).encode()
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None:
+        fd = memfd_create("containercheck-env")  # close-on-exec: only the client it is passed to gets it
+        try:
+            with os.fdopen(os.dup(fd), "wb") as fh:
+                fh.write(data)
+            yield f"/dev/fd/{fd}", (fd,)
+        finally:
+            os.close(fd)
+        return
+    private = tempfile.mkdtemp(prefix=f"{ENV_DIR_PREFIX}{os.getpid()}-")  # 0700
+    try:
+        path = os.path.join(private, "env")
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+            fh.write(data)
+        yield path, ()
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def reap_env_dirs(tmp: str | None = None) -> list[str]:
+    """Remove the private env-file directories of earlier runs whose pytest is gone (a SIGKILL
+    leaves them): the paths removed."""
+    tmp = tmp or tempfile.gettempdir()
+    gone = []
+    try:
+        entries = os.listdir(tmp)
+    except OSError:
+        return []
+    for entry in entries:
+        pid = entry[len(ENV_DIR_PREFIX):].partition("-")[0]
+        if entry.startswith(ENV_DIR_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
+            gone.append(os.path.join(tmp, entry))
+    return gone
 
 
 def client_owned(name: str) -> bool:
