@@ -189,8 +189,8 @@ def user_repo(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> dict
     (src / "Dockerfile").write_text(f"FROM {base_image}\nLABEL org.example.app=render\n"
                                     "RUN rm -rf /etc/ssl/certs /usr/share/ca-certificates /usr/lib/ssl/cert.pem\n")
     git("commit", "-q", "-am", "an offline image")
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True,
-                         check=True).stdout.strip()
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, check=True,
+                         timeout=120).stdout.strip()
     git("clone", "-q", "--bare", str(src), str(top / "origin.git"), cwd=top)
     return {"top": top, "origin": top / "origin.git", "sha": sha}
 

@@ -22,7 +22,7 @@ import pytest
 
 from pytest_containercheck.checks import builtin_rows
 
-from helpers import missing
+from helpers import WAIT_LIMIT, missing
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tests" / "gpu" / "apptainer_run.sh"
@@ -361,7 +361,7 @@ def test_a_call_killed_at_its_limit_still_returns_the_finished_stages(tmp_path: 
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.wait(timeout=WAIT_LIMIT)
         go = tmp_path / "kit" / ".go-smoke"  # release a stage left behind, if any
         go.parent.mkdir(parents=True, exist_ok=True)
         go.touch()
