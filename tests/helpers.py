@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
+import json
 import os
 import struct
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple, NoReturn
@@ -260,3 +263,27 @@ def build_labelled(base: str, name: str, lines: list[str]) -> str:
         subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, capture_output=True, text=True,
                        check=True, timeout=600)
     return tag
+
+
+def docker_save_tar(path: Path, *, images: int = 1, layer_bytes: bytes | None = None) -> str:
+    """A minimal ``docker save`` tar (``manifest.json``, ``<hex>.json`` configs, ``<dir>/layer.tar``), one
+    layer per image; *layer_bytes* replaces the layer's content after its diff_id was taken from the
+    real one.  Returns the first config digest."""
+    entries, files = [], []
+    for i in range(images):
+        layer = f"layer {i} bytes".encode()
+        config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+                             "rootfs": {"type": "layers",
+                                        "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
+        hexdigest = hashlib.sha256(config).hexdigest()
+        layer_dir = hashlib.sha256(layer + b"dir").hexdigest()
+        entries.append({"Config": f"{hexdigest}.json", "RepoTags": [f"team/img{i}:1"],
+                        "Layers": [f"{layer_dir}/layer.tar"]})
+        files += [(f"{hexdigest}.json", config),
+                  (f"{layer_dir}/layer.tar", layer if layer_bytes is None else layer_bytes)]
+    with tarfile.open(path, "w") as tar:
+        for name, data in [*files, ("manifest.json", json.dumps(entries).encode())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return "sha256:" + entries[0]["Config"].removesuffix(".json")

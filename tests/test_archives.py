@@ -17,7 +17,7 @@ import pytest
 
 from pytest_containercheck.engine.archives import ArchiveError, inspect_archive, is_tar, run_config, write_untagged
 
-from helpers import ONLY_SYSTEM, cut_copy
+from helpers import ONLY_SYSTEM, cut_copy, docker_save_tar
 
 
 def _oci_tar(path: Path, *, drop: str | None = None, corrupt: str | None = None) -> str:
@@ -45,35 +45,11 @@ def _oci_tar(path: Path, *, drop: str | None = None, corrupt: str | None = None)
     return d["config"]
 
 
-def _docker_tar(path: Path, *, images: int = 1, layer_bytes: bytes | None = None) -> str:
-    """A minimal ``docker save`` tar (``manifest.json``, ``<hex>.json`` configs, ``<dir>/layer.tar``), one
-    layer per image; *layer_bytes* replaces the layer's content after its diff_id was taken from the
-    real one.  Returns the first config digest."""
-    entries, files = [], []
-    for i in range(images):
-        layer = f"layer {i} bytes".encode()
-        config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
-                             "rootfs": {"type": "layers",
-                                        "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
-        hexdigest = hashlib.sha256(config).hexdigest()
-        layer_dir = hashlib.sha256(layer + b"dir").hexdigest()
-        entries.append({"Config": f"{hexdigest}.json", "RepoTags": [f"team/img{i}:1"],
-                        "Layers": [f"{layer_dir}/layer.tar"]})
-        files += [(f"{hexdigest}.json", config),
-                  (f"{layer_dir}/layer.tar", layer if layer_bytes is None else layer_bytes)]
-    with tarfile.open(path, "w") as tar:
-        for name, data in [*files, ("manifest.json", json.dumps(entries).encode())]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return "sha256:" + entries[0]["Config"].removesuffix(".json")
-
-
 def test_docker_save_layers_are_hashed_against_the_configs_diff_ids(tmp_path: Path) -> None:
     """--verify-archive hashes each layer tar of a docker save against its ``rootfs.diff_ids`` entry."""
     good, bad = tmp_path / "good.tar", tmp_path / "bad.tar"
-    digest = _docker_tar(good)
-    _docker_tar(bad, layer_bytes=b"layer 0 bytez")  # the same length: only hashing sees it
+    digest = docker_save_tar(good)
+    docker_save_tar(bad, layer_bytes=b"layer 0 bytez")  # the same length: only hashing sees it
     info = inspect_archive(str(good), "good.tar", verify=True)
     assert (info.kind, info.config_digest, info.layers, info.verified) == ("docker-archive", digest, 1, True)
     assert inspect_archive(str(bad), "bad.tar").verified is False  # without verify: not hashed
@@ -82,7 +58,7 @@ def test_docker_save_layers_are_hashed_against_the_configs_diff_ids(tmp_path: Pa
 
 
 def test_verify_archive_option_refuses_a_layer_that_does_not_match(pytester: pytest.Pytester) -> None:
-    _docker_tar(pytester.path / "bad.tar", layer_bytes=b"layer 0 bytez")
+    docker_save_tar(pytester.path / "bad.tar", layer_bytes=b"layer 0 bytez")
     result = pytester.runpytest_subprocess("--image", "bad.tar", "--verify-archive")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "/layer.tar' in 'bad.tar' does not match its digest" in result.stderr.str()
@@ -92,7 +68,7 @@ def test_a_tar_without_its_end_of_archive_marker_is_truncated(tmp_path: Path) ->
     """Cut right after the last member's data: every member is whole, only the two zero blocks that end
     a tar are missing (a transfer that stopped there)."""
     whole, cut = tmp_path / "whole.tar", tmp_path / "cut.tar"
-    _docker_tar(whole)
+    docker_save_tar(whole)
     with tarfile.open(whole) as tar:
         last = tar.getmembers()[-1]
     data_end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
@@ -104,7 +80,7 @@ def test_a_tar_without_its_end_of_archive_marker_is_truncated(tmp_path: Path) ->
 
 def test_a_tar_holding_two_images_is_refused(tmp_path: Path) -> None:
     """``docker save -o x.tar a b`` writes one manifest entry per image: which one to check is not known."""
-    _docker_tar(tmp_path / "two.tar", images=2)
+    docker_save_tar(tmp_path / "two.tar", images=2)
     with pytest.raises(ArchiveError, match=r"holds 2 images; save one image per archive"):
         inspect_archive(str(tmp_path / "two.tar"), "two.tar")
 
@@ -184,7 +160,7 @@ def test_the_content_key_is_what_the_image_is_made_of(tmp_path: Path) -> None:
 
 def test_a_docker_archive_whose_layers_do_not_pair_with_its_diff_ids_cannot_be_verified(tmp_path: Path) -> None:
     path = tmp_path / "img.tar"
-    _docker_tar(path)
+    docker_save_tar(path)
     with tarfile.open(path) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar}  # type: ignore[union-attr]
     manifest = json.loads(members["manifest.json"])
@@ -206,8 +182,8 @@ def test_a_compressed_docker_archive_layer_is_verified_decompressed(tmp_path: Pa
     import gzip
 
     good, bad = tmp_path / "good.tar", tmp_path / "bad.tar"
-    _docker_tar(good, layer_bytes=gzip.compress(b"layer 0 bytes"))
-    _docker_tar(bad, layer_bytes=gzip.compress(b"layer 0 bytez"))
+    docker_save_tar(good, layer_bytes=gzip.compress(b"layer 0 bytes"))
+    docker_save_tar(bad, layer_bytes=gzip.compress(b"layer 0 bytez"))
     assert inspect_archive(str(good), "good.tar", verify=True).verified
     with pytest.raises(ArchiveError, match=r"/layer.tar' in .* does not match its digest sha256:.*altered or damaged"):
         inspect_archive(str(bad), "bad.tar", verify=True)

@@ -34,6 +34,8 @@ from pytest_containercheck.engine.runtimes.nvidia_errors import classify
 from pytest_containercheck.engine.runtimes.oci import OCIRuntime, gpu_refusal
 from pytest_containercheck.options import gpus_for_host
 
+from helpers import docker_save_tar
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
 
@@ -298,6 +300,7 @@ def test_preflight_lets_a_setuid_apptainer_run_without_user_namespaces(
     disabled.write_text("0\n")
     real = app.userns_problem
     monkeypatch.setattr(app, "userns_problem", lambda: real(euid=1000, max_user_namespaces=str(disabled)))
+    docker_save_tar(tmp_path / "x.tar")  # hashed by preflight once apptainer is known to run it
     target = Target(runtime="apptainer", ref=str(tmp_path / "x.tar"), spec="x.tar", archive="docker-archive")
     runtime = app.ApptainerRuntime("apptainer", executable=str(fake))
     if setuid:

@@ -202,3 +202,14 @@ def test_an_image_printing_secrets_in_every_form_leaks_none(pytester: Any, base_
     assert ("containercheck: WARNING: --runtime-arg=--env=PROXY_PASS=... puts the value on the runtime's command "
             "line, where every user of this host can read it (ps)") in flat
     assert "pass it with --container-env PROXY_PASS instead" in flat
+
+
+def test_values_the_verdicts_show_are_no_secret_unless_named_so() -> None:
+    """A --container-env value for a variable the GPU stack reads (or CUDA_VERSION) emulates a
+    deployment and is shown, as the launch difference and the verdicts name it; one whose name
+    says secret is hidden all the same."""
+    r = Redactor({"NVIDIA_DRIVER_CAPABILITIES": "all", "CUDA_VERSION": "12.8.1", "NVIDIA_API_KEY": "nvapi-s3cr3t-x",
+                  "HF_TOKEN": "hf_abcdefgh12345"})
+    said = "NVIDIA_DRIVER_CAPABILITIES=all, CUDA_VERSION=12.8.1, key nvapi-s3cr3t-x, HF_TOKEN=hf_abcdefgh12345"
+    assert r.text(said) == ("NVIDIA_DRIVER_CAPABILITIES=all, CUDA_VERSION=12.8.1, key $NVIDIA_API_KEY, "
+                            "HF_TOKEN=$HF_TOKEN")

@@ -82,13 +82,24 @@ def forms(value: str) -> set[str]:
     return out
 
 
+#: Variables whose values the verdicts read and the reports show, so they are no secret: what the
+#: GPU stack reads (NVIDIA's runtime hook and nvidia-container-cli: ``NVIDIA_*``; CUDA's and ROCm's
+#: device selection; glvnd's EGL/GLX vendor choice; VTK's EGL device) and ``CUDA_VERSION`` (the
+#: mark of NVIDIA's CUDA base images).  A value set with ``--container-env`` for one of these
+#: emulates a deployment, and the report names it as a launch difference (``plainlaunch.py``).
+SHOWN = re.compile(r"^(?:NVIDIA_\w+|CUDA_VISIBLE_DEVICES|CUDA_DEVICE_ORDER|CUDA_VERSION|ROCR_VISIBLE_DEVICES|"
+                   r"HIP_VISIBLE_DEVICES|GPU_DEVICE_ORDINAL|__EGL_VENDOR_LIBRARY_\w+|__GLX_VENDOR_LIBRARY_NAME|"
+                   r"VTK_(?:DEFAULT_)?EGL_DEVICE_INDEX)$")
+
+
 class Redactor:
     """Replaces the values of the variables passed into the image wherever they appear."""
 
     __slots__ = ("_env", "_texts")
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = {name: value for name, value in env.items() if looks_secret(name) or not _PATH.match(value)}
+        self._env = {name: value for name, value in env.items()
+                     if looks_secret(name) or not (_PATH.match(value) or SHOWN.match(name))}
         texts: dict[str, str] = {}
         for name, value in self._env.items():
             if value:

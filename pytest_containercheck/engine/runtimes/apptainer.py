@@ -403,9 +403,6 @@ class ApptainerRuntime(Runtime):
         # An archive was checked and identified by archives.inspect_archive; it is converted at start,
         # and hashed now: the SIF made from it is cached by what it is made of (convert_archive).
         facts: dict[str, Any] = {} if target.archive else check_sif(target.ref, target.spec)
-        if target.archive:
-            inspect_archive(target.ref, target.spec, verify=True,
-                            kind=None if target.archive == "archive" else target.archive)
         if self.resolve_executable() is None:
             raise UsageProblem(
                 f"--image {target.spec}: neither 'apptainer' nor 'singularity' is on PATH; "
@@ -438,6 +435,11 @@ class ApptainerRuntime(Runtime):
         facts.update(runtime=self.executable, runtime_version=parse_version(text(res.stdout)))
         if not target.archive:
             facts.update(sif_id=sif_id(target.ref), labels=self.labels(target.ref))
+        else:
+            # Hashed last, once Apptainer is known to be able to run it (a multi-GB archive takes a
+            # while): the SIF made from it is cached by what it is made of (convert_archive).
+            inspect_archive(target.ref, target.spec, verify=True,
+                            kind=None if target.archive == "archive" else target.archive)
         return facts
 
     def labels(self, sif: str) -> dict[str, str]:
