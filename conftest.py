@@ -48,6 +48,9 @@ def _subprocesses_test_the_tree(monkeypatch: pytest.MonkeyPatch, request: pytest
     # A terminal's width (COLUMNS from the shell that started pytest) would wrap the plugin's
     # lines in the runs the tests start; tests of the width set it themselves.
     monkeypatch.delenv("COLUMNS", raising=False)
+    # GNU readline, once imported (pdb, a library), sets COLUMNS in the C environment, behind
+    # os.environ: a subprocess started without env= would still get it.
+    os.unsetenv("COLUMNS")
 
 
 

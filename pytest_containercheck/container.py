@@ -32,6 +32,7 @@ from .engine.runtimes.base import text
 from .engine.textsafe import visible, visible_all
 from .engine.verdict import FAULTS, Verdict, for_host
 from .engine.verdicts_system import other_interpreter
+from .hints import NO_IMAGE_SKIP
 from .rows import row_name
 from .state import STATE
 
@@ -324,7 +325,7 @@ def container(request: pytest.FixtureRequest) -> Container:
     """
     state = request.config.stash.get(STATE, None)
     if state is None or not hasattr(request, "param"):
-        pytest.skip("no --image given (e.g. pytest --image host)")
+        pytest.skip(NO_IMAGE_SKIP)
     target: Target = request.param
     cell = new_cell(row_name(request.node), target.id)
     request.node.user_properties.append((CELL_KEY, cell))
