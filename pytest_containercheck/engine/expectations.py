@@ -539,7 +539,7 @@ def describe(matrix: Matrix, key: tuple[str, str], title: str) -> str | None:
             (n, word), rest = counts[0], counts[1:]
             counted = f"{n} of {len(cells)} rows {word}" + "".join(f", {m} {w}" for m, w in rest)
         else:
-            counted = f"all {len(cells)} rows passed"
+            counted = f"{len(cells)} of {len(cells)} rows passed"
         return f"no expectations for {title}: {counted}; see --require in pytest --help and {GATE_PAGE}"
     parts = []
     if exp.required:
