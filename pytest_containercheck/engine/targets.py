@@ -75,13 +75,15 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
             )
         if runtime != "auto":
             chosen = runtime
-    elif not text.endswith(".sif") and (is_tar(text) or _named_archive(text)):
-        # Named like an archive and no SIF inside: the archive check says what is wrong with it
-        # (empty, truncated), never "copy the .sif again".
+    elif not text.endswith(".sif") and is_tar(text):
         return _archive_target(spec, text, "archive", runtime, oci_default)
     elif is_zstd(text):
         raise UsageProblem(f"--image {spec!r} is zstd-compressed, which this tool cannot read; decompress it "
                            f"('zstd -d {text}') or compress with gzip ('docker save IMAGE | gzip > img.tar.gz')")
+    elif not text.endswith(".sif") and _named_archive(text):
+        # Named like an archive, no SIF inside: the archive check says what is wrong with it
+        # (empty, truncated), never "copy the .sif again".
+        return _archive_target(spec, text, "archive", runtime, oci_default)
     elif not text.endswith(".sif") and text != "host" and not os.path.exists(text) and looks_like_path(text):
         # A mistyped or absent file, not an image for Docker to look for (a missing .sif is
         # answered the same way by the SIF check, before any runtime is looked for).
