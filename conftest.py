@@ -48,6 +48,9 @@ def _subprocesses_test_the_tree(monkeypatch: pytest.MonkeyPatch, request: pytest
     # A terminal's width (COLUMNS from the shell that started pytest) would wrap the plugin's
     # lines in the runs the tests start; tests of the width set it themselves.
     monkeypatch.delenv("COLUMNS", raising=False)
+    # GNU readline, once imported (pdb, a library), sets COLUMNS in the C environment, behind
+    # os.environ: a subprocess started without env= would still get it.
+    os.unsetenv("COLUMNS")
 
 
 SUBPROCESS_RUN_LIMIT = 1800.0
@@ -109,6 +112,12 @@ def nopython_image(image_factory: Callable[[str], str]) -> str:
 
 
 @pytest.fixture(scope="session")
+def owncheck_image(image_factory: Callable[[str], str]) -> str:
+    """The own-check how-to's image: base + numpy, /opt/app, an ENV line (tests/test_owncheck.py)."""
+    return image_factory("owncheck")
+
+
+@pytest.fixture(scope="session")
 def full_image(image_factory: Callable[[str], str]) -> str:
     """The one shared full-stack image: Mesa + vtk + pyvista + torch (CPU) + xgboost + transformers."""
     return image_factory("full")
@@ -151,6 +160,12 @@ def sif_factory(apptainer: ModuleType, image_factory: Callable[[str], str]) -> C
 def base_sif(sif_factory: Callable[[str], Path]) -> Path:
     """The base test image (Debian bookworm + python3) as a SIF."""
     return sif_factory("base")
+
+
+@pytest.fixture(scope="session")
+def owncheck_sif(sif_factory: Callable[[str], Path]) -> Path:
+    """The own-check how-to's image as a SIF."""
+    return sif_factory("owncheck")
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,16 @@
 """Write the reference pages that come from the code: options and ini keys (from the option
-table in ``pytest_containercheck/options.py``) and the built-in rows (from the checks' own
-markers and docstrings, ``pytest_containercheck.checks.builtin_rows``).
+table in ``pytest_containercheck/options.py``), the built-in rows (from the checks' own
+markers and docstrings, ``pytest_containercheck.checks.builtin_rows``) and the ``containercheck``
+command (from its parser and help texts, ``pytest_containercheck/cli.py``).
 
-    python docs/gen_reference.py          # rewrite docs/reference/options.md and rows.md
+    python docs/gen_reference.py          # rewrite docs/reference/options.md, rows.md, command.md
     python docs/gen_reference.py --check  # exit 1 when they are stale (tests/test_docs.py does this)
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -16,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pytest_containercheck.checks import builtin_rows  # noqa: E402
+from pytest_containercheck.cli import ABOUT, build_parser  # noqa: E402
+from pytest_containercheck.cli import COMMANDS as CLI_COMMANDS  # noqa: E402
 from pytest_containercheck.options import COMMANDS, OPTIONS  # noqa: E402
 
 REFERENCE = ROOT / "docs" / "reference"
@@ -26,20 +30,53 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+#: An option in running text (``--image``, ``--runtime-arg=--flag=value``, ``$GITHUB_STEP_SUMMARY``):
+#: set as code, so that it is copied as written (and a reader sees it is one).
+_OPTION = re.compile(r"(?<![`\w$-])(--[a-z][a-z0-9-]*(?:=[^\s,;)`]+)?|\$[A-Z_]{3,})")
+
+
+def _prose(text: str) -> str:
+    """A help text as Markdown: its options and variables as code."""
+    return _OPTION.sub(lambda m: f"`{m.group(1)}`", text.replace("\n", " "))
+
+
 def options_page() -> str:
     lines = [HEADER, "# Options and ini keys\n\n",
-             "Every option has an ini mirror in `[pytest]` / `[tool.pytest.ini_options]` (the command line wins).\n\n",
-             "| option | ini key | default | meaning |\n|---|---|---|---|\n"]
+             "Every option has an ini mirror in `[pytest]` / `[tool.pytest.ini_options]` (the command line wins).\n",
+             "Each option below with its ini key and default; `pytest --help` lists them too (its containercheck "
+             "group).\n\n"]
     for opt in OPTIONS:
         metavar = opt.kwargs.get("metavar")
         flag = f"{opt.flag} {metavar}" if metavar else opt.flag
         default = opt.default
-        shown = "—" if default in (None, [], "", False) else ("on" if default is True else f"`{default}`")
-        lines.append(f"| `{_cell(flag)}` | `{opt.ini}` | {_cell(shown)} | {_cell(opt.help)} |\n")
-    lines += ["\n## Instead of a run\n\n", "Like `pytest --markers`: they print something and exit, no ini key.\n\n",
-              "| option | meaning |\n|---|---|\n"]
-    lines += [f"| `{_cell(opt.flag)}` | {_cell(opt.help)} |\n" for opt in COMMANDS]
-    return "".join(lines)
+        shown = "off" if default is False else "none" if default in (None, [], "") else f"`{default}`"
+        lines.append(f"`{flag}`\n: {_prose(opt.help)}.  \n  ini `{opt.ini}`, default {shown}\n\n")
+    lines += ["## Instead of a run\n\n", "Like `pytest --markers`: they print something and exit, no ini key.\n\n"]
+    lines += [f"`{opt.flag}`\n: {_prose(opt.help)}\n\n" for opt in COMMANDS]
+    return "".join(lines).rstrip("\n") + "\n"
+
+
+def command_page() -> str:
+    """The ``containercheck`` command: what ``containercheck --help`` and each command's help say."""
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    lines = [HEADER, "# The `containercheck` command\n\n",
+             "Installed with the plugin. It reads the result files of runs (`pytest --image IMAGE --matrix-json "
+             "FILE`) without pytest; `containercheck --help` and `containercheck COMMAND --help` say the same as "
+             "this page. For example:\n\n",
+             "```\n" + ABOUT.split("\n\n")[1].strip("\n").replace("  ", "", 1).replace("\n  ", "\n") + "\n```\n\n",
+             "Its exit codes are pytest's where they mean the same: [Exit codes](exit-codes.md).\n\n"]
+    for name, command in CLI_COMMANDS.items():
+        sub = subparsers.choices[name]
+        lines += [f"## `containercheck {name}`\n\n", f"{_prose(command.about)}\n\n",
+                  f"```\n{command.example}\n```\n\n"]
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            names = ", ".join(action.option_strings) or action.metavar or action.dest
+            metavar = f" {action.metavar}" if action.option_strings and action.metavar else ""
+            lines.append(f"`{names}{metavar}`\n: {_prose(action.help or '')}\n\n")
+    return "".join(lines).rstrip("\n") + "\n"
 
 
 def rows_page() -> str:
@@ -53,7 +90,7 @@ def rows_page() -> str:
     return "".join(lines)
 
 
-PAGES = {"options.md": options_page, "rows.md": rows_page}
+PAGES = {"options.md": options_page, "rows.md": rows_page, "command.md": command_page}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,10 @@
-"""``containercheck``: merge matrix files from several runs/hosts, render them, list probes.
+"""``containercheck``: the result files of pytest-containercheck runs, read without pytest.
 
-It uses the engine alone: no pytest, no plugin module, no runtime (``probes`` imports the
-probing module when it runs).  ``tests/test_cli.py`` keeps it so.
+``merge`` joins runs (hosts, nodes, partitions), ``show`` renders one, ``diff`` compares two
+images, ``gate`` gives many runs one verdict, ``probes`` lists the built-in probes.  It uses the
+engine alone (``tests/test_cli.py`` keeps it so); what users read is :data:`ABOUT` and each
+command's :data:`COMMANDS` entry (``--help``, and the docs' page "The containercheck command",
+written from them by ``docs/gen_reference.py``).
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ import json
 import os
 import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from . import __version__
 from .engine import gate
@@ -22,8 +26,8 @@ from .engine.diff import render_markdown as render_diff_markdown
 from .engine.errors import UsageProblem
 from .engine.expectations import Expectation, for_columns, of_column, read_file, split_rows, unknown_rows
 from .engine.matrix import Column, Matrix, merge, same_image
-from .engine.outputs import Output, check_outputs, is_step_summary, write_outputs
-from .engine.report import render_html, render_json, render_markdown, render_terminal
+from .engine.outputs import Output, check_named, check_outputs, is_step_summary, write_outputs
+from .engine.report import fit, line_width, render_html, render_json, render_markdown, render_terminal
 from .engine.textsafe import visible
 from .engine.userfiles import MAX_MATRIX_BYTES, read_user_file
 
@@ -40,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
     other usage error does: one line, code 4 (argparse's own is 2, which is pytest's "interrupted")."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        _error(f"{message} (see {self.prog} --help)")
         sys.exit(EXIT_USAGE)
 
 
@@ -71,7 +75,7 @@ def _outputs(args: argparse.Namespace) -> list[Output]:
         return name == "md" and (is_step_summary(path) or bool(getattr(args, "md_append", False)))
 
     return [Output(f"--{name}", path, suffix, append=appends(name, path))
-            for name, suffix in _SUFFIX.items() if (path := getattr(args, name, None))]
+            for name, suffix in _SUFFIX.items() if (path := getattr(args, name, None)) is not None]
 
 
 def _check_outputs(args: argparse.Namespace, inputs: Sequence[str]) -> None:
@@ -130,22 +134,96 @@ def _reports(matrix: Matrix, args: argparse.Namespace, sources: Sequence[str]) -
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``containercheck`` command."""
-    parser = _Parser(prog="containercheck", description=__doc__)
+ABOUT = """Read the result files of pytest-containercheck runs (pytest --image IMAGE
+--matrix-json FILE), without pytest: join the runs of several hosts, show one, compare an old
+image with a new one, and give them the CI gate's verdict. Exit codes as pytest's: 0 passed, 1
+a check failed (or got worse), 2 a run was interrupted, 4 bad input.
+
+  pytest --image team/img:1.4 --matrix-json new.json
+  containercheck diff old.json new.json
+
+Each command's --help has an example; the docs' pages "The containercheck command" and
+"The CI gate" say more."""
+
+
+class Command(NamedTuple):
+    """One subcommand as users read it: its line in the command list, what it does, an example."""
+
+    summary: str
+    about: str
+    example: str
+
+
+COMMANDS: dict[str, Command] = {
+    "merge": Command(
+        "join the result files of several runs into one matrix",
+        "Join the result files of several runs (one per host, node or partition) into one matrix "
+        "whose columns are image x host; print it, and write it as JSON, Markdown or HTML. Cells "
+        "that disagree for the same image and host are conflicts; files that report the same "
+        "cell are listed. Exit 1 when a cell failed or errored, or on a conflict.",
+        "containercheck merge results/*.json --json all.json --html all.html"),
+    "show": Command(
+        "print a result file as the terminal matrix",
+        "Print one result file as the terminal matrix (problems with their fixes under it), and "
+        "write it as Markdown or HTML. Exit 1 when a cell failed or errored.",
+        "containercheck show run.json -v --md summary.md"),
+    "diff": Command(
+        "what got worse from an old image to a new one",
+        "Compare an old image's column with a new one's, row by row: a regression (it passed "
+        "before, fails now) or a row that passed and is gone exits 1. Give two files of one "
+        "column each, or one run's file with --old and --new (a column id, or the --image value "
+        "the run was given).",
+        "containercheck diff run.json --old team/img:1.3 --new team/img:1.4"),
+    "gate": Command(
+        "the CI gate's verdict on result files",
+        "Judge result files (several are merged first) by the CI gate: by the expectations each "
+        "run recorded, or by --expectations and --require. Exit codes as pytest's: 0 the gate "
+        "passes, 1 a cell failed or errored, 2 a run was interrupted.",
+        "containercheck gate results/*.json --expectations pyproject.toml"),
+    "probes": Command(
+        "list the built-in probes",
+        "List the built-in probes: the programs a check runs inside an image (container.probe(NAME) "
+        "in your own checks).",
+        "containercheck probes"),
+}
+
+
+class _Help(argparse.HelpFormatter):
+    """argparse's help, with paragraphs wrapped to the terminal and an example (a paragraph
+    whose lines start with two spaces) kept as written, one command a line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for para in text.split("\n\n"):
+            if para.startswith("  "):
+                paragraphs.append("\n".join(indent + line for line in para.splitlines()))
+            else:
+                paragraphs.append(textwrap.fill(" ".join(para.split()), width, initial_indent=indent,
+                                                subsequent_indent=indent, break_on_hyphens=False))
+        return "\n\n".join(paragraphs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``containercheck`` command line (also read by ``docs/gen_reference.py``)."""
+    parser = _Parser(prog="containercheck", description=ABOUT, formatter_class=_Help)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("merge", help="join matrix JSON files (e.g. one per cluster node) into one matrix")
-    m.add_argument("files", nargs="+", metavar="MATRIX.json")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+
+    def command(name: str) -> argparse.ArgumentParser:
+        c = COMMANDS[name]
+        return sub.add_parser(name, help=c.summary, description=c.about, epilog=f"example:\n\n  {c.example}",
+                              formatter_class=_Help)
+
+    m = command("merge")
+    m.add_argument("files", nargs="+", metavar="MATRIX.json", help="result files (pytest --matrix-json)")
     m.add_argument("--json", metavar="PATH", help="write the merged matrix as JSON")
     _add_report_options(m)
     m.add_argument("-q", "--quiet", action="store_true", help="print only problems")
-    show = sub.add_parser("show", help="print a matrix JSON file as the terminal table")
-    show.add_argument("file", metavar="MATRIX.json")
+    show = command("show")
+    show.add_argument("file", metavar="MATRIX.json", help="a result file (pytest --matrix-json)")
     show.add_argument("-v", "--verbose", action="store_true", help="print every cell's detail")
     _add_report_options(show)
-    d = sub.add_parser("diff", help="what got worse from an old image to a new one; exit 1 on regressions and on "
-                       "rows that passed before and are gone")
+    d = command("diff")
     d.add_argument("files", nargs="+", metavar="MATRIX.json",
                    help="OLD.json NEW.json (one column each), or one run's JSON with --old and --new")
     d.add_argument("--old", metavar="IMAGE",
@@ -156,25 +234,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--accept-gone", action="store_true",
                    help="rows that passed before and are missing now do not fail the diff (they are still listed)")
     _add_gate_options(d)
-    g = sub.add_parser("gate", help="apply the CI gate to matrix files (several are merged: one per node or "
-                       "partition), with pytest's exit codes")
-    g.add_argument("files", nargs="+", metavar="MATRIX.json")
+    g = command("gate")
+    g.add_argument("files", nargs="+", metavar="MATRIX.json", help="result files (pytest --matrix-json)")
     _add_gate_options(g)
     g.add_argument("--json", metavar="PATH", help="write the judged matrix as JSON")
     _add_report_options(g)
-    sub.add_parser("probes", help="list the built-in probes")
-    args = parser.parse_args(argv)
+    command("probes")
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``containercheck`` command."""
+    args = build_parser().parse_args(argv)
     try:
         return _main(args)
     except UsageProblem as exc:
-        for line in str(exc).splitlines():
-            print(f"containercheck: error: {line}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_USAGE
     except NotWritten as exc:
-        for line in str(exc).splitlines():
-            print(f"containercheck: error: {line}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_FAILED
+
+
+def _say(text: str, indent: str = "    ") -> None:
+    """Print one line of the command's own output: wrapped to the terminal when there is one
+    (``COLUMNS`` or a tty), whole in a pipe or a CI log, where tools grep whole lines."""
+    width = line_width()
+    for part in fit(text, width, indent) if width else [visible(text, lines=False)]:
+        print(part)
+
+
+def _error(text: str) -> None:
+    """Each line of *text* as ``containercheck: error: ...`` on stderr, wrapped as :func:`_say` does."""
+    width = line_width()
+    for line in text.splitlines():
+        said = f"containercheck: error: {line}"
+        for part in fit(said, width, "    ") if width else [visible(said, lines=False)]:
+            print(part, file=sys.stderr)
 
 
 def _column(matrix: Matrix, wanted: str | None, source: str, flag: str) -> Column:
@@ -197,6 +293,8 @@ def _judged(matrix: Matrix, args: argparse.Namespace) -> gate.Judgement:
     names and labels from its recorded facts, every column covered as in a pytest run), else under
     the expectations the run recorded for each column."""
     rows = tuple(r for v in args.require for r in split_rows(v))
+    if args.expectations is not None:
+        check_named("--expectations", args.expectations)
     if args.expectations or rows:
         file = args.expectations
         entries = read_file(file, file, pyproject=os.path.basename(file) == "pyproject.toml") if file else []
@@ -226,12 +324,12 @@ def _diff(args: argparse.Namespace) -> int:
     if args.expectations or args.require:  # both sides under the same rules: the repository's now
         old_m, new_m = _judged(old_m, args).matrix, _judged(new_m, args).matrix
     changes = diff_columns(old_m, old, new_m, new)
-    print(f"containercheck diff: {old.id} ({old.host}) -> {new.id} ({new.host})")
+    _say(f"containercheck diff: {old.id} ({old.host}) -> {new.id} ({new.host})")
     for c in changes:
         if c.kind not in ("unchanged pass", "skipped on both"):
-            print(visible(f"  {c.kind.upper():18} {c.row}: {c.old or '-'} -> {c.new or '-'}  {c.detail}", lines=False))
+            _say(f"  {c.kind.upper():18} {c.row}: {c.old or '-'} -> {c.new or '-'}  {c.detail}".rstrip(), " " * 21)
     counts = {k: sum(c.kind == k for c in changes) for k in KINDS}
-    print("  " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
+    _say("  " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
     if args.md:
         _write(args, {"--md": render_diff_markdown(changes, old, new, args.accept_gone)})
     return EXIT_FAILED if failing(changes, accept_gone=args.accept_gone) else 0
@@ -252,7 +350,7 @@ def _gate(args: argparse.Namespace, width: int) -> int:
     verdict = {gate.EXIT_OK: "the gate passes",
                gate.EXIT_FAILED: f"the gate fails: {failing} cell(s) failed or errored{conflicts}",
                gate.EXIT_INTERRUPTED: "the gate cannot pass: a run in the matrix was interrupted (incomplete)"}
-    print(f"containercheck gate: {verdict[judged.exit_code]}")
+    _say(f"containercheck gate: {verdict[judged.exit_code]}")
     return judged.exit_code
 
 
@@ -282,13 +380,14 @@ def _main(args: argparse.Namespace) -> int:
     _write(args, {**({"--json": render_json(matrix)} if args.json else {}), **_reports(matrix, args, args.files)})
     print("\n".join(render_terminal(matrix, width=width, verbosity=-1 if args.quiet else 0)))
     for d in matrix.meta["duplicates"]:
-        print(f"DUPLICATE {d['row']} on {d['column']} @ {d['host']}: in {', '.join(d['files'])}")
+        _say(f"DUPLICATE {d['row']} on {d['column']} @ {d['host']}: in {', '.join(d['files'])}")
     for group in matrix.meta["same_image"]:
         where = ", ".join(f"{c['column']} @ {c['host']}" for c in group["columns"])
-        print(f"SAME IMAGE {group['identity'][:19]} (by {group['by']}): {where}")
+        _say(f"SAME IMAGE {group['identity'][:19]} (by {group['by']}): {where}")
         for d in group["different_verdicts"]:
             verdicts = ", ".join(f"{status} on {col}" for col, status in d["verdicts"].items())
-            print(f"  same image, different verdict: {d['row']}: {verdicts}: the host, or the pair, not the image")
+            _say(f"  same image, different verdict: {d['row']}: {verdicts}: the host, or the pair, not the image",
+                 " " * 6)
     return 1 if matrix.problems() or matrix.conflicts else 0
 
 

@@ -20,6 +20,7 @@ from . import require
 from .container import shadowing_fixture
 from .engine.policy import CheckOptions
 from .engine.probing import PlannedProbe, canonical_params
+from .hints import usage_error
 from .rows import CHECKS_DIR, ORDER_MARKER, USER_ORDER, row_name, target_id
 from .state import STATE
 
@@ -89,7 +90,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     problem = shadowing_fixture(session.config)  # conftest.py files below the root load during collection
     if problem:
-        raise pytest.UsageError(problem)
+        raise usage_error(problem)
     for item in session.items:
         image = target_id(item)
         if image is not None:

@@ -15,11 +15,12 @@ import re
 import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
 from . import require
+from .engine import owncheck
 from .engine.lifecycle import ImageSession
 from .engine.matrix import CELL_KEY, CellRecord, new_cell
 from .engine.outputs import write_file
@@ -30,12 +31,15 @@ from .engine.report import fit, line_width
 from .engine.runtimes import RuntimeFault, Session, Target
 from .engine.runtimes.base import text
 from .engine.textsafe import DETAIL_CAP, EVIDENCE_CAP, capped, visible, visible_all
-from .engine.verdict import FAULTS, Verdict, for_host
+from .engine.verdict import FAULTS, Verdict, for_host, passed
 from .engine.verdicts_system import other_interpreter
+from .hints import NO_IMAGE_SKIP
 from .rows import row_name
 from .state import STATE
 
 __all__ = ["CommandResult", "Container", "container"]
+
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass
@@ -66,6 +70,8 @@ class Container:
         self._cell = cell
         self._redact = redact or Redactor({})
         """Keeps ``--container-env`` values out of the cell and the failure message."""
+        self._passed: list[str] = []
+        """What the helpers (:meth:`file`, :meth:`package`, ...) found as asked: the cell's note."""
 
     def start(self) -> dict[str, Any]:
         """Start the image (once per run) and return how it was launched; an error cell if it cannot."""
@@ -158,6 +164,110 @@ class Container:
             self.error(result.error if result.status == "error" and result.error and not result.traceback
                        else result.summary(), fix=fix, evidence=evidence)
         return result.facts
+
+    # -- what image owners check most (engine/owncheck.py) --------------------------------------
+    #
+    # Each runs inside the image through the same launch as every check (container.run), and
+    # ends the test with a one-line reason, the image's fault and the fix when the image is not
+    # as asked; it returns what it found when it is.  What each one passed is the cell's note
+    # (said together, "; "), unless the test sets its own with container.note().
+
+    def file(self, path: str, *, kind: str | None = None, mode: int | str | None = None,
+             owner: str | int | None = None, group: str | int | None = None,
+             contains: str | re.Pattern[str] | None = None) -> owncheck.FileFacts:
+        """The file or directory *path* exists in the image (following symbolic links), and is
+        of *kind* (``"file"``, ``"directory"``), has permission bits *mode* (``0o755`` or
+        ``"0755"``), *owner* and *group* (a name or an id), and its text *contains* a string or
+        matches a ``re.Pattern`` (in its first 16 MiB).  Returns what was found."""
+        if kind is not None and kind not in ("file", "directory"):
+            raise ValueError(f"kind {kind!r}: give 'file' or 'directory'")
+        read = contains is not None
+        res = self.run(owncheck.file_argv(path, read))
+        found = self._asked(lambda: owncheck.file_facts(path, res.stdout, res.stderr, read))
+        self._judged(owncheck.file_verdict(path, found, kind=kind, mode=mode, owner=owner, group=group,
+                                           contains=contains, where=self._where()))
+        assert isinstance(found, owncheck.FileFacts)
+        return found
+
+    def directory(self, path: str, **expected: Any) -> owncheck.FileFacts:
+        """:meth:`file` for a directory: ``container.directory("/opt/app", mode=0o755)``."""
+        return self.file(path, kind="directory", **expected)
+
+    def package(self, name: str, version: str | None = None) -> owncheck.PackageFacts:
+        """The system package *name* is installed in the image (dpkg, rpm or apk, whichever the
+        image has), at a *version* the PEP 440 specifier allows (``">=5.1"``: its first dotted
+        number is compared, ``7:5.1.6-0+deb12u1`` as 5.1.6).  Returns the manager and the full
+        installed version."""
+        owncheck.specifier(version)  # a wrong specifier is the test's mistake: before asking the image
+        res = self.run(owncheck.manager_argv())
+        found = self._asked(lambda: owncheck.manager(res.stdout, res.stderr))
+        answer = self.run(owncheck.package_argv(found, name))
+        facts = owncheck.PackageFacts(name, owncheck.MANAGERS[found],
+                                      owncheck.installed_version(found, name, answer.returncode, answer.stdout))
+        self._judged(owncheck.package_verdict(facts, version, self._where()))
+        return facts
+
+    def command(self, name: str, version: str | None = None,
+                version_args: Sequence[str] = ("--version",)) -> owncheck.CommandFacts:
+        """The command *name* is on the image's PATH; with *version* (a PEP 440 specifier,
+        ``">=5"``), the first dotted number that ``name --version`` (or *version_args*) prints
+        satisfies it.  Returns its path (and the version read)."""
+        owncheck.specifier(version)
+        res = self.run(owncheck.command_argv(name))
+        path, searched = self._asked(lambda: owncheck.command_path(name, res.stdout, res.stderr))
+        if path is None:
+            self._judged(owncheck.command_missing(name, searched, self._where()))
+            raise AssertionError("unreachable: a failed verdict ends the test")
+        facts = owncheck.CommandFacts(name, path)
+        if version is None:
+            self._judged(passed(f"{name} ({path})"))
+            return facts
+        argv = [path, *version_args]
+        out = self.run(argv)
+        verdict, facts = self._asked(lambda: owncheck.command_version(
+            facts, [name, *version_args], out.returncode, out.stdout + "\n" + out.stderr, version, self._where()))
+        self._judged(verdict)
+        return facts
+
+    def env(self, name: str, value: str | re.Pattern[str] | None = None) -> str:
+        """The environment variable *name* is set in the image (as the image's processes see it:
+        its ENV, and any --container-env), equal to *value* or matching it (a ``re.Pattern``).
+        Returns its value."""
+        res = self.run(owncheck.env_argv(name))
+        found = self._asked(lambda: owncheck.env_value(name, res.stdout, res.stderr))
+        self._judged(owncheck.env_verdict(name, found, value, self._where()))
+        assert found is not None
+        return found
+
+    def distribution(self, name: str, version: str | None = None) -> str:
+        """The Python distribution *name* is installed for the image's interpreter (the one the
+        checks use), at a *version* the PEP 440 specifier allows (``">=2.4"``).  Returns its version."""
+        owncheck.specifier(version)
+        python = self._python()
+        res = self.run([python.command, "-", name], input=owncheck.DISTRIBUTION_PY)
+        found = self._asked(lambda: owncheck.distribution_facts(res.stdout, res.stderr, name))
+        self._judged(owncheck.distribution_verdict(name, found, version, self._where()))
+        return str(found["version"])
+
+    def _where(self) -> owncheck.Where:
+        return owncheck.HOST if self.target.runtime == "host" else owncheck.IMAGE
+
+    def _asked(self, answer: Callable[[], _T]) -> _T:
+        """*answer*'s value; an error cell (not a failure: the image could not be asked) when it
+        raises :class:`~.engine.owncheck.Unanswered`."""
+        problem: owncheck.Unanswered | None = None
+        try:
+            return answer()
+        except owncheck.Unanswered as exc:
+            problem = exc
+        self.error(str(problem), fix=problem.fix)
+
+    def _judged(self, verdict: Verdict) -> None:
+        """A helper's *verdict*: a failure ends the test; a pass joins the cell's note."""
+        if verdict.status != "pass":
+            self.apply(verdict)
+        self._passed.append(verdict.detail)
+        self.note("; ".join(self._passed))
 
     # -- the cell --------------------------------------------------------------------------
 
@@ -319,14 +429,18 @@ def _builtins(value: Any) -> Any:
 
 @pytest.fixture
 def container(request: pytest.FixtureRequest) -> Container:
-    """The image under test (one test per ``--image``): run commands and probes in it.
+    """The image under test (one test per ``--image``): check what it ships, run commands and
+    probes in it.
 
-    See the README ("The container fixture") for the API: ``run``, ``python``, ``probe``,
-    ``facts``, ``note``, ``fail``, ``skip``, ``apply``, ``gpu_expected``.
+    ``container.file(path, mode=, owner=, contains=)``, ``.directory``, ``.package(name, version=)``,
+    ``.command(name, version=)``, ``.env(name, value=)``, ``.distribution(name, version=)`` fail the
+    check with one line when the image is not so; ``run``, ``python``, ``probe``, ``facts``,
+    ``note``, ``fail``, ``skip``, ``apply``, ``gpu_expected`` for the rest.  The docs' page "Own
+    checks" has an example and the whole API.
     """
     state = request.config.stash.get(STATE, None)
     if state is None or not hasattr(request, "param"):
-        pytest.skip("no --image given (e.g. pytest --image host)")
+        pytest.skip(NO_IMAGE_SKIP)
     target: Target = request.param
     cell = new_cell(row_name(request.node), target.id)
     request.node.user_properties.append((CELL_KEY, cell))

@@ -50,9 +50,13 @@ def finalizes_case(report: pytest.TestReport) -> bool:
     return report.when == "teardown" or (report.when == "call" and report.failed)
 
 
+ROW_PROPERTY = "containercheck.row"
+IMAGE_PROPERTY = "containercheck.image"
+
+
 def cell_properties(cell: Cell) -> list[tuple[str, str]]:
     """A cell as flat string properties for ``--junitxml`` (a dict would be written as its repr)."""
-    props = [("containercheck.row", capped(cell.row)), ("containercheck.image", capped(cell.column)),
+    props = [(ROW_PROPERTY, capped(cell.row)), (IMAGE_PROPERTY, capped(cell.column)),
              ("containercheck.host", capped(cell.host)), ("containercheck.status", cell.status),
              ("containercheck.detail", capped(cell.detail))]
     props += [(f"containercheck.{k}", capped(v)) for k, v in (("fix", cell.fix), ("fault", cell.fault)) if v]
@@ -114,7 +118,7 @@ def rename_cases(config: pytest.Config) -> int:
             props = {p.get("name"): p.get("value") for p in case.iter("property")}
         except (AttributeError, TypeError):  # not a case this pytest wrote as we know it: left alone
             continue
-        row, image = props.get("containercheck.row"), props.get("containercheck.image")
+        row, image = props.get(ROW_PROPERTY), props.get(IMAGE_PROPERTY)
         if row and image:
             case.set("name", case_name(row, image))
             renamed += 1

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from .engine.report import fit, line_width
 from .rows import CHECKS_DIR, row_name
 
 
@@ -21,8 +22,9 @@ def _doc(item: pytest.Item) -> str:
     return " ".join(doc.strip().split("\n\n")[0].split()) or "(no docstring)"
 
 
-def rows_text(items: list[pytest.Item], root: Path) -> list[str]:
-    """The listing: built-in rows, then the user's own checks among *items* (paths shown from *root*)."""
+def rows_text(items: list[pytest.Item], root: Path, width: int | None = None) -> list[str]:
+    """The listing: built-in rows, then the user's own checks among *items* (paths shown from *root*);
+    wrapped to *width* (the terminal's), each row's text under its own column, or whole lines for None."""
     from .checks import builtin_rows
 
     builtin = [(r.name, r.doc) for r in builtin_rows()]
@@ -35,12 +37,18 @@ def rows_text(items: list[pytest.Item], root: Path) -> list[str]:
             continue
         shown = path.relative_to(root) if path.is_relative_to(root) else path
         own.setdefault(row_name(item), f"{_doc(item)} ({shown})")
-    width = max(len(name) for name in [*(n for n, _ in builtin), *own, "row"])
-    lines = ["containercheck rows: the names -k and --require take (and the labels and expectation files)",
+    names = max(len(name) for name in [*(n for n, _ in builtin), *own, "row"])
+
+    def said(text: str, indent: str = "    ") -> list[str]:
+        return fit(text, width, indent) if width else [text]
+
+    lines = [*said("containercheck rows: the names -k and --require take (and the labels and expectation files)"),
              "built-in:"]
-    lines += [f"  {name.ljust(width)}  {doc}" for name, doc in builtin]
-    lines.append("your own checks:" if own else "your own checks: none collected (give the paths of your test files)")
-    lines += [f"  {name.ljust(width)}  {doc}" for name, doc in own.items()]
+    for name, doc in builtin:
+        lines += said(f"  {name.ljust(names)}  {doc}", " " * (names + 4))
+    lines += said("your own checks:" if own else "your own checks: none collected (give the paths of your test files)")
+    for name, doc in own.items():
+        lines += said(f"  {name.ljust(names)}  {doc}", " " * (names + 4))
     return lines
 
 
@@ -49,7 +57,8 @@ def pytest_collection(session: pytest.Session) -> bool:
     """Collect, list the rows, and run nothing."""
     session.perform_collect()
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
-    for line in rows_text(list(session.items), session.config.rootpath.resolve()):
+    width = line_width() if tr is None else (line_width() and tr._tw.fullwidth)
+    for line in rows_text(list(session.items), session.config.rootpath.resolve(), width):
         if tr is not None:
             tr.write_line(line)
     session.config.option.collectonly = True  # nothing runs (pytest's own run loop honours it)

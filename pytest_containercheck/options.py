@@ -24,10 +24,11 @@ from . import junit, require
 from .engine import gpumap, probing, scheduling
 from .engine.archives import ArchiveError, inspect_archive
 from .engine.expectations import find_pyproject
-from .engine.outputs import Output, check_directory, check_outputs, is_step_summary
+from .engine.outputs import Output, check_directory, check_named, check_outputs, is_step_summary
 from .engine.policy import CheckOptions
 from .engine.runtimes import LaunchOptions, Target, get_runtime, runtime_names
-from .engine.targets import parse_targets
+from .engine.targets import Targets, read_targets
+from .hints import usage_error
 
 MAX_PROBE_TIMEOUT = 24 * 3600
 """Seconds: no probe may outlive its container (whose lifetime is bounded by as much)."""
@@ -42,8 +43,8 @@ def _positive_float(value: str) -> float:
     # Finite and bounded: inf or nan would reach the probe's in-image watchdog (signal.alarm)
     # and every probe would fail instead of this one line.
     if not math.isfinite(f) or f <= 0 or f > MAX_PROBE_TIMEOUT:
-        raise pytest.UsageError(f"--probe-timeout {value!r}: give a number of seconds > 0 and at most "
-                                f"{MAX_PROBE_TIMEOUT}, e.g. --probe-timeout 600")
+        raise usage_error(f"--probe-timeout {value!r}: give a number of seconds > 0 and at most "
+                          f"{MAX_PROBE_TIMEOUT}, e.g. --probe-timeout 600")
     return f
 
 
@@ -56,8 +57,8 @@ def _whole(value: str) -> int | None:
 def _positive_int(value: str) -> int:
     n = _whole(value)
     if n is None or not 1 <= n <= MAX_PROBE_JOBS:
-        raise pytest.UsageError(f"--probe-jobs {value!r}: give a whole number from 1 to {MAX_PROBE_JOBS}, "
-                                "e.g. --probe-jobs 2")
+        raise usage_error(f"--probe-jobs {value!r}: give a whole number from 1 to {MAX_PROBE_JOBS}, "
+                          "e.g. --probe-jobs 2")
     return n
 
 
@@ -66,13 +67,13 @@ def _gpus(value: str) -> str:
     if v in ("all", "none") or _whole(v) is not None or (v.startswith("device=") and v.isascii()
                                                           and v != "device=" and " " not in v):
         return v
-    raise pytest.UsageError(f"--gpus {value!r}: use 'all', 'none', a count like 2, or 'device=0,1'")
+    raise usage_error(f"--gpus {value!r}: use 'all', 'none', a count like 2, or 'device=0,1'")
 
 
 def _choice(option: str, choices: tuple[str, ...]) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value not in choices:
-            raise pytest.UsageError(f"{option} {value!r}: choose one of {', '.join(choices)}")
+            raise usage_error(f"{option} {value!r}: choose one of {', '.join(choices)}")
         return value
     parse.__name__ = option.lstrip("-").replace("-", "_")
     return parse
@@ -138,7 +139,7 @@ OPTIONS: list[Option] = [
     Option("--network", "cc_network", "containercheck_network", None, "none", {"metavar": "MODE"},
      "Docker/Podman network for the container; default none (no network)"),
     Option("--matrix-json", "cc_matrix_json", "containercheck_matrix_json", None, None, {"metavar": "PATH"},
-     "write the compatibility matrix as JSON (schema: docs/matrix-schema.md)"),
+     "write the compatibility matrix as JSON (its schema: the docs' page \"Matrix JSON schema\")"),
     Option("--matrix-md", "cc_matrix_md", "containercheck_matrix_md", None, None, {"metavar": "PATH"},
      "write the matrix as compact Markdown for a CI job summary (e.g. $GITHUB_STEP_SUMMARY, which is "
      "appended to, never replaced)"),
@@ -224,11 +225,12 @@ def expectations_file(config: pytest.Config) -> tuple[str, str, bool] | None:
     ``--expectations`` names (relative to the current directory; the ini key's, to the ini file),
     else of the repository's ``pyproject.toml`` (:func:`repository_pyproject`), else None."""
     given = config.getoption("cc_expectations")
-    if given:
+    if given is not None:
+        check_named("--expectations", str(given))
         return str(given), str(given), False
     paths = config.getini("containercheck_expectations") or []
     if len(paths) > 1:
-        raise pytest.UsageError(f"containercheck_expectations: {len(paths)} paths; give one TOML file")
+        raise usage_error(f"containercheck_expectations: {len(paths)} paths; give one TOML file")
     if paths:
         return str(paths[0]), str(paths[0]), False
     found = repository_pyproject(config)
@@ -299,12 +301,13 @@ def checks_for_host(checks: CheckOptions, host: Mapping[str, Any]) -> CheckOptio
     return dataclasses.replace(checks, serial_gpu_probes=why) if why else checks
 
 
-def read(config: pytest.Config) -> tuple[list[Target], LaunchOptions, CheckOptions]:
-    """The run's targets and options; :class:`pytest.UsageError` or
+def read(config: pytest.Config) -> tuple[Targets, LaunchOptions, CheckOptions]:
+    """The run's targets (and the images named twice) and options; :class:`pytest.UsageError` or
     :class:`~.engine.errors.UsageProblem` on bad input."""
     runtime = value(config, "cc_runtime")
     oci_default = "docker" if shutil.which("docker") or not shutil.which("podman") else "podman"
-    targets = parse_targets(images(config), runtime, oci_default)
+    given = read_targets(images(config), runtime, oci_default)
+    targets = given.targets
     launch = LaunchOptions(
         run_id="", gpus=value(config, "cc_gpus") or "all",
         gpus_auto=not value(config, "cc_gpus") and not value(config, "cc_apptainer_gpu"),
@@ -332,15 +335,17 @@ def read(config: pytest.Config) -> tuple[list[Target], LaunchOptions, CheckOptio
         keep_render_images=bool(value(config, "cc_matrix_html")),
         required_rows=require.parse(value(config, "cc_require") or []),
     )
+    if checks.baseline_dir is not None:
+        check_named("--baseline-dir", checks.baseline_dir)
     if checks.update_baselines and not checks.baseline_dir:
-        raise pytest.UsageError(
+        raise usage_error(
             "--update-baselines needs --baseline-dir DIR: baselines are never written into the installed package")
-    if checks.baseline_dir:
+    if checks.baseline_dir is not None:
         check_directory("--baseline-dir", checks.baseline_dir, create=bool(checks.update_baselines))
     _check_probe_dirs(checks.probe_dirs, list(value(config, "cc_probe_dirs") or []))
     if not hasattr(config, "workerinput"):  # the controller writes the reports
         output_paths(config)
-    return targets, launch, checks
+    return given, launch, checks
 
 
 _REPORTS = (("--matrix-json", "cc_matrix_json", ".json"), ("--matrix-md", "cc_matrix_md", ".md"),
@@ -350,9 +355,12 @@ _REPORTS = (("--matrix-json", "cc_matrix_json", ".json"), ("--matrix-md", "cc_ma
 def output_paths(config: pytest.Config) -> dict[str, str]:
     """Every report file of the run (flag -> absolute path), checked before anything starts
     (:func:`~.engine.outputs.check_outputs`: two reports on one path would overwrite each other)."""
-    given = [Output(flag, str(value(config, dest)), suffix) for flag, dest, suffix in _REPORTS if value(config, dest)]
+    # An empty value is given, not absent: check_outputs refuses it (an unset variable in a CI script).
+    given = [Output(flag, str(value(config, dest)), suffix) for flag, dest, suffix in _REPORTS
+             if value(config, dest) is not None]
+    check_named("--artifacts-dir", str(value(config, "cc_artifacts_dir")))
     xmlpath = getattr(config.option, "xmlpath", None)
-    if xmlpath:
+    if xmlpath is not None:
         given.append(Output("--junitxml", os.path.expanduser(os.path.expandvars(xmlpath)), ".xml"))
     return check_outputs(given)
 
@@ -362,15 +370,16 @@ def _check_probe_dirs(resolved: tuple[str, ...], given: list[str]) -> None:
     builtin = set(probing.available_probes())
     owner: dict[str, str] = {}
     for full, spec in zip(resolved, given):
+        check_named("--probe-dir", str(spec))
         if not os.path.isdir(full):
-            raise pytest.UsageError(f"--probe-dir {spec}: not a directory; give a directory of NAME.py probes")
+            raise usage_error(f"--probe-dir {spec}: not a directory; give a directory of NAME.py probes")
         for name in sorted(p.stem for p in Path(full).glob("*.py") if not p.stem.startswith("_")):
             if name in builtin:
-                raise pytest.UsageError(
+                raise usage_error(
                     f"--probe-dir {spec}: {name}.py has the name of a built-in probe, which the built-in checks "
                     f"read; rename it (e.g. my_{name}.py) and ask for it by that name")
             if name in owner:
-                raise pytest.UsageError(
+                raise usage_error(
                     f"--probe-dir {spec}: probe {name!r} is also in --probe-dir {owner[name]}; rename one of them")
             owner[name] = spec
 
@@ -386,7 +395,7 @@ def check_archives(config: pytest.Config, targets: list[Target]) -> dict[str, di
                 info = inspect_archive(t.ref, t.spec, verify=verify,
                                        kind=None if t.archive == "archive" else t.archive)
             except ArchiveError as exc:
-                raise pytest.UsageError(str(exc)) from None
+                raise usage_error(str(exc)) from None
             facts[t.id] = info.facts()
     return facts
 
@@ -403,11 +412,11 @@ def _container_env(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, val = item.partition("=")
         if not name.isidentifier():
-            raise pytest.UsageError(f"--container-env {item!r}: expected NAME or NAME=VALUE")
+            raise usage_error(f"--container-env {item!r}: expected NAME or NAME=VALUE")
         if sep:
             env[name] = val
         elif name in os.environ:
             env[name] = os.environ[name]
         else:
-            raise pytest.UsageError(f"--container-env {name}: not set on the host; give NAME=VALUE")
+            raise usage_error(f"--container-env {name}: not set on the host; give NAME=VALUE")
     return env

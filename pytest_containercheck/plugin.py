@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from . import __version__, collect, hooks, junit, listing, options, require, rows
+from . import __version__, collect, hints, hooks, junit, listing, options, require, rows
 from .container import container, redact_report, shadowing_fixture
 from .engine import hostinfo
 from .engine.errors import UsageProblem
@@ -32,8 +32,8 @@ from .engine.expectations import Expectation, unused_line
 from .engine.lifecycle import SessionPool
 from .engine.report import fit
 from .engine.runtimes import LaunchOptions, Target, get_runtime
-from .engine.textsafe import visible
-from .reporter import MATRIX_KEY, MatrixReporter, interruptible
+from .hints import usage_error
+from .reporter import MATRIX_KEY, MatrixReporter, QuietFailures, interruptible
 from .state import STATE, RunState
 
 SIGTERM_KEY = pytest.StashKey[Any]()
@@ -63,7 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         _configure(config)
     except UsageProblem as exc:  # the engine's usage errors become pytest's, here only
-        raise pytest.UsageError(visible(str(exc), lines=False)) from None
+        raise usage_error(str(exc)) from None
 
 
 def _configure(config: pytest.Config) -> None:
@@ -74,11 +74,14 @@ def _configure(config: pytest.Config) -> None:
         config.pluginmanager.register(listing, "containercheck-rows")  # lists rows instead of a run
         return
     if not options.images(config):
+        if not hasattr(config, "workerinput"):
+            config.pluginmanager.register(hints.NoImageHint(), "containercheck-no-image")
         return
-    targets, launch, checks = options.read(config)
+    given, launch, checks = options.read(config)
+    targets = given.targets
     problem = shadowing_fixture(config)
     if problem:
-        raise pytest.UsageError(problem)
+        raise usage_error(problem)
     workerinput = getattr(config, "workerinput", None)
     runtime_facts: dict[str, dict[str, Any]] = {}
     if workerinput is not None:  # xdist worker: the controller already checked everything
@@ -97,6 +100,7 @@ def _configure(config: pytest.Config) -> None:
                      pool=SessionPool(launch, checks), runtime_facts=runtime_facts, expectations=expectations)
     if workerinput is None:
         state.unused_tables = [unused_line(e) for e in unused]
+        state.repeated_images = list(given.repeated)
     config.stash[STATE] = state
 
     if config.args_source == pytest.Config.ArgsSource.INVOCATION_DIR and workerinput is None:
@@ -111,6 +115,7 @@ def _configure(config: pytest.Config) -> None:
         reporter = MatrixReporter(config, state)
         config.stash[MATRIX_KEY] = reporter
         config.pluginmanager.register(reporter, "containercheck-matrix")
+        config.pluginmanager.register(QuietFailures(), "containercheck-quiet-failures")
         junit.register(config, str(options.value(config, "cc_junit_names")))  # a bad value: usage error now
     if config.pluginmanager.hasplugin("xdist"):
         from ._xdist import XdistHooks  # only with xdist loaded

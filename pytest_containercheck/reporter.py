@@ -108,6 +108,20 @@ class MatrixReporter:
         self.write_errors: list[str] = []
         """One line per report file that could not be written."""
 
+    # -- the start ----------------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> Generator[None, None, None]:
+        """After pytest's header (at every verbosity): each image named by several ``--image``
+        values, said once; it is one column, checked once."""
+        result = yield
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        for line in self.state.repeated_images:
+            for part in fit(f"containercheck: {line}", (line_width() or 1 << 20)):
+                if tr is not None:
+                    tr.write_line(part, yellow=True)
+        return result
+
     # -- which image a test belongs to ----------------------------------------------------------
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -274,3 +288,46 @@ class MatrixReporter:
             for part in fit(f"containercheck: {warning}", width):
                 tr.write_line(part, yellow=True)
 
+
+
+class QuietFailures:
+    """Under ``-q``, a check's reason is said once: in the matrix's problems, with its fix and
+    every row and image that share it.  pytest's FAILURES/ERRORS sections and its short summary
+    would say it twice more; there each failed check's report points at the matrix instead.
+
+    Only a report whose failure is its reason alone (``container.fail``/``error``, the gate's
+    verdict: no traceback) is shortened, and only for the terminal: JUnit and other plugins read
+    the report when it was made (``pytest_runtest_logreport``), before this runs.
+    """
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int,
+                                config: pytest.Config) -> Generator[None, None, None]:
+        if config.get_verbosity() < 0:
+            for key in ("failed", "error"):
+                for report in terminalreporter.stats.get(key, []):
+                    cell = _row_and_image(report) if isinstance(report, pytest.TestReport) else None
+                    if cell is not None and _reason_alone(report):
+                        said = f"{cell[0]} on {cell[1]}: the reason and the fix are in the containercheck matrix"
+                        report.longrepr = "\n".join(fit(said, line_width() or 1 << 20))
+        return (yield)
+
+
+def _row_and_image(report: pytest.TestReport) -> tuple[str, str] | None:
+    """The row and image of a check's *report*: from its cell, or from the JUnit properties the
+    cell became (:func:`.junit.put_properties`)."""
+    raw = cell_record(report)
+    if raw is not None:
+        return str(raw["row"]), str(raw["column"])
+    props = {k: v for k, v in report.user_properties if isinstance(k, str)}
+    row, image = props.get(junit.ROW_PROPERTY), props.get(junit.IMAGE_PROPERTY)
+    return (str(row), str(image)) if row and image else None
+
+
+def _reason_alone(report: pytest.TestReport) -> bool:
+    """Whether *report*'s failure is a message alone: a string (the gate's), or pytest's repr of
+    ``pytest.fail(..., pytrace=False)`` (style "value"), never a traceback."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, str):
+        return True
+    return getattr(getattr(longrepr, "reprtraceback", None), "style", None) == "value"

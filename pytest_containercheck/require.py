@@ -48,6 +48,7 @@ from .engine.names import image_names
 from .engine.policy import CheckOptions
 from .engine.runtimes import Target
 from .engine.textsafe import visible
+from .hints import usage_error
 from .rows import CHECKS_DIR, row_name, target_id
 from .state import STATE, RunState
 
@@ -100,7 +101,7 @@ def _collects_own_checks(config: pytest.Config) -> bool:
 
 
 def _problem(line: str) -> pytest.UsageError:
-    return pytest.UsageError(visible(line, lines=False))  # row names may come from an image's labels
+    return usage_error(line)  # row names may come from an image's labels
 
 
 def check_names(config: pytest.Config, state: RunState) -> None:

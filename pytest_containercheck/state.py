@@ -39,6 +39,9 @@ class RunState:
     unused_tables: list[str] = dataclasses.field(default_factory=list)
     """One line per table of the repository's expectations that matched no image of the run
     (controller only): named in the summary, not an error (a job may gate some images only)."""
+    repeated_images: list[str] = dataclasses.field(default_factory=list)
+    """One line per image the ``--image`` values name more than once (controller only): it is
+    checked once, and the reporter says so once, at the start."""
 
 
 STATE = pytest.StashKey[RunState]()

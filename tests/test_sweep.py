@@ -364,6 +364,21 @@ CASES: list[Case] = [
     _usage("require-unknown-row", ["--image", "host", "--require", "torch.cdua"],
            "--require: no such row 'torch.cdua'; did you mean torch.cuda?"),
     _cli("diff-unknown-option", ["diff", "a.json", "b.json", "--nope"], "unrecognized arguments: --nope"),
+    # issue 32: an empty path (an unset variable), an archive named for what it is
+    *[_usage(f"empty-{flag.lstrip('-')}", ["--image", "host", flag, ""],
+             f'{flag} "": an empty path (an unset variable?); give a path, or leave {flag} out')
+      for flag in ("--matrix-json", "--matrix-md", "--matrix-html", "--junitxml", "--artifacts-dir",
+                   "--baseline-dir", "--probe-dir", "--expectations")],
+    *[_cli(f"cli-empty-{flag.lstrip('-')}", ["show", "a.json", flag, ""], f'{flag} "": an empty path',
+           {"a.json": MATRIX_OK}) for flag in ("--md", "--html")],
+    _cli("cli-empty-expectations", ["gate", "a.json", "--expectations", ""], '--expectations "": an empty path',
+         {"a.json": MATRIX_OK}),
+    _usage("empty-tar", ["--image", "img.tar"], "'img.tar' is not a readable tar archive (empty file)",
+           {"img.tar": ""}),
+    _usage("empty-tar-with-apptainer", ["--image", "img.tar", "--runtime", "apptainer"],
+           "'img.tar' is not a readable tar archive (empty file)", {"img.tar": ""}),
+    _usage("empty-file", ["--image", "./image"], "is empty (0 bytes): neither a SIF image nor an image archive",
+           {"image": ""}),
 ]
 
 

@@ -55,7 +55,7 @@ def test_three_images_fit_80_columns_and_quiet_lists_only_problems(
     quiet = _run(pytester, monkeypatch, *args, *ONLY_SYSTEM, "-q")
     section = _ours(quiet.stdout.str())
     assert not any(ln.startswith("check ") for ln in section), section  # no grid under -q
-    start = next(i for i, ln in enumerate(section) if "containercheck matrix" in ln) + 1
+    start = next(i for i, ln in enumerate(section) if ln.startswith("=") and "containercheck matrix" in ln) + 1
     end = next((i for i in range(start, len(section)) if section[i].startswith("=")), len(section))
     matrix = section[start:end]  # pytest prints its own sections (FAILURES under xdist) around ours
     # What the gate asked of each image (here: nothing) is said at every verbosity, and is no verdict.

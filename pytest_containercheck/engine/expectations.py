@@ -505,6 +505,14 @@ def gate_note(cell: Cell) -> str:
     return ""
 
 
+GATE_PAGE = 'the docs\' page "The CI gate"'
+"""Where a user reads about expectations: a page of the docs site, by its title (a pip user has
+no ``docs/`` directory)."""
+
+_NOT_PASSED = (("skip", "skipped"), ("error", "errored"), ("fail", "failed"), ("interrupted", "interrupted"),
+               ("xfail", "failed as allowed"))
+"""The statuses the one line on an image nothing was expected of counts, in this order."""
+
 UNUSED_KEY = "unused_expectations"
 """The matrix ``meta`` key of the tables that matched no image of the run."""
 
@@ -518,15 +526,22 @@ def unused_tables(matrix: Matrix) -> list[str]:
 def describe(matrix: Matrix, key: tuple[str, str], title: str) -> str | None:
     """One line on what the gate asked of column *key* (shown as *title*), or None for a column
     without a record of it.  An image nothing was expected of says so, with how much skipped:
-    ``no expectations for team/img:1.4: 13 of 17 rows skipped; see --require``."""
+    ``no expectations for team/img:1.4: 13 of 17 rows skipped; see --require ...``; an error is
+    counted as an error, never as a skip (``17 of 17 rows errored``).  It points where a pip user
+    can follow: ``pytest --help`` and the docs site's page, never a path in the repository."""
     exp = of_column(matrix.columns[key])
     if exp is None:
         return None
     if exp.empty and not exp.ignored:
         cells = [c for c in matrix.cells.values() if (c.column, c.host) == key]
-        skipped = sum(c.status == "skip" for c in cells)
-        return (f"no expectations for {title}: {skipped} of {len(cells)} rows skipped; "
-                "see --require and docs/how-to/ci-gate.md")
+        counts = [(n, word) for status, word in _NOT_PASSED
+                  if (n := sum(c.status == status for c in cells))]
+        if counts:
+            (n, word), rest = counts[0], counts[1:]
+            counted = f"{n} of {len(cells)} rows {word}" + "".join(f", {m} {w}" for m, w in rest)
+        else:
+            counted = f"{len(cells)} of {len(cells)} rows passed"
+        return f"no expectations for {title}: {counted}; see --require in pytest --help and {GATE_PAGE}"
     parts = []
     if exp.required:
         parts.append("requires " + ", ".join(f"{r} ({', '.join(s)})" for r, s in exp.required.items()))

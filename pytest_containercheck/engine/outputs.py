@@ -85,10 +85,18 @@ def check_outputs(outputs: Sequence[Output], inputs: Sequence[str] = ()) -> dict
     return checked
 
 
+def check_named(flag: str, path: str) -> None:
+    """*path* names something: an empty value (``--matrix-md "$UNSET"``) would write nothing, or
+    write into the current directory, without a word.  :class:`UsageProblem` otherwise."""
+    if not path.strip():
+        raise UsageProblem(f'{flag} "": an empty path (an unset variable?); give a path, or leave {flag} out')
+
+
 def check_file(out: Output) -> None:
     """*out* can be written as a regular file: it is one (writable, in a writable directory, as
     the atomic replace needs), or it can be created."""
     flag, path = out.flag, out.path
+    check_named(flag, path)
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -116,6 +124,7 @@ def check_file(out: Output) -> None:
 def check_directory(flag: str, path: str, *, create: bool) -> None:
     """*path* is a directory (or, with *create*, can be created as one); with *create* a
     writable one.  :class:`UsageProblem` otherwise."""
+    check_named(flag, path)
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+from typing import NamedTuple
 
 from .archives import KINDS as ARCHIVE_PREFIXES
 from .archives import ArchiveError, inspect_archive, is_tar, is_zstd
@@ -27,8 +29,9 @@ from .errors import UsageProblem
 from .nearby import looks_like_path, no_such_file
 from .outputs import special_kind
 from .runtimes import Target, family_of, runtime_names
+from .runtimes.apptainer import SIF_LAUNCH_LEN, SIF_MAGIC
 
-__all__ = ["Target", "is_oci_reference", "parse_target", "parse_targets"]
+__all__ = ["Target", "Targets", "is_oci_reference", "parse_target", "parse_targets", "read_targets"]
 
 # The grammar of docker/distribution's reference package, simplified only where it does
 # not change what is accepted: [registry[:port]/]path[:tag][@algo:hex].
@@ -77,6 +80,10 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
     elif is_zstd(text):
         raise UsageProblem(f"--image {spec!r} is zstd-compressed, which this tool cannot read; decompress it "
                            f"('zstd -d {text}') or compress with gzip ('docker save IMAGE | gzip > img.tar.gz')")
+    elif not text.endswith(".sif") and _named_archive(text):
+        # Named like an archive, no SIF inside: the archive check says what is wrong with it
+        # (empty, truncated), never "copy the .sif again".
+        return _archive_target(spec, text, "archive", runtime, oci_default)
     elif not text.endswith(".sif") and text != "host" and not os.path.exists(text) and looks_like_path(text):
         # A mistyped or absent file, not an image for Docker to look for (a missing .sif is
         # answered the same way by the SIF check, before any runtime is looked for).
@@ -88,6 +95,9 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
     elif (kind := _special_file(text)) is not None:
         raise UsageProblem(f"--image {spec!r} is {kind}, not an image file; give a .sif file, an image "
                                 "reference or 'host'")
+    elif not text.endswith(".sif") and _empty_file(text):
+        raise UsageProblem(f"--image {spec!r}: {text!r} is empty (0 bytes): neither a SIF image nor an image "
+                           "archive; copy the file again")
     elif text.endswith(".sif") or os.path.isfile(text):
         chosen, ref = "apptainer", text
     elif os.path.isdir(text):
@@ -101,10 +111,15 @@ def parse_target(spec: str, runtime: str = "auto", oci_default: str = "docker") 
     if family == "host":
         ref = ref or "host"
     elif family == "oci":
-        if ref.endswith(".sif") or (os.path.isfile(ref) and not is_tar(ref)):
+        if ref.endswith(".sif") or _is_sif(ref):
             raise UsageProblem(
                 f"--image {spec!r} is a SIF file, which {chosen} cannot run: Apptainer runs it; drop "
                 f"--runtime {chosen} (or give --runtime apptainer)")
+        if os.path.isfile(ref) and not is_tar(ref):
+            what = "empty (0 bytes)" if _empty_file(ref) else "neither a SIF image nor an image archive (no tar header)"
+            raise UsageProblem(
+                f"--image {spec!r}: {ref!r} is {what}, which {chosen} cannot run; give an image reference, or a "
+                f"'docker save' archive ('docker save IMAGE -o img.tar')")
         if not is_oci_reference(ref):
             raise UsageProblem(
                 f"--image {spec!r}: not a valid image reference (expected name[:tag][@sha256:...], "
@@ -144,6 +159,36 @@ def _archive_target(spec: str, path: str, kind: str, runtime: str, oci_default: 
     return Target(runtime=chosen, ref=path, spec=spec, archive=kind)
 
 
+#: Names an image archive goes by (``docker save -o img.tar``, ``| gzip > img.tar.gz``, ...).
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst")
+
+
+def _named_archive(path: str) -> bool:
+    """*path* is a regular file named like an image archive, and not a SIF inside (the content
+    decides over the name: a SIF renamed ``.tar`` is still run as a SIF)."""
+    return path.lower().endswith(ARCHIVE_SUFFIXES) and os.path.isfile(path) and not _is_sif(path)
+
+
+def _empty_file(path: str) -> bool:
+    try:
+        return os.path.isfile(path) and os.path.getsize(path) == 0
+    except OSError:
+        return False
+
+
+def _is_sif(path: str) -> bool:
+    """*path* is a regular file with the SIF magic where a SIF has it."""
+    try:
+        if not os.path.isfile(path):
+            return False
+        # O_NONBLOCK: a file swapped for a FIFO after the check still cannot block us.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
+            return stat.S_ISREG(os.fstat(fh.fileno()).st_mode) and \
+                fh.read(SIF_LAUNCH_LEN + len(SIF_MAGIC))[SIF_LAUNCH_LEN:] == SIF_MAGIC
+    except OSError:
+        return False
+
+
 def _special_file(path: str) -> str | None:
     """What *path* is when it exists but is neither a regular file nor a directory (a FIFO would
     block whoever opens it to read a header), else None."""
@@ -158,11 +203,28 @@ def _compatible(runtime: str, prefix: str) -> bool:
 
 def parse_targets(specs: list[str], runtime: str = "auto", oci_default: str = "docker") -> list[Target]:
     """Parse every ``--image`` value; duplicates (same column id) are given once."""
+    return read_targets(specs, runtime, oci_default).targets
+
+
+class Targets(NamedTuple):
+    """The ``--image`` values read: one target per column, and what was given more than once."""
+
+    targets: list[Target]
+    repeated: list[str]
+    """One line per image named more than once (``--image host is given 2 times: checked once``),
+    for the plugin to say once: the run checks it once, which the user may not have meant."""
+
+
+def read_targets(specs: list[str], runtime: str = "auto", oci_default: str = "docker") -> Targets:
+    """Parse every ``--image`` value (:func:`parse_target`); duplicates (same column id) are
+    checked once, and said (:attr:`Targets.repeated`)."""
     targets: list[Target] = []
     seen: dict[str, Target] = {}
+    given: dict[str, list[str]] = {}
     for spec in specs:
         target = parse_target(spec, runtime, oci_default)
         first = seen.get(target.id)
+        given.setdefault(target.id, []).append(spec)
         if first is None:
             seen[target.id] = target
             targets.append(target)
@@ -173,4 +235,13 @@ def parse_targets(specs: list[str], runtime: str = "auto", oci_default: str = "d
                 f"--image {first.spec!r} and --image {spec!r} are different images with the same column id "
                 f"{target.id!r}; rename one of the files"
             )
-    return targets
+    repeated = []
+    for column, named in given.items():
+        if len(named) < 2:
+            continue
+        if len(set(named)) == 1:
+            repeated.append(f"--image {named[0]} is given {len(named)} times: checked once")
+        else:
+            ways = " and ".join(f"--image {s}" for s in dict.fromkeys(named))
+            repeated.append(f"{ways} name the same image ({column}): checked once")
+    return Targets(targets, repeated)

@@ -299,6 +299,12 @@ RECIPES: dict[str, Recipe] = {
             links=(("usr/bin/python", "python2.7"),),
             description="only a real CPython 2.7.18 (Debian bullseye's python2.7-minimal) as 'python'",
         ),
+        # The own-check how-to's image (docs/how-to/own-checks.md): what its example checks is there.
+        Recipe("owncheck", "base", pip=("numpy==2.4.6",),
+               files=(("opt/app/app.conf", "renderer = egl\nsamples = 4\n", 0o644),
+                      ("opt/app/run.sh", '#!/bin/sh\nexec python3 -c "import numpy" "$@"\n', 0o755)),
+               changes=("ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics",),
+               description="base + numpy (pip), /opt/app (a 0644 config, a 0755 script) and an ENV line"),
         # What a stock Debian server has (python3, ca-certificates; no python3-venv, no Mesa): the
         # README's first command is run on these as written (tests/test_install.py).
         Recipe("stock-bookworm", "nopython", apt=("python3", "ca-certificates"),

@@ -259,7 +259,7 @@ def write_podman_conf() -> None:
 
 
 #: Test images the Apptainer tests run as SIFs (built the users' way: docker save, apptainer build).
-SIF_IMAGES = ("base", "full")
+SIF_IMAGES = ("base", "full", "owncheck")
 
 
 def run(images: Sequence[str], with_podman: bool, with_apptainer: bool = True, with_slurm: bool = True) -> None:
@@ -276,6 +276,11 @@ def run(images: Sequence[str], with_podman: bool, with_apptainer: bool = True, w
     t0 = time.monotonic()
     apt_install(MESA)
     phase_done("host mesa", t0)
+
+    t0 = time.monotonic()
+    # tests/test_docs.py looks at the built docs site in a real browser, at 1280 px.
+    apt_install(["chromium"])
+    phase_done("chromium", t0)
 
     for name in images:
         t0 = time.monotonic()
