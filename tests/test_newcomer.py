@@ -42,8 +42,14 @@ def _pytest(*args: str, cwd: Path, columns: int | None = 80) -> subprocess.Compl
                           capture_output=True, text=True, timeout=600, env=env)
 
 
+#: pytest's own header lines, whose paths (rootdir, configfile) grow with where the test runs (a CI
+#: clone's depth, xdist's popen-gwN): not the plugin's output.
+_PYTEST_HEADER = ("rootdir:", "configfile:", "platform ", "plugins:", "cachedir:")
+
+
 def _wide(text: str, width: int = 80) -> list[str]:
-    return [ln for ln in text.splitlines() if len(ln) > width]
+    """The lines of the plugin's (or containercheck's) output longer than *width*."""
+    return [ln for ln in text.splitlines() if len(ln) > width and not ln.startswith(_PYTEST_HEADER)]
 
 
 def _one_column(path: Path, column: str, statuses: dict[str, str], *, host: str = "node1",
