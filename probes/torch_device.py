@@ -1,6 +1,6 @@
 # Probe: what torch in the image can really compute on, and where the work ran.
 # Stdlib-only at import time, Python 3.7+; torch is imported inside run().
-# Facts only; pytest_containercheck/verdicts_ml.py judges them.
+# Facts only; pytest_containercheck/engine/verdicts/ml.py judges them.
 #
 # A real matmul and a convolution run on the CPU and on every CUDA/HIP device torch
 # sees; each device's result is compared with the CPU's, and the CPU's with a float64

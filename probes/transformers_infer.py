@@ -1,6 +1,6 @@
 # Probe: does transformers in the image run inference, and where did it run?
 # Stdlib-only at import time, Python 3.7+; torch and transformers are imported in run().
-# Facts only; pytest_containercheck/verdicts_ml.py judges them.
+# Facts only; pytest_containercheck/engine/verdicts/ml.py judges them.
 #
 # Nothing can come from a model hub (clusters and CI are offline, and a probe must not
 # depend on the network): tiny models are built from a config with a fixed seed, one

@@ -1,6 +1,6 @@
 # Probe: does xgboost in the image train where it is asked to?
 # Stdlib-only at import time, Python 3.7+; xgboost and numpy are imported inside run().
-# Facts only; pytest_containercheck/verdicts_ml.py judges them.
+# Facts only; pytest_containercheck/engine/verdicts/ml.py judges them.
 #
 # xgboost with device="cuda" and no usable GPU does not raise: a CUDA build logs
 # "No visible GPU is found, setting device to CPU." (src/context.cc, CUDAOrdinal) and a

@@ -31,7 +31,7 @@ from .engine.runtimes import RuntimeFault, Session, Target
 from .engine.runtimes.base import text
 from .engine.textsafe import visible, visible_all
 from .engine.verdict import FAULTS, Verdict, for_host
-from .engine.verdicts_system import other_interpreter
+from .engine.verdicts.system import other_interpreter
 from .rows import row_name
 from .state import STATE
 

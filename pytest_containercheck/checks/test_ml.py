@@ -1,10 +1,10 @@
 """Built-in ML rows: does torch / xgboost / transformers in the image compute where asked?
 
 Each row reads one probe's facts and hands them to a pure verdict function in
-:mod:`pytest_containercheck.engine.verdicts_ml` (unit-tested on recorded facts).  GPU rows
+:mod:`pytest_containercheck.engine.verdicts.ml` (unit-tested on recorded facts).  GPU rows
 (``container.gpu_row``) run their image checks *before* the GPU gate, so an image that can never use a GPU fails
 even on a host without one: an xgboost without CUDA or a CPU-only torch when the image is
-meant for GPUs (see :func:`~pytest_containercheck.engine.verdicts_ml.gpu_intent`); otherwise they skip.
+meant for GPUs (see :func:`~pytest_containercheck.engine.verdicts.ml.gpu_intent`); otherwise they skip.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 
 from pytest_containercheck import Container
 from pytest_containercheck.engine import hostinfo
-from pytest_containercheck.engine import verdicts_ml as ml
 from pytest_containercheck.engine.policy import CheckOptions
+from pytest_containercheck.engine.verdicts import ml
 
 pytestmark = pytest.mark.containercheck_order(30)
 

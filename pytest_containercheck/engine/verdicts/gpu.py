@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .verdict import Verdict, failed, passed, skipped
+from ..verdict import Verdict, failed, passed, skipped
 
 __all__ = ["CUINIT_ERRORS", "driver_capabilities", "explain_cuinit", "gpu_devices", "libcuda", "nvidia_env",
            "nvidia_smi"]

@@ -51,8 +51,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .verdict import NOT_INSTALLED, Verdict, failed, passed, skipped
-from .verdicts_gpu import CUINIT_ERRORS, explain_cuinit
+from ..verdict import NOT_INSTALLED, Verdict, failed, passed, skipped
+from .gpu import CUINIT_ERRORS, explain_cuinit
 
 __all__ = [
     "CPU_ATOL",

@@ -1,4 +1,4 @@
-"""Verdicts for system rows that judge one probe's facts: pure functions, like ``verdicts_ml``.
+"""Verdicts for system rows that judge one probe's facts: pure functions, like ``verdicts.ml``.
 
 :func:`os_and_glibc` and :func:`writable_cache` judge the ``system`` probe (``probes/system.py``):
 is the image a glibc system new enough for manylinux wheels, and can code write its caches?
@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .verdict import Verdict, failed, passed
+from ..verdict import Verdict, failed, passed
 
 __all__ = ["CA_FILE_VARIABLES", "MIN_GLIBC", "ca_package_fix", "os_and_glibc", "tls", "writable_cache"]
 

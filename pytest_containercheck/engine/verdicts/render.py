@@ -11,10 +11,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .imagecompare import SOFTWARE_RENDERERS, normalize_renderer, renderer_label
-from .runtimes import family_of
-from .verdict import NOT_INSTALLED, Verdict
-from .verdicts_gpu import CAPABILITIES_FIX, driver_capabilities
+from ..imagecompare import SOFTWARE_RENDERERS, normalize_renderer, renderer_label
+from ..runtimes import family_of
+from ..verdict import NOT_INSTALLED, Verdict
+from .gpu import CAPABILITIES_FIX, driver_capabilities
 
 WINDOW_CLASSES = {"osmesa": "vtkOSOpenGLRenderWindow", "egl": "vtkEGLRenderWindow"}
 
@@ -531,7 +531,7 @@ def _driver_text(gl_version: str | None) -> str:
 def capabilities_problem(facts: Mapping[str, Any], runtime: str, gpu: Mapping[str, Any] | None,
                          emulated: Sequence[str] = ()) -> tuple[str, str, str] | None:
     """(reason, fix, fault) when the NVIDIA driver capabilities the container got lack ``graphics``
-    (:func:`~.verdicts_gpu.driver_capabilities`): then the runtime gives it no EGL driver and EGL
+    (:func:`~.gpu.driver_capabilities`): then the runtime gives it no EGL driver and EGL
     can only render on the CPU, under the users' own launch as under the check's."""
     decided = driver_capabilities(facts.get("env") or {}, family_of(runtime), gpu, emulated)
     if decided is None or "graphics" in decided["caps"]:
