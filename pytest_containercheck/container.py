@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import pytest
 
 from . import require
+from .engine.errors import Problem
 from .engine.lifecycle import ImageSession
 from .engine.matrix import CELL_KEY, CellRecord, new_cell
 from .engine.outputs import write_file
@@ -133,7 +134,7 @@ class Container:
         except ProbeError as exc:
             problem = exc
         if problem is not None:
-            self.error(str(problem), fix=problem.fix, evidence=problem.evidence)
+            self.problem(problem)
         self._cell["probes"][name] = {"status": result.status, "duration": round(result.duration, 3),
                                       "timings": result.timings}
         if result.bundle:
@@ -279,7 +280,7 @@ class Container:
             return self._image.ensure_started()
         except RuntimeFault as exc:
             fault = exc
-        self.error(str(fault), fix=fault.fix, evidence=fault.evidence, fault=fault.fault)
+        self.problem(fault)
 
     def _python(self) -> PythonInfo:
         self._started()
@@ -289,7 +290,13 @@ class Container:
             return self._image.ensure_python()
         except ProbeError as exc:
             problem = exc
-        self.error(str(problem), fix=problem.fix, evidence=problem.evidence)
+        self.problem(problem)
+
+    def problem(self, problem: Problem) -> NoReturn:
+        """End this check with an engine :class:`~.engine.errors.Problem` (the image did not start, a probe
+        could not run): the one place they become pytest's during a test, as the cell's error with the
+        problem's fix, fault and evidence."""
+        self.error(str(problem), fix=problem.fix, evidence=problem.evidence, fault=problem.fault)
 
 
 def _fit(message: str) -> str:

@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
+from .errors import Problem
 from .runtimes.base import ExecResult, Session, last_line, text
 
 RESULT_MARKER = "@@containercheck-result"
@@ -68,13 +69,8 @@ def probe_key(name: str, params: Mapping[str, Any]) -> str:
     return name + canonical_params(params)
 
 
-class ProbeError(Exception):
+class ProbeError(Problem):
     """The probe could not be run at all (no Python, unknown probe, runtime fault)."""
-
-    def __init__(self, message: str, fix: str | None = None, evidence: str = "") -> None:
-        super().__init__(message)
-        self.fix = fix
-        self.evidence = evidence
 
 
 def probe_dirs() -> list[Path]:
