@@ -25,7 +25,7 @@ from .engine.lifecycle import ImageSession
 from .engine.matrix import CELL_KEY, CellRecord, new_cell
 from .engine.outputs import write_file
 from .engine.policy import CheckOptions
-from .engine.probing import LIBRARY_MODULES, ProbeError, ProbeResult, PythonInfo
+from .engine.probing import ProbeError, ProbeResult, PythonInfo, library_modules
 from .engine.redact import Redactor
 from .engine.report import fit, line_width
 from .engine.runtimes import RuntimeFault, Session, Target
@@ -225,7 +225,7 @@ class Container:
         if self.target.runtime == "host" or python is None:
             return None
         try:
-            result = self._image.probe("pythons", {"modules": list(LIBRARY_MODULES), "current": python.executable})
+            result = self._image.probe("pythons", {"modules": list(library_modules()), "current": python.executable})
         except ProbeError:
             return None
         if not result.ok:

@@ -1,8 +1,9 @@
 """The helpers the probes share through ``ctx`` (``ProbeContext`` in probes/_envelope.py).
 
-Each probe travels into the image alone with the envelope, so what two probes need is a
-method of the context every ``run(params, ctx)`` gets.  The envelope is loaded here the
-way the image runs it: as plain source (its ``main`` ends the process, so it is never called).
+Each probe travels into the image alone with the harness (the envelope and probes/_depth.py), so
+what two probes need is a method of the context every ``run(params, ctx)`` gets.  The harness is
+loaded here the way the image runs it: as plain source (its ``main`` ends the process, so it is
+never called).
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from typing import Any
 
 import pytest
 
+from pytest_containercheck.engine.probing import HARNESS, harness
+
 ROOT = Path(__file__).resolve().parents[1]
 PROBES = ROOT / "probes"
 
 
 @pytest.fixture(scope="module")
 def envelope() -> dict[str, Any]:
-    return runpy.run_path(str(PROBES / "_envelope.py"))
+    ns: dict[str, Any] = {"__name__": "probe"}
+    exec(compile(harness(), "<harness>", "exec"), ns)
+    return ns
 
 
 @pytest.fixture
@@ -256,7 +261,7 @@ def test_select_torch_device_before_torch_2_6(ctx: Any, cuda: bool, mps: bool, s
 
 def test_render_isolation_reports_exceptions_through_ctx(envelope: dict[str, Any]) -> None:
     # envelope + probe in one namespace, as the image runs them
-    program = (PROBES / "_envelope.py").read_text() + "\n\n" + (PROBES / "render.py").read_text()
+    program = harness() + "\n\n" + (PROBES / "render.py").read_text()
     ns: dict[str, Any] = {"__name__": "probe"}
     exec(compile(program, "<probe>", "exec"), ns)
     ctx = ns["ProbeContext"]({})
@@ -280,14 +285,15 @@ def test_probes_parse_as_python_3_7_without_name_clashes() -> None:
                 names.update(t.id for t in node.targets if isinstance(t, ast.Name))
         return names
 
-    envelope = ast.parse((PROBES / "_envelope.py").read_text(), feature_version=(3, 7))
-    shared = top_level(envelope)
+    shared: set[str] = set()
+    for part in HARNESS:
+        shared |= top_level(ast.parse((PROBES / f"{part}.py").read_text(), feature_version=(3, 7)))
     seen: dict[str, str] = {}
     for path in sorted(PROBES.glob("[!_]*.py")):
-        # run, SHARED_IMPORTS and CUDA_CONTEXT are each probe's own declarations (a bundle runs every probe
-        # in a namespace of its own); everything else must stay unique across probes.
-        names = top_level(ast.parse(path.read_text(), filename=str(path),
-                                    feature_version=(3, 7))) - {"run", "SHARED_IMPORTS", "CUDA_CONTEXT"}
+        # run, SHARED_IMPORTS, CUDA_CONTEXT and LIBRARIES are each probe's own declarations (a bundle runs
+        # every probe in a namespace of its own); everything else must stay unique across probes.
+        names = top_level(ast.parse(path.read_text(), filename=str(path), feature_version=(3, 7))) - {
+            "run", "SHARED_IMPORTS", "CUDA_CONTEXT", "LIBRARIES"}
         assert not names & shared, f"{path.name} redefines envelope names {names & shared}"
         for name in names:
             assert name not in seen, f"{name} defined in both {seen[name]} and {path.name}"

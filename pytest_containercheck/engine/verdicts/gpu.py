@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..verdict import Verdict, failed, passed, skipped
+from .native import explain_native
 
 __all__ = ["CUINIT_ERRORS", "driver_capabilities", "explain_cuinit", "gpu_devices", "libcuda", "nvidia_env",
            "nvidia_smi"]
@@ -200,6 +201,9 @@ def libcuda(facts: Mapping[str, Any], host: Mapping[str, Any]) -> Verdict:
     if amd is not None:
         return amd
     cuda = facts.get("libcuda") or {}
+    broken = explain_native(cuda.get("resolution"), str(cuda.get("error") or ""))
+    if not cuda.get("loaded") and broken is not None:
+        return failed(f"libcuda.so.1 does not load in the image: {broken.what}", fix=broken.fix, fault=broken.fault)
     if not cuda.get("loaded"):
         return failed(f"libcuda.so.1 does not load in the image: {cuda.get('error')}", fault="host",
                       fix="Docker: NVIDIA_DRIVER_CAPABILITIES must include 'compute'; Apptainer: use --nv; "

@@ -26,6 +26,8 @@ from .egl import (
     foreign_egl_device,
     vendor_variable_problem,
 )
+from .failure import explain_import
+from .native import Cause, explain_native
 
 # The EGL diagnosis lives in .egl; its public names stay importable from here.
 __all__ = ["NVIDIA_VENDOR_JSON", "PACKAGES", "WINDOW_CLASSES", "capabilities_problem", "egl_device_opened",
@@ -172,6 +174,25 @@ def legacy_vtk_wheel(facts: Mapping[str, Any], backend: str) -> tuple[str, str] 
     return what, fix
 
 
+def broken_library(facts: Mapping[str, Any], missing: Mapping[str, str]) -> Cause | None:
+    """What breaks a library a backend needs that is installed but does not load (a dependency of the
+    wrong version, missing, or without a symbol; :func:`.native.explain_native`), or None: then it is
+    not installed, and :func:`_install_fix` names its package."""
+    libs = facts.get("libraries") or {}
+    for lib in missing:
+        if lib == "egl-vendor":
+            for entry in (facts.get("egl_vendor_files") or {}).get("files") or []:
+                cause = explain_native(entry.get("resolution"), str(entry.get("error") or ""))
+                if cause is not None:
+                    return cause
+            continue
+        info = libs.get(lib) or {}
+        cause = explain_native(info.get("resolution"), str(info.get("error") or ""))
+        if cause is not None:
+            return cause
+    return None
+
+
 def _first_vtk_message(facts: Mapping[str, Any]) -> str:
     msgs = [m for m in facts.get("vtk_messages") or [] if "Failed to create a vtkOpenGLRenderWindow" not in m]
     return msgs[0] if msgs else ""
@@ -224,8 +245,13 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
     for lib in ("vtk", "pyvista"):
         err = facts.get(f"{lib}_import_error")
         if err:
-            if err.startswith("ModuleNotFoundError"):
+            imported = facts.get(f"{lib}_import") or {}
+            top = str(imported.get("missing_module") or "").split(".")[0]
+            if err.startswith("ModuleNotFoundError") and (not imported or top in (lib, "vtkmodules")):
                 return Verdict("skip", f"pyvista/vtk {NOT_INSTALLED} ({err})", missing=lib)
+            below = explain_import(lib, imported) if imported.get("found") else None
+            if below is not None:
+                return Verdict("fail", f"import {lib} failed: {below.what}", fix=below.fix, fault=below.fault)
             mismatch = pyvista_vtk_mismatch(facts) if lib == "pyvista" else None
             if "MPLCONFIGDIR" in err:
                 # pyvista imports matplotlib, which needs a writable config directory: a read-only
@@ -260,6 +286,10 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
         if stale is not None:
             return Verdict("fail", f"VTK fell back from {requested} to {window}: no EGL vendor library loads: "
                                    f"{stale[0]}", fix=stale[1], fault=stale[2])
+        depth = broken_library(facts, missing)
+        if depth is not None:
+            return Verdict("fail", f"VTK fell back from {requested} to {window}: {depth.what}", fix=depth.fix,
+                           fault=depth.fault)
         cause = _missing_text(missing) if missing else (_first_vtk_message(facts) or "VTK gave no reason")
         return Verdict("fail", f"VTK fell back from {requested} to {window}: {cause}",
                              fix=_install_fix(list(missing)) if missing else
@@ -270,6 +300,10 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
         if stale is not None:
             return Verdict("fail", f"{backend} cannot render: no EGL vendor library loads: {stale[0]} (render {where})",
                            fix=stale[1], fault=stale[2])
+        depth = broken_library(facts, missing)
+        if depth is not None:
+            return Verdict("fail", f"{backend} cannot render: {depth.what} (render {where})", fix=depth.fix,
+                           fault=depth.fault)
         if missing:
             fix = _install_fix(list(missing))
             broken = broken_nvidia_vendor(facts) if host_has_gpu and "egl-vendor" in missing else None

@@ -51,8 +51,9 @@ def _tf_not_runnable(facts: Mapping[str, Any]) -> Verdict | None:
     mismatch = transformers_torch_mismatch(facts, str(facts.get("error")))
     if mismatch is not None and _NO_TMP not in err:
         return _fail(f"transformers does not import: {mismatch[0]} ({err})", mismatch[1], "image")
-    return _import_failure("transformers", err, "see the evidence; reinstall transformers and torch with "
-                           "matching versions", facts.get("dist_versions"), str(facts.get("error")))
+    return _import_failure(str(facts.get("failed_module") or "transformers"), err,
+                           "see the evidence: the probe found no requirement or library that breaks it; the error "
+                           "names what raised", facts.get("dist_versions"), str(facts.get("error")), facts)
 
 
 def _model_entries(facts: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
