@@ -365,6 +365,12 @@ def _render_diagnose(ctx, params, send):
     dirs += glob.glob("/usr/lib*/dri") + glob.glob("/usr/lib/*/dri")
     facts["mesa_dri_drivers"] = sorted(set(os.path.basename(p)[:-len("_dri.so")] for d in dirs
                                            for p in glob.glob(os.path.join(d, "*_dri.so"))))
+    # Mesa's software driver (llvmpipe), which EGL on the CPU loads through the DRI loader, which says
+    # nothing when it fails: whether it loads, and if not what breaks it (its LLVM, libstdc++, libdrm).
+    swrast = next((os.path.join(d, "swrast_dri.so") for d in dirs if os.path.isfile(os.path.join(d, "swrast_dri.so"))),
+                  None)
+    if swrast:
+        facts["mesa_swrast"] = dict(ctx.load_library(swrast)[1], file=swrast)
     send({"facts": facts})
     # Last: the one step that runs driver code and could crash.
     send({"facts": {"egl_devices": {"error": "started, did not finish"}}})

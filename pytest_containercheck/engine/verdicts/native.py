@@ -19,7 +19,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["DEBIAN_PACKAGES", "Cause", "explain_native", "library_label"]
+__all__ = ["DEBIAN_PACKAGES", "Cause", "explain_native"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,22 +53,22 @@ _SYMBOL = re.compile(r"(\S+): undefined symbol: ([^,\s]+)")
 _CANNOT_OPEN = re.compile(r"([^\s:]+): cannot open shared object file")
 
 
-def library_label(path: str | None, owners: Sequence[str] = ()) -> str:
-    """``libOSMesa.so.8 (/usr/lib/x86_64-linux-gnu/libOSMesa.so.8, package libosmesa6)``."""
-    if not path:
-        return "?"
-    where = f"{path}, package {', '.join(owners)}" if owners else path
-    return f"{os.path.basename(path)} ({where})"
-
-
 def _said(place: Mapping[str, Any]) -> str:
     """Where the loader found a file, as a person would look for it."""
     via, origin = str(place.get("via") or ""), str(place.get("origin") or "")
     if via == "LD_LIBRARY_PATH":
-        return "first on LD_LIBRARY_PATH"
+        return "on LD_LIBRARY_PATH"
     if via == "ld.so.cache":
-        return f"the loader cache: {origin}" if origin.startswith("listed in") else "the loader cache"
-    return origin or via or "?"
+        return f"in the loader cache, from {origin[len('listed in '):]}" if origin.startswith("listed in") else \
+            "in the loader cache"
+    m = re.match(r"(RUNPATH|RPATH) of (\S+)", via)
+    if m:
+        return f"through the {m.group(1)} of {os.path.basename(m.group(2))}"
+    return f"in a {via}" if via == "default directory" else (origin or via or "?")
+
+
+def _who(needer: str, label: str) -> str:
+    return "it" if label.split(" ")[0] == needer else f"its dependency {needer}"
 
 
 def _good(problem: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -83,8 +83,7 @@ def _remove_dir_fix(problem: Mapping[str, Any], search: Mapping[str, Any], good:
     if taken.get("via") == "LD_LIBRARY_PATH":
         rest = [d for d in search.get("LD_LIBRARY_PATH") or [] if d != directory]
         value = ":".join(rest)
-        return (f"remove {directory} from the image's LD_LIBRARY_PATH (Dockerfile: ENV LD_LIBRARY_PATH={value}){then}; "
-                f"the libraries that need its files can take them through their RUNPATH instead")
+        return f"remove {directory} from the image's LD_LIBRARY_PATH (Dockerfile: ENV LD_LIBRARY_PATH={value}){then}"
     if taken.get("via") == "ld.so.cache":
         conf = (search.get("ld_so_conf") or {}).get(directory)
         if conf:
@@ -102,12 +101,12 @@ def _version_cause(problem: Mapping[str, Any], facts: Mapping[str, Any], label: 
     good = _good(problem)
     versions = list(problem.get("versions") or [])
     newest = {k: v for k, v in (problem.get("newest_provided") or {}).items() if v}
-    provides = f", which provides up to {', '.join(newest.values())}" if newest else ", which lacks them"
+    provides = f", which has up to {', '.join(newest.values())}" if newest else ", which lacks them"
     needer = os.path.basename(str(problem.get("needed_by")))
-    what = (f"{label} is installed but does not load: {needer} needs {', '.join(versions)} of {problem.get('name')}, "
-            f"and the loader took {taken.get('path')} ({_said(taken)}){provides}")
+    what = (f"{label} is installed but does not load: {_who(needer, label)} needs {', '.join(versions)} of "
+            f"{problem.get('name')}; the loader took {taken.get('path')} ({_said(taken)}){provides}")
     if good:
-        what += f"; {good['path']} ({_said(good)}) has them"
+        what += f"; {good['path']} has {'it' if len(versions) == 1 else 'them'}"
         return Cause(what, _remove_dir_fix(problem, facts.get("search") or {}, good))
     package = DEBIAN_PACKAGES.get(str(problem.get("name")))
     return Cause(what + "; no other copy in the image has them",
@@ -120,11 +119,10 @@ def _symbol_cause(problem: Mapping[str, Any], facts: Mapping[str, Any], label: s
     taken = problem.get("taken") or {}
     good = _good(problem)
     needer = os.path.basename(str(problem.get("needed_by")))
-    what = (f"{label} is installed but does not load: {needer} needs {problem.get('symbol')} from "
-            f"{problem.get('name')}, and the loader took {taken.get('path')} ({_said(taken)}), which does not define "
-            "it")
+    what = (f"{label} is installed but does not load: {_who(needer, label)} needs {problem.get('symbol')} from "
+            f"{problem.get('name')}; the loader took {taken.get('path')} ({_said(taken)}), which lacks it")
     if good:
-        what += f"; {good['path']} ({_said(good)}) does"
+        what += f"; {good['path']} has it"
     return Cause(what, _remove_dir_fix(problem, facts.get("search") or {}, good))
 
 
@@ -133,9 +131,13 @@ def _missing_cause(problems: Sequence[Mapping[str, Any]], facts: Mapping[str, An
     needers = sorted({os.path.basename(str(p.get("needed_by"))) for p in problems if p.get("needed_by")})
     search = facts.get("search") or {}
     env = ":".join(search.get("LD_LIBRARY_PATH") or []) or "unset"
+    owners = facts.get("target_owners") or ()
+    label += f" (package {', '.join(owners)})" if owners else ""
     what = (f"{label} is installed but its {'dependency' if len(names) == 1 else 'dependencies'} "
             f"{', '.join(names)} (needed by {', '.join(needers)}) {'is' if len(names) == 1 else 'are'} nowhere the "
             f"loader looks (LD_LIBRARY_PATH {env}, the loader cache, the default directories)")
+    if len(what) > 200:  # the cell's line: the names, not every place looked in
+        what = what.split(" (LD_LIBRARY_PATH")[0]
     deleted = sorted({o for p in problems for o in p.get("owners") or []})
     if deleted:
         what += (f"; dpkg lists {'it' if len(names) == 1 else 'them'} in {', '.join(deleted)}, so the file was "
@@ -163,7 +165,7 @@ def explain_native(explained: Sequence[Mapping[str, Any]] | Mapping[str, Any] | 
         if not problems or not facts.get("target_path"):
             continue
         said = error or str(facts.get("error") or "")
-        label = library_label(str(facts.get("target_path")), facts.get("target_owners") or ())
+        label = os.path.basename(str(facts.get("target_path")))
         version = _VERSION.search(said)
         symbol = _SYMBOL.search(said)
         opened = _CANNOT_OPEN.search(said)

@@ -190,6 +190,10 @@ def broken_library(facts: Mapping[str, Any], missing: Mapping[str, str]) -> Caus
         cause = explain_native(info.get("resolution"), str(info.get("error") or ""))
         if cause is not None:
             return cause
+    swrast = facts.get("mesa_swrast") or {}
+    if facts.get("backend") == "egl" and not swrast.get("loaded"):
+        # Mesa's DRI loader fails quietly: EGL then finds no device, and VTK falls back or fails.
+        return explain_native(swrast.get("resolution"), str(swrast.get("error") or ""))
     return None
 
 
@@ -286,9 +290,9 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
         if stale is not None:
             return Verdict("fail", f"VTK fell back from {requested} to {window}: no EGL vendor library loads: "
                                    f"{stale[0]}", fix=stale[1], fault=stale[2])
-        depth = broken_library(facts, missing)
+        depth = broken_library(facts, missing) if missing or backend == "egl" else None
         if depth is not None:
-            return Verdict("fail", f"VTK fell back from {requested} to {window}: {depth.what}", fix=depth.fix,
+            return Verdict("fail", f"VTK fell back to {window}: {depth.what}", fix=depth.fix,
                            fault=depth.fault)
         cause = _missing_text(missing) if missing else (_first_vtk_message(facts) or "VTK gave no reason")
         return Verdict("fail", f"VTK fell back from {requested} to {window}: {cause}",
@@ -300,7 +304,7 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
         if stale is not None:
             return Verdict("fail", f"{backend} cannot render: no EGL vendor library loads: {stale[0]} (render {where})",
                            fix=stale[1], fault=stale[2])
-        depth = broken_library(facts, missing)
+        depth = broken_library(facts, missing) if missing or backend == "egl" else None
         if depth is not None:
             return Verdict("fail", f"{backend} cannot render: {depth.what} (render {where})", fix=depth.fix,
                            fault=depth.fault)
