@@ -481,8 +481,9 @@ def _dp_symbol(loader, referrer, symbol, deps, want):
 _DP_VERSION = None
 
 
-def _dp_parse_version(text):
-    """A PEP 440 version as a comparable key (packaging's _cmpkey), or None when it is not one."""
+def _dp_version(text):
+    """A PEP 440 version read as packaging's Version reads it: {"key" (comparable, as _cmpkey),
+    "base" (epoch and release), "pre", "post", "dev", "local"}, or None when it is not one."""
     import re
 
     global _DP_VERSION
@@ -499,17 +500,31 @@ def _dp_parse_version(text):
     release = [int(p) for p in m.group(2).split(".")]
     while len(release) > 1 and release[-1] == 0:
         release.pop()
+    epoch = int(m.group(1) or 0)
     pre = None
     if m.group(3):
         letter = {"alpha": "a", "beta": "b", "c": "rc", "pre": "rc", "preview": "rc"}.get(m.group(3).lower(),
                                                                                          m.group(3).lower())
-        pre = (letter, int(m.group(4) or 0))
+        pre = ({"a": 0, "b": 1, "rc": 2}[letter], int(m.group(4) or 0))
     post = int(m.group(5) or m.group(7) or 0) if (m.group(5) or m.group(6)) else None
     dev = int(m.group(9) or 0) if m.group(8) else None
-    inf, ninf = (float("inf"),), (float("-inf"),)
-    pre_key = ninf if pre is None and post is None and dev is not None else (inf if pre is None else pre)
-    return (int(m.group(1) or 0), tuple(release), pre_key, ninf if post is None else (post,),
-            inf if dev is None else (dev,), m.group(10) or "")
+    local = tuple((1, int(p), "") if p.isdigit() else (0, 0, p.lower())
+                  for p in re.split(r"[-_.]", m.group(10))) if m.group(10) else None
+    # packaging's ordering: a dev release of a final before its pre-releases; no pre-release after them.
+    if pre is None and post is None and dev is not None:
+        pre_key = (-1, 0)
+    else:
+        pre_key = (3, 0) if pre is None else pre
+    key = (epoch, tuple(release), pre_key, (-1,) if post is None else (post,),
+           (float("inf"),) if dev is None else (dev,), () if local is None else local)
+    return {"key": key, "base": (epoch, tuple(release)), "pre": pre is not None or dev is not None,
+            "post": post is not None, "local": local is not None}
+
+
+def _dp_parse_version(text):
+    """A PEP 440 version as a comparable key, or None when it is not one."""
+    v = _dp_version(text)
+    return v["key"] if v else None
 
 
 def _dp_release(text):
@@ -521,10 +536,10 @@ def _dp_release(text):
 
 def _dp_spec_ok(spec, version):
     """Does *version* satisfy the specifier set *spec* (">=1.2,<2")?  Pre-releases allowed, as for an
-    installed version (pip check)."""
+    installed version (pip check).  None when either cannot be read."""
     import re
 
-    have = _dp_parse_version(version)
+    have = _dp_version(version)
     for part in [p.strip() for p in (spec or "").split(",") if p.strip()]:
         m = re.match(r"^(===|==|!=|~=|<=|>=|<|>)\s*(\S+)$", part)
         if not m:
@@ -536,37 +551,43 @@ def _dp_spec_ok(spec, version):
             continue
         if have is None:
             return None
+        mine = have["key"]
         if want.endswith(".*") and op in ("==", "!="):
-            prefix = _dp_release(want[:-2])
-            mine = list(have[1]) + [0] * max(0, len(prefix) - len(have[1]))
-            ok = mine[:len(prefix)] == prefix and have[0] == (_dp_parse_version(want[:-2]) or (0,))[0]
+            prefix = _dp_version(want[:-2])
+            if prefix is None:
+                return None
+            size = len(_dp_release(want[:-2]))
+            release = list(mine[1]) + [0] * max(0, size - len(mine[1]))
+            wanted = list(prefix["key"][1]) + [0] * max(0, size - len(prefix["key"][1]))
+            ok = mine[0] == prefix["key"][0] and release[:size] == wanted[:size]
             if ok != (op == "=="):
                 return False
             continue
-        target = _dp_parse_version(want)
+        target = _dp_version(want)
         if target is None:
             return None
-        local_less = have[:5] + ("",)  # comparisons other than == ignore the local label
+        other = target["key"]
+        public = mine[:5] + ((),)  # every comparison but == with a local label ignores the local part
         if op == "==":
-            ok = (have if "+" in want else local_less) == target
+            ok = (mine if target["local"] else public) == other
         elif op == "!=":
-            ok = (have if "+" in want else local_less) != target
+            ok = (mine if target["local"] else public) != other
         elif op == "~=":
-            prefix = _dp_release(want)[:-1]
-            mine = list(have[1]) + [0] * max(0, len(prefix) - len(have[1]))
-            ok = local_less >= target and mine[:len(prefix)] == prefix
+            size = len(_dp_release(want)) - 1
+            release = list(mine[1]) + [0] * max(0, size - len(mine[1]))
+            wanted = _dp_release(want)[:size]
+            ok = public >= other and mine[0] == other[0] and release[:size] == wanted
         elif op == "<=":
-            ok = local_less <= target
+            ok = public <= other
         elif op == ">=":
-            ok = local_less >= target
+            ok = public >= other
         elif op == "<":
-            # "<V" does not admit a pre-release of V itself unless V is one (PEP 440, exclusive ordered).
-            ok = local_less < target and not (have[1] == target[1] and have[2] != (float("inf"),)
-                                              and target[2] == (float("inf"),))
+            # "<V" admits no pre-release of V itself unless V is one (PEP 440, exclusive ordered comparison).
+            ok = public < other and not (have["pre"] and not target["pre"] and have["base"] == target["base"])
         else:
-            # ">V" does not admit a post-release of V unless V is one.
-            ok = local_less > target and not (have[1] == target[1] and have[3] != (float("-inf"),)
-                                              and target[3] == (float("-inf"),))
+            # ">V" admits no post-release of V unless V is one, and no local version of V.
+            ok = public > other and not (have["post"] and not target["post"] and have["base"] == target["base"]) \
+                and not (have["local"] and have["base"] == target["base"])
         if not ok:
             return False
     return True
@@ -611,10 +632,9 @@ def _dp_marker(text, env):
         tok = take()
         if tok[:1] in ("'", '"'):
             return tok[1:-1], False
-        name = tok.replace("os.name", "os_name").replace("sys.platform", "sys_platform").replace(
-            "platform.version", "platform_version").replace("platform.machine", "platform_machine").replace(
-            "platform.python_implementation", "platform_python_implementation").replace(
-            "python_implementation", "platform_python_implementation")
+        name = {"os.name": "os_name", "sys.platform": "sys_platform", "platform.version": "platform_version",
+                "platform.machine": "platform_machine", "python_implementation": "platform_python_implementation",
+                "platform.python_implementation": "platform_python_implementation"}.get(tok, tok)
         if name not in env:
             raise ValueError(tok)
         return env[name], name == "extra"

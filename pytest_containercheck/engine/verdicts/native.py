@@ -57,14 +57,13 @@ def _said(place: Mapping[str, Any]) -> str:
     """Where the loader found a file, as a person would look for it."""
     via, origin = str(place.get("via") or ""), str(place.get("origin") or "")
     if via == "LD_LIBRARY_PATH":
-        return "on LD_LIBRARY_PATH"
+        return "LD_LIBRARY_PATH"
     if via == "ld.so.cache":
-        return f"in the loader cache, from {origin[len('listed in '):]}" if origin.startswith("listed in") else \
-            "in the loader cache"
+        return f"loader cache: {origin[len('listed in '):]}" if origin.startswith("listed in") else "loader cache"
     m = re.match(r"(RUNPATH|RPATH) of (\S+)", via)
     if m:
-        return f"through the {m.group(1)} of {os.path.basename(m.group(2))}"
-    return f"in a {via}" if via == "default directory" else (origin or via or "?")
+        return f"{m.group(1)} of {os.path.basename(m.group(2))}"
+    return origin or via or "?"
 
 
 def _who(needer: str, label: str) -> str:
