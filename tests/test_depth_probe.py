@@ -131,7 +131,8 @@ def test_ld_library_path_before_runpath_gives_the_old_version(libs: Path) -> Non
                              f"{libs}/runpath/libtop.so)")
     [problem] = info["resolution"]["problems"]
     assert (problem["kind"], problem["name"], problem["versions"]) == ("version", "libdep.so.1", ["DEP_2.0"])
-    assert problem["taken"] == {"path": f"{libs}/old/libdep.so.1", "via": "LD_LIBRARY_PATH", "origin": "LD_LIBRARY_PATH"}
+    assert problem["taken"] == {"path": f"{libs}/old/libdep.so.1", "via": "LD_LIBRARY_PATH",
+                                "origin": "LD_LIBRARY_PATH"}
     assert problem["newest_provided"] == {"DEP": "DEP_1.0"}
     good = [a for a in problem["alternatives"] if a["satisfies"]]
     assert [a["path"] for a in good] == [f"{libs}/new/libdep.so.1"]
@@ -251,7 +252,8 @@ def test_markers_agree_with_packaging(marker: str) -> None:
 def test_requirements_parse_as_metadata_writes_them() -> None:
     parse = _ns()["_dp_requirement"]
     assert parse("tokenizers<0.24.0,>=0.23.1") == ("tokenizers", "<0.24.0,>=0.23.1", "")
-    assert parse("nvidia-nccl-cu12; platform_system == 'Linux'") == ("nvidia-nccl-cu12", "", "platform_system == 'Linux'")
+    assert parse("nvidia-nccl-cu12; platform_system == 'Linux'") == ("nvidia-nccl-cu12", "",
+                                                                    "platform_system == 'Linux'")
     assert parse("pandas>=1.2; extra == 'pandas'") == ("pandas", ">=1.2", "extra == 'pandas'")
     assert parse("requests[socks] (>=2.0)") == ("requests", ">=2.0", "")
     assert parse("pkg @ https://example.invalid/pkg.whl") == ("pkg", "", "")
@@ -263,7 +265,8 @@ def test_requirements_parse_as_metadata_writes_them() -> None:
 def _dist(site: Path, name: str, version: str, requires: list[str], package: dict[str, str]) -> None:
     info = site / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir(parents=True)
-    lines = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"] + [f"Requires-Dist: {r}" for r in requires]
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+             *(f"Requires-Dist: {r}" for r in requires)]
     (info / "METADATA").write_text("\n".join(lines) + "\n")
     (info / "top_level.txt").write_text("\n".join(sorted({p.split("/")[0] for p in package})) + "\n")
     for rel, code in package.items():
