@@ -622,10 +622,13 @@ def _uninstall(rootfs: Path, stage: Path) -> None:
     """Remove from *rootfs* the distributions *stage* installs again (what pip's own uninstall does
     before an upgrade: the files its RECORD lists), so one version of each is left."""
     site = rootfs / SITE_PACKAGES
+
+    def project(info: Path) -> str:  # "scipy-1.17.1.dist-info" -> "scipy"
+        return info.name.removesuffix(".dist-info").rsplit("-", 1)[0].lower().replace("-", "_")
+
     for info in (stage / SITE_PACKAGES).glob("*.dist-info"):
-        project = info.name.rsplit("-", 1)[0].lower().replace("-", "_")
         for old in site.glob("*.dist-info"):
-            if old.name.rsplit("-", 1)[0].lower().replace("-", "_") != project:
+            if project(old) != project(info):
                 continue
             record = old / "RECORD"
             for line in record.read_text().splitlines() if record.is_file() else []:
