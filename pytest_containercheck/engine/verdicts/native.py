@@ -139,8 +139,8 @@ def _missing_cause(problems: Sequence[Mapping[str, Any]], facts: Mapping[str, An
         what = what.split(" (LD_LIBRARY_PATH")[0]
     deleted = sorted({o for p in problems for o in p.get("owners") or []})
     if deleted:
-        what += (f"; dpkg lists {'it' if len(names) == 1 else 'them'} in {', '.join(deleted)}, so the file was "
-                 "deleted after the package was installed (an image slimmer, or a cleanup that removed libraries)")
+        what += (f"; package {', '.join(deleted)} lists {'it' if len(names) == 1 else 'them'}: deleted after the "
+                 "install (an image slimmer, or a cleanup of libraries)")
         return Cause(what, f"reinstall the package that owns it: apt-get update && apt-get install --reinstall -y "
                            f"{' '.join(deleted)}")
     known = [DEBIAN_PACKAGES[n] for n in names if n in DEBIAN_PACKAGES]
