@@ -270,7 +270,8 @@ def render_verdict(facts: Mapping[str, Any], backend: str, *, require_hw_render:
                 return Verdict("fail", f"import pyvista failed: {mismatch[0]} ({err})", fix=mismatch[1],
                                fault="image")
             return Verdict("fail", f"import {lib} failed in the image: {err}",
-                                 fix="install the system libraries the error names (e.g. libxrender1, libgomp1)",
+                                 fix="install the system library the error names (its package: apt-file search "
+                                     "<name> on Debian, dnf provides '*/<name>' on RHEL/Fedora)",
                                  fault="image")
     legacy = legacy_vtk_wheel(facts, backend)
     if legacy is not None:

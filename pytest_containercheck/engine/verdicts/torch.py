@@ -43,12 +43,13 @@ def torch_cpu(facts: Mapping[str, Any]) -> Verdict:
     ops = (facts.get("ops") or {}).get("cpu") or {}
     if not ops.get("ok"):
         return _fail(f"torch {version}: matmul/conv on the CPU raised {ops.get('error')}",
-                     "reinstall torch in the image; the evidence has the exception", "image")
+                     "see the exception in the evidence: torch is installed and imports, the operation itself failed "
+                     "(a wheel built for instructions this CPU lacks fails here)", "image")
     for op in ("matmul", "conv"):
         if not within(ops.get(op), CPU_RTOL, CPU_ATOL):
             return _fail(f"torch {version}: {op} on the CPU differs from float64 by {_rel(ops.get(op))} "
                          f"of its largest value (limit {CPU_RTOL:g}): {ops.get(op)}",
-                         "the CPU kernels compute wrong results: reinstall torch, check the CPU's "
+                         "the CPU kernels compute wrong results: check the CPU's "
                          "instruction set against the wheel's (e.g. an AVX-512 build on an old CPU)", "image")
     return _pass(f"torch {version}: matmul+conv on cpu match float64 (rel {_rel(ops.get('matmul'))}, "
                  f"{_rel(ops.get('conv'))}) in {ops.get('seconds', 0) * 1000:.1f} ms")

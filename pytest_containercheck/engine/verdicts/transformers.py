@@ -101,7 +101,7 @@ def transformers_cpu(facts: Mapping[str, Any]) -> Verdict:
         if ref is not None and not within(ref, _rtol_for(run, CPU_RTOL), CPU_ATOL):
             return _fail(f"transformers {version}: {label} on the CPU differs from float64 by {_rel(ref)} "
                          f"of its largest output (limit {_rtol_for(run, CPU_RTOL):g})",
-                         "the CPU kernels compute wrong results: reinstall torch", "image")
+                         "the CPU kernels compute wrong results: see the torch.cpu row (the same torch)", "image")
         done.append(f"{label} rel {_rel(ref)}" if ref is not None else label)
     return _pass(f"transformers {version} (torch {facts.get('torch_version')}): {', '.join(done)} on cpu, "
                  f"offline")

@@ -143,7 +143,8 @@ def xgboost_cpu(facts: Mapping[str, Any]) -> Verdict:
     run = (facts.get("train") or {}).get("cpu") or {}
     if not run.get("ok"):
         return _fail(f"{name}: training on the CPU raised {run.get('error')}",
-                     "reinstall xgboost in the image; the evidence has the exception", "image")
+                     "see the exception in the evidence: xgboost is installed and imports, training itself failed",
+                     "image")
     device = xgboost_booster_device(facts, run)
     if device != "cpu":
         return _fail(f"{name}: asked for cpu, the booster says device={device}",
@@ -151,7 +152,8 @@ def xgboost_cpu(facts: Mapping[str, Any]) -> Verdict:
     acc = run.get("accuracy") or 0.0
     if acc < XGB_MIN_ACCURACY:
         return _fail(f"{name}: CPU training reached accuracy {acc:.3f} < {XGB_MIN_ACCURACY} on a learnable task",
-                     "the build trains wrong models: reinstall xgboost", "image")
+                     "the build trains wrong models: compare another build of the same version (the xgboost or "
+                     "xgboost-cpu wheel) and check the CPU's instruction set against the wheel's", "image")
     return _pass(f"{name}: hist on cpu, accuracy {acc:.3f}, {run.get('train_seconds', 0):.2f} s")
 
 
