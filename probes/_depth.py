@@ -102,36 +102,17 @@ def _dp_elf(path, symbols=False):
                         out["runpath"] = _dp_cstr(names, val)
             elif sec["type"] == _DP_SHT_VERDEF:
                 data, names = body(sec), strings(sec)
-                off = 0
-                for _ in range(min(sec["info"] or 1000, 5000)):
-                    if off + 20 > len(data):
-                        break
-                    _v, flags, _ndx, cnt, _h, aux, nxt = struct.unpack_from(end + "HHHHIII", data, off)
+                # Elf_Verdef: version, flags, ndx, cnt, hash, aux, next; its first Elf_Verdaux names it.
+                for off, (_v, flags, _ndx, cnt, _h, aux, _n) in _dp_records(data, end + "HHHHIII", 16, 0, sec["info"]):
                     if cnt and not flags & 1 and off + aux + 8 <= len(data):  # VER_FLG_BASE: the file's own name
                         out["verdef"].append(_dp_cstr(names, struct.unpack_from(end + "I", data, off + aux)[0]))
-                    if not nxt:
-                        break
-                    off += nxt
             elif sec["type"] == _DP_SHT_VERNEED:
                 data, names = body(sec), strings(sec)
-                off = 0
-                for _ in range(min(sec["info"] or 1000, 5000)):
-                    if off + 16 > len(data):
-                        break
-                    _v, cnt, vfile, aux, nxt = struct.unpack_from(end + "HHIII", data, off)
+                # Elf_Verneed: version, cnt, file, aux, next; then cnt Elf_Vernaux: hash, flags, other, name, next.
+                for off, (_v, cnt, vfile, aux, _n) in _dp_records(data, end + "HHIII", 12, 0, sec["info"]):
                     wanted = out["verneed"].setdefault(_dp_cstr(names, vfile), [])
-                    a = off + aux
-                    for _ in range(min(cnt, 5000)):
-                        if a + 16 > len(data):
-                            break
-                        _hash, vflags, _other, vname, vnext = struct.unpack_from(end + "IHHII", data, a)
+                    for _a, (_h, vflags, _o, vname, _n) in _dp_records(data, end + "IHHII", 12, off + aux, cnt):
                         wanted.append([_dp_cstr(names, vname), bool(vflags & 2)])  # VER_FLG_WEAK
-                        if not vnext:
-                            break
-                        a += vnext
-                    if not nxt:
-                        break
-                    off += nxt
             elif symbols and sec["type"] == _DP_SHT_DYNSYM:
                 data, names = body(sec), strings(sec)
                 size = 24 if wide else 16
@@ -145,6 +126,24 @@ def _dp_elf(path, symbols=False):
                         defined.add(_dp_cstr(names, name))
                 out["defined"] = defined
         return out
+
+
+def _dp_records(data, fmt, next_at, start, count):
+    """(offset, fields) of the linked records of a version section, from *start*: each record's
+    "next" field (at byte *next_at*) is the distance to the following one, 0 at the last."""
+    import struct
+
+    size = struct.calcsize(fmt)
+    off = start
+    for _ in range(min(count or 1000, 5000)):
+        if off < 0 or off + size > len(data):
+            return
+        fields = struct.unpack_from(fmt, data, off)
+        yield off, fields
+        step = struct.unpack_from(fmt[0] + "I", data, off + next_at)[0]
+        if not step:
+            return
+        off += step
 
 
 def _dp_expand(path_list, origin):

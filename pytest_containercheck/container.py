@@ -15,7 +15,7 @@ import re
 import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
@@ -37,6 +37,8 @@ from .rows import row_name
 from .state import STATE
 
 __all__ = ["CommandResult", "Container", "container"]
+
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass
@@ -275,20 +277,19 @@ class Container:
     # not "during handling of the above exception, another exception occurred".
 
     def _started(self) -> Session:
-        fault: RuntimeFault | None = None
-        try:
-            return self._image.ensure_started()
-        except RuntimeFault as exc:
-            fault = exc
-        self.problem(fault)
+        return self._or_problem(self._image.ensure_started, RuntimeFault)
 
     def _python(self) -> PythonInfo:
         self._started()
         self._image.start_workers()  # the planned probes start while the interpreter is looked for
-        problem: ProbeError | None = None
+        return self._or_problem(self._image.ensure_python, ProbeError)
+
+    def _or_problem(self, call: Callable[[], _T], kind: type[Problem]) -> _T:
+        """*call*'s result, or this check's end with the :class:`Problem` of *kind* it raised."""
+        problem: Problem | None = None
         try:
-            return self._image.ensure_python()
-        except ProbeError as exc:
+            return call()
+        except kind as exc:
             problem = exc
         self.problem(problem)
 

@@ -16,21 +16,11 @@ The GPU messages matched here are the libraries' own, quoted from their source:
   PyTorch installation").
 * The CUDA runtime's string for ``cudaErrorNoKernelImageForDevice``: "no kernel image is
   available for execution on the device".
-* xgboost, ``src/context.cc`` (``CUDAOrdinal``): "No visible GPU is found, setting device
-  to CPU." -- logged, not raised, when ``cudaGetDeviceCount`` fails or finds nothing
-  (``src/common/cuda_rt_utils.cc``, ``AllVisibleGPUs``), so a driver too old for the
-  wheel's CUDA looks exactly like a missing GPU.  xgboost 3.x then also logs "Device is
-  changed from GPU to CPU as we couldn't find any available GPU on the system." -- and
-  a build without CUDA (``xgboost-cpu``) logs only that second line (observed with
-  3.2.0, ``tests/data/ml/``): the warning blames the system even when the wheel is at
-  fault, which is why ``build_info()`` decides.
-* xgboost 1.x, ``GenericParameter::ConfigureGpuId`` (``src/learner.cc``; ``Context`` in
-  ``src/context.cc`` from 1.7): 1.x has no ``device`` parameter, GPU training is
-  ``tree_method="gpu_hist"``, the config stores only ``gpu_id``, and with no visible GPU it
-  logs "No visible GPU is found, setting `gpu_id` to -1" (:func:`xgboost_booster_device`).
 * The CUDA runtime's string for ``cudaErrorUnsupportedPtxVersion`` (driver
   ``CUDA_ERROR_UNSUPPORTED_PTX_VERSION``, 222): "the provided PTX was compiled with an
   unsupported toolchain." -- PTX from a newer toolkit than the driver can JIT: a pair fault.
+
+xgboost's own messages are quoted in :mod:`.xgboost`.
 """
 
 from __future__ import annotations

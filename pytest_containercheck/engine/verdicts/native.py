@@ -95,19 +95,27 @@ def _remove_dir_fix(problem: Mapping[str, Any], search: Mapping[str, Any], good:
             f"loader's search ({_said(taken)}){then}")
 
 
-def _version_cause(problem: Mapping[str, Any], facts: Mapping[str, Any], label: str) -> Cause:
+def _took(problem: Mapping[str, Any], label: str, needs: str, lacks: str,
+          plural: bool = False) -> tuple[str, Mapping[str, Any] | None]:
+    """"X is installed but does not load: it needs N; the loader took F (from), which lacks it; G has it"."""
     taken = problem.get("taken") or {}
     good = _good(problem)
+    needer = os.path.basename(str(problem.get("needed_by")))
+    what = (f"{label} is installed but does not load: {_who(needer, label)} needs {needs}; the loader took "
+            f"{taken.get('path')} ({_said(taken)}), {lacks}")
+    return what + (f"; {good['path']} has {'them' if plural else 'it'}" if good else ""), good
+
+
+def _version_cause(problem: Mapping[str, Any], facts: Mapping[str, Any], label: str) -> Cause:
     versions = list(problem.get("versions") or [])
     newest = {k: v for k, v in (problem.get("newest_provided") or {}).items() if v}
-    provides = f", which has up to {', '.join(newest.values())}" if newest else ", which lacks them"
-    needer = os.path.basename(str(problem.get("needed_by")))
-    what = (f"{label} is installed but does not load: {_who(needer, label)} needs {', '.join(versions)} of "
-            f"{problem.get('name')}; the loader took {taken.get('path')} ({_said(taken)}){provides}")
+    what, good = _took(problem, label, f"{', '.join(versions)} of {problem.get('name')}",
+                       f"which has up to {', '.join(newest.values())}" if newest else "which lacks them",
+                       plural=len(versions) > 1)
     if good:
-        what += f"; {good['path']} has {'it' if len(versions) == 1 else 'them'}"
         return Cause(what, _remove_dir_fix(problem, facts.get("search") or {}, good))
     package = DEBIAN_PACKAGES.get(str(problem.get("name")))
+    needer = os.path.basename(str(problem.get("needed_by")))
     return Cause(what + "; no other copy in the image has them",
                  f"install a newer {problem.get('name')} (one that provides {', '.join(versions)}"
                  + (f": Debian's {package} from a newer release" if package else "")
@@ -115,13 +123,7 @@ def _version_cause(problem: Mapping[str, Any], facts: Mapping[str, Any], label: 
 
 
 def _symbol_cause(problem: Mapping[str, Any], facts: Mapping[str, Any], label: str) -> Cause:
-    taken = problem.get("taken") or {}
-    good = _good(problem)
-    needer = os.path.basename(str(problem.get("needed_by")))
-    what = (f"{label} is installed but does not load: {_who(needer, label)} needs {problem.get('symbol')} from "
-            f"{problem.get('name')}; the loader took {taken.get('path')} ({_said(taken)}), which lacks it")
-    if good:
-        what += f"; {good['path']} has it"
+    what, good = _took(problem, label, f"{problem.get('symbol')} from {problem.get('name')}", "which lacks it")
     return Cause(what, _remove_dir_fix(problem, facts.get("search") or {}, good))
 
 
