@@ -652,27 +652,25 @@ def _dp_marker(text, env):
             return (left in right) == (op == "in")
         if _dp_parse_version(left) is not None and _dp_parse_version(right) is not None and op not in ("===",):
             return bool(_dp_spec_ok(op + right, left))
-        if op == "==":
+        if op in ("==", "==="):
             return left == right
-        if op in ("!=",):
+        if op == "!=":
             return left != right
-        if op == "===":
-            return left == right
         raise ValueError(op)
 
-    def both():
-        result = compare()
-        while peek() == "and":
-            take()
-            result = compare() and result
-        return result
+    def joined(word, part):
+        # "a and b and c", "a or b": every part is read (the tokens are used up) before it is combined.
+        def parse():
+            result = part()
+            while peek() == word:
+                take()
+                other = part()
+                result = (result and other) if word == "and" else (result or other)
+            return result
+        return parse
 
-    def either():
-        result = both()
-        while peek() == "or":
-            take()
-            result = both() or result
-        return result
+    both = joined("and", compare)
+    either = joined("or", both)
 
     try:
         result = either()
