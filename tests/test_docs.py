@@ -50,12 +50,28 @@ def test_local_links_lead_somewhere(page: Path) -> None:
 
 def test_the_module_map_names_every_module() -> None:
     """docs/development.md's module map matches the tree: every module is in it, and every
-    module it names exists."""
+    module it names exists.  The checks and the verdicts are packages of one module per row
+    family: the map names the package (a new row adds a module there and changes no page)."""
     text = (DOCS / "development.md").read_text()
     package = ROOT / "pytest_containercheck"
     modules = {p.name for p in package.rglob("*.py")
-               if p.name != "__init__.py" and "__pycache__" not in p.parts and p.parent.name != "checks"}
+               if p.name != "__init__.py" and "__pycache__" not in p.parts and p.parent.name not in ("checks", "verdicts")}
     mapped = text[text.index("## The module map"):text.index("## Tests, lint and CI")]
+    assert "`verdicts/`" in mapped and "`checks/`" in mapped
     named = set(re.findall(r"`([a-z_]+\.py)`", mapped))
     assert modules - named == set(), f"not in the module map: {sorted(modules - named)}"
     assert named - modules - {"CONTRACT.py"} == set(), f"named but not in the tree: {sorted(named - modules)}"
+
+
+#: A count of rows written into a page: "13 of 17 rows", "17 checks", "4 pass, 13 skip".
+_ROW_COUNT = re.compile(r"\b\d+ of \d+ rows\b|\b\d+ (?:built-in )?(?:checks|rows)\b|\b\d+ pass(?:ed)?, \d+ skip")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_page_counts_the_rows(page: Path) -> None:
+    """How many rows there are is the registry's (``builtin_rows()``, and the generated reference);
+    a count written into a page goes stale with the next row, which must change no page."""
+    if page.parent == DOCS / "reference" and page.name in ("rows.md", "options.md"):
+        return  # generated from the registry
+    found = _ROW_COUNT.findall(page.read_text())
+    assert found == [], f"{page.relative_to(ROOT)} counts rows: {found}"

@@ -25,7 +25,7 @@ from ..verdict import NOT_INSTALLED, Verdict
 from .common import _fail, _first_line, _skip
 from .native import Cause, explain_native
 
-__all__ = ["explain_import", "version_mismatch"]
+__all__ = ["explain_import", "not_importable", "version_mismatch"]
 
 _NO_TMP = "No usable temporary directory"
 _NO_TMP_FIX = ("give the container a writable /tmp (docker run --tmpfs /tmp; Apptainer binds /tmp unless "
@@ -186,11 +186,21 @@ def _import_failure(library: str, err: str, fix: str, versions: Mapping[str, Any
     return _fail(f"{library} is installed but does not import: {err}", fix, "image")
 
 
-def _not_importable(facts: Mapping[str, Any], library: str, fix: str) -> Verdict | None:
-    """Skip when *library* is absent; fail when it is installed but does not import."""
+_NO_CAUSE = "see the evidence: the probe found no requirement or library that breaks it; the error names what raised"
+
+
+def not_importable(facts: Mapping[str, Any], library: str, fix: str = _NO_CAUSE) -> Verdict | None:
+    """The verdict on a library probe's standard facts (``ctx.import_library``), or None when it imports.
+
+    A library that is absent skips the row (:attr:`~..verdict.Verdict.missing` set: the plugin then
+    looks for it in the image's other interpreters); one that is installed but does not import fails
+    as the image's fault, naming what breaks it (:func:`explain_import`), else with *fix*."""
     if facts.get("installed"):
         return None
     err = _first_line(str(facts.get("error")), 200)
     if facts.get("found"):
         return _import_failure(library, err, fix, facts.get("dist_versions"), str(facts.get("error")), facts)
     return _skip(f"{library} is {NOT_INSTALLED} ({err})", missing=library)
+
+
+_not_importable = not_importable
