@@ -744,13 +744,57 @@ def _dp_requirements(roots, limit=200):
 _DP_TOP = None
 
 
+def _dp_provides(dist, top, record=True):
+    """Whether the installed distribution *dist* holds the top-level package *top*: its top_level.txt,
+    else (with *record*) its RECORD; None when it says neither."""
+    try:
+        tops = (dist.read_text("top_level.txt") or "").split()
+        if tops:
+            return top in tops
+        if not record:
+            return None
+        files = dist.files
+    except Exception:
+        return None
+    if files is None:
+        return None
+    return any(str(f).split("/", 1)[0].split(".", 1)[0] == top for f in files)
+
+
 def _dp_distribution_of(module):
-    """The installed distribution that provides the top-level package of *module*: (name, version)."""
+    """The installed distribution that provides the top-level package of *module*: (name, version).
+
+    Asked of the distribution of the same name first, then of those beside the package (where it is
+    installed), and only then of every installed one: a probe pays for this on each import."""
     global _DP_TOP
     try:
+        import importlib.util
+        import os
         from importlib import metadata
     except ImportError:
         return None
+    top = str(module).split(".", 1)[0]
+    try:
+        dist = metadata.distribution(top)
+        if _dp_provides(dist, top, record=False) is not False:  # the same name: its top_level.txt may deny it
+            return dist.metadata["Name"], dist.version
+    except Exception:
+        pass
+    try:
+        spec = importlib.util.find_spec(top)
+        where = list(spec.submodule_search_locations or []) if spec else []
+        where = [os.path.dirname(w) for w in where] or ([os.path.dirname(spec.origin)] if spec and spec.origin else [])
+        for site in where:
+            # Likely names first (vtk for vtkmodules), read from the directory names alone: a
+            # distribution without top_level.txt is asked its RECORD.
+            infos = sorted((n for n in os.listdir(site) if n.endswith(".dist-info")), key=lambda n: _dp_canon(
+                n[:-len(".dist-info")].rsplit("-", 1)[0]).replace("-", "_") not in top.lower())
+            for name in infos:
+                dist = metadata.Distribution.at(os.path.join(site, name))
+                if _dp_provides(dist, top):
+                    return dist.metadata["Name"], dist.version
+    except Exception:
+        pass
     if _DP_TOP is None:
         _DP_TOP = {}
         try:
@@ -763,11 +807,11 @@ def _dp_distribution_of(module):
                 if not tops:
                     tops = set(str(f).split("/", 1)[0].split(".", 1)[0] for f in dist.files or ()
                                if not str(f).startswith(("..", "/")) and ".dist-info" not in str(f).split("/", 1)[0])
-                for top in tops:
-                    _DP_TOP.setdefault(top, (dist.metadata["Name"], dist.version))
+                for name in tops:
+                    _DP_TOP.setdefault(name, (dist.metadata["Name"], dist.version))
             except Exception:
                 continue
-    return _DP_TOP.get(str(module).split(".", 1)[0])
+    return _DP_TOP.get(top)
 
 
 def _dp_native_files(dist_name, limit=40):
