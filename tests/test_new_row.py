@@ -99,3 +99,12 @@ def test_the_new_row_runs_and_passes(copy: Path) -> None:
     cells = json.loads((copy / "m.json").read_text())["cells"]
     [cell] = [c for c in cells if c["row"] == "numpy.blas"]
     assert cell["status"] == "pass" and re.match(r"numpy \S+: a matrix product through \S+ is exact$", cell["detail"])
+
+
+def test_the_verdicts_are_a_package_of_small_modules() -> None:
+    """engine/verdicts/: one module per row family and the shared analysis, none over about 400 lines."""
+    package = ROOT / "pytest_containercheck" / "engine" / "verdicts"
+    sizes = {p.name: len(p.read_text().splitlines()) for p in package.glob("*.py")}
+    assert {"system.py", "gpu.py", "render.py", "torch.py", "xgboost.py", "transformers.py", "failure.py",
+            "native.py"} <= set(sizes)
+    assert {name: n for name, n in sizes.items() if n > 400} == {}
