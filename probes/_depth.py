@@ -834,7 +834,11 @@ def _dp_native_files(dist_name, limit=40):
 
 def _dp_loader_targets(exc, text):
     """The files a loader message names: the object that failed (ImportError.path) or the one it
-    names as needing something ("required by X", "X: undefined symbol")."""
+    names as needing something ("required by X", "X: undefined symbol").
+
+    CPython raises dlopen's error for an extension module as ImportError with the module's name and
+    its file as ``path`` (Python/dynload_shlib.c, _PyImport_FindSharedFuncptr: PyErr_SetImportError);
+    a library loaded with ctypes raises OSError with dlerror's text alone."""
     import re
 
     found = []

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -331,3 +332,17 @@ def test_a_library_loaded_with_ctypes_whose_dependency_is_missing(libs: Path, tm
     [native] = facts["native"]
     assert native["target_path"] == str(tmp_path / "boostlib/lib/libtopm.so")
     assert [(p["kind"], p["name"]) for p in native["problems"]] == [("missing", "libgone.so.1")]
+
+
+def test_an_extension_module_whose_dependency_is_missing(libs: Path, tmp_path: Path) -> None:
+    """CPython gives the extension's file as ImportError.path: that is the library resolved."""
+    ext = f"fastlib/_core{sysconfig.get_config_var('EXT_SUFFIX')}"
+    _dist(tmp_path, "fastlib", "1.0", [], {"fastlib/__init__.py": "from . import _core\n"})
+    _cc(tmp_path / ext, "int m(void);\nint PyInit__core(void){return m();}\n", str(libs / "topm/libtopm.so"))
+    (tmp_path / "fastlib-1.0.dist-info/RECORD").write_text(f"fastlib/__init__.py,,\n{ext},,\n")
+    facts = _run(["import", "fastlib"], {"PYTHONPATH": str(tmp_path), "LD_LIBRARY_PATH": str(libs / "topm")})
+    assert facts["error"] == "ImportError: libgone.so.1: cannot open shared object file: No such file or directory"
+    [native] = facts["native"]
+    assert native["target_path"] == str(tmp_path / ext)
+    assert [(p["kind"], p["name"], p["needed_by"]) for p in native["problems"]] == [
+        ("missing", "libgone.so.1", str(libs / "topm/libtopm.so"))]
