@@ -26,7 +26,8 @@ def facts(case: str) -> dict[str, Any]:
 
 
 def _osmesa_resolution(f: dict[str, Any]) -> dict[str, Any]:
-    return dict(f["libraries"]["libOSMesa.so.8"]["resolution"])
+    resolution: dict[str, Any] = f["libraries"]["libOSMesa.so.8"]["resolution"]
+    return resolution
 
 
 # -- the recorded cases ------------------------------------------------------------------------------
@@ -234,3 +235,12 @@ def test_pyvista_whose_requirement_is_missing_fails_it_does_not_skip() -> None:
     f["pyvista_import"] = {"installed": False, "found": False, "missing_module": "pyvista"}
     f["pyvista_import_error"] = "ModuleNotFoundError: No module named 'pyvista'"
     assert render_verdict(f, "osmesa").status == "skip"
+
+
+def test_a_library_that_is_there_and_fails_for_no_reason_found_is_never_installed_again() -> None:
+    f = facts("glibcxx-osmesa")
+    _osmesa_resolution(f)["problems"] = []
+    v = render_verdict(f, "osmesa")
+    assert v.detail.startswith("osmesa cannot render: libOSMesa.so.8 is installed "
+                               "(/lib/x86_64-linux-gnu/libOSMesa.so.8) but does not load: ")
+    assert "apt-get" not in str(v.fix) and "libosmesa6" not in str(v.fix)

@@ -190,6 +190,11 @@ def broken_library(facts: Mapping[str, Any], missing: Mapping[str, str]) -> Caus
         cause = explain_native(info.get("resolution"), str(info.get("error") or ""))
         if cause is not None:
             return cause
+        there = (info.get("resolution") or {}).get("target_path")
+        if there:  # installed, and nothing the loader's search shows explains it: never "install" it
+            return Cause(f"{lib} is installed ({there}) but does not load: {info.get('error')}",
+                         "the loader's message names what fails; no dependency is missing, too old or without the "
+                         "symbol (the evidence has every file the loader resolves)")
     swrast = facts.get("mesa_swrast") or {}
     if facts.get("backend") == "egl" and not swrast.get("loaded"):
         # Mesa's DRI loader fails quietly: EGL then finds no device, and VTK falls back or fails.
