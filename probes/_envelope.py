@@ -117,13 +117,21 @@ class ProbeContext(object):
     def load_library(self, name):
         """dlopen *name* with ctypes: (lib, facts).  facts is {"loaded": True, "path": the
         file it was mapped from, when /proc/self/maps says} or {"loaded": False, "error":
-        the loader's message}; lib is None when it did not load."""
+        the loader's message}; lib is None when it did not load.  A library that is there but
+        does not load gets "resolution" too: what the loader resolves, from where, and which
+        dependency breaks it (see explain_load)."""
         import ctypes
 
         try:
             lib = ctypes.CDLL(name)
         except OSError as exc:
-            return None, {"loaded": False, "error": str(exc)[:500]}
+            info = {"loaded": False, "error": str(exc)[:500]}
+            try:
+                if _DpLoader().candidates(name, "", (), None) if "/" not in name else os.path.isfile(name):  # noqa: F821
+                    info["resolution"] = self.explain_load(name, str(exc))
+            except Exception as why:  # the analysis must never cost the fact itself
+                info["resolution_error"] = self.exc_text(why)
+            return None, info
         info = {"loaded": True}
         base = name.rsplit("/", 1)[-1].split(".so")[0] + ".so"
         try:
@@ -137,6 +145,71 @@ class ProbeContext(object):
         except (IOError, OSError):
             pass
         return lib, info
+
+    def explain_load(self, target, error):
+        """Why the shared library *target* (a path, or a name the loader searches) did not load
+        with the loader's *error*: {"target", "target_path", "target_owners" (dpkg packages),
+        "problems": [{"kind": "missing" | "version" | "symbol", "name", "needed_by", ... "taken":
+        {"path", "via", "origin"}, "alternatives": [{"path", "via", "origin", "satisfies"}],
+        "owners"}], "search": {"LD_LIBRARY_PATH", "ld_so_conf"}}.  Read from the files, as glibc's
+        loader searches them (probes/_depth.py)."""
+        return _dp_explain_load(target, error)  # noqa: F821 (probes/_depth.py, sent with this file)
+
+    def import_library(self, *modules):
+        """Import *modules* in order: (the first module or None, facts).  The standard facts of a
+        library: {"installed": imported, "distribution": {"name", "version"}}; when an import
+        raises, also "error", "error_type", "failed_module", "found" (installed in this Python),
+        "missing_module" (what ModuleNotFoundError names), "raised_in" (the innermost module of
+        the traceback outside the standard library, and its distribution), "import_chain",
+        "requirements" (the Requires-Dist of the library's and that distribution's installed
+        requirements, unmet ones listed), "dist_versions", and "native" (explain_load of the
+        files a loader message names)."""
+        import importlib
+
+        first = None
+        for module in modules:
+            try:
+                mod = importlib.import_module(module)
+            except Exception as exc:
+                return None, self.library_failure(module, exc)
+            if first is None:
+                first = mod
+        facts = {"installed": True}
+        owner = _dp_distribution_of(modules[0]) if modules else None  # noqa: F821
+        if owner:
+            facts["distribution"] = {"name": owner[0], "version": owner[1]}
+        return first, facts
+
+    def library_failure(self, module, exc):
+        """The standard facts of *module* raising *exc* on import or first use (see import_library)."""
+        facts = {"installed": False, "failed_module": module}
+        facts.update(_dp_import_failure(self, module, exc))  # noqa: F821
+        return facts
+
+    def libcuda(self, init=True):
+        """The driver's libcuda.so.1 as the probes see it: load_library's facts plus
+        "driver_cuda_version" (cuDriverGetVersion, no context needed, as nvidia-smi reads it) and,
+        with *init*, "cuInit" (its return code: the driver's own reason when CUDA cannot start) and
+        "device_count".  Never raises: a broken stub without the symbols is an "error"."""
+        import ctypes
+
+        lib, out = self.load_library("libcuda.so.1")
+        if lib is None:
+            return out
+        try:
+            if init:
+                out["cuInit"] = int(lib.cuInit(0))
+            rc, version = self.cuda_driver_version(lib)
+            if rc == 0:
+                out["driver_cuda_version"] = version
+            else:
+                out["driver_version_rc"] = rc
+            count = ctypes.c_int(0)
+            if init and out["cuInit"] == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0:
+                out["device_count"] = count.value
+        except Exception as exc:
+            out["error"] = self.exc_text(exc)
+        return out
 
     def cuda_driver_version(self, lib):
         """cuDriverGetVersion() through a loaded libcuda (no cuInit needed, like

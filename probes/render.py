@@ -20,6 +20,8 @@
 # created after the variable was set in a child forked after the import had the requested
 # class, EGL and OSMesa alike), and importing pyvista opens no display.
 SHARED_IMPORTS = ("numpy", "pyvista", "pyvista.plotting")
+# The libraries this probe judges: whose absence skips its rows (the pythons probe looks for them).
+LIBRARIES = ("pyvista", "vtk")
 
 _RENDER_WINDOW_CLASSES = {"osmesa": "vtkOSOpenGLRenderWindow", "egl": "vtkEGLRenderWindow"}
 
@@ -363,6 +365,12 @@ def _render_diagnose(ctx, params, send):
     dirs += glob.glob("/usr/lib*/dri") + glob.glob("/usr/lib/*/dri")
     facts["mesa_dri_drivers"] = sorted(set(os.path.basename(p)[:-len("_dri.so")] for d in dirs
                                            for p in glob.glob(os.path.join(d, "*_dri.so"))))
+    # Mesa's software driver (llvmpipe), which EGL on the CPU loads through the DRI loader, which says
+    # nothing when it fails: whether it loads, and if not what breaks it (its LLVM, libstdc++, libdrm).
+    swrast = next((os.path.join(d, "swrast_dri.so") for d in dirs if os.path.isfile(os.path.join(d, "swrast_dri.so"))),
+                  None)
+    if swrast:
+        facts["mesa_swrast"] = dict(ctx.load_library(swrast)[1], file=swrast)
     send({"facts": facts})
     # Last: the one step that runs driver code and could crash.
     send({"facts": {"egl_devices": {"error": "started, did not finish"}}})
@@ -511,22 +519,20 @@ def _render_frames(ctx, params, send):
     scene = params.get("scene")
 
     t0 = time.perf_counter()
-    try:
-        from vtkmodules.vtkCommonCore import vtkVersion
-    except Exception as exc:
-        send({"facts": {"vtk_import_error": ctx.exc_text(exc)}})
+    core, imported = ctx.import_library("vtkmodules.vtkCommonCore")
+    if core is None:
+        send({"facts": {"vtk_import_error": imported.get("error"), "vtk_import": imported}})
         return
-    send({"facts": {"vtk_version": vtkVersion.GetVTKVersion(), "vtk_dist": _render_vtk_dist()}})
-    try:
-        import numpy as np
-        import pyvista as pv
-        import pyvista.plotting  # noqa: F401  (lazily imported in some versions)
-    except Exception as exc:
+    send({"facts": {"vtk_version": core.vtkVersion.GetVTKVersion(), "vtk_dist": _render_vtk_dist()}})
+    pv, imported = ctx.import_library("pyvista", "pyvista.plotting", "numpy")
+    if pv is None:
         # pyvista and VTK that do not fit fail here (AttributeError from vtkmodules): record
         # pyvista's own VTK requirement from its metadata, without importing it again.
-        send({"facts": {"pyvista_import_error": ctx.exc_text(exc),
+        send({"facts": {"pyvista_import_error": imported.get("error"), "pyvista_import": imported,
                         "pyvista_dist": _render_pyvista_dist()}})
         return
+    import numpy as np
+
     send({"stage": "imported", "timings": {"import": round(time.perf_counter() - t0, 6)},
           "facts": {"pyvista_version": pv.__version__}})
 

@@ -82,25 +82,6 @@ def _nvidia_smi():
     }
 
 
-def _libcuda(ctx):
-    import ctypes
-
-    lib, out = ctx.load_library("libcuda.so.1")
-    if lib is None:
-        return out
-    try:
-        out["cuInit"] = int(lib.cuInit(0))
-        rc, version = ctx.cuda_driver_version(lib)
-        if rc == 0:
-            out["driver_cuda_version"] = version
-        count = ctypes.c_int(0)
-        if out["cuInit"] == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0:
-            out["device_count"] = count.value
-    except Exception as exc:
-        out["error"] = repr(exc)
-    return out
-
-
 def _writable(ctx, path):
     # The system facts keep their shape: path, writable, error (ctx.writable tells more).
     return dict((k, v) for k, v in ctx.writable(path).items() if k in ("path", "writable", "error"))
@@ -162,7 +143,7 @@ def run(params, ctx):
             "dxg": os.path.exists("/dev/dxg"),
         },
         "nvidia_smi": _nvidia_smi(),
-        "libcuda": _libcuda(ctx),
+        "libcuda": ctx.libcuda(),
         "env": env,
         "init_env": _init_env(),
         "writable": {

@@ -1,6 +1,6 @@
 # Probe: where would HTTPS clients in the image find CA certificates?  Stdlib only at import,
 # Python 3.7+.  Offline: it opens no socket, it only reads files and asks the ssl module.
-# Facts only; pytest_containercheck/verdicts_system.py (tls) judges them.
+# Facts only; pytest_containercheck/engine/verdicts/system.py (tls) judges them.
 #
 # Facts:
 #   ssl              {"importable", "error"?, "openssl_version", "verify_paths": {...},

@@ -1,6 +1,6 @@
 # Probe: what torch in the image can really compute on, and where the work ran.
 # Stdlib-only at import time, Python 3.7+; torch is imported inside run().
-# Facts only; pytest_containercheck/verdicts_ml.py judges them.
+# Facts only; pytest_containercheck/engine/verdicts/ml.py judges them.
 #
 # A real matmul and a convolution run on the CPU and on every CUDA/HIP device torch
 # sees; each device's result is compared with the CPU's, and the CPU's with a float64
@@ -12,21 +12,20 @@
 SHARED_IMPORTS = ("torch",)
 # Creates a CUDA context: on a GPU in Exclusive_Process compute mode, one such probe at a time.
 CUDA_CONTEXT = True
+# The library this probe judges: whose absence skips its rows (the pythons probe looks for it).
+LIBRARIES = ("torch",)
 
 
 def _td_driver_cuda_version(ctx):
     # The CUDA version the *driver* supports, read the way nvidia-smi does (no cuInit,
     # no context): comparing it with torch.version.cuda explains "driver too old".
-    lib, loaded = ctx.load_library("libcuda.so.1")
-    if lib is None:
-        return {"loaded": False, "error": loaded["error"]}
-    try:
-        rc, version = ctx.cuda_driver_version(lib)
-    except Exception as exc:  # symbol missing in a broken stub library
-        return {"loaded": True, "error": ctx.exc_text(exc)}
-    if rc != 0:
-        return {"loaded": True, "error": "cuDriverGetVersion returned %d" % rc}
-    return {"loaded": True, "version": version}
+    cuda = ctx.libcuda(init=False)
+    if not cuda.get("loaded"):
+        return {"loaded": False, "error": cuda.get("error")}
+    if cuda.get("driver_cuda_version"):
+        return {"loaded": True, "version": cuda["driver_cuda_version"]}
+    rc = cuda.get("driver_version_rc")
+    return {"loaded": True, "error": cuda.get("error") or "cuDriverGetVersion returned %s" % rc}
 
 
 def _td_inputs(torch):
@@ -186,15 +185,14 @@ def _td_collect(ctx, torch, facts):
 def run(params, ctx):
     facts = {"installed": False}
     with ctx.capture_warnings():
-        try:
-            with ctx.timed("import"):
-                import torch
-        except Exception as exc:  # ImportError, or a broken wheel raising OSError
-            facts["error"] = ctx.exc_text(exc)
-            facts["found"] = ctx.module_found("torch")
-            facts["dist_versions"] = ctx.dist_versions(("torch", "numpy"))
-            torch = None
-        if torch is not None:
+        with ctx.timed("import"):
+            torch, imported = ctx.import_library("torch")  # ImportError, or a broken wheel's OSError
+        facts.update(imported)
+        if torch is None:
+            versions = ctx.dist_versions(("torch", "numpy"))
+            versions.update(facts.get("dist_versions") or {})
+            facts["dist_versions"] = versions
+        else:
             _td_collect(ctx, torch, facts)
     facts["warnings"] = list(ctx.warnings)
     return facts

@@ -1,6 +1,6 @@
 # Probe: does transformers in the image run inference, and where did it run?
 # Stdlib-only at import time, Python 3.7+; torch and transformers are imported in run().
-# Facts only; pytest_containercheck/verdicts_ml.py judges them.
+# Facts only; pytest_containercheck/engine/verdicts/ml.py judges them.
 #
 # Nothing can come from a model hub (clusters and CI are offline, and a probe must not
 # depend on the network): tiny models are built from a config with a fixed seed, one
@@ -15,6 +15,8 @@
 SHARED_IMPORTS = ("torch",)
 # Creates a CUDA context: on a GPU in Exclusive_Process compute mode, one such probe at a time.
 CUDA_CONTEXT = True
+# The libraries this probe judges: whose absence skips its rows (the pythons probe looks for them).
+LIBRARIES = ("transformers",)
 
 _TI_SEQ = 16
 _TI_BATCH = 2
@@ -249,17 +251,23 @@ def run(params, ctx):
     facts["dist_versions"] = ctx.dist_versions(("torch", "transformers", "numpy"))
     log = _TiLog()
     with ctx.capture_warnings(), log:
-        try:
-            with ctx.timed("import"):
-                import torch
+        with ctx.timed("import"):
+            torch, imported = ctx.import_library("torch", "transformers")
+            transformers = None
+            if torch is not None:
                 import transformers
 
-                # transformers imports model modules lazily, on first attribute access:
-                # count that as import time, not as inference work.
-                for cls_name in _TI_AUTO if params.get("model_path") else _TI_CLASSES:
-                    getattr(transformers, cls_name)
-        except Exception as exc:  # ImportError for either, or a broken native wheel
-            facts["error"] = ctx.exc_text(exc)
+                try:
+                    # transformers imports model modules lazily, on first attribute access:
+                    # count that as import time, not as inference work.
+                    for cls_name in _TI_AUTO if params.get("model_path") else _TI_CLASSES:
+                        getattr(transformers, cls_name)
+                except Exception as exc:  # 5.x refuses a torch below its floor here
+                    imported = ctx.library_failure("transformers", exc)
+                    transformers = None
+        if transformers is None:  # ImportError for either, or a broken native wheel
+            versions = dict(facts["dist_versions"], **imported.get("dist_versions", {}))
+            facts.update(imported, dist_versions=versions)
             # Which one is missing decides the verdict: transformers needs a backend.
             for mod in ("torch", "transformers"):
                 facts[mod + "_installed"] = ctx.module_found(mod)

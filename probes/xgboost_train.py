@@ -1,6 +1,6 @@
 # Probe: does xgboost in the image train where it is asked to?
 # Stdlib-only at import time, Python 3.7+; xgboost and numpy are imported inside run().
-# Facts only; pytest_containercheck/verdicts_ml.py judges them.
+# Facts only; pytest_containercheck/engine/verdicts/ml.py judges them.
 #
 # xgboost with device="cuda" and no usable GPU does not raise: a CUDA build logs
 # "No visible GPU is found, setting device to CPU." (src/context.cc, CUDAOrdinal) and a
@@ -12,6 +12,8 @@
 
 # Creates a CUDA context: on a GPU in Exclusive_Process compute mode, one such probe at a time.
 CUDA_CONTEXT = True
+# The library this probe judges: whose absence skips its rows (the pythons probe looks for it).
+LIBRARIES = ("xgboost",)
 
 _XT_ROWS = 1200
 _XT_FEATURES = 8
@@ -130,20 +132,6 @@ def _xt_train(ctx, xgb, np, data, device, legacy):
     return out
 
 
-def _xt_cuinit(ctx):
-    # xgboost reports any CUDA initialisation failure as "No visible GPU" (AllVisibleGPUs() swallows
-    # cudaGetDeviceCount's error), so ask the driver itself why: cuInit's code names the cause
-    # (802: Fabric Manager down, 100: no device for this process, 999 ...).
-    lib, out = ctx.load_library("libcuda.so.1")
-    if lib is None:
-        return out
-    try:
-        out["cuInit"] = int(lib.cuInit(0))
-    except Exception as exc:  # a broken stub without the symbol
-        out["error"] = ctx.exc_text(exc)
-    return out
-
-
 def _xt_distribution():
     # Which wheel provides the module: `xgboost` (CUDA-enabled on Linux) or `xgboost-cpu`.
     try:
@@ -175,17 +163,17 @@ def run(params, ctx):
 
     facts = {"installed": False}
     with ctx.capture_warnings():
-        try:
-            with ctx.timed("import"):
-                import numpy as np
-                import xgboost as xgb
-        except Exception as exc:  # ImportError, or a broken wheel (XGBoostError: no libgomp)
-            facts["error"] = ctx.exc_text(exc)
-            # Installed but unimportable (missing system library) is a defect, not an absence.
-            facts["found"] = all(ctx.module_found(m) for m in ("numpy", "xgboost"))
-            # A NumPy 2 under an xgboost built for NumPy 1 fails here too: name both versions.
-            facts["dist_versions"] = ctx.dist_versions(("numpy", "xgboost", "xgboost-cpu"))
+        # xgboost first: its own import of numpy (or scipy) failing is xgboost's missing or broken
+        # requirement, which the facts of import_library name; the probe's numpy comes after.
+        with ctx.timed("import"):
+            xgb, imported = ctx.import_library("xgboost", "numpy")
+        facts.update(imported)
+        if xgb is None:
+            versions = ctx.dist_versions(("numpy", "scipy", "xgboost", "xgboost-cpu"))
+            versions.update(facts.get("dist_versions") or {})
+            facts["dist_versions"] = versions
             return facts
+        import numpy as np
         with ctx.timed("work"):
             facts.update(installed=True, version=xgb.__version__, distributions=_xt_distribution(),
                          module_path=getattr(xgb, "__file__", None),
@@ -210,5 +198,8 @@ def run(params, ctx):
                     ctx.timings["train_" + device] = result["train_seconds"]
             cuda = facts["train"]["cuda"]
             if not str(cuda.get("booster_device") or "").startswith("cuda"):
-                facts["libcuda"] = _xt_cuinit(ctx)
+                # xgboost reports any CUDA initialisation failure as "No visible GPU" (AllVisibleGPUs()
+                # swallows cudaGetDeviceCount's error), so ask the driver itself why: cuInit's code names
+                # the cause (802: Fabric Manager down, 100: no device for this process, 999 ...).
+                facts["libcuda"] = ctx.libcuda()
     return facts

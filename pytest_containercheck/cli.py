@@ -23,7 +23,7 @@ from . import __version__
 from .engine import gate
 from .engine.diff import KINDS, diff_columns, failing
 from .engine.diff import render_markdown as render_diff_markdown
-from .engine.errors import UsageProblem
+from .engine.errors import Problem, UsageProblem
 from .engine.expectations import Expectation, for_columns, of_column, read_file, split_rows, unknown_rows
 from .engine.matrix import Column, Matrix, merge, same_image
 from .engine.outputs import Output, check_named, check_outputs, is_step_summary, write_outputs
@@ -48,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-class NotWritten(Exception):
+class NotWritten(Problem):
     """An output checked at the start could not be written at the end: one line per output."""
 
 

@@ -21,18 +21,19 @@ import pytest
 
 from . import require
 from .engine import owncheck
+from .engine.errors import Problem
 from .engine.lifecycle import ImageSession
 from .engine.matrix import CELL_KEY, CellRecord, new_cell
 from .engine.outputs import write_file
 from .engine.policy import CheckOptions
-from .engine.probing import LIBRARY_MODULES, ProbeError, ProbeResult, PythonInfo
+from .engine.probing import ProbeError, ProbeResult, PythonInfo, library_modules
 from .engine.redact import Redactor, runtime_arg_env
 from .engine.report import fit, line_width
 from .engine.runtimes import RuntimeFault, Session, Target
 from .engine.runtimes.base import text
 from .engine.textsafe import DETAIL_CAP, EVIDENCE_CAP, capped, visible, visible_all
 from .engine.verdict import FAULTS, Verdict, for_host, passed
-from .engine.verdicts_system import other_interpreter
+from .engine.verdicts.system import other_interpreter
 from .hints import NO_IMAGE_SKIP
 from .rows import row_name
 from .state import STATE
@@ -139,7 +140,7 @@ class Container:
         except ProbeError as exc:
             problem = exc
         if problem is not None:
-            self.error(str(problem), fix=problem.fix, evidence=problem.evidence)
+            self.problem(problem)
         self._cell["probes"][name] = {"status": result.status, "duration": round(result.duration, 3),
                                       "timings": result.timings}
         if result.bundle:
@@ -336,7 +337,7 @@ class Container:
         if self.target.runtime == "host" or python is None:
             return None
         try:
-            result = self._image.probe("pythons", {"modules": list(LIBRARY_MODULES), "current": python.executable})
+            result = self._image.probe("pythons", {"modules": list(library_modules()), "current": python.executable})
         except ProbeError:
             return None
         if not result.ok:
@@ -386,22 +387,27 @@ class Container:
     # not "during handling of the above exception, another exception occurred".
 
     def _started(self) -> Session:
-        fault: RuntimeFault | None = None
-        try:
-            return self._image.ensure_started()
-        except RuntimeFault as exc:
-            fault = exc
-        self.error(str(fault), fix=fault.fix, evidence=fault.evidence, fault=fault.fault)
+        return self._or_problem(self._image.ensure_started, RuntimeFault)
 
     def _python(self) -> PythonInfo:
         self._started()
         self._image.start_workers()  # the planned probes start while the interpreter is looked for
-        problem: ProbeError | None = None
+        return self._or_problem(self._image.ensure_python, ProbeError)
+
+    def _or_problem(self, call: Callable[[], _T], kind: type[Problem]) -> _T:
+        """*call*'s result, or this check's end with the :class:`Problem` of *kind* it raised."""
+        problem: Problem | None = None
         try:
-            return self._image.ensure_python()
-        except ProbeError as exc:
+            return call()
+        except kind as exc:
             problem = exc
-        self.error(str(problem), fix=problem.fix, evidence=problem.evidence)
+        self.problem(problem)
+
+    def problem(self, problem: Problem) -> NoReturn:
+        """End this check with an engine :class:`~.engine.errors.Problem` (the image did not start, a probe
+        could not run): the one place they become pytest's during a test, as the cell's error with the
+        problem's fix, fault and evidence."""
+        self.error(str(problem), fix=problem.fix, evidence=problem.evidence, fault=problem.fault)
 
 
 def _fit(message: str) -> str:

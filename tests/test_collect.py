@@ -16,6 +16,7 @@ import numpy  # noqa: F401
 import pytest
 
 import pytest_containercheck.engine.imagecompare  # noqa: F401
+from pytest_containercheck.checks import builtin_rows
 from pytest_containercheck.engine.lifecycle import CLOSED, SessionPool
 from pytest_containercheck.engine.probing import available_probes, probe_source
 from pytest_containercheck.engine.runtimes import RuntimeFault, Target
@@ -152,7 +153,12 @@ def test_rows_come_in_the_order_their_modules_declare(pytester: pytest.Pytester)
     result = pytester.runpytest("--image", "host", "test_mine.py", "--collect-only", "-q")
     modules = [line.split("::")[0].rsplit("/", 1)[-1] for line in result.stdout.lines if "::" in line]
     firsts = list(dict.fromkeys(modules))
-    assert firsts == ["test_system.py", "test_tls.py", "test_render.py", "test_ml.py", "test_mine.py"]
+    # Each module's containercheck_order decides (the registry reads them), users' own rows last.
+    by_order = sorted(dict.fromkeys(r.module for r in builtin_rows()),
+                      key=lambda m: min(r.order for r in builtin_rows() if r.module == m))
+    assert firsts == [f"{m}.py" for m in by_order] + ["test_mine.py"]
+    assert firsts[:2] == ["test_system.py", "test_tls.py"] and firsts.index("test_render.py") < firsts.index(
+        "test_ml.py")
 
 
 def test_a_closed_pool_starts_nothing() -> None:

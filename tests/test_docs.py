@@ -66,12 +66,15 @@ def test_local_links_lead_somewhere(page: Path) -> None:
 
 def test_the_module_map_names_every_module() -> None:
     """docs/development.md's module map matches the tree: every module is in it, and every
-    module it names exists."""
+    module it names exists.  The checks and the verdicts are packages of one module per row
+    family: the map names the package (a new row adds a module there and changes no page)."""
     text = (DOCS / "development.md").read_text()
     package = ROOT / "pytest_containercheck"
+    families = ("checks", "verdicts")
     modules = {p.name for p in package.rglob("*.py")
-               if p.name != "__init__.py" and "__pycache__" not in p.parts and p.parent.name != "checks"}
+               if p.name != "__init__.py" and "__pycache__" not in p.parts and p.parent.name not in families}
     mapped = text[text.index("## The module map"):text.index("## Tests, lint and CI")]
+    assert "`verdicts/`" in mapped and "`checks/`" in mapped
     named = set(re.findall(r"`([a-z_]+\.py)`", mapped))
     assert modules - named == set(), f"not in the module map: {sorted(modules - named)}"
     assert named - modules - {"CONTRACT.py"} == set(), f"named but not in the tree: {sorted(named - modules)}"
@@ -169,7 +172,7 @@ def test_the_landing_page_has_the_install_command_and_a_first_run(site: Path) ->
     page = _text((site / "index.html").read_text())
     body = page[page.index("Does this image really do GPU compute"):]
     onwards = body.index("Where next")
-    assert 0 < body.index(command) < body.index("containercheck matrix =") < body.index("4 pass, 13 skip") < onwards
+    assert 0 < body.index(command) < body.index("containercheck matrix =") < body.index("N pass, M skip") < onwards
     assert "README" not in body
     assert command in _text((site / "how-to" / "install.html").read_text())
 
@@ -223,3 +226,17 @@ def test_nothing_is_cut_at_1280_px(site: Path) -> None:
     assert sorted(results) == sorted(pages)
     assert {page: r["cut"] for page, r in results.items() if r["cut"]} == {}
     assert all(r["width"] >= 800 for r in results.values()), results  # the text's column is wide, not a strip
+
+
+#: A count of rows written into a page: "13 of 17 rows", "17 checks", "4 pass, 13 skip".
+_ROW_COUNT = re.compile(r"\b\d+ of \d+ rows\b|\b\d+ (?:built-in )?(?:checks|rows)\b|\b\d+ pass(?:ed)?, \d+ skip")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_page_counts_the_rows(page: Path) -> None:
+    """How many rows there are is the registry's (``builtin_rows()``, and the generated reference);
+    a count written into a page goes stale with the next row, which must change no page."""
+    if page.parent == DOCS / "reference" and page.name in ("rows.md", "options.md"):
+        return  # generated from the registry
+    found = _ROW_COUNT.findall(page.read_text())
+    assert found == [], f"{page.relative_to(ROOT)} counts rows: {found}"

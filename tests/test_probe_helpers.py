@@ -1,17 +1,22 @@
 """The helpers the probes share through ``ctx`` (``ProbeContext`` in probes/_envelope.py).
 
-Each probe travels into the image alone with the envelope, so what two probes need is a
-method of the context every ``run(params, ctx)`` gets.  The envelope is loaded here the
-way the image runs it: as plain source (its ``main`` ends the process, so it is never called).
+Each probe travels into the image alone with the harness (the envelope and probes/_depth.py), so
+what two probes need is a method of the context every ``run(params, ctx)`` gets.  The harness is
+loaded here the way the image runs it: as plain source (its ``main`` ends the process, so it is
+never called).
 """
 
 from __future__ import annotations
 
 import ast
 import ctypes
+import json
 import os
 import platform
+import re
 import runpy
+import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -19,13 +24,19 @@ from typing import Any
 
 import pytest
 
+from pytest_containercheck.engine.probing import HARNESS, harness
+
+from helpers import missing
+
 ROOT = Path(__file__).resolve().parents[1]
 PROBES = ROOT / "probes"
 
 
 @pytest.fixture(scope="module")
 def envelope() -> dict[str, Any]:
-    return runpy.run_path(str(PROBES / "_envelope.py"))
+    ns: dict[str, Any] = {"__name__": "probe"}
+    exec(compile(harness(), "<harness>", "exec"), ns)
+    return ns
 
 
 @pytest.fixture
@@ -256,7 +267,7 @@ def test_select_torch_device_before_torch_2_6(ctx: Any, cuda: bool, mps: bool, s
 
 def test_render_isolation_reports_exceptions_through_ctx(envelope: dict[str, Any]) -> None:
     # envelope + probe in one namespace, as the image runs them
-    program = (PROBES / "_envelope.py").read_text() + "\n\n" + (PROBES / "render.py").read_text()
+    program = harness() + "\n\n" + (PROBES / "render.py").read_text()
     ns: dict[str, Any] = {"__name__": "probe"}
     exec(compile(program, "<probe>", "exec"), ns)
     ctx = ns["ProbeContext"]({})
@@ -280,14 +291,15 @@ def test_probes_parse_as_python_3_7_without_name_clashes() -> None:
                 names.update(t.id for t in node.targets if isinstance(t, ast.Name))
         return names
 
-    envelope = ast.parse((PROBES / "_envelope.py").read_text(), feature_version=(3, 7))
-    shared = top_level(envelope)
+    shared: set[str] = set()
+    for part in HARNESS:
+        shared |= top_level(ast.parse((PROBES / f"{part}.py").read_text(), feature_version=(3, 7)))
     seen: dict[str, str] = {}
     for path in sorted(PROBES.glob("[!_]*.py")):
-        # run, SHARED_IMPORTS and CUDA_CONTEXT are each probe's own declarations (a bundle runs every probe
-        # in a namespace of its own); everything else must stay unique across probes.
-        names = top_level(ast.parse(path.read_text(), filename=str(path),
-                                    feature_version=(3, 7))) - {"run", "SHARED_IMPORTS", "CUDA_CONTEXT"}
+        # run, SHARED_IMPORTS, CUDA_CONTEXT and LIBRARIES are each probe's own declarations (a bundle runs
+        # every probe in a namespace of its own); everything else must stay unique across probes.
+        names = top_level(ast.parse(path.read_text(), filename=str(path), feature_version=(3, 7))) - {
+            "run", "SHARED_IMPORTS", "CUDA_CONTEXT", "LIBRARIES"}
         assert not names & shared, f"{path.name} redefines envelope names {names & shared}"
         for name in names:
             assert name not in seen, f"{name} defined in both {seen[name]} and {path.name}"
@@ -302,3 +314,83 @@ def test_os_release_with_a_byte_that_is_not_utf8(tmp_path: Path) -> None:
     facts = system["_os_release"]((str(path),))
     assert facts["ID"] == "debian" and facts["PRETTY_NAME"] == "Deb\ufffdian 12"
     assert facts["_invalid_utf8"] == f"{path}: byte 40 is not UTF-8 (0xff)"
+
+
+# -- libcuda: the one helper for the driver library ---------------------------------------------
+
+
+def _driver(tmp_path: Path, init_rc: int, with_init: bool = True) -> Path:
+    """A libcuda.so.1 built here with the driver API's C signatures, answering as a driver would."""
+    if shutil.which("gcc") is None:
+        missing("gcc", "gcc is not installed (run: python3 tests/images/provision.py)")
+    src = tmp_path / "cuda.c"
+    body = ("int cuDriverGetVersion(int *v) { *v = 13000; return 0; }\n"
+            "int cuDeviceGetCount(int *n) { *n = 2; return 0; }\n")
+    if with_init:
+        body += f"int cuInit(unsigned int flags) {{ return {init_rc}; }}\n"
+    src.write_text(body)
+    lib = tmp_path / "libcuda.so.1"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True, capture_output=True,
+                   timeout=120)
+    return tmp_path
+
+
+def _libcuda_facts(where: Path, init: bool = True) -> dict[str, Any]:
+    program = ("import json\nns = {'__name__': 'probe'}\n"
+               f"exec(compile({harness()!r}, '<harness>', 'exec'), ns)\n"
+               f"print(json.dumps(ns['ProbeContext']({{}}).libcuda(init={init})))\n")
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"} | {"LD_LIBRARY_PATH": str(where)}
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout))
+
+
+def test_libcuda_initialises_and_counts(tmp_path: Path) -> None:
+    facts = _libcuda_facts(_driver(tmp_path, 0))
+    assert facts == {"loaded": True, "path": str(tmp_path / "libcuda.so.1"), "cuInit": 0,
+                     "driver_cuda_version": "13.0", "device_count": 2}
+
+
+def test_libcuda_with_cuinit_failing_counts_nothing(tmp_path: Path) -> None:
+    facts = _libcuda_facts(_driver(tmp_path, 100))
+    assert facts["cuInit"] == 100 and facts["driver_cuda_version"] == "13.0" and "device_count" not in facts
+
+
+def test_libcuda_without_init_reads_the_version_only(tmp_path: Path) -> None:
+    facts = _libcuda_facts(_driver(tmp_path, 0), init=False)
+    assert facts == {"loaded": True, "path": str(tmp_path / "libcuda.so.1"), "driver_cuda_version": "13.0"}
+
+
+def test_a_stub_libcuda_without_cuinit_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    facts = _libcuda_facts(_driver(tmp_path, 0, with_init=False))
+    assert facts["loaded"] is True and facts["error"].startswith("AttributeError: ")
+
+
+def test_no_probe_touches_libcuda_but_through_the_helper() -> None:
+    """The three copies of the CUDA initialisation (system, torch_device, xgboost_train) became ctx.libcuda."""
+    driver_api = {"cuInit", "cuDriverGetVersion", "cuDeviceGetCount", "cuda_driver_version"}
+    for path in sorted(PROBES.glob("[!_]*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in driver_api, f"{path.name} calls {node.attr} itself"
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert "libcuda.so" not in node.value, f"{path.name} loads libcuda itself"
+    assert {"system.py", "torch_device.py", "xgboost_train.py"} <= {
+        p.name for p in PROBES.glob("[!_]*.py") if "ctx.libcuda(" in p.read_text()}
+
+
+# -- library probes: the standard facts, the declared libraries ---------------------------------------
+
+
+def test_every_library_probe_imports_through_the_helper_and_declares_its_library() -> None:
+    from pytest_containercheck.engine.probing import available_probes, library_modules
+
+    declared: list[str] = []
+    for name in available_probes():
+        source = (PROBES / f"{name}.py").read_text()
+        libraries = re.search(r"^LIBRARIES = \(([^)]*)\)", source, re.M)
+        imports = "ctx.import_library(" in source
+        assert bool(libraries) == imports, f"{name}: a library probe declares LIBRARIES and imports with the helper"
+        if libraries:
+            declared += [m for m in re.findall(r'"([\w.]+)"', libraries.group(1)) if m not in declared]
+    assert set(library_modules()) == set(declared) >= {"torch", "xgboost", "transformers", "pyvista", "vtk"}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pytest_containercheck.engine.errors import UsageProblem
-from pytest_containercheck.engine.runtimes.apptainer import SIF_HEADER_LEN, check_sif
+from pytest_containercheck.engine.runtimes.sif import SIF_HEADER_LEN, check_sif
 
 from helpers import DESCR_OFFSET, DESCR_SIZE, FULL_SIZE, sif_header, write_sif
 

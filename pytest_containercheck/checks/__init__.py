@@ -31,6 +31,8 @@ class BuiltinRow:
     """``(probe, canonical params JSON)`` per ``containercheck_probe`` marker (module's first)."""
     doc: str = ""
     """What the row proves: the first paragraph of its check's docstring, on one line."""
+    module: str = ""
+    """The check module that declares it (``test_system``)."""
 
 
 def _marks(obj: object) -> list[pytest.Mark]:
@@ -66,5 +68,5 @@ def builtin_rows(options: CheckOptions | None = None) -> list[BuiltinRow]:
                 probes.append((str(mark.args[0]), canonical_params(params(options) if callable(params) else params)))
             doc = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].split())
             rows.append(BuiltinRow(str(row[0].args[0]) if row else attr.removeprefix("test_"),
-                                   int(order[0].args[0]) if order else USER_ORDER, tuple(probes), doc))
+                                   int(order[0].args[0]) if order else USER_ORDER, tuple(probes), doc, info.name))
     return sorted(rows, key=lambda r: r.order)  # stable: each module keeps its own order

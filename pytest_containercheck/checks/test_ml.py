@@ -1,10 +1,11 @@
 """Built-in ML rows: does torch / xgboost / transformers in the image compute where asked?
 
 Each row reads one probe's facts and hands them to a pure verdict function in
-:mod:`pytest_containercheck.engine.verdicts_ml` (unit-tested on recorded facts).  GPU rows
+:mod:`pytest_containercheck.engine.verdicts` (``torch``, ``xgboost``, ``transformers``; unit-tested on
+recorded facts).  GPU rows
 (``container.gpu_row``) run their image checks *before* the GPU gate, so an image that can never use a GPU fails
 even on a host without one: an xgboost without CUDA or a CPU-only torch when the image is
-meant for GPUs (see :func:`~pytest_containercheck.engine.verdicts_ml.gpu_intent`); otherwise they skip.
+meant for GPUs (see :func:`~pytest_containercheck.engine.verdicts.common.gpu_intent`); otherwise they skip.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import pytest
 
 from pytest_containercheck import Container
 from pytest_containercheck.engine import hostinfo
-from pytest_containercheck.engine import verdicts_ml as ml
 from pytest_containercheck.engine.policy import CheckOptions
+from pytest_containercheck.engine.verdicts import common, torch, transformers, xgboost
 
 pytestmark = pytest.mark.containercheck_order(30)
 
 
 def _intent(container: Container, row: str, image_env: Any) -> str | None:
-    return ml.gpu_intent(row=row, host=container.host, require_gpu=container.options.require_gpu,
+    return common.gpu_intent(row=row, host=container.host, require_gpu=container.options.require_gpu,
                          required_rows=container.options.required_rows,
                          image_env=image_env if isinstance(image_env, dict) else None,
                          declared=container.options.intent, declared_by=container.options.intent_source)
@@ -52,7 +53,7 @@ def _torch_facts(container: Container) -> dict[str, Any]:
 @pytest.mark.containercheck_probe("torch_device", weight=4)
 def test_torch_cpu(container: Container) -> None:
     """A float32 matmul and conv2d on the CPU agree with float64."""
-    container.apply(ml.torch_cpu(_torch_facts(container)))
+    container.apply(torch.torch_cpu(_torch_facts(container)))
 
 
 @pytest.mark.containercheck_row("torch.cuda")
@@ -60,8 +61,8 @@ def test_torch_cpu(container: Container) -> None:
 def test_torch_cuda(container: Container) -> None:
     """Matmul and conv2d ran on every CUDA device (tensor on cuda:N) and agree with the CPU."""
     facts = _torch_facts(container)
-    container.gpu_row(ml.torch_cuda_build(facts, _intent(container, "torch.cuda", facts.get("env")), container.host),
-                      lambda: ml.torch_cuda(facts, hostinfo.with_gpu_processes(container.host, facts)))
+    container.gpu_row(torch.torch_cuda_build(facts, _intent(container, "torch.cuda", facts.get("env")), container.host),
+                      lambda: torch.torch_cuda(facts, hostinfo.with_gpu_processes(container.host, facts)))
 
 
 # -- xgboost -----------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ def _xgboost_facts(container: Container) -> dict[str, Any]:
 @pytest.mark.containercheck_probe("xgboost_train", weight=3)
 def test_xgboost_cpu(container: Container) -> None:
     """device="cpu" training ran on the CPU and learned a learnable task."""
-    container.apply(ml.xgboost_cpu(_xgboost_facts(container)))
+    container.apply(xgboost.xgboost_cpu(_xgboost_facts(container)))
 
 
 @pytest.mark.containercheck_row("xgboost.cuda")
@@ -94,9 +95,9 @@ def test_xgboost_cpu(container: Container) -> None:
 def test_xgboost_cuda(container: Container) -> None:
     """The booster trained with device="cuda" says device=cuda:N and learned the task."""
     facts = _xgboost_facts(container)
-    container.gpu_row(ml.xgboost_cuda_build(facts, _intent(container, "xgboost.cuda", facts.get("image_env")),
+    container.gpu_row(xgboost.xgboost_cuda_build(facts, _intent(container, "xgboost.cuda", facts.get("image_env")),
                                             container.host),
-                      lambda: ml.xgboost_cuda(facts, hostinfo.with_gpu_processes(container.host, facts)))
+                      lambda: xgboost.xgboost_cuda(facts, hostinfo.with_gpu_processes(container.host, facts)))
 
 
 # -- transformers ------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ def _transformers_facts(container: Container) -> dict[str, Any]:
 @pytest.mark.containercheck_probe("transformers_infer", params=_transformers_params, weight=10)
 def test_transformers_cpu(container: Container) -> None:
     """A tiny BERT and GPT-2 (or --hf-model) run offline on the CPU and agree with float64."""
-    container.apply(ml.transformers_cpu(_transformers_facts(container)))
+    container.apply(transformers.transformers_cpu(_transformers_facts(container)))
 
 
 @pytest.mark.containercheck_row("transformers.cuda")
@@ -129,9 +130,9 @@ def test_transformers_cuda(container: Container) -> None:
     """The same models ran on the selected CUDA device and agree with the CPU."""
     facts = _transformers_facts(container)
     container.gpu_row(
-        ml.transformers_cuda_build(facts, _intent(container, "transformers.cuda", facts.get("image_env")),
+        transformers.transformers_cuda_build(facts, _intent(container, "transformers.cuda", facts.get("image_env")),
                                    container.host),
-        lambda: ml.transformers_cuda(facts, hostinfo.with_gpu_processes(container.host, facts)))
+        lambda: transformers.transformers_cuda(facts, hostinfo.with_gpu_processes(container.host, facts)))
 
 
 @pytest.mark.containercheck_row("transformers.cache")
@@ -140,4 +141,4 @@ def test_transformers_cache(container: Container) -> None:
     """The Hugging Face cache directories the image resolves are writable."""
     facts = _transformers_facts(container)
     container.evidence("hf_cache", (facts.get("cache") or {}).get("dirs"))
-    container.apply(ml.transformers_cache(facts))
+    container.apply(transformers.transformers_cache(facts))

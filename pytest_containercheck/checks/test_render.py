@@ -1,6 +1,6 @@
 """Built-in rows about headless rendering: ``render.osmesa`` and ``render.egl``.
 
-The verdict on the probe's facts is :func:`~pytest_containercheck.engine.verdicts_render.render_verdict`
+The verdict on the probe's facts is :func:`~pytest_containercheck.engine.verdicts.render.render_verdict`
 (tested on recorded facts); the image is compared with its baseline by
 :func:`~pytest_containercheck.imagecompare.check_image`.  The test functions only apply them.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_containercheck import Container
-from pytest_containercheck.engine.verdicts_render import egl_device_used, render_verdict
+from pytest_containercheck.engine.verdicts.render import egl_device_used, render_verdict
 from pytest_containercheck.imagecompare import check_image
 
 # The image first, then rendering, then ML.

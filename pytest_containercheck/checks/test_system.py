@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pytest_containercheck import Container
-from pytest_containercheck.engine import verdicts_gpu, verdicts_system
+from pytest_containercheck.engine.verdicts import gpu as verdicts_gpu
+from pytest_containercheck.engine.verdicts import system as verdicts_system
 
 # Every row here reads the one "system" probe: it starts with the image's other probes.
 # These rows come first in the matrix: the image itself, then rendering, then ML.

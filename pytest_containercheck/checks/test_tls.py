@@ -1,7 +1,7 @@
 """Built-in row ``system.tls``: can HTTPS certificates be verified inside the image?
 
 The ``tls`` probe reads, offline, where the image's Python and its HTTPS clients would find CA
-certificates; :func:`pytest_containercheck.engine.verdicts_system.tls` judges the facts.
+certificates; :func:`pytest_containercheck.engine.verdicts.system.tls` judges the facts.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_containercheck import Container
-from pytest_containercheck.engine import verdicts_system as system
+from pytest_containercheck.engine.verdicts import system
 
 # The registration: which probe this module's rows read, and where the rows go in the matrix
 # (after the system rows at 10, before rendering at 20).

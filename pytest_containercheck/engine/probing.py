@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
+from .errors import Problem
 from .runtimes.base import ExecResult, Session, last_line, text
 
 RESULT_MARKER = "@@containercheck-result"
@@ -68,13 +69,8 @@ def probe_key(name: str, params: Mapping[str, Any]) -> str:
     return name + canonical_params(params)
 
 
-class ProbeError(Exception):
+class ProbeError(Problem):
     """The probe could not be run at all (no Python, unknown probe, runtime fault)."""
-
-    def __init__(self, message: str, fix: str | None = None, evidence: str = "") -> None:
-        super().__init__(message)
-        self.fix = fix
-        self.evidence = evidence
 
 
 def probe_dirs() -> list[Path]:
@@ -99,6 +95,16 @@ def probe_source(name: str, extra_dirs: tuple[str, ...] = ()) -> str:
     raise ProbeError(f"unknown probe {name!r}; available: {', '.join(available_probes(extra_dirs))}")
 
 
+HARNESS: Final = ("_envelope", "_depth")
+"""What every probe travels with, in this order: the envelope (protocol, ``ProbeContext``) and the
+analysis of a library that is there but does not work (``ctx.import_library``, ``ctx.explain_load``)."""
+
+
+def harness() -> str:
+    """The source sent before every probe (or bundle): :data:`HARNESS`, joined."""
+    return "\n\n".join(probe_source(part) for part in HARNESS)
+
+
 def available_probes(extra_dirs: tuple[str, ...] = ()) -> list[str]:
     """Names of every probe (built-in and in *extra_dirs*)."""
     names: set[str] = set()
@@ -117,21 +123,21 @@ def compose(name: str, params: Mapping[str, Any], nonce: str, timeout: float | N
     """The complete program sent on stdin for one probe run (at niceness +*nice*)."""
     if name.startswith("_"):
         raise ProbeError(f"invalid probe name {name!r}")
-    envelope = probe_source("_envelope")
     body = probe_source(name, extra_dirs)
     call = f"\nmain(run, json.loads({json.dumps(dict(params))!r}), {nonce!r}, {timeout!r})\n"
-    return (envelope + _niceness(nice) + "\n\n" + body + "\n" + call).encode("utf-8")
+    return (harness() + _niceness(nice) + "\n\n" + body + "\n" + call).encode("utf-8")
 
 
 @cache
-def _shared_imports_of(source: str) -> tuple[str, ...]:
+def _declared_modules(source: str, name: str) -> tuple[str, ...]:
+    """A probe's top-level ``NAME = ("module", ...)`` (a tuple of module names, nothing else), or ()."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return ()
     for node in tree.body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id == "SHARED_IMPORTS"):
+                and node.targets[0].id == name):
             try:
                 value = ast.literal_eval(node.value)
             except ValueError:
@@ -146,9 +152,21 @@ def shared_imports(name: str, extra_dirs: tuple[str, ...] = ()) -> tuple[str, ..
     """The modules probe *name* declares it can share with other probes (``SHARED_IMPORTS = (...)``
     at its top level): probes declaring the same modules may run as one bundle."""
     try:
-        return _shared_imports_of(probe_source(name, extra_dirs))
+        return _declared_modules(probe_source(name, extra_dirs), "SHARED_IMPORTS")
     except ProbeError:
         return ()
+
+
+def library_modules() -> tuple[str, ...]:
+    """The libraries the built-in probes judge (each probe's ``LIBRARIES = (...)``): the modules whose
+    absence skips a built-in row, which the ``pythons`` probe looks for in the image's other
+    interpreters.  Read from the probes, never listed elsewhere."""
+    found: list[str] = []
+    for name in available_probes():
+        for module in _declared_modules(probe_source(name), "LIBRARIES"):
+            if module not in found:
+                found.append(module)
+    return tuple(found)
 
 
 def creates_cuda_context(name: str, extra_dirs: tuple[str, ...] = ()) -> bool:
@@ -177,14 +195,12 @@ def compose_bundle(calls: Sequence[tuple[str, Mapping[str, Any], str]], shared: 
         docs.append({"name": name, "source": probe_source(name, extra_dirs), "params": dict(params),
                      "nonce": nonce, "timeout": timeout})
     call = f"\nbundle(json.loads({json.dumps(docs)!r}), {list(shared)!r})\n"
-    return (probe_source("_envelope") + _niceness(nice) + "\n" + call).encode("utf-8")
+    return (harness() + _niceness(nice) + "\n" + call).encode("utf-8")
 
 
 ON_DEMAND: Final = ("pythons",)
 """Probes no check declares: the plugin runs them when a verdict asks (``pythons``: other
 interpreters in the image, when a row skips because its library is absent)."""
-LIBRARY_MODULES: Final = ("torch", "xgboost", "transformers", "pyvista", "vtk")
-"""The modules the ``pythons`` probe looks for: those whose absence skips a built-in row."""
 
 
 @dataclasses.dataclass

@@ -29,7 +29,7 @@ from .errors import UsageProblem
 from .nearby import looks_like_path, no_such_file
 from .outputs import special_kind
 from .runtimes import Target, family_of, runtime_names
-from .runtimes.apptainer import SIF_LAUNCH_LEN, SIF_MAGIC
+from .runtimes.sif import SIF_LAUNCH_LEN, SIF_MAGIC
 
 __all__ = ["Target", "Targets", "is_oci_reference", "parse_target", "parse_targets", "read_targets"]
 

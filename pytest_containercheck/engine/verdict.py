@@ -1,6 +1,6 @@
 """The one verdict type: what the facts of a probe say about one matrix row.
 
-Verdict functions (``verdicts_ml``, ``verdicts_render``, ``imagecompare``) are pure: facts in,
+Verdict functions (``verdicts.ml``, ``verdicts.render``, ``imagecompare``) are pure: facts in,
 :class:`Verdict` out, unit-tested on recorded facts.  A check hands the verdict to
 ``container.apply(verdict)``, which turns it into the cell and the test outcome.
 """

@@ -185,6 +185,12 @@ class Recipe:
     """Extra ``docker import --change`` instructions (``ENTRYPOINT [...]``, ``USER 1000``)."""
     suite: str = ""
     """For a root recipe: the Debian suite to debootstrap (default :data:`SUITE`)."""
+    extract_into: str = ""
+    """With *extract*: put only the shared libraries of those packages into this directory of the
+    image (an older library beside the system's, as a conda or vendored directory holds it)."""
+    pip_nodeps: tuple[str, ...] = ()
+    """PyPI wheels installed after *pip* with ``--no-deps`` and no constraints, replacing what *pip*
+    installed of the same distributions: a later ``pip install`` that broke what was there."""
 
     def definition(self) -> dict[str, object]:
         """What the hash covers (besides the parent's hash and the global constants)."""
@@ -198,7 +204,8 @@ class Recipe:
         # Only when used, so the hashes (and cached images) of the plain recipes stay as they were.
         overlay = {"extract": list(self.extract), "extract_suite": EXTRACT_SUITE if self.extract else None,
                    "files": [list(f) for f in self.files], "links": [list(ln) for ln in self.links],
-                   "remove": list(self.remove), "changes": list(self.changes), "suite": self.suite}
+                   "remove": list(self.remove), "changes": list(self.changes), "suite": self.suite,
+                   "extract_into": self.extract_into, "pip_nodeps": sorted(self.pip_nodeps)}
         doc.update((k, v) for k, v in overlay.items() if v)
         return doc
 
@@ -311,6 +318,35 @@ RECIPES: dict[str, Recipe] = {
                description="Debian 12 as a stock server: minbase + python3 (3.11, PEP 668) + ca-certificates"),
         Recipe("stock-trixie", None, apt=("python3", "ca-certificates"), suite="trixie",
                description="Debian 13 as a stock server: minbase + python3 (3.13, PEP 668) + ca-certificates"),
+        # Depth two (tests/test_depth_two.py): each library is installed and something it depends on
+        # breaks it, as users meet it; each test applies the fix the verdict names in an image built
+        # FROM the broken one, and the row passes.
+        Recipe("render", "base", apt=MESA, pip=RENDER_PIP,
+               description="vtk + pyvista with Mesa's OSMesa and EGL: renders on the CPU (the depth-two render "
+               "images start from it)"),
+        Recipe("depth-glibcxx", "render", extract=("libstdc++6",), extract_into="opt/oldlibs/lib",
+               changes=("ENV LD_LIBRARY_PATH=/opt/oldlibs/lib",),
+               description="render + Debian 11's libstdc++ (GLIBCXX up to 3.4.28) first on LD_LIBRARY_PATH, as "
+               "a conda or vendored lib directory puts it: libOSMesa and Mesa's LLVM need 3.4.29 and 3.4.30"),
+        Recipe("depth-symbol", "render", extract=("libdrm2",), extract_into="opt/oldlibs/lib",
+               files=(("etc/ld.so.conf.d/00-oldlibs.conf", "/opt/oldlibs/lib\n", 0o644),),
+               description="render + Debian 11's libdrm first in the loader cache (/etc/ld.so.conf.d): "
+               "libEGL_mesa needs drmGetDeviceFromDevId, which it lacks (undefined symbol)"),
+        Recipe("depth-slimmed", "render", remove=("usr/lib/x86_64-linux-gnu/libLLVM-15.so.1",),
+               description="render with libLLVM-15 deleted after apt installed it (an image slimmer): libOSMesa "
+               "and Mesa's swrast are there, their dependency is not"),
+        Recipe("pip", "base", apt=("python3-pip",),
+               description="base + Debian's pip: the depth-two Python images start from it (their fixes are "
+               "pip commands)"),
+        Recipe("depth-nonumpy", "pip", pip_nodeps=("xgboost-cpu==3.2.0",),
+               description="xgboost-cpu installed with --no-deps: its requirements numpy and scipy are missing"),
+        Recipe("depth-pin", "pip", pip=("torch==2.13.0", "transformers==5.23.0"), pip_nodeps=("tokenizers==0.22.1",),
+               description="torch + transformers 5.23.0 with tokenizers 0.22.1 installed over it (transformers "
+               "requires tokenizers>=0.23.1,<0.24.0)"),
+        Recipe("depth-abi", "pip", pip=("xgboost-cpu==3.2.0", "numpy==2.4.6", "scipy==1.17.1"),
+               pip_nodeps=("scipy==1.11.4",),
+               description="xgboost-cpu + NumPy 2.4.6 with SciPy 1.11.4 installed over it: an extension module "
+               "built for NumPy 1.x"),
     )
 }
 
@@ -461,6 +497,8 @@ def _make_rootfs(name: str, rootfs: Path, log: Log) -> None:
         _apt_install(name, rootfs, recipe.apt, log)
     if recipe.pip:
         _pip_install(name, rootfs, recipe.pip, log)
+    if recipe.pip_nodeps:
+        _pip_install(name, rootfs, recipe.pip_nodeps, log, nodeps=True)
     if recipe.extract or recipe.files or recipe.links or recipe.remove:
         _overlay(name, rootfs, recipe, log)
     if _is_parent(name):
@@ -568,38 +606,90 @@ def _host_pip() -> list[str]:
     raise BuildError("no pip on the host (needed to install wheels into the image)")
 
 
-def _pip_hash(requirements: Sequence[str]) -> str:
-    doc = {
+def _pip_hash(requirements: Sequence[str], nodeps: bool = False) -> str:
+    doc: dict[str, object] = {
         "build_version": BUILD_VERSION,
         "pip": sorted(requirements),
-        "constraints": sorted(PIP_CONSTRAINTS),
+        "constraints": [] if nodeps else sorted(PIP_CONSTRAINTS),
         "python": TARGET_PYTHON,
         "platforms": _pip_platforms(),
         "site": SITE_PACKAGES,
     }
+    if nodeps:
+        doc["nodeps"] = True
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def _pip_cache(requirements: Sequence[str]) -> Path:
-    return CACHE_DIR / "pip" / f"{_pip_hash(requirements)[:12]}.tar"
+def _pip_cache(requirements: Sequence[str], nodeps: bool = False) -> Path:
+    return CACHE_DIR / "pip" / f"{_pip_hash(requirements, nodeps)[:12]}.tar"
 
 
-def _pip_install(name: str, rootfs: Path, requirements: Sequence[str], log: Log) -> None:
+def _uninstall(rootfs: Path, stage: Path) -> None:
+    """Remove from *rootfs* the distributions *stage* installs again (what pip's own uninstall does
+    before an upgrade: the files its RECORD lists), so one version of each is left."""
+    site = rootfs / SITE_PACKAGES
+
+    def project(info: Path) -> str:  # "scipy-1.17.1.dist-info" -> "scipy"
+        return info.name.removesuffix(".dist-info").rsplit("-", 1)[0].lower().replace("-", "_")
+
+    for info in (stage / SITE_PACKAGES).glob("*.dist-info"):
+        for old in site.glob("*.dist-info"):
+            if project(old) != project(info):
+                continue
+            record = old / "RECORD"
+            for line in record.read_text().splitlines() if record.is_file() else []:
+                rel = line.split(",", 1)[0]
+                target = (site / rel).resolve()
+                if target.is_file() and str(target).startswith(str(rootfs.resolve())):
+                    target.unlink()
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _pip_install(name: str, rootfs: Path, requirements: Sequence[str], log: Log, nodeps: bool = False) -> None:
     """Add the PyPI packages: from the cached installed tree, else with the host's pip.
 
     The installed tree (dist-packages + console scripts) is cached as a tarball keyed by the
-    requirements, so recipes with the same pip set (and rebuilds) skip pip entirely.
+    requirements, so recipes with the same pip set (and rebuilds) skip pip entirely.  *nodeps*:
+    installed with ``--no-deps`` and no constraints, over what the image has of the same
+    distributions (the earlier version removed first).
     """
     t0 = time.monotonic()
-    cached = _pip_cache(requirements)
+    cached = _pip_cache(requirements, nodeps)
+    if nodeps:
+        stage = rootfs.parent / "pip-nodeps-stage"
+        if cached.exists():
+            stage.mkdir()
+            _run("extract cached pip tree", ["tar", "--numeric-owner", "-xpf", str(cached), "-C", str(stage)])
+        else:
+            _pip_into(name, stage, requirements, nodeps=True)
+            _save_tarball("cache pip tree", stage, cached)
+        _uninstall(rootfs, stage)
+        _merge_tree(stage, rootfs)
+        log(f"[build] {name}: pip --no-deps {' '.join(requirements)}: {time.monotonic() - t0:.1f}s")
+        return
     if cached.exists():
         _run("extract cached pip tree", ["tar", "--numeric-owner", "-xpf", str(cached), "-C", str(rootfs)])
         log(f"[build] {name}: pip tree from cache {cached.name}: {time.monotonic() - t0:.1f}s")
         return
     stage = rootfs.parent / "pip-stage"
+    _pip_into(name, stage, requirements)
+    log(f"[build] {name}: pip {' '.join(requirements)}: {time.monotonic() - t0:.1f}s")
+    t1 = time.monotonic()
+    _save_tarball("cache pip tree", stage, cached)
+    keep = {_pip_cache(r.pip).name for r in RECIPES.values() if r.pip}
+    keep |= {_pip_cache(r.pip_nodeps, True).name for r in RECIPES.values() if r.pip_nodeps}
+    for old in cached.parent.glob("*.tar"):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+    _merge_tree(stage, rootfs)
+    log(f"[build] {name}: cached pip tree {cached}: {time.monotonic() - t1:.1f}s")
+
+
+def _pip_into(name: str, stage: Path, requirements: Sequence[str], nodeps: bool = False) -> None:
+    """Install *requirements* with the host's pip into *stage* (its dist-packages and bin)."""
     target = stage / SITE_PACKAGES
     target.mkdir(parents=True, exist_ok=True)
-    constraints = rootfs.parent / "constraints.txt"
+    constraints = stage.parent / "constraints.txt"
     constraints.write_text("\n".join(PIP_CONSTRAINTS) + "\n")
     argv = [
         *_host_pip(),
@@ -619,26 +709,35 @@ def _pip_install(name: str, rootfs: Path, requirements: Sequence[str], log: Log)
     ]
     for plat in _pip_platforms():
         argv += ["--platform", plat]
-    argv += ["-c", str(constraints), *requirements]
+    # --no-deps: what a later "pip install --no-deps X==old" (or one resolver run over another) leaves;
+    # the constraints would refuse it, so they are left out (the host's own too: PIP_CONSTRAINT).
+    argv += ["--no-deps", *requirements] if nodeps else ["-c", str(constraints), *requirements]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_TARGET")}
+    if nodeps:
+        env = {k: v for k, v in env.items() if k != "PIP_CONSTRAINT"} | {"PIP_CONSTRAINT": ""}
     _run(f"pip install ({name}: {' '.join(requirements)})", argv, env=env)
     _relocate_scripts(target / "bin", stage / "usr/local/bin")
-    log(f"[build] {name}: pip {' '.join(requirements)}: {time.monotonic() - t0:.1f}s")
-    t1 = time.monotonic()
-    _save_tarball("cache pip tree", stage, cached)
-    keep = {_pip_cache(r.pip).name for r in RECIPES.values() if r.pip}
-    for old in cached.parent.glob("*.tar"):
-        if old.name not in keep:
-            old.unlink(missing_ok=True)
-    _merge_tree(stage, rootfs)
-    log(f"[build] {name}: cached pip tree {cached}: {time.monotonic() - t1:.1f}s")
 
 
 def _overlay(name: str, rootfs: Path, recipe: Recipe, log: Log) -> None:
     """Apply a recipe's file-level changes: extracted packages, files, links, removals."""
     t0 = time.monotonic()
     for deb in _download_debs(recipe.extract):
-        _run(f"dpkg-deb -x {deb.name}", ["dpkg-deb", "-x", str(deb), str(rootfs)])
+        if not recipe.extract_into:
+            _run(f"dpkg-deb -x {deb.name}", ["dpkg-deb", "-x", str(deb), str(rootfs)])
+            continue
+        unpacked = rootfs.parent / f"unpacked-{deb.stem}"
+        _run(f"dpkg-deb -x {deb.name}", ["dpkg-deb", "-x", str(deb), str(unpacked)])
+        into = rootfs / recipe.extract_into.strip("/")
+        into.mkdir(parents=True, exist_ok=True)
+        for lib in sorted(unpacked.glob("usr/lib/*/*.so*")) + sorted(unpacked.glob("lib/*/*.so*")):
+            dest = into / lib.name
+            if lib.is_symlink():
+                dest.unlink(missing_ok=True)
+                dest.symlink_to(os.readlink(lib))
+            elif lib.is_file():
+                shutil.copy2(lib, dest)
+        _remove_tree(unpacked)
     for rel, content, mode in recipe.files:
         path = rootfs / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -655,6 +754,10 @@ def _overlay(name: str, rootfs: Path, recipe: Recipe, log: Log) -> None:
         if not (path.exists() or path.is_symlink()):
             raise BuildError(f"recipe {name}: cannot remove {rel}: not in the image")
         path.unlink()
+    if any(rel.startswith("etc/ld.so.conf") for rel, _content, _mode in recipe.files):
+        # The loader cache follows the loader's configuration, as ldconfig after editing it makes it
+        # (a file deleted later, by an image slimmer, leaves its cache entry behind).
+        _run(f"ldconfig ({name})", ["chroot", str(rootfs), "ldconfig"], env=_CHROOT_ENV)
     log(f"[build] {name}: overlay: {time.monotonic() - t0:.1f}s")
 
 
@@ -670,7 +773,9 @@ def _download_debs(packages: Sequence[str]) -> list[Path]:
     sources.write_text(f"deb {MIRROR} {EXTRACT_SUITE} main\n")
     opts = [f"-oDir::Etc::SourceList={sources}", "-oDir::Etc::SourceParts=/dev/null",
             f"-oDir::State::Lists={state / 'lists'}", f"-oDir::Cache={state / 'cache'}",
-            "-oAPT::Architecture=amd64", "-oAPT::Sandbox::User=root"]
+            "-oAPT::Architecture=amd64", "-oAPT::Sandbox::User=root",
+            # The host's installed versions are not candidates: libstdc++6 of bookworm would be "newer".
+            "-oDir::State::status=/dev/null"]
     _run(f"apt-get update ({EXTRACT_SUITE})", ["apt-get", *opts, "update"])
     for old in debs.glob("*.deb"):
         old.unlink()

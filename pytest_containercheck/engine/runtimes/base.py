@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, ClassVar, Final
 
 from ..archives import ArchiveError, ArchiveInfo, inspect_archive
+from ..errors import Problem
 
 #: Bytes of a stream kept from its start, and from its end, when output is huge.  The
 #: result line is the last line, so the tail must be able to hold a PNG or two.
@@ -101,18 +102,12 @@ def get_runtime(name: str) -> Runtime:
     return _REGISTRY[name](name)
 
 
-class RuntimeFault(Exception):
+class RuntimeFault(Problem):
     """The runtime itself failed (could not start a container, daemon gone, ...).
 
-    The message is one line meant for a matrix cell; ``fix`` says what to do about it.
+    The message is one line meant for a matrix cell; ``fix`` says what to do about it, ``fault``
+    whose it is when known (a runtime that cannot start anything is the host's).
     """
-
-    def __init__(self, message: str, fix: str | None = None, evidence: str = "", fault: str | None = None) -> None:
-        super().__init__(message)
-        self.fix = fix
-        self.evidence = evidence
-        self.fault = fault
-        """Whose fault, when known: a runtime that cannot start anything is the host's."""
 
 
 @dataclasses.dataclass
