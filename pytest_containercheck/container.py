@@ -261,7 +261,7 @@ class Container:
             return answer()
         except owncheck.Unanswered as exc:
             problem = exc
-        self.error(str(problem), fix=problem.fix)
+        self.problem(problem)
 
     def _judged(self, verdict: Verdict) -> None:
         """A helper's *verdict*: a failure ends the test; a pass joins the cell's note."""

@@ -26,6 +26,7 @@ from typing import Any
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from .errors import Problem
 from .verdict import Verdict, failed, passed
 
 MARK = "@containercheck-helper"
@@ -34,13 +35,12 @@ MAX_READ = 16 << 20
 """Bytes of a file read for ``contains``: the first 16 MiB."""
 
 
-class Unanswered(Exception):
+class Unanswered(Problem):
     """The image could not be asked (no ``sh``, no ``stat``, no package database): str() is the
-    one-line reason, :attr:`fix` what to do."""
+    one-line reason, :attr:`fix` what to do; the check's cell is an error, not a failure."""
 
     def __init__(self, reason: str, fix: str | None = None) -> None:
-        super().__init__(reason)
-        self.fix = fix
+        super().__init__(reason, fix=fix, fault="image")
 
 
 @dataclasses.dataclass(frozen=True)
