@@ -41,7 +41,17 @@ from pytest_containercheck.engine.matrix import Cell, Column, Matrix
 from pytest_containercheck.engine.outputs import Output, write_outputs
 from pytest_containercheck.engine.report import render_html, render_json, render_markdown, render_terminal
 
-from helpers import FEATURE_REASON, GATE_IMAGES, GATE_PYPROJECT, NO_GPU_HOST, OWN_CHECK, ROOT, SYSTEM, build_labelled
+from helpers import (
+    FEATURE_REASON,
+    GATE_IMAGES,
+    GATE_PYPROJECT,
+    NO_GPU_HOST,
+    OWN_CHECK,
+    ROOT,
+    SYSTEM,
+    build_labelled,
+    missing,
+)
 
 # -- the sources, one by one ----------------------------------------------------------------------
 
@@ -431,7 +441,7 @@ def _targets(kind: str, images: dict[str, str], where: Path, request: pytest.Fix
         return [a for ref in images.values() for a in ("--image", ref)] + ["-n", "2"]
     if kind == "podman":
         if subprocess.run(["podman", "info"], capture_output=True, timeout=120).returncode != 0:
-            pytest.skip("podman cannot run containers here")
+            missing("podman", "podman cannot run containers here")
         return [a for ref in images.values() for a in ("--image", f"podman://{_podman_load(ref)}")]
     if kind == "apptainer":
         apptainer = request.getfixturevalue("apptainer")
