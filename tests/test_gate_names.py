@@ -129,15 +129,16 @@ def test_apptainer_forms_apply_their_table(names: dict[str, Any], render_tar: Pa
 # -- nothing starts before a usage error ------------------------------------------------------------------
 
 
-def _events(runtime: str, since: float, until: float) -> list[str]:
-    """Containers *runtime* created between *since* and *until* (its event log)."""
+def _events(runtime: str, since: float, until: float, repo: str) -> list[str]:
+    """Containers *runtime* created from *repo*'s images between *since* and *until* (its event log;
+    the repository is this module's own in this process: other runs create containers too)."""
     fmt = "{{.Actor.Attributes.image}}" if runtime == "docker" else "{{.Image}}"
     res = subprocess.run([runtime, "events", "--since", f"{since:.0f}" if runtime == "podman" else f"{since:.3f}",
                           "--until", f"{until:.0f}" if runtime == "podman" else f"{until:.3f}", "--filter",
                           *(["type=container"] if runtime == "docker" else []),
                           *(["--filter"] if runtime == "docker" else []), "event=create", "--format", fmt],
                          capture_output=True, text=True, timeout=120, check=True)
-    return [ln for ln in res.stdout.split() if "cc-names" in ln]
+    return [ln for ln in res.stdout.split() if repo in ln]
 
 
 @pytest.fixture
@@ -195,7 +196,7 @@ def test_docker_and_podman_stop_before_any_container(case: str, names: dict[str,
         since = time.time() - 1
         line = _stop(pytester, names, case, f"{runtime}://{ref}")
         until = time.time() + 1
-        assert _events(runtime, since, until) == [], f"{runtime} created a container before: {line}"
+        assert _events(runtime, since, until, names["repo"]) == [], f"{runtime} created a container before: {line}"
         if case == "network typo":
             assert f"{runtime} has no network 'bridgee'" in line
         if case == "unknown runtime flag":
@@ -210,7 +211,7 @@ def test_the_no_container_proof_sees_a_container(names: dict[str, Any], pytester
     result = pytester.runpytest_subprocess("--image", f"{names['repo']}:1.4", "--no-builtin-checks", SYSTEM, "-k",
                                            "python", "--rootdir", str(pytester.path), timeout=600)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-2000:]
-    assert len(_events("docker", since, time.time() + 1)) == 1
+    assert len(_events("docker", since, time.time() + 1, names["repo"])) == 1
 
 
 @pytest.mark.docker
