@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -584,8 +585,12 @@ def test_paths_with_shell_metacharacters(pytester: pytest.Pytester, monkeypatch:
     if make == "sif":
         name = "a b;touch PWNED.sif"
         write_sif(pytester.path / name)
-        # Only the interpreter's directory on PATH: no apptainer, whatever the host has.
-        monkeypatch.setenv("PATH", os.path.dirname(os.path.realpath(shutil.which("python3") or "python3")))
+        # Only the interpreter on PATH, through a directory of its own: no apptainer, whatever the
+        # host has (Debian's /usr/bin holds both python3 and apptainer).
+        bindir = pytester.path / "only-python"
+        bindir.mkdir()
+        (bindir / "python3").symlink_to(os.path.realpath(shutil.which("python3") or sys.executable))
+        monkeypatch.setenv("PATH", str(bindir))
         expected = f"--image {name}: neither 'apptainer' nor 'singularity' is on PATH"
     else:
         name = "$(touch PWNED) `touch PWNED`"
