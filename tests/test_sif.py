@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import sys
 import tarfile
 from pathlib import Path
@@ -144,11 +143,12 @@ def test_missing_sif_is_a_one_line_usage_error(pytester: pytest.Pytester) -> Non
 
 
 def test_valid_sif_without_apptainer_names_the_fix(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Only the interpreter's directory on PATH: no apptainer or singularity, whatever the host has.
-    bindir = os.path.dirname(sys.executable)
-    if shutil.which("apptainer", path=bindir) or shutil.which("singularity", path=bindir):
-        pytest.skip("apptainer is installed next to the Python interpreter")
-    monkeypatch.setenv("PATH", bindir)
+    # Only the interpreter on PATH, through a directory of its own: no apptainer or singularity,
+    # whatever the host has (Debian's /usr/bin holds python3 and apptainer alike).
+    bindir = pytester.path / "only-python"
+    bindir.mkdir()
+    (bindir / "python3").symlink_to(os.path.realpath(sys.executable))
+    monkeypatch.setenv("PATH", str(bindir))
     write_sif(pytester.path / "good.sif")
     result = _run(pytester, "--image", "good.sif")
     assert "neither 'apptainer' nor 'singularity' is on PATH" in result.errlines[0]

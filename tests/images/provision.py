@@ -270,9 +270,10 @@ def run(images: Sequence[str], with_podman: bool, with_apptainer: bool = True, w
     t0 = time.monotonic()
     # debootstrap builds the test images; python3-venv gives the non-root test user (and the
     # install tests) venvs of Debian's own python3; gcc builds the small libraries the loader's
-    # search is checked with (tests/test_depth_probe.py).
-    apt_install(["debootstrap", "python3-venv", "gcc", "libc6-dev"])
-    phase_done("debootstrap, python3-venv, gcc", t0)
+    # search is checked with (tests/test_depth_probe.py); rpm (with rpmbuild) answers the own-check
+    # helper's package question as RPM-based images would (tests/test_owncheck.py).
+    apt_install(["debootstrap", "python3-venv", "gcc", "libc6-dev", "rpm"])
+    phase_done("debootstrap, python3-venv, gcc, rpm", t0)
 
     t0 = time.monotonic()
     apt_install(MESA)
