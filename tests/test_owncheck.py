@@ -102,7 +102,8 @@ def test_rpm_answers_are_what_rpm_says(tmp_path: Path) -> None:
     """The recorded answers, asked again of the real rpm with package_argv's own format (rpm and
     rpmbuild come from Debian's rpm package, which provisioning installs: required under CI=true)."""
     if not (shutil.which("rpm") and shutil.which("rpmbuild")):
-        missing("rpm", "no rpm/rpmbuild on this host (apt-get install rpm): the recorded answers above are what it said")
+        missing("rpm", "no rpm/rpmbuild on this host (apt-get install rpm): the recorded answers above "
+                "are what it said")
     spec = tmp_path / "SPECS"
     spec.mkdir()
     (spec / "demo.spec").write_text("Name: demo-tool\nVersion: 5.1.6\nRelease: 3.el9\nEpoch: 2\nSummary: d\n"
