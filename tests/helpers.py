@@ -13,13 +13,17 @@ import importlib.util
 import io
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
 import tarfile
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import pytest
 
@@ -287,3 +291,55 @@ def docker_save_tar(path: Path, *, images: int = 1, layer_bytes: bytes | None = 
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return "sha256:" + entries[0]["Config"].removesuffix(".json")
+
+
+def rewrite_docker_save(src: Path, dst: Path, edit: Callable[[dict[str, Any]], None],
+                        repo_tags: list[str] | None = None) -> str:
+    """*src* (a ``docker save`` tar) written to *dst* with its image config changed by *edit* and
+    renamed by its new digest, as ``docker save`` names it (``<hex>.json``, or ``blobs/sha256/<hex>``
+    in Docker's OCI layout); the manifest's ``RepoTags`` become *repo_tags*.  Returns the new
+    config digest."""
+    with tarfile.open(src) as tin:
+        manifest = json.loads(tin.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        old = manifest[0]["Config"]
+        config = json.loads(tin.extractfile(old).read())  # type: ignore[union-attr]
+        edit(config)
+        data = json.dumps(config).encode()
+        hexdigest = hashlib.sha256(data).hexdigest()
+        new = f"blobs/sha256/{hexdigest}" if old.startswith("blobs/") else f"{hexdigest}.json"
+        manifest[0]["Config"], manifest[0]["RepoTags"] = new, repo_tags
+        with tarfile.open(dst, "w") as tout:
+            for member in tin:
+                if member.name.removeprefix("./") in (old, "manifest.json", "repositories", "index.json"):
+                    continue
+                tout.addfile(member, tin.extractfile(member) if member.isfile() else None)
+            for name, body in ((new, data), ("manifest.json", json.dumps(manifest).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(body)
+                tout.addfile(info, io.BytesIO(body))
+    return f"sha256:{hexdigest}"
+
+
+def signal_when_ready(cwd: Path, args: Sequence[str], ready: str, sig: str, what: str) -> tuple[int, str, int]:
+    """``python -m pytest ARGS`` in *cwd* (this tree first on PYTHONPATH), sent signal *sig* once
+    it has written the file *ready* (a conftest of the test's says when); then the file
+    ``signalled`` is written, for the run to go on.  Returns (exit code, output, pid).  *what*
+    names the point waited for, in the failure message when it is not reached within RUN_LIMIT."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        tick, deadline = threading.Event(), time.monotonic() + RUN_LIMIT
+        while not (cwd / ready).exists():
+            assert proc.poll() is None, proc.communicate(timeout=120)[0][-3000:]
+            assert time.monotonic() < deadline, f"{what} did not begin within {RUN_LIMIT:.0f} s"
+            tick.wait(0.05)
+        proc.send_signal(getattr(signal, sig))
+        (cwd / "signalled").write_text("")
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=120)
+    return proc.returncode, out, proc.pid
+

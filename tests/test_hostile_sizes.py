@@ -5,19 +5,11 @@ report files already written."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import os
 import random
 import re
-import signal
 import subprocess
-import sys
-import tarfile
 import textwrap
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -29,7 +21,7 @@ from pytest_containercheck.engine.report.terminal import wrap
 from pytest_containercheck.engine.textsafe import EVIDENCE_CAP, TEXT_CAP, capped
 from pytest_containercheck.junit import cell_properties
 
-from helpers import ONLY_SYSTEM, ROOT, RUN_LIMIT, owned_by
+from helpers import ONLY_SYSTEM, RUN_LIMIT, owned_by, rewrite_docker_save, signal_when_ready
 
 HUGE = 30_000_000
 """Characters of the hostile text: a 30 MB label, one word (the worst case for line wrapping)."""
@@ -120,25 +112,10 @@ def test_a_signal_while_the_reports_are_printed_ends_the_run(pytester: pytest.Py
     report files written before the signal are kept whole."""
     pytester.makeconftest(SLOW_SUMMARY)
     pytester.makepyfile(test_one="def test_one(container):\n    container.note('ran')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--image", "host",
-                             "--no-builtin-checks", "test_one.py", "--matrix-json", "m.json", "--matrix-md", "m.md",
-                             "--junitxml", "j.xml"], cwd=pytester.path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        tick, deadline = threading.Event(), time.monotonic() + RUN_LIMIT
-        while not (pytester.path / "printing").exists():
-            assert proc.poll() is None, proc.communicate(timeout=120)[0][-3000:]
-            assert time.monotonic() < deadline, f"the summary did not begin within {RUN_LIMIT:.0f} s"
-            tick.wait(0.05)
-        proc.send_signal(getattr(signal, sig))
-        (pytester.path / "signalled").write_text("")
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=120)
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    args = ["-p", "no:cacheprovider", "--image", "host", "--no-builtin-checks", "test_one.py", "--matrix-json",
+            "m.json", "--matrix-md", "m.md", "--junitxml", "j.xml"]
+    code, out, pid = signal_when_ready(pytester.path, args, "printing", sig, "the summary")
+    assert code == pytest.ExitCode.INTERRUPTED, out[-3000:]
     assert not (pytester.path / "not interrupted").exists(), out[-3000:]
     assert f"Exit: {sig} while the reports were written" in out and "Traceback" not in out, out[-3000:]
     assert "containercheck matrix" in out  # the matrix was printed before the signal
@@ -146,34 +123,10 @@ def test_a_signal_while_the_reports_are_printed_ends_the_run(pytester: pytest.Py
     assert data["complete"] is True and data["summary"]["pass"] == 1
     assert (pytester.path / "m.md").read_text().startswith("## containercheck matrix")
     assert (pytester.path / "j.xml").read_text().rstrip().endswith("</testsuites>")
-    assert owned_by(proc.pid) == []
+    assert owned_by(pid) == []
 
 
 # -- a real image with a 30 MB label -------------------------------------------------------------------
-
-
-def relabel_docker_save(src: Path, dst: Path, labels: dict[str, str]) -> str:
-    """*src* (a ``docker save`` tar) with *labels* added to its image config, which is renamed by its
-    new digest as ``docker save`` names it; returns that digest."""
-    with tarfile.open(src) as tin:
-        manifest = json.loads(tin.extractfile("manifest.json").read())  # type: ignore[union-attr]
-        old = manifest[0]["Config"]
-        config = json.loads(tin.extractfile(old).read())  # type: ignore[union-attr]
-        config.setdefault("config", {}).setdefault("Labels", {}).update(labels)
-        data = json.dumps(config).encode()
-        new = f"blobs/sha256/{hashlib.sha256(data).hexdigest()}" if old.startswith("blobs/") else \
-            f"{hashlib.sha256(data).hexdigest()}.json"
-        manifest[0]["Config"], manifest[0]["RepoTags"] = new, None
-        with tarfile.open(dst, "w") as tout:
-            for member in tin:
-                if member.name.removeprefix("./") in (old, "manifest.json", "repositories", "index.json"):
-                    continue
-                tout.addfile(member, tin.extractfile(member) if member.isfile() else None)
-            for name, body in ((new, data), ("manifest.json", json.dumps(manifest).encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(body)
-                tout.addfile(info, io.BytesIO(body))
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.docker
@@ -183,8 +136,9 @@ def test_a_30_mb_label_costs_the_run_nothing(pytester: pytest.Pytester, base_ima
     saved = tmp_path / "base.tar"
     subprocess.run(["docker", "save", "-o", str(saved), base_image], check=True, timeout=300)
     hostile = pytester.path / "hostile.tar"
-    digest = relabel_docker_save(saved, hostile, {"org.containercheck.allow-fail": "system.tls: " + "r" * HUGE,
-                                                  "org.example.notes": "n" * HUGE})
+    labels = {"org.containercheck.allow-fail": "system.tls: " + "r" * HUGE, "org.example.notes": "n" * HUGE}
+    digest = rewrite_docker_save(saved, hostile, lambda config: config.setdefault("config", {})
+                                 .setdefault("Labels", {}).update(labels))
     try:
         result = pytester.runpytest_subprocess(
             "--image", str(hostile), *ONLY_SYSTEM, "--matrix-json", "m.json", "--matrix-md", "m.md",

@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +13,7 @@ from pytest_containercheck.engine.errors import UsageProblem
 from pytest_containercheck.engine.platforms import SIF_ARCH, emulated, foreign_problem, host_architecture
 from pytest_containercheck.engine.runtimes.apptainer import check_sif
 
-from helpers import FULL_SIZE, SIF_HEADER_LEN, sif_header
+from helpers import FULL_SIZE, SIF_HEADER_LEN, rewrite_docker_save, sif_header
 
 OTHER = "arm64" if host_architecture() != "arm64" else "amd64"
 
@@ -55,37 +51,14 @@ def test_sif_header_arch_is_read(tmp_path: Path) -> None:
         check_sif(str(path), "arm.sif")
 
 
-def _foreign_docker_save(src: Path, dst: Path) -> str:
-    """*src* (a docker save tar) with its config's architecture set to OTHER (renamed by its new
-    digest, as the engine would name it); returns the new config digest."""
-    with tarfile.open(src) as tin:
-        manifest = json.loads(tin.extractfile("manifest.json").read())  # type: ignore[union-attr]
-        old = manifest[0]["Config"]
-        config = json.loads(tin.extractfile(old).read())  # type: ignore[union-attr]
-        config["architecture"] = OTHER
-        data = json.dumps(config).encode()
-        new = hashlib.sha256(data).hexdigest() + ".json"
-        manifest[0]["Config"] = new
-        manifest[0]["RepoTags"] = [f"containercheck-test/foreign:{OTHER}"]
-        with tarfile.open(dst, "w") as tout:
-            for member in tin:
-                if member.name in (old, "manifest.json", "repositories"):
-                    continue
-                tout.addfile(member, tin.extractfile(member) if member.isfile() else None)
-            for name, body in ((new, data), ("manifest.json", json.dumps(manifest).encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(body)
-                tout.addfile(info, io.BytesIO(body))
-    return "sha256:" + new.removesuffix(".json")
-
-
 @pytest.mark.docker
 def test_foreign_image_and_archive_are_refused_before_start(pytester: pytest.Pytester, base_image: str,
                                                             tmp_path: Path) -> None:
     saved = tmp_path / "base.tar"
     subprocess.run(["docker", "save", "-o", str(saved), base_image], check=True, timeout=300)
     foreign = tmp_path / "foreign.tar"
-    digest = _foreign_docker_save(saved, foreign)
+    digest = rewrite_docker_save(saved, foreign, lambda config: config.update(architecture=OTHER),
+                                 [f"containercheck-test/foreign:{OTHER}"])
     with pytest.raises(ArchiveError, match=rf"built for linux/{OTHER}"):
         inspect_archive(str(foreign), "foreign.tar")
     tag = f"containercheck-test/foreign:{OTHER}"

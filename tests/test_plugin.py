@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import NO_GPU_HOST, ONLY_SYSTEM, RUN_LIMIT, SYSTEM
+from helpers import NO_GPU_HOST, ONLY_SYSTEM, SYSTEM, signal_when_ready
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -294,7 +289,6 @@ def test_each_image_runs_in_one_xdist_worker(pytester: pytest.Pytester) -> None:
         def test_where(container, n):
             container.note(str(os.getpid()))
     """)
-    import sys
 
     result = pytester.runpytest_subprocess("--image", "host", "--image", f"host://{sys.executable}", "test_pid.py",
                                            "--no-builtin-checks", "-n", "2", "--matrix-json", "m.json")
@@ -328,24 +322,8 @@ def test_a_signal_during_the_clean_up_is_held_off(pytester: pytest.Pytester, sig
     the clean-up is done: the run ends as it would have, without a traceback."""
     pytester.makeconftest(SLOW_CLEANUP)
     pytester.makepyfile(test_one="def test_one(container):\n    container.note('ran')\n")
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--image", "host",
-                             "--no-builtin-checks", "test_one.py"], cwd=pytester.path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait, deadline = threading.Event(), time.monotonic() + RUN_LIMIT
-        while not (pytester.path / "started").exists():
-            assert proc.poll() is None, proc.communicate(timeout=120)[0][-3000:]
-            assert time.monotonic() < deadline, f"the clean-up did not begin within {RUN_LIMIT:.0f} s"
-            wait.wait(0.05)
-        proc.send_signal(getattr(signal, sig))
-        (pytester.path / "signalled").write_text("")
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=120)
-    assert proc.returncode == 0, out[-3000:]
+    code, out, _ = signal_when_ready(pytester.path, ["-p", "no:cacheprovider", "--image", "host", "--no-builtin-checks",
+                                                   "test_one.py"], "started", sig, "the clean-up")
+    assert code == 0, out[-3000:]
     assert (pytester.path / "cleaned up").exists(), out[-3000:]
     assert "1 passed" in out and "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
