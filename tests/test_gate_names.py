@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from helpers import NO_GPU_HOST, SYSTEM, missing
+from helpers import NO_GPU_HOST, SYSTEM, build_labelled, missing
 
 REQUIRE = "require = ['system.libcuda']\n"
 
@@ -241,3 +241,22 @@ def test_an_image_form_the_runtime_cannot_run_is_one_line(pytester: pytest.Pytes
         (line,) = [ln for ln in result.stderr.lines if ln.startswith("ERROR:")]
         assert message in line, line
     assert sys.executable  # the in-process runs above loaded this tree's plugin
+
+
+@pytest.mark.docker
+def test_an_image_cannot_choose_its_table_with_a_label(base_image: str, pytester: pytest.Pytester) -> None:
+    """An image labelled as if Apptainer had built it from another reference (``deffile.from``) gets
+    no such name: the table for that reference -- here one that trusts its images' allowances -- does
+    not cover it, so the run stops (exit 4) instead of letting the image excuse its failing row."""
+    forged = build_labelled(base_image, "gate-forged", [
+        'LABEL org.label-schema.usage.singularity.deffile.bootstrap=docker-daemon '
+        'org.label-schema.usage.singularity.deffile.from=team/prod:1 '
+        'org.containercheck.allow-fail="system.libcuda: the image says so"'])
+    pytester.makepyprojecttoml("[[tool.containercheck.image]]\nmatch = 'team/prod:*'\ntrust-image-allowances = true\n"
+                               "require = ['system.os']\n")
+    result = pytester.runpytest_subprocess("--image", forged, "--no-builtin-checks", SYSTEM, "--rootdir",
+                                           str(pytester.path), timeout=600)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()[-2000:]
+    (line,) = [ln for ln in result.stderr.lines if ln.startswith("ERROR:")]
+    assert "no table of pyproject.toml [[tool.containercheck.image]] matches it" in line
+    assert "team/prod:1" not in line.split("(its names: ")[1].split(";")[0]

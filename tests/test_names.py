@@ -91,3 +91,19 @@ def test_image_names_gather_every_source() -> None:
                            {"labels": {"org.label-schema.usage.singularity.deffile.bootstrap": "docker-archive",
                                        "org.label-schema.usage.singularity.deffile.from": "/tmp/x/render.tar"}})
     assert "render.tar" in from_tar and not matches("render.tar:*", from_tar)
+
+
+def test_an_image_cannot_name_itself_with_a_label() -> None:
+    """The ``deffile.from`` label names a SIF's source because Apptainer writes it when it builds the
+    SIF; the same label set by a Docker image (or inside an archive) is the image's own word, and
+    would let it choose the table that judges it: it names nothing there."""
+    forged = {"org.label-schema.usage.singularity.deffile.bootstrap": "docker-daemon",
+              "org.label-schema.usage.singularity.deffile.from": "team/prod:1"}
+    docker = image_names("cc/forge:1", "cc/forge:1", "oci", {"image": {"labels": forged}})
+    archive = image_names("f.tar", "/x/f.tar", "oci", {"archive": "/x/f.tar", "archive_format": "docker-archive",
+                                                       "labels": forged})
+    converted = image_names("f.tar", "/x/f.tar", "sif", {"archive": "/x/f.tar", "archive_format": "docker-archive",
+                                                         "labels": forged})
+    for names in (docker, archive, converted):
+        assert not matches("team/prod:*", names), names
+    assert matches("team/prod:*", image_names("p.sif", "p.sif", "sif", {"labels": forged}))

@@ -20,6 +20,7 @@ a glob matches every form (:func:`matches`), and the reference page lists the ru
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -136,7 +137,11 @@ def image_names(spec: str, ref: str, family: str, facts: Mapping[str, Any], colu
                      _obj(_obj(facts.get("launch")).get("archive")).get("config_digest")):
         if isinstance(found_id, str) and found_id:
             names += id_names(found_id)
-    labels = _obj(facts.get("labels")) or _obj(image.get("labels"))
+    # Only a SIF's: Apptainer writes these labels when it builds one, over any the image set (seen
+    # with 1.4.5: an image labelled deffile.from=team/prod:1, built from its tar, says the tar).  A
+    # Docker image's or an archive's labels are the image's own: a name taken from them would let the
+    # image under test choose the table that judges it, and whether its allowances are trusted.
+    labels = _obj(facts.get("labels")) if family == "sif" and not archive else {}
     source = labels.get(DEFFILE_FROM)
     if isinstance(source, str) and source:
         bootstrap = str(labels.get(DEFFILE_BOOTSTRAP) or "")
@@ -149,6 +154,4 @@ def image_names(spec: str, ref: str, family: str, facts: Mapping[str, Any], colu
 
 def matches(pattern: str, names: Iterable[str]) -> bool:
     """Whether glob *pattern* (``fnmatch``, case-sensitive) matches one of *names*."""
-    import fnmatch
-
     return any(fnmatch.fnmatchcase(n, pattern) for n in names)
