@@ -302,10 +302,9 @@ def _judged(matrix: Matrix, args: argparse.Namespace) -> gate.Judgement:
         # A row name none of the results has (nor any expectation they recorded) is a typo, as in pytest.
         known = set(matrix.rows) | {r for c in matrix.columns.values() if (e := of_column(c)) is not None
                                     for r in [*e.required, *e.allowed]}
-        wrong = unknown_rows(found.values(), known)
+        wrong = unknown_rows(found.values(), known, hint="the results have no such row")
         if wrong:
-            raise UsageProblem(wrong[0].replace("pytest --containercheck-rows lists every row",
-                                                "the results have no such row"))
+            raise UsageProblem(wrong[0])
         return gate.judge(matrix, found.get)
     recorded: dict[tuple[str, str], Expectation | None] = {k: of_column(c) for k, c in matrix.columns.items()}
     return gate.judge(matrix, recorded.get)

@@ -223,7 +223,9 @@ def images(config: pytest.Config) -> list[str]:
 def expectations_file(config: pytest.Config) -> tuple[str, str, bool] | None:
     """The repository's expectations: ``(path, name shown, is a pyproject.toml)`` of the file
     ``--expectations`` names (relative to the current directory; the ini key's, to the ini file),
-    else of the repository's ``pyproject.toml`` (:func:`repository_pyproject`), else None."""
+    else of the repository's ``pyproject.toml`` (:func:`~.engine.expectations.find_pyproject`: found from
+    where pytest runs, not from pytest's rootdir, which a path given to a plugin's option can move
+    above the checkout), else None."""
     given = config.getoption("cc_expectations")
     if given is not None:
         check_named("--expectations", str(given))
@@ -233,19 +235,12 @@ def expectations_file(config: pytest.Config) -> tuple[str, str, bool] | None:
         raise usage_error(f"containercheck_expectations: {len(paths)} paths; give one TOML file")
     if paths:
         return str(paths[0]), str(paths[0]), False
-    found = repository_pyproject(config)
+    found = find_pyproject(config.invocation_params.dir, config.inipath)
     if found is None:
         return None
     here = config.invocation_params.dir
     shown = "pyproject.toml" if found.parent == here else os.path.relpath(found, here)
     return str(found), shown, True
-
-
-def repository_pyproject(config: pytest.Config) -> Path | None:
-    """The ``pyproject.toml`` whose ``[tool.containercheck]`` gates the run: found from the
-    directory pytest runs in (:func:`~.engine.expectations.find_pyproject`), not from pytest's
-    rootdir, which a path given to a plugin's option can move above the checkout."""
-    return find_pyproject(config.invocation_params.dir, config.inipath)
 
 
 def md_append(config: pytest.Config, path: str) -> bool:

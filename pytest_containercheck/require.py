@@ -223,13 +223,6 @@ def apply(item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo[No
 
 
 def fill_missing(matrix: Matrix, expectations: Mapping[str, Expectation]) -> bool:
-    """A failed cell (:func:`~.engine.gate.missing_cell`) for every required or allowed row that has
-    none on its image's column; True when any was missing."""
-    missing = False
-    for key in matrix.columns:
-        exp = expectations.get(key[0])
-        for row in gate.missing_rows(exp) if exp is not None else []:
-            if matrix.get(row, key) is None:
-                missing = True
-                matrix.put(gate.missing_cell(row, key, gate.decide(row, "missing", "", exp)))
-    return missing
+    """The gate's failed cell for every required or allowed row that has none on its image's column
+    (:func:`~.engine.gate.fill_missing`); True when any was missing."""
+    return bool(gate.fill_missing(matrix, lambda key: expectations.get(key[0])))

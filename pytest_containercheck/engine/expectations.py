@@ -374,16 +374,17 @@ def combine(image: str, names: Sequence[str], option_rows: Sequence[str], entrie
     return exp
 
 
-def unknown_rows(expectations: Iterable[Expectation], known: Collection[str]) -> list[str]:
+def unknown_rows(expectations: Iterable[Expectation], known: Collection[str], hint: str = LIST_HINT) -> list[str]:
     """One line per row named in *expectations* that is not in *known*, naming the closest
-    known row (``--require: no such row 'torch.cdua'; did you mean torch.cuda? ...``)."""
+    known row and *hint*, where the rows are listed (``--require: no such row 'torch.cdua'; did
+    you mean torch.cuda? ...``)."""
     lines: list[str] = []
     for exp in expectations:
         for row, where in exp.refs:
             if row in known:
                 continue
             near = closest(row, known)
-            line = f"{where}: no such row {row!r}; " + (f"did you mean {near}? ({LIST_HINT})" if near else LIST_HINT)
+            line = f"{where}: no such row {row!r}; " + (f"did you mean {near}? ({hint})" if near else hint)
             if line not in lines:
                 lines.append(line)
     return lines

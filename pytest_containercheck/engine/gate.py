@@ -189,18 +189,29 @@ def judge(matrix: Matrix, expectations: Callable[[tuple[str, str]], Expectation 
         outcome = decide(row, observed_of(cell), observed_detail(cell), expectations((image, host)))
         outcomes[(row, image, host)] = outcome
         out.put(gated_cell(cell, outcome))
-    for key in matrix.columns:
-        exp = expectations(key)
-        for row in missing_rows(exp) if exp is not None else []:
-            if matrix.get(row, key) is None:
-                outcome = decide(row, "missing", "", exp)
-                outcomes[(row, *key)] = outcome
-                out.put(missing_cell(row, key, outcome))
+    for cell, outcome in fill_missing(out, expectations):
+        outcomes[(cell.row, cell.column, cell.host)] = outcome
     out.conflicts = [gated_cell(c, decide(c.row, observed_of(c), observed_detail(c), expectations((c.column, c.host))))
                      for c in matrix.conflicts]
     code = EXIT_INTERRUPTED if not matrix.complete or any(o.status == "interrupted" for o in outcomes.values()) \
         else EXIT_FAILED if any(o.status in FAILING for o in outcomes.values()) or out.conflicts else EXIT_OK
     return Judgement(out, outcomes, code)
+
+
+def fill_missing(matrix: Matrix, expectations: Callable[[tuple[str, str]], Expectation | None]
+                 ) -> list[tuple[Cell, Outcome]]:
+    """Put into *matrix* a failed cell (:func:`missing_cell`) for every row its column's expectations
+    require or allow that has no cell there (deselected, or no such check on that image); each cell
+    put, with its outcome."""
+    added = []
+    for key in list(matrix.columns):
+        exp = expectations(key)
+        for row in missing_rows(exp) if exp is not None else []:
+            if matrix.get(row, key) is None:
+                outcome = decide(row, "missing", "", exp)
+                added.append((missing_cell(row, key, outcome), outcome))
+                matrix.put(added[-1][0])
+    return added
 
 
 def gated_cell(cell: Cell, outcome: Outcome) -> Cell:
