@@ -381,13 +381,14 @@ def _check_probe_dirs(resolved: tuple[str, ...], given: list[str]) -> None:
 
 def check_archives(config: pytest.Config, targets: list[Target]) -> dict[str, dict[str, Any]]:
     """Read every archive target to its end before anything starts (and hash it with
-    ``--verify-archive``): per target id, what it holds.  A bad archive is a usage error."""
+    ``--verify-archive``, or where its runtime hashes every archive anyway: then once, here, and the
+    runtime's preflight finds it done): per target id, what it holds.  A bad archive is a usage error."""
     verify = bool(value(config, "cc_verify_archive"))
     facts: dict[str, dict[str, Any]] = {}
     for t in targets:
         if t.archive:
             try:
-                info = inspect_archive(t.ref, t.spec, verify=verify,
+                info = inspect_archive(t.ref, t.spec, verify=verify or get_runtime(t.runtime).verifies_archives,
                                        kind=None if t.archive == "archive" else t.archive)
             except ArchiveError as exc:
                 raise usage_error(str(exc)) from None

@@ -173,6 +173,7 @@ class ApptainerRuntime(Runtime):
 
     names = ("apptainer", "singularity")
     family = "sif"
+    verifies_archives = True  # its SIFs are cached by the archive's content (convert_archive)
     _counter = itertools.count(1)
 
     def __init__(self, name: str, executable: str | None = None) -> None:

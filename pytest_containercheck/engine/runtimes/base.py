@@ -479,6 +479,9 @@ class Runtime(abc.ABC):
     """The ``--runtime`` values / ``--image`` prefixes this class serves."""
     family: ClassVar[str] = ""
     """One of :data:`FAMILIES`."""
+    verifies_archives: ClassVar[bool] = False
+    """Whether its preflight hashes every archive target (a runtime that caches what it derives from
+    one, by content): the start-up check then hashes it once, for both."""
 
     name: str
     """The runtime's name as used in ``--runtime`` and in target ids."""
